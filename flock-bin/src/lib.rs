@@ -1,0 +1,1 @@
+//! Flock binaries and tokio drivers.

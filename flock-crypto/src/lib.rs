@@ -1,0 +1,2 @@
+//! flock-crypto
+#![warn(missing_docs)]

@@ -1,0 +1,2 @@
+//! flock-store
+#![warn(missing_docs)]
