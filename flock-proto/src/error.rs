@@ -30,3 +30,16 @@ pub enum DecodeError {
         field: &'static str,
     },
 }
+
+impl DecodeError {
+    /// The verb whose fields were wrong, when the verb was recognised.
+    ///
+    /// A server answers `ERROR Invalid registration payload` when this is
+    /// `Some("REGISTER")`, as the original does; other errors are dropped silently.
+    pub fn verb(&self) -> Option<&'static str> {
+        match self {
+            Self::Fields { verb } | Self::BadField { verb, .. } => Some(verb),
+            Self::Empty | Self::TooLong(_) | Self::NotUtf8 | Self::UnknownVerb => None,
+        }
+    }
+}

@@ -7,7 +7,11 @@
 use std::borrow::Cow;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use crate::error::DecodeError;
+use crate::limits::MAX_DATAGRAM;
+use crate::record::Record;
 use crate::ring::RingFrame;
+use crate::validate::{ValidationError, validate_registration};
 
 /// A signed registration: `REGISTER <user> <ip> <port> <version> <pubkey_b64> <sig_b64>`.
 ///
@@ -15,7 +19,7 @@ use crate::ring::RingFrame;
 /// [`Register::signed_text`] = `user|ip|port|version|pubkey_b64`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Register<'a> {
-    /// The username (validated by [`crate::validate_username`]).
+    /// The username (validated by [`crate::validate::validate_username`]).
     pub user: Cow<'a, str>,
     /// The address the user receives messages on.
     pub ip: Ipv4Addr,
@@ -264,4 +268,403 @@ pub enum Frame<'a> {
         /// Recipient's signature.
         sig_b64: Cow<'a, str>,
     },
+}
+
+// ---- codec entry points ---------------------------------------------------------------------
+
+impl<'a> Frame<'a> {
+    /// Decodes one whole datagram.
+    ///
+    /// Checks, in order: the length (at most [`MAX_DATAGRAM`](crate::limits::MAX_DATAGRAM)
+    /// bytes, else [`DecodeError::TooLong`]), emptiness, UTF-8, then the grammar. Text
+    /// fields borrow from `datagram`. Datagrams starting with `RING ` go to
+    /// [`crate::ring::decode`]. Bad input never panics.
+    pub fn decode(datagram: &'a [u8]) -> Result<Self, DecodeError> {
+        if datagram.len() > MAX_DATAGRAM {
+            return Err(DecodeError::TooLong(datagram.len()));
+        }
+        if datagram.is_empty() {
+            return Err(DecodeError::Empty);
+        }
+        let text = std::str::from_utf8(datagram).map_err(|_| DecodeError::NotUtf8)?;
+        crate::decode::frame(text)
+    }
+
+    /// Appends exactly the bytes the original sends for this frame to `out`.
+    ///
+    /// A frame built from values that break the field rules (an empty or spaced field, a
+    /// port of 0, a username that breaks the rules in `REGISTER`) encodes anyway but will
+    /// not decode; build frames from validated values.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        crate::encode::frame(self, out);
+    }
+
+    /// [`Frame::encode`] into a new buffer.
+    pub fn encode_to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        self.encode(&mut out);
+        out
+    }
+
+    /// Copies every borrowed field so the frame can outlive its datagram.
+    pub fn into_owned(self) -> Frame<'static> {
+        match self {
+            Self::Discover => Frame::Discover,
+            Self::DiscoverServer { reply_to } => Frame::DiscoverServer { reply_to },
+            Self::Ping => Frame::Ping,
+            Self::Pong => Frame::Pong,
+            Self::Range => Frame::Range,
+            Self::Register(r) => Frame::Register(r.into_owned()),
+            Self::RegisterLegacy { user, ip, port } => Frame::RegisterLegacy {
+                user: own(user),
+                ip,
+                port,
+            },
+            Self::Resolve { user } => Frame::Resolve { user: own(user) },
+            Self::ForwardRegister { answer, register } => Frame::ForwardRegister {
+                answer,
+                register: register.into_owned(),
+            },
+            Self::ForwardResolve { answer, user } => Frame::ForwardResolve {
+                answer,
+                user: own(user),
+            },
+            Self::Status => Frame::Status,
+            Self::Snapshot => Frame::Snapshot,
+            Self::Checksum => Frame::Checksum,
+            Self::Ok(reply) => Frame::Ok(reply.into_owned()),
+            Self::Error(reply) => Frame::Error(reply.into_owned()),
+            Self::Join => Frame::Join,
+            Self::PredChange { ip } => Frame::PredChange { ip },
+            Self::Succ { ips } => Frame::Succ { ips },
+            Self::Fix => Frame::Fix,
+            Self::Replic(r) => Frame::Replic(r.into_owned()),
+            Self::Takeover(r) => Frame::Takeover(r.into_owned()),
+            Self::DropReplics { owner } => Frame::DropReplics { owner },
+            Self::Kill => Frame::Kill,
+            Self::Ring(r) => Frame::Ring(r),
+            Self::Message {
+                sender,
+                payload_b64,
+            } => Frame::Message {
+                sender: own(sender),
+                payload_b64: own(payload_b64),
+            },
+            Self::PubkeyReq { requester } => Frame::PubkeyReq {
+                requester: own(requester),
+            },
+            Self::PubkeyRes { user, pubkey_b64 } => Frame::PubkeyRes {
+                user: own(user),
+                pubkey_b64: own(pubkey_b64),
+            },
+            Self::Hello { user, features } => Frame::Hello {
+                user: own(user),
+                features: own(features),
+            },
+            Self::SecureMessage {
+                sender,
+                id,
+                payload_b64,
+                sig_b64,
+            } => Frame::SecureMessage {
+                sender: own(sender),
+                id,
+                payload_b64: own(payload_b64),
+                sig_b64: own(sig_b64),
+            },
+            Self::Ack { from, id, sig_b64 } => Frame::Ack {
+                from: own(from),
+                id,
+                sig_b64: own(sig_b64),
+            },
+        }
+    }
+
+    /// The frame's first word as sent (`DISCOVER_SERVER` for both discovery forms), for
+    /// logs and counters.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Self::Discover => "DISCOVER",
+            Self::DiscoverServer { .. } => "DISCOVER_SERVER",
+            Self::Ping => "PING",
+            Self::Pong => "PONG",
+            Self::Range => "RANGE",
+            Self::Register(_) | Self::RegisterLegacy { .. } | Self::ForwardRegister { .. } => {
+                "REGISTER"
+            }
+            Self::Resolve { .. } | Self::ForwardResolve { .. } => "RESOLVE",
+            Self::Status => "STATUS",
+            Self::Snapshot => "SNAPSHOT",
+            Self::Checksum => "CHECKSUM",
+            Self::Ok(_) => "OK",
+            Self::Error(_) => "ERROR",
+            Self::Join => "JOIN",
+            Self::PredChange { .. } => "PRED_CHANGE",
+            Self::Succ { .. } => "SUCC",
+            Self::Fix => "FIX",
+            Self::Replic(_) => "REPLIC",
+            Self::Takeover(_) => "TAKEOVER",
+            Self::DropReplics { .. } => "DROP_REPLICS",
+            Self::Kill => "KILL",
+            Self::Ring(_) => "RING",
+            Self::Message { .. } => "MESSAGE",
+            Self::PubkeyReq { .. } => "PUBKEY_REQ",
+            Self::PubkeyRes { .. } => "PUBKEY_RES",
+            Self::Hello { .. } => "HELLO",
+            Self::SecureMessage { .. } => "SMESSAGE",
+            Self::Ack { .. } => "ACK",
+        }
+    }
+
+    // ---- reply constructors ---------------------------------------------------------------
+
+    /// `OK User '<user>' in (<ip>:<port>) successfully registered`.
+    pub fn registered(user: impl Into<Cow<'a, str>>, ip: Ipv4Addr, port: u16) -> Self {
+        Self::Ok(OkReply::Registered {
+            user: user.into(),
+            ip,
+            port,
+        })
+    }
+
+    /// `OK <ip> <port> <pubkey_b64> <version>`: the answer to `RESOLVE` for `record`.
+    pub fn resolved(record: &'a Record) -> Self {
+        Self::Ok(OkReply::resolved(record))
+    }
+
+    /// `OK <lo> <hi>`: the answer to `RANGE`.
+    pub fn range_reply(lo: u64, hi: u64) -> Self {
+        Self::Ok(OkReply::Range { lo, hi })
+    }
+
+    /// `ERROR 404 User not found`.
+    pub fn not_found() -> Self {
+        Self::Error(ErrorReply::NotFound)
+    }
+
+    /// `ERROR <text>`, recognising the original's exact texts (see
+    /// [`ErrorReply::from_text`]).
+    pub fn error(text: impl Into<Cow<'a, str>>) -> Self {
+        Self::Error(ErrorReply::from_text(text.into()))
+    }
+}
+
+impl<'a> From<OkReply<'a>> for Frame<'a> {
+    fn from(reply: OkReply<'a>) -> Self {
+        Self::Ok(reply)
+    }
+}
+
+impl<'a> From<ErrorReply<'a>> for Frame<'a> {
+    fn from(reply: ErrorReply<'a>) -> Self {
+        Self::Error(reply)
+    }
+}
+
+impl<'a> From<Register<'a>> for Frame<'a> {
+    fn from(register: Register<'a>) -> Self {
+        Self::Register(register)
+    }
+}
+
+/// Moves a borrowed field into an owned one.
+fn own(text: Cow<'_, str>) -> Cow<'static, str> {
+    Cow::Owned(text.into_owned())
+}
+
+// ---- Register -------------------------------------------------------------------------------
+
+impl<'a> Register<'a> {
+    /// The text the signature covers: `user|ip|port|version|pubkey_b64`, with canonical
+    /// decimals and a dotted-quad IP.
+    pub fn signed_text(&self) -> String {
+        format!(
+            "{}|{}|{}|{}|{}",
+            self.user, self.ip, self.port, self.version, self.pubkey_b64
+        )
+    }
+
+    /// Checks the original's field rules (username, port, version). The codec refuses to
+    /// decode a `REGISTER` that breaks them, so decoded values always pass.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate_registration(&self.user, self.port, self.version)
+    }
+
+    /// The record a server stores for this registration.
+    pub fn to_record(&self) -> Record {
+        Record {
+            user: self.user.clone().into_owned(),
+            ip: self.ip,
+            port: self.port,
+            version: self.version,
+            pubkey_b64: self.pubkey_b64.clone().into_owned(),
+            sig_b64: self.sig_b64.clone().into_owned(),
+        }
+    }
+
+    /// Copies every borrowed field.
+    pub fn into_owned(self) -> Register<'static> {
+        Register {
+            user: own(self.user),
+            ip: self.ip,
+            port: self.port,
+            version: self.version,
+            pubkey_b64: own(self.pubkey_b64),
+            sig_b64: own(self.sig_b64),
+        }
+    }
+
+    /// The forwarded form of this registration.
+    pub fn forward(self, answer: AnswerTo) -> Frame<'a> {
+        Frame::ForwardRegister {
+            answer,
+            register: self,
+        }
+    }
+}
+
+impl<'a> From<&'a Record> for Register<'a> {
+    /// The `REGISTER` that stores `record`, borrowing its fields.
+    fn from(record: &'a Record) -> Self {
+        Self {
+            user: Cow::Borrowed(&record.user),
+            ip: record.ip,
+            port: record.port,
+            version: record.version,
+            pubkey_b64: Cow::Borrowed(&record.pubkey_b64),
+            sig_b64: Cow::Borrowed(&record.sig_b64),
+        }
+    }
+}
+
+impl From<Register<'_>> for Record {
+    fn from(register: Register<'_>) -> Self {
+        Self {
+            user: register.user.into_owned(),
+            ip: register.ip,
+            port: register.port,
+            version: register.version,
+            pubkey_b64: register.pubkey_b64.into_owned(),
+            sig_b64: register.sig_b64.into_owned(),
+        }
+    }
+}
+
+// ---- LegacyRecord ---------------------------------------------------------------------------
+
+impl LegacyRecord<'_> {
+    /// Copies every borrowed field.
+    pub fn into_owned(self) -> LegacyRecord<'static> {
+        LegacyRecord {
+            user: own(self.user),
+            ip: self.ip,
+            port: self.port,
+            version: self.version,
+            pubkey_b64: self.pubkey_b64.map(own),
+        }
+    }
+}
+
+impl<'a> From<&'a Record> for LegacyRecord<'a> {
+    /// The original's 5-field replication form of `record` (no signature).
+    fn from(record: &'a Record) -> Self {
+        Self {
+            user: Cow::Borrowed(&record.user),
+            ip: record.ip,
+            port: record.port,
+            version: Some(record.version),
+            pubkey_b64: Some(Cow::Borrowed(&record.pubkey_b64)),
+        }
+    }
+}
+
+// ---- replies --------------------------------------------------------------------------------
+
+impl<'a> OkReply<'a> {
+    /// `OK <ip> <port> <pubkey_b64> <version>` for `record`.
+    pub fn resolved(record: &'a Record) -> Self {
+        Self::Resolved {
+            ip: record.ip,
+            port: record.port,
+            pubkey_b64: Cow::Borrowed(&record.pubkey_b64),
+            version: record.version,
+        }
+    }
+
+    /// Copies every borrowed field.
+    pub fn into_owned(self) -> OkReply<'static> {
+        match self {
+            Self::Range { lo, hi } => OkReply::Range { lo, hi },
+            Self::Registered { user, ip, port } => OkReply::Registered {
+                user: own(user),
+                ip,
+                port,
+            },
+            Self::Resolved {
+                ip,
+                port,
+                pubkey_b64,
+                version,
+            } => OkReply::Resolved {
+                ip,
+                port,
+                pubkey_b64: own(pubkey_b64),
+                version,
+            },
+            Self::Joined { lo, hi, pred, succ } => OkReply::Joined { lo, hi, pred, succ },
+            Self::Json(json) => OkReply::Json(own(json)),
+            Self::Bare => OkReply::Bare,
+        }
+    }
+}
+
+impl<'a> ErrorReply<'a> {
+    /// Text of [`ErrorReply::InvalidPayload`].
+    pub const INVALID_PAYLOAD: &'static str = "Invalid registration payload";
+    /// Text of [`ErrorReply::DifferentKey`].
+    pub const DIFFERENT_KEY: &'static str = "Username belongs to a different identity key";
+    /// Text of [`ErrorReply::InvalidSignature`].
+    pub const INVALID_SIGNATURE: &'static str = "Invalid registration signature";
+    /// Text of [`ErrorReply::StaleVersion`].
+    pub const STALE_VERSION: &'static str = "Stale registration version";
+    /// Text of [`ErrorReply::NotFound`].
+    pub const NOT_FOUND: &'static str = "404 User not found";
+
+    /// The text after `ERROR ` (empty for a bare `ERROR`).
+    pub fn text(&self) -> &str {
+        match self {
+            Self::InvalidPayload => Self::INVALID_PAYLOAD,
+            Self::DifferentKey => Self::DIFFERENT_KEY,
+            Self::InvalidSignature => Self::INVALID_SIGNATURE,
+            Self::StaleVersion => Self::STALE_VERSION,
+            Self::NotFound => Self::NOT_FOUND,
+            Self::Other(text) => text,
+        }
+    }
+
+    /// The reply for `text`: one of the original's exact texts becomes its variant,
+    /// anything else [`ErrorReply::Other`]. Build `Other` through this so that decoding
+    /// the encoded reply gives the same value.
+    pub fn from_text(text: Cow<'a, str>) -> Self {
+        match &*text {
+            Self::INVALID_PAYLOAD => Self::InvalidPayload,
+            Self::DIFFERENT_KEY => Self::DifferentKey,
+            Self::INVALID_SIGNATURE => Self::InvalidSignature,
+            Self::STALE_VERSION => Self::StaleVersion,
+            Self::NOT_FOUND => Self::NotFound,
+            _ => Self::Other(text),
+        }
+    }
+
+    /// Copies every borrowed field.
+    pub fn into_owned(self) -> ErrorReply<'static> {
+        match self {
+            Self::InvalidPayload => ErrorReply::InvalidPayload,
+            Self::DifferentKey => ErrorReply::DifferentKey,
+            Self::InvalidSignature => ErrorReply::InvalidSignature,
+            Self::StaleVersion => ErrorReply::StaleVersion,
+            Self::NotFound => ErrorReply::NotFound,
+            Self::Other(text) => ErrorReply::Other(own(text)),
+        }
+    }
 }
