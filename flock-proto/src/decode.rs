@@ -213,8 +213,8 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// `*(SP token)` up to the end of the datagram; `None` on an empty field (two spaces, a
-/// trailing space), a character a token may not hold, or more than [`MAX_FIELDS`] fields.
+/// `*(SP field)` up to the end of the datagram; `None` on an empty field (two spaces, a
+/// trailing space) or more than [`MAX_FIELDS`] fields.
 fn fields(mut args: &str) -> Option<Fields<'_>> {
     let mut out = Fields {
         items: [""; MAX_FIELDS],
@@ -413,9 +413,10 @@ fn token(input: &str) -> PResult<'_, &str> {
     take_while1(is_token_char).parse(input)
 }
 
-/// `SP token`: one field with the space that precedes it.
+/// `SP 1*(char other than SP)`: one field with the space that precedes it. What the
+/// field may contain is checked by the field's own rule, so errors name the field.
 fn sp_field(input: &str) -> PResult<'_, &str> {
-    preceded(char(' '), token).parse(input)
+    preceded(char(' '), take_till1(|c| c == ' ')).parse(input)
 }
 
 /// `decimal = "0" / (%x31-39 *DIGIT)`: a canonical unsigned decimal that fits `u64`.

@@ -111,8 +111,7 @@ mod tests {
     #[test]
     fn three_nodes_as_in_the_notes() {
         // Node 1 owns everything; node 2 joins and splits it; node 3 joins and splits
-        // the widest, which is node 1's [0, mid-1] or node 2's: they tie in width up to
-        // one, and the notes' result shows node 2's upper half went to node 3.
+        // the widest range, node 2's (wider than node 1's by 3).
         let first = split_range(0, HASH_MAX).expect("splittable");
         assert_eq!(first.old, 0..=499_999_999_999_999_999);
         assert_eq!(

@@ -1,0 +1,47 @@
+//! The ring hash against the vectors made with the original (`testdata/interop.json`).
+//!
+//! The file lives in the workspace, outside this crate, so a `cargo package` tarball of
+//! flock-proto does not contain it; these tests run from the workspace only.
+
+use flock_proto::hash::{HASH_BASE, HASH_MAX, split_range};
+use flock_proto::{HASH_MOD, ring_hash};
+
+const INTEROP: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../testdata/interop.json"
+));
+
+#[test]
+fn interop_hash_cases() {
+    let json: serde_json::Value = serde_json::from_str(INTEROP).expect("valid JSON");
+    let hash = &json["hash"];
+    assert_eq!(hash["mod"].as_str(), Some(HASH_MOD.to_string().as_str()));
+    assert_eq!(hash["base"].as_u64(), Some(HASH_BASE));
+    let cases = hash["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 10, "expected the full vector set");
+    for case in cases {
+        let name = case["username"].as_str().expect("username");
+        let want: u64 = case["hash"]
+            .as_str()
+            .expect("hash as a decimal string")
+            .parse()
+            .expect("decimal");
+        assert_eq!(ring_hash(name), want, "ring_hash({name:?})");
+    }
+}
+
+#[test]
+fn three_node_split_from_the_notes() {
+    // Node 2 joins node 1 (which owns everything); node 3 joins the widest range.
+    let a = split_range(0, HASH_MAX).expect("splits");
+    let b = split_range(*a.joiner.start(), *a.joiner.end()).expect("splits");
+    let ranges = [a.old.clone(), b.old.clone(), b.joiner.clone()];
+    assert_eq!(
+        ranges,
+        [
+            0..=499_999_999_999_999_999,
+            500_000_000_000_000_000..=749_999_999_999_999_999,
+            750_000_000_000_000_000..=1_000_000_000_000_000_002,
+        ]
+    );
+}
