@@ -4,9 +4,9 @@
 //! - [`ServerDb`]: one file per ring node; applies the [`flock_chord::StoreOp`] batches
 //!   the ring machine emits, one durable transaction per batch, and loads them back
 //!   after a restart.
-//! - `ClientDb`: a client's `chats/<user>.db` (messages, the sealed outbox, pinned
+//! - [`ClientDb`]: a client's `chats/<user>.db` (messages, the sealed outbox, pinned
 //!   contact keys, duplicate suppression).
-//! - `KeyDir`: `keys/<user>/private.pem`, `public.pem`, `contacts/<peer>.pem`.
+//! - [`KeyDir`]: `keys/<user>/private.pem`, `public.pem`, `contacts/<peer>.pem`.
 //!
 //! Both databases run in WAL mode with `synchronous=FULL`, migrate their schema on open
 //! (`PRAGMA user_version`) and cache their prepared statements. Nothing here reads a
@@ -36,9 +36,18 @@
 //! ```
 #![warn(missing_docs)]
 
+mod client;
 mod error;
+mod keys;
 mod server;
 mod sql;
+mod username;
 
+pub use client::{
+    ChatSummary, ClientDb, Contact, DEFAULT_SEEN_IDS_PER_SENDER, Direction, Message, MessageRow,
+    MessageStatus, OutboxEntry, OutboxId, PendingKey, PinOutcome, retry_delay_ms,
+};
 pub use error::{Result, StoreError};
+pub use keys::KeyDir;
 pub use server::{Counts, ServerDb};
+pub use username::validate_username;

@@ -262,9 +262,12 @@ fn apply_one(tx: &Transaction<'_>, op: &StoreOp) -> Result<()> {
 fn record_from_row(row: &Row<'_>, table: &'static str) -> Result<Record> {
     let user = sql::text(row, 0, table)?;
     let ip_text = sql::text(row, 1, table)?;
-    let ip: Ipv4Addr = ip_text
-        .parse()
-        .map_err(|_| corrupt(table, format!("user {user:?}: bad IPv4 address {ip_text:?}")))?;
+    let ip: Ipv4Addr = ip_text.parse().map_err(|_| {
+        corrupt(
+            table,
+            format!("user {user:?}: bad IPv4 address {ip_text:?}"),
+        )
+    })?;
     let port_raw = sql::int(row, 2, table)?;
     let port = u16::try_from(port_raw)
         .map_err(|_| corrupt(table, format!("user {user:?}: bad port {port_raw}")))?;

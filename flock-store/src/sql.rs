@@ -119,7 +119,10 @@ pub(crate) fn int(row: &Row<'_>, idx: usize, table: &'static str) -> Result<i64>
         ValueRef::Integer(i) => Ok(i),
         other => Err(corrupt(
             table,
-            format!("column {idx}: expected integer, found {:?}", other.data_type()),
+            format!(
+                "column {idx}: expected integer, found {:?}",
+                other.data_type()
+            ),
         )),
     }
 }

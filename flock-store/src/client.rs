@@ -1,0 +1,1005 @@
+//! The client database, `chats/<user>.db`: chat history, the sealed outbox, pinned
+//! contact keys and duplicate suppression.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+
+use crate::error::{Result, StoreError, corrupt};
+use crate::sql;
+use crate::username::validate_username;
+
+/// Default for [`ClientDb::with_seen_ids_per_sender`].
+pub const DEFAULT_SEEN_IDS_PER_SENDER: u32 = 1024;
+
+/// The local row id of a message in `messages` (not the protocol's `msg_id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageRow(pub i64);
+
+/// The row id of an outbox entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OutboxId(pub i64);
+
+/// Whether a message was received or sent by the local user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Received from the peer.
+    Incoming,
+    /// Written by the local user.
+    Outgoing,
+}
+
+/// Where a message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageStatus {
+    /// An incoming message (stored when it arrived).
+    Received,
+    /// Outgoing, waiting in the outbox for the peer.
+    Queued,
+    /// Outgoing, sent on the wire; no delivery acknowledgement yet.
+    Sent,
+    /// Outgoing, acknowledged by the peer.
+    Delivered,
+    /// Outgoing, given up on; shown to the user, never silently dropped.
+    Failed,
+}
+
+/// One row of `messages`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Local row id (order of arrival in this database).
+    pub id: MessageRow,
+    /// Who wrote it.
+    pub author: String,
+    /// Who it was for.
+    pub receiver: String,
+    /// The plaintext (the local history is the one place plaintext is kept).
+    pub text: String,
+    /// When it was written or received, Unix milliseconds (the original's `date_time`).
+    pub at_ms: i64,
+    /// Local read flag; outgoing messages are stored as seen.
+    pub seen: bool,
+    /// The sender's per-message id, when the protocol carried one.
+    pub msg_id: Option<u64>,
+    /// Incoming or outgoing.
+    pub direction: Direction,
+    /// Delivery state.
+    pub status: MessageStatus,
+}
+
+impl Message {
+    /// The other party of the conversation.
+    pub fn peer(&self) -> &str {
+        match self.direction {
+            Direction::Incoming => &self.author,
+            Direction::Outgoing => &self.receiver,
+        }
+    }
+}
+
+/// One line of the chats page: a conversation, its latest message and unread count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatSummary {
+    /// The other party.
+    pub peer: String,
+    /// The most recent message in the conversation.
+    pub last: Message,
+    /// Incoming messages not yet marked seen.
+    pub unread: u64,
+}
+
+/// A sealed message waiting to be delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Outbox row id.
+    pub id: OutboxId,
+    /// Who it is for.
+    pub recipient: String,
+    /// The message's per-sender id (ours).
+    pub msg_id: u64,
+    /// The sealed payload, base64 (never plaintext).
+    pub payload_b64: String,
+    /// When it was queued, Unix milliseconds.
+    pub created_at_ms: i64,
+    /// Delivery attempts made so far.
+    pub attempts: u32,
+    /// Earliest time of the next attempt, Unix milliseconds.
+    pub next_attempt_at_ms: i64,
+    /// The `messages` row whose status tracks this entry.
+    pub message: MessageRow,
+}
+
+/// A pinned contact key, and a changed key awaiting the user's decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    /// The peer's username.
+    pub user: String,
+    /// The pinned public key (base64 of SPKI PEM, as on the wire).
+    pub pubkey_b64: String,
+    /// Its fingerprint, as computed by the caller.
+    pub fingerprint: String,
+    /// When it was pinned, Unix milliseconds.
+    pub pinned_at_ms: i64,
+    /// A different key seen for this user, not trusted until accepted.
+    pub pending: Option<PendingKey>,
+}
+
+/// A changed key seen for a contact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingKey {
+    /// The new public key.
+    pub pubkey_b64: String,
+    /// Its fingerprint.
+    pub fingerprint: String,
+    /// When it was first seen, Unix milliseconds.
+    pub since_ms: i64,
+}
+
+/// What [`ClientDb::pin_contact`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinOutcome {
+    /// First key for this user: pinned (trust on first use).
+    Pinned,
+    /// Same key as the pinned one.
+    Unchanged,
+    /// A different key: kept as pending, the pinned key stays in force.
+    KeyChanged,
+}
+
+/// Delay before retry number `attempts + 1`: 1 s doubling per attempt, capped at 5 min.
+///
+/// A helper for callers computing `next_attempt_at_ms`; the database only stores it.
+pub fn retry_delay_ms(attempts: u32) -> i64 {
+    const BASE_MS: i64 = 1_000;
+    const MAX_MS: i64 = 300_000;
+    BASE_MS
+        .checked_shl(attempts.min(16))
+        .map_or(MAX_MS, |d| d.min(MAX_MS))
+}
+
+/// A client's database.
+pub struct ClientDb {
+    conn: Connection,
+    me: String,
+    seen_ids_per_sender: u32,
+}
+
+impl ClientDb {
+    /// The schema version this build writes; older files are migrated on open.
+    pub const SCHEMA_VERSION: i64 = 2;
+
+    /// Opens or creates `chats/<me>.db` at `path` for user `me`, migrating it.
+    ///
+    /// A file from the original implementation is upgraded in place: its messages keep
+    /// their ids, and its plaintext `pending_messages` become outgoing messages with
+    /// status [`MessageStatus::Failed`] (shown to the user, who may resend) and the
+    /// plaintext queue is dropped. Opening another user's file is refused.
+    pub fn open(path: impl AsRef<Path>, me: &str) -> Result<Self> {
+        validate_username(me)?;
+        Self::init(sql::open_file(path.as_ref())?, me)
+    }
+
+    /// A private in-memory database for user `me`.
+    pub fn open_in_memory(me: &str) -> Result<Self> {
+        validate_username(me)?;
+        Self::init(sql::open_memory()?, me)
+    }
+
+    fn init(mut conn: Connection, me: &str) -> Result<Self> {
+        sql::migrate(
+            &mut conn,
+            &[&client_v1_original, &|tx| client_v2_extended(tx, me)],
+        )?;
+        let owner: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'owner'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        match owner {
+            Some(found) if found != me => {
+                return Err(StoreError::WrongOwner {
+                    expected: me.to_owned(),
+                    found,
+                });
+            }
+            Some(_) => {}
+            None => {
+                conn.execute("INSERT INTO meta (key, value) VALUES ('owner', ?1)", [me])?;
+            }
+        }
+        Ok(Self {
+            conn,
+            me: me.to_owned(),
+            seen_ids_per_sender: DEFAULT_SEEN_IDS_PER_SENDER,
+        })
+    }
+
+    /// Keeps at most `n` (at least 1) remembered message ids per sender for duplicate
+    /// suppression; older ones are pruned on insert.
+    pub fn with_seen_ids_per_sender(mut self, n: u32) -> Self {
+        self.seen_ids_per_sender = n.max(1);
+        self
+    }
+
+    /// The local user.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// The schema version stored in the file.
+    pub fn schema_version(&self) -> Result<i64> {
+        sql::schema_version(&self.conn)
+    }
+
+    /// `PRAGMA integrity_check`: `true` when SQLite reports `ok`.
+    pub fn integrity_check(&self) -> Result<bool> {
+        sql::integrity_check(&self.conn)
+    }
+
+    // ---- messages -------------------------------------------------------------------
+
+    /// Stores a message received from `from`, unread.
+    pub fn insert_incoming(
+        &mut self,
+        from: &str,
+        text: &str,
+        msg_id: Option<u64>,
+        at_ms: i64,
+    ) -> Result<MessageRow> {
+        insert_message(
+            &self.conn, from, &self.me, text, at_ms, msg_id, IN, RECEIVED,
+        )
+    }
+
+    /// Stores a received message unless `(from, msg_id)` was seen before, in one
+    /// transaction with the duplicate check: `None` for a duplicate.
+    pub fn insert_incoming_once(
+        &mut self,
+        from: &str,
+        text: &str,
+        msg_id: u64,
+        at_ms: i64,
+    ) -> Result<Option<MessageRow>> {
+        let keep = self.seen_ids_per_sender;
+        let tx = immediate(&mut self.conn)?;
+        if !seen_insert(&tx, from, msg_id, at_ms, keep)? {
+            return Ok(None);
+        }
+        let row = insert_message(&tx, from, &self.me, text, at_ms, Some(msg_id), IN, RECEIVED)?;
+        tx.commit()?;
+        Ok(Some(row))
+    }
+
+    /// Stores a message the local user wrote to `to` (stored as seen).
+    pub fn insert_outgoing(
+        &mut self,
+        to: &str,
+        text: &str,
+        msg_id: Option<u64>,
+        status: MessageStatus,
+        at_ms: i64,
+    ) -> Result<MessageRow> {
+        insert_message(
+            &self.conn,
+            &self.me,
+            to,
+            text,
+            at_ms,
+            msg_id,
+            OUT,
+            status_str(status),
+        )
+    }
+
+    /// One message by local row id.
+    pub fn message(&self, id: MessageRow) -> Result<Option<Message>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"
+        ))?;
+        let mut rows = stmt.query([id.0])?;
+        rows.next()?.map(message_from_row).transpose()
+    }
+
+    /// Sets a message's delivery status.
+    pub fn set_status(&mut self, id: MessageRow, status: MessageStatus) -> Result<()> {
+        let n = self
+            .conn
+            .prepare_cached("UPDATE messages SET status = ?2 WHERE id = ?1")?
+            .execute(params![id.0, status_str(status)])?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("message {}", id.0)));
+        }
+        Ok(())
+    }
+
+    /// The last `limit` messages with `peer`, oldest first.
+    pub fn history(&self, peer: &str, limit: u32) -> Result<Vec<Message>> {
+        self.history_before(peer, MessageRow(i64::MAX), limit)
+    }
+
+    /// The last `limit` messages with `peer` older than `before`, oldest first (paging
+    /// back through a long conversation).
+    pub fn history_before(
+        &self,
+        peer: &str,
+        before: MessageRow,
+        limit: u32,
+    ) -> Result<Vec<Message>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE peer = ?1 AND id < ?2 \
+             ORDER BY id DESC LIMIT ?3"
+        ))?;
+        let mut rows = stmt.query(params![peer, before.0, limit])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(message_from_row(row)?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Marks every incoming message from `peer` as seen; returns how many changed.
+    pub fn mark_seen(&mut self, peer: &str) -> Result<u64> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE messages SET seen = 1 WHERE peer = ?1 AND direction = 'in' AND seen = 0",
+            )?
+            .execute([peer])?;
+        Ok(n as u64)
+    }
+
+    /// Unread incoming messages from `peer`.
+    pub fn unread_count(&self, peer: &str) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM messages WHERE peer = ?1 AND direction = 'in' AND seen = 0",
+            )?
+            .query_row([peer], |r| r.get(0))?;
+        u64::try_from(n).map_err(|_| corrupt("messages", format!("negative count {n}")))
+    }
+
+    /// The chats page: up to `limit` conversations, most recent first, each with its
+    /// last message and unread count.
+    pub fn chats(&self, limit: u32) -> Result<Vec<ChatSummary>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS}, \
+               (SELECT COUNT(*) FROM messages u \
+                 WHERE u.peer = m.peer AND u.direction = 'in' AND u.seen = 0) \
+             FROM messages m \
+             WHERE m.id IN (SELECT MAX(id) FROM messages GROUP BY peer) \
+             ORDER BY m.id DESC LIMIT ?1"
+        ))?;
+        let mut rows = stmt.query([limit])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let last = message_from_row(row)?;
+            let unread = sql::uint(row, MESSAGE_COLUMN_COUNT, "messages")?;
+            out.push(ChatSummary {
+                peer: last.peer().to_owned(),
+                last,
+                unread,
+            });
+        }
+        Ok(out)
+    }
+
+    // ---- outbox ---------------------------------------------------------------------
+
+    /// Stores an outgoing message as [`MessageStatus::Queued`] and its sealed payload in
+    /// the outbox, due at once, in one transaction.
+    pub fn queue_outgoing(
+        &mut self,
+        to: &str,
+        text: &str,
+        msg_id: u64,
+        payload_b64: &str,
+        now_ms: i64,
+    ) -> Result<(MessageRow, OutboxId)> {
+        let tx = immediate(&mut self.conn)?;
+        let row = insert_message(&tx, &self.me, to, text, now_ms, Some(msg_id), OUT, QUEUED)?;
+        let id = outbox_insert(&tx, row, to, msg_id, payload_b64, now_ms, now_ms)?;
+        tx.commit()?;
+        Ok((row, id))
+    }
+
+    /// Adds a sealed payload for an existing `messages` row to the outbox and marks the
+    /// message [`MessageStatus::Queued`].
+    pub fn outbox_enqueue(
+        &mut self,
+        message: MessageRow,
+        recipient: &str,
+        msg_id: u64,
+        payload_b64: &str,
+        now_ms: i64,
+        next_attempt_at_ms: i64,
+    ) -> Result<OutboxId> {
+        let tx = immediate(&mut self.conn)?;
+        let n = tx
+            .prepare_cached("UPDATE messages SET status = 'queued' WHERE id = ?1")?
+            .execute([message.0])?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("message {}", message.0)));
+        }
+        let id = outbox_insert(
+            &tx,
+            message,
+            recipient,
+            msg_id,
+            payload_b64,
+            now_ms,
+            next_attempt_at_ms,
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Up to `limit` entries due at `now_ms`, earliest due first.
+    pub fn outbox_due(&self, now_ms: i64, limit: u32) -> Result<Vec<OutboxEntry>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE next_attempt_at <= ?1 \
+             ORDER BY next_attempt_at, id LIMIT ?2"
+        ))?;
+        let mut rows = stmt.query(params![now_ms, limit])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(outbox_from_row(row)?);
+        }
+        Ok(out)
+    }
+
+    /// One outbox entry.
+    pub fn outbox_get(&self, id: OutboxId) -> Result<Option<OutboxEntry>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = ?1"
+        ))?;
+        let mut rows = stmt.query([id.0])?;
+        rows.next()?.map(outbox_from_row).transpose()
+    }
+
+    /// Entries in the outbox.
+    pub fn outbox_len(&self) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM outbox")?
+            .query_row([], |r| r.get(0))?;
+        u64::try_from(n).map_err(|_| corrupt("outbox", format!("negative count {n}")))
+    }
+
+    /// Records a delivery attempt: `attempts += 1` and the next attempt's time (see
+    /// [`retry_delay_ms`]). Returns the new attempt count.
+    pub fn outbox_mark_attempt(&mut self, id: OutboxId, next_attempt_at_ms: i64) -> Result<u32> {
+        let attempts: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2 \
+                 WHERE id = ?1 RETURNING attempts",
+            )?
+            .query_row(params![id.0, next_attempt_at_ms], |r| r.get(0))
+            .optional()?;
+        let attempts = attempts.ok_or_else(|| StoreError::NotFound(format!("outbox {}", id.0)))?;
+        u32::try_from(attempts).map_err(|_| corrupt("outbox", format!("attempts {attempts}")))
+    }
+
+    /// The peer acknowledged the entry: remove it and mark its message delivered.
+    pub fn outbox_delivered(&mut self, id: OutboxId) -> Result<()> {
+        self.outbox_finish(id, DELIVERED)
+    }
+
+    /// Give up on the entry: remove it and mark its message failed (the user sees it).
+    pub fn outbox_give_up(&mut self, id: OutboxId) -> Result<()> {
+        self.outbox_finish(id, FAILED)
+    }
+
+    /// A delivery acknowledgement for our message `msg_id` to `recipient`: marks the
+    /// message delivered and removes any outbox entry for it. `false` when no such
+    /// outgoing message exists (an unknown or repeated acknowledgement changes nothing
+    /// beyond the first).
+    pub fn delivered(&mut self, recipient: &str, msg_id: u64) -> Result<bool> {
+        let tx = immediate(&mut self.conn)?;
+        tx.prepare_cached("DELETE FROM outbox WHERE recipient = ?1 AND msg_id = ?2")?
+            .execute(params![recipient, msg_id_to_sql(msg_id)])?;
+        let n = tx
+            .prepare_cached(
+                "UPDATE messages SET status = 'delivered' \
+                 WHERE peer = ?1 AND msg_id = ?2 AND direction = 'out'",
+            )?
+            .execute(params![recipient, msg_id_to_sql(msg_id)])?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    fn outbox_finish(&mut self, id: OutboxId, status: &str) -> Result<()> {
+        let tx = immediate(&mut self.conn)?;
+        let message: Option<i64> = tx
+            .prepare_cached("DELETE FROM outbox WHERE id = ?1 RETURNING message_id")?
+            .query_row([id.0], |r| r.get(0))
+            .optional()?;
+        let message = message.ok_or_else(|| StoreError::NotFound(format!("outbox {}", id.0)))?;
+        tx.prepare_cached("UPDATE messages SET status = ?2 WHERE id = ?1")?
+            .execute(params![message, status])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ---- contacts -------------------------------------------------------------------
+
+    /// Trust on first use: pins `pubkey_b64` for `user` if no key is pinned; a different
+    /// key is stored as pending (the pinned key stays in force until
+    /// [`Self::accept_pending_key`]).
+    pub fn pin_contact(
+        &mut self,
+        user: &str,
+        pubkey_b64: &str,
+        fingerprint: &str,
+        now_ms: i64,
+    ) -> Result<PinOutcome> {
+        let tx = immediate(&mut self.conn)?;
+        let pinned: Option<String> = tx
+            .prepare_cached("SELECT pubkey_b64 FROM contacts WHERE user = ?1")?
+            .query_row([user], |r| r.get(0))
+            .optional()?;
+        let outcome = match pinned {
+            None => {
+                tx.prepare_cached(
+                    "INSERT INTO contacts (user, pubkey_b64, fingerprint, pinned_at) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![user, pubkey_b64, fingerprint, now_ms])?;
+                PinOutcome::Pinned
+            }
+            Some(key) if key == pubkey_b64 => PinOutcome::Unchanged,
+            Some(_) => {
+                set_pending(&tx, user, pubkey_b64, fingerprint, now_ms)?;
+                PinOutcome::KeyChanged
+            }
+        };
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    /// A contact and its pinned (and pending) key.
+    pub fn contact(&self, user: &str) -> Result<Option<Contact>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {CONTACT_COLUMNS} FROM contacts WHERE user = ?1"
+        ))?;
+        let mut rows = stmt.query([user])?;
+        rows.next()?.map(contact_from_row).transpose()
+    }
+
+    /// Up to `limit` contacts, ordered by username.
+    pub fn contacts(&self, limit: u32) -> Result<Vec<Contact>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {CONTACT_COLUMNS} FROM contacts ORDER BY user LIMIT ?1"
+        ))?;
+        let mut rows = stmt.query([limit])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(contact_from_row(row)?);
+        }
+        Ok(out)
+    }
+
+    /// Records a changed key for an existing contact, awaiting acceptance.
+    pub fn set_pending_key(
+        &mut self,
+        user: &str,
+        pubkey_b64: &str,
+        fingerprint: &str,
+        now_ms: i64,
+    ) -> Result<()> {
+        let tx = immediate(&mut self.conn)?;
+        set_pending(&tx, user, pubkey_b64, fingerprint, now_ms)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The user accepted the pending key: it becomes the pinned key. `false` if there
+    /// was no pending key.
+    pub fn accept_pending_key(&mut self, user: &str, now_ms: i64) -> Result<bool> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE contacts SET pubkey_b64 = pending_pubkey_b64, \
+                 fingerprint = pending_fingerprint, pinned_at = ?2, \
+                 pending_pubkey_b64 = NULL, pending_fingerprint = NULL, pending_since = NULL \
+                 WHERE user = ?1 AND pending_pubkey_b64 IS NOT NULL",
+            )?
+            .execute(params![user, now_ms])?;
+        Ok(n > 0)
+    }
+
+    /// The user rejected the pending key: forget it. `false` if there was none.
+    pub fn reject_pending_key(&mut self, user: &str) -> Result<bool> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE contacts SET pending_pubkey_b64 = NULL, pending_fingerprint = NULL, \
+                 pending_since = NULL WHERE user = ?1 AND pending_pubkey_b64 IS NOT NULL",
+            )?
+            .execute([user])?;
+        Ok(n > 0)
+    }
+
+    // ---- duplicate suppression ------------------------------------------------------
+
+    /// Remembers `(sender, msg_id)`; `true` the first time, `false` for a duplicate.
+    /// Keeps the newest [`Self::with_seen_ids_per_sender`] ids per sender.
+    pub fn check_and_insert_seen(
+        &mut self,
+        sender: &str,
+        msg_id: u64,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let keep = self.seen_ids_per_sender;
+        let tx = immediate(&mut self.conn)?;
+        let fresh = seen_insert(&tx, sender, msg_id, now_ms, keep)?;
+        tx.commit()?;
+        Ok(fresh)
+    }
+
+    /// How many ids are remembered for `sender`.
+    pub fn seen_ids_count(&self, sender: &str) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM seen_ids WHERE sender = ?1")?
+            .query_row([sender], |r| r.get(0))?;
+        u64::try_from(n).map_err(|_| corrupt("seen_ids", format!("negative count {n}")))
+    }
+}
+
+impl std::fmt::Debug for ClientDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientDb")
+            .field("me", &self.me)
+            .field("path", &self.conn.path())
+            .finish()
+    }
+}
+
+// ---- helpers ------------------------------------------------------------------------
+
+/// Write transactions take the lock up front, so they never fail half-way on a
+/// read-to-write lock upgrade.
+fn immediate(conn: &mut Connection) -> Result<Transaction<'_>> {
+    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+}
+
+const IN: &str = "in";
+const OUT: &str = "out";
+const RECEIVED: &str = "received";
+const QUEUED: &str = "queued";
+const DELIVERED: &str = "delivered";
+const FAILED: &str = "failed";
+
+const MESSAGE_COLUMNS: &str =
+    "id, author, receiver, text, date_time, seen, msg_id, direction, status";
+const MESSAGE_COLUMN_COUNT: usize = 9;
+const OUTBOX_COLUMNS: &str =
+    "id, recipient, msg_id, payload_b64, created_at, attempts, next_attempt_at, message_id";
+const CONTACT_COLUMNS: &str = "user, pubkey_b64, fingerprint, pinned_at, \
+     pending_pubkey_b64, pending_fingerprint, pending_since";
+
+fn status_str(status: MessageStatus) -> &'static str {
+    match status {
+        MessageStatus::Received => RECEIVED,
+        MessageStatus::Queued => QUEUED,
+        MessageStatus::Sent => "sent",
+        MessageStatus::Delivered => DELIVERED,
+        MessageStatus::Failed => FAILED,
+    }
+}
+
+/// Message ids are any `u64`; SQLite integers are `i64`: store the same 64 bits.
+fn msg_id_to_sql(id: u64) -> i64 {
+    i64::from_ne_bytes(id.to_ne_bytes())
+}
+
+fn msg_id_from_sql(id: i64) -> u64 {
+    u64::from_ne_bytes(id.to_ne_bytes())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert_message(
+    conn: &Connection,
+    author: &str,
+    receiver: &str,
+    text: &str,
+    at_ms: i64,
+    msg_id: Option<u64>,
+    direction: &str,
+    status: &str,
+) -> Result<MessageRow> {
+    let (peer, seen) = if direction == IN {
+        (author, false)
+    } else {
+        (receiver, true)
+    };
+    conn.prepare_cached(
+        "INSERT INTO messages \
+         (author, receiver, text, date_time, seen, msg_id, direction, status, peer) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        author,
+        receiver,
+        text,
+        at_ms,
+        seen,
+        msg_id.map(msg_id_to_sql),
+        direction,
+        status,
+        peer
+    ])?;
+    Ok(MessageRow(conn.last_insert_rowid()))
+}
+
+fn outbox_insert(
+    conn: &Connection,
+    message: MessageRow,
+    recipient: &str,
+    msg_id: u64,
+    payload_b64: &str,
+    now_ms: i64,
+    next_attempt_at_ms: i64,
+) -> Result<OutboxId> {
+    conn.prepare_cached(
+        "INSERT INTO outbox \
+         (recipient, msg_id, payload_b64, created_at, attempts, next_attempt_at, message_id) \
+         VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
+    )?
+    .execute(params![
+        recipient,
+        msg_id_to_sql(msg_id),
+        payload_b64,
+        now_ms,
+        next_attempt_at_ms,
+        message.0
+    ])?;
+    Ok(OutboxId(conn.last_insert_rowid()))
+}
+
+fn set_pending(
+    conn: &Connection,
+    user: &str,
+    pubkey_b64: &str,
+    fingerprint: &str,
+    now_ms: i64,
+) -> Result<()> {
+    // Keep the first-seen time when the same changed key is reported again.
+    let n = conn
+        .prepare_cached(
+            "UPDATE contacts SET \
+               pending_since = CASE WHEN pending_pubkey_b64 IS ?2 THEN pending_since ELSE ?4 END, \
+               pending_pubkey_b64 = ?2, pending_fingerprint = ?3 \
+             WHERE user = ?1",
+        )?
+        .execute(params![user, pubkey_b64, fingerprint, now_ms])?;
+    if n == 0 {
+        return Err(StoreError::NotFound(format!("contact {user:?}")));
+    }
+    Ok(())
+}
+
+fn seen_insert(
+    conn: &Connection,
+    sender: &str,
+    msg_id: u64,
+    now_ms: i64,
+    keep: u32,
+) -> Result<bool> {
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO seen_ids (sender, msg_id, seen_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (sender, msg_id) DO NOTHING",
+        )?
+        .execute(params![sender, msg_id_to_sql(msg_id), now_ms])?;
+    if n == 0 {
+        return Ok(false);
+    }
+    // Keep the newest `keep`: delete the (keep+1)-th newest and everything older.
+    conn.prepare_cached(
+        "DELETE FROM seen_ids WHERE sender = ?1 AND seq <= \
+         (SELECT seq FROM seen_ids WHERE sender = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+    )?
+    .execute(params![sender, keep])?;
+    Ok(true)
+}
+
+fn message_from_row(row: &Row<'_>) -> Result<Message> {
+    const T: &str = "messages";
+    let direction = match sql::text(row, 7, T)?.as_str() {
+        IN => Direction::Incoming,
+        OUT => Direction::Outgoing,
+        other => return Err(corrupt(T, format!("direction {other:?}"))),
+    };
+    let status = match sql::text(row, 8, T)?.as_str() {
+        RECEIVED => MessageStatus::Received,
+        QUEUED => MessageStatus::Queued,
+        "sent" => MessageStatus::Sent,
+        DELIVERED => MessageStatus::Delivered,
+        FAILED => MessageStatus::Failed,
+        other => return Err(corrupt(T, format!("status {other:?}"))),
+    };
+    Ok(Message {
+        id: MessageRow(sql::int(row, 0, T)?),
+        author: sql::text(row, 1, T)?,
+        receiver: sql::text(row, 2, T)?,
+        text: sql::text(row, 3, T)?,
+        at_ms: sql::int(row, 4, T)?,
+        seen: sql::int(row, 5, T)? != 0,
+        msg_id: sql::opt_int(row, 6, T)?.map(msg_id_from_sql),
+        direction,
+        status,
+    })
+}
+
+fn outbox_from_row(row: &Row<'_>) -> Result<OutboxEntry> {
+    const T: &str = "outbox";
+    let attempts = sql::int(row, 5, T)?;
+    Ok(OutboxEntry {
+        id: OutboxId(sql::int(row, 0, T)?),
+        recipient: sql::text(row, 1, T)?,
+        msg_id: msg_id_from_sql(sql::int(row, 2, T)?),
+        payload_b64: sql::text(row, 3, T)?,
+        created_at_ms: sql::int(row, 4, T)?,
+        attempts: u32::try_from(attempts)
+            .map_err(|_| corrupt(T, format!("attempts {attempts}")))?,
+        next_attempt_at_ms: sql::int(row, 6, T)?,
+        message: MessageRow(sql::int(row, 7, T)?),
+    })
+}
+
+fn contact_from_row(row: &Row<'_>) -> Result<Contact> {
+    const T: &str = "contacts";
+    let pending = match (
+        sql::opt_text(row, 4, T)?,
+        sql::opt_text(row, 5, T)?,
+        sql::opt_int(row, 6, T)?,
+    ) {
+        (None, None, None) => None,
+        (Some(pubkey_b64), Some(fingerprint), Some(since_ms)) => Some(PendingKey {
+            pubkey_b64,
+            fingerprint,
+            since_ms,
+        }),
+        _ => return Err(corrupt(T, "partial pending key")),
+    };
+    Ok(Contact {
+        user: sql::text(row, 0, T)?,
+        pubkey_b64: sql::text(row, 1, T)?,
+        fingerprint: sql::text(row, 2, T)?,
+        pinned_at_ms: sql::int(row, 3, T)?,
+        pending,
+    })
+}
+
+// ---- schema -------------------------------------------------------------------------
+
+/// Schema 1: the original client's tables (`IF NOT EXISTS` adopts an original file).
+fn client_v1_original(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS messages (
+             id        INTEGER PRIMARY KEY AUTOINCREMENT,
+             author    TEXT NOT NULL,
+             receiver  TEXT NOT NULL,
+             text      TEXT NOT NULL,
+             date_time DATETIME DEFAULT CURRENT_TIMESTAMP,
+             seen      BOOLEAN DEFAULT 0
+         );
+         CREATE TABLE IF NOT EXISTS pending_messages (
+             id         INTEGER PRIMARY KEY AUTOINCREMENT,
+             recipient  TEXT NOT NULL,
+             payload    TEXT NOT NULL,
+             created_at DATETIME DEFAULT CURRENT_TIMESTAMP
+         );",
+    )?;
+    Ok(())
+}
+
+/// SQL turning an original timestamp column (text `YYYY-MM-DD HH:MM:SS[.fff]`, or Unix
+/// seconds as a number) into Unix milliseconds; 0 when unreadable.
+fn legacy_ms(column: &str) -> String {
+    format!(
+        "CASE typeof({column}) \
+           WHEN 'text' THEN COALESCE(CAST(ROUND((julianday({column}) - 2440587.5) * 86400000) \
+                                     AS INTEGER), 0) \
+           WHEN 'integer' THEN {column} * 1000 \
+           WHEN 'real' THEN CAST(ROUND({column} * 1000) AS INTEGER) \
+           ELSE 0 END"
+    )
+}
+
+/// Schema 2: the extended messages table (ids, direction, status, peer, times in ms),
+/// the sealed outbox, pinned contacts, seen ids, and the owner record.
+fn client_v2_extended(tx: &Transaction<'_>, me: &str) -> Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE messages_v2 (
+             id        INTEGER PRIMARY KEY AUTOINCREMENT,
+             author    TEXT NOT NULL,
+             receiver  TEXT NOT NULL,
+             text      TEXT NOT NULL,
+             date_time INTEGER NOT NULL,
+             seen      INTEGER NOT NULL DEFAULT 0,
+             msg_id    INTEGER,
+             direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+             status    TEXT NOT NULL
+                       CHECK (status IN ('received', 'queued', 'sent', 'delivered', 'failed')),
+             peer      TEXT NOT NULL
+         );",
+    )?;
+    tx.execute(
+        &format!(
+            "INSERT INTO messages_v2
+                 (id, author, receiver, text, date_time, seen, msg_id, direction, status, peer)
+             SELECT id, author, receiver, text, {}, COALESCE(seen, 0) <> 0, NULL,
+                    CASE WHEN author = ?1 THEN 'out' ELSE 'in' END,
+                    CASE WHEN author = ?1 THEN 'sent' ELSE 'received' END,
+                    CASE WHEN author = ?1 THEN receiver ELSE author END
+             FROM messages ORDER BY id",
+            legacy_ms("date_time")
+        ),
+        [me],
+    )?;
+    // The original queued plaintext; we queue only sealed payloads. Its queued messages
+    // become visible failed messages (the user can resend), and the plaintext queue goes.
+    tx.execute(
+        &format!(
+            "INSERT INTO messages_v2
+                 (author, receiver, text, date_time, seen, msg_id, direction, status, peer)
+             SELECT ?1, recipient, payload, {}, 1, NULL, 'out', 'failed', recipient
+             FROM pending_messages ORDER BY id",
+            legacy_ms("created_at")
+        ),
+        [me],
+    )?;
+    tx.execute_batch(
+        "DROP TABLE messages;
+         DROP TABLE pending_messages;
+         ALTER TABLE messages_v2 RENAME TO messages;
+         CREATE INDEX messages_peer ON messages (peer, id);
+         CREATE INDEX messages_unread ON messages (peer) WHERE direction = 'in' AND seen = 0;
+         CREATE INDEX messages_msg_id ON messages (peer, msg_id) WHERE msg_id IS NOT NULL;
+
+         CREATE TABLE outbox (
+             id              INTEGER PRIMARY KEY AUTOINCREMENT,
+             recipient       TEXT NOT NULL,
+             msg_id          INTEGER NOT NULL,
+             payload_b64     TEXT NOT NULL,
+             created_at      INTEGER NOT NULL,
+             attempts        INTEGER NOT NULL DEFAULT 0,
+             next_attempt_at INTEGER NOT NULL,
+             message_id      INTEGER NOT NULL UNIQUE
+                             REFERENCES messages (id) ON DELETE CASCADE,
+             UNIQUE (recipient, msg_id)
+         );
+         CREATE INDEX outbox_due ON outbox (next_attempt_at, id);
+
+         CREATE TABLE contacts (
+             user                TEXT PRIMARY KEY,
+             pubkey_b64          TEXT NOT NULL,
+             fingerprint         TEXT NOT NULL,
+             pinned_at           INTEGER NOT NULL,
+             pending_pubkey_b64  TEXT,
+             pending_fingerprint TEXT,
+             pending_since       INTEGER
+         );
+
+         CREATE TABLE seen_ids (
+             seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+             sender  TEXT NOT NULL,
+             msg_id  INTEGER NOT NULL,
+             seen_at INTEGER NOT NULL,
+             UNIQUE (sender, msg_id)
+         );
+         CREATE INDEX seen_ids_sender ON seen_ids (sender, seq);
+
+         CREATE TABLE meta (
+             key   TEXT PRIMARY KEY,
+             value TEXT NOT NULL
+         );",
+    )?;
+    tx.execute("INSERT INTO meta (key, value) VALUES ('owner', ?1)", [me])?;
+    Ok(())
+}
