@@ -150,10 +150,17 @@ fn sigkill_mid_write_keeps_every_acked_batch() {
     for round in 0..ROUNDS {
         let highest = run_and_kill(&path).expect("at least one ack");
         let db = ServerDb::open(&path).unwrap();
-        assert!(db.integrity_check().unwrap(), "round {round}: integrity_check");
+        assert!(
+            db.integrity_check().unwrap(),
+            "round {round}: integrity_check"
+        );
         let counts = db.counts().unwrap();
         let stored = counts.owned + counts.replicas;
-        assert_eq!(stored % BATCH, 0, "round {round}: a batch was torn ({stored} rows)");
+        assert_eq!(
+            stored % BATCH,
+            0,
+            "round {round}: a batch was torn ({stored} rows)"
+        );
         assert!(
             stored >= (highest + 1) * BATCH,
             "round {round}: acked batch {highest} but only {stored} rows"

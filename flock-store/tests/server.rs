@@ -40,7 +40,10 @@ fn put_get_and_counts() {
         put(rec("bob", 2, 8), replica("10.0.0.9:12345")),
     ])
     .unwrap();
-    assert_eq!(db.get("alice").unwrap(), Some((rec("alice", 1, 7), Table::Owned)));
+    assert_eq!(
+        db.get("alice").unwrap(),
+        Some((rec("alice", 1, 7), Table::Owned))
+    );
     assert_eq!(
         db.get("bob").unwrap(),
         Some((rec("bob", 2, 8), replica("10.0.0.9:12345")))
@@ -63,7 +66,10 @@ fn put_replaces_fields() {
     let mut db = ServerDb::open_in_memory().unwrap();
     db.apply(&[put(rec("alice", 1, 7), Table::Owned)]).unwrap();
     db.apply(&[put(rec("alice", 2, 9), Table::Owned)]).unwrap();
-    assert_eq!(db.get("alice").unwrap(), Some((rec("alice", 2, 9), Table::Owned)));
+    assert_eq!(
+        db.get("alice").unwrap(),
+        Some((rec("alice", 2, 9), Table::Owned))
+    );
     assert_eq!(db.counts().unwrap().owned, 1);
 }
 
@@ -97,9 +103,13 @@ fn unsigned_and_extreme_records_round_trip() {
 #[test]
 fn a_record_lives_in_one_table() {
     let mut db = ServerDb::open_in_memory().unwrap();
-    db.apply(&[put(rec("alice", 1, 1), replica("a:1"))]).unwrap();
+    db.apply(&[put(rec("alice", 1, 1), replica("a:1"))])
+        .unwrap();
     db.apply(&[put(rec("alice", 1, 2), Table::Owned)]).unwrap();
-    assert_eq!(db.get("alice").unwrap(), Some((rec("alice", 1, 2), Table::Owned)));
+    assert_eq!(
+        db.get("alice").unwrap(),
+        Some((rec("alice", 1, 2), Table::Owned))
+    );
     assert_eq!(
         db.counts().unwrap(),
         Counts {
@@ -108,8 +118,12 @@ fn a_record_lives_in_one_table() {
         }
     );
 
-    db.apply(&[put(rec("alice", 1, 3), replica("b:2"))]).unwrap();
-    assert_eq!(db.get("alice").unwrap(), Some((rec("alice", 1, 3), replica("b:2"))));
+    db.apply(&[put(rec("alice", 1, 3), replica("b:2"))])
+        .unwrap();
+    assert_eq!(
+        db.get("alice").unwrap(),
+        Some((rec("alice", 1, 3), replica("b:2")))
+    );
     assert_eq!(
         db.counts().unwrap(),
         Counts {
@@ -185,10 +199,17 @@ fn load_is_ordered_and_pages_through_large_tables() {
     db.apply(&ops).unwrap();
     let loaded = db.load().unwrap();
     assert_eq!(loaded.len(), 2500);
-    let owned: Vec<_> = loaded.iter().take_while(|(_, t)| *t == Table::Owned).collect();
+    let owned: Vec<_> = loaded
+        .iter()
+        .take_while(|(_, t)| *t == Table::Owned)
+        .collect();
     assert_eq!(owned.len(), 1250);
     let replicas = &loaded[1250..];
-    assert!(replicas.iter().all(|(_, t)| matches!(t, Table::Replica { .. })));
+    assert!(
+        replicas
+            .iter()
+            .all(|(_, t)| matches!(t, Table::Replica { .. }))
+    );
     assert!(owned.windows(2).all(|w| w[0].0.user < w[1].0.user));
     assert!(replicas.windows(2).all(|w| w[0].0.user < w[1].0.user));
     // Deterministic: same answer twice, and every record matches `get`.
@@ -219,7 +240,10 @@ fn failed_batch_leaves_nothing_of_it() {
         ])
         .unwrap_err();
     assert!(matches!(err, StoreError::OutOfRange(_)), "{err}");
-    assert_eq!(db.get("keep").unwrap(), Some((rec("keep", 1, 1), Table::Owned)));
+    assert_eq!(
+        db.get("keep").unwrap(),
+        Some((rec("keep", 1, 1), Table::Owned))
+    );
     for user in ["new1", "new2", "bad", "new3"] {
         assert_eq!(db.get(user).unwrap(), None, "{user}");
     }
@@ -328,7 +352,10 @@ fn migrates_an_original_database() {
     let db = ServerDb::open(&path).unwrap();
     assert_eq!(db.schema_version().unwrap(), ServerDb::SCHEMA_VERSION);
     assert_eq!(db.load().unwrap().len(), 3);
-    assert_eq!(db.get("carol").unwrap(), Some((rec("carol", 3, 5), Table::Owned)));
+    assert_eq!(
+        db.get("carol").unwrap(),
+        Some((rec("carol", 3, 5), Table::Owned))
+    );
 }
 
 #[test]
@@ -365,7 +392,8 @@ fn migration_from_version_one() {
     }
     let mut db = ServerDb::open(&path).unwrap();
     assert_eq!(db.schema_version().unwrap(), 2);
-    db.apply(&[put(rec("alice", 1, 1), replica("x:1"))]).unwrap();
+    db.apply(&[put(rec("alice", 1, 1), replica("x:1"))])
+        .unwrap();
     assert_eq!(db.replica_count("x:1").unwrap(), 1);
 }
 
@@ -391,11 +419,26 @@ fn corrupt_rows_are_errors_not_panics() {
     let path = dir.path().join("corrupt.db");
     drop(ServerDb::open(&path).unwrap());
     let bad_rows = [
-        ("ip", "INSERT INTO users (username, ip, port) VALUES ('ip', 'not-an-ip', 1)"),
-        ("port", "INSERT INTO users (username, ip, port) VALUES ('port', '1.2.3.4', 70000)"),
-        ("negport", "INSERT INTO users (username, ip, port) VALUES ('negport', '1.2.3.4', -1)"),
-        ("iptype", "INSERT INTO users (username, ip, port) VALUES ('iptype', 16909060, 1)"),
-        ("porttype", "INSERT INTO users (username, ip, port) VALUES ('porttype', '1.2.3.4', 'x')"),
+        (
+            "ip",
+            "INSERT INTO users (username, ip, port) VALUES ('ip', 'not-an-ip', 1)",
+        ),
+        (
+            "port",
+            "INSERT INTO users (username, ip, port) VALUES ('port', '1.2.3.4', 70000)",
+        ),
+        (
+            "negport",
+            "INSERT INTO users (username, ip, port) VALUES ('negport', '1.2.3.4', -1)",
+        ),
+        (
+            "iptype",
+            "INSERT INTO users (username, ip, port) VALUES ('iptype', 16909060, 1)",
+        ),
+        (
+            "porttype",
+            "INSERT INTO users (username, ip, port) VALUES ('porttype', '1.2.3.4', 'x')",
+        ),
         (
             "version",
             "INSERT INTO users (username, ip, port, version) VALUES ('version', '1.2.3.4', 1, -5)",
