@@ -80,7 +80,8 @@
 //!
 //! `rsa` and `aes-gcm` are used with their `getrandom` features off, so nothing in this
 //! crate can reach the OS RNG (other crates in a build may still enable those features;
-//! the code here never calls them).
+//! the code here never calls them). The `rand_core` version the RNG bound refers to is
+//! re-exported as [`rand_core`].
 #![warn(missing_docs)]
 
 mod error;
@@ -94,7 +95,7 @@ pub use fingerprint::Fingerprint;
 pub use keys::{
     KEY_BITS, MAX_KEY_BITS, MAX_PEM_LEN, MIN_KEY_BITS, PBKDF2_ITERATIONS, PrivateKey, PublicKey,
 };
-pub use rand_core::CryptoRng;
+pub use rand_core::{self, CryptoRng};
 pub use seal::{MAX_PAYLOAD_B64_LEN, MAX_PAYLOAD_LEN, open, open_b64, seal, seal_b64};
 pub use sign::{
     MAX_SIGNED_TEXT_LEN, max_salt_len, registration_text, sign, sign_b64, verify, verify_b64,
