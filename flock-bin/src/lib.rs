@@ -1,1 +1,3 @@
 //! Flock binaries and tokio drivers.
+
+pub mod ratelimit;
