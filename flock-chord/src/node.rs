@@ -628,6 +628,9 @@ impl Node {
         self.discover_rid = rid;
         self.timers
             .insert(Timer::Discover, now + self.cfg.discover_window);
+        self.timers
+            .entry(Timer::Housekeeping)
+            .or_insert(now + self.cfg.sync_interval);
     }
 }
 
@@ -1520,7 +1523,10 @@ impl Node {
         }
         let refuse = !self.is_member()
             || self.takeover.is_some()
-            || !self.serving.is_empty()
+            || self
+                .serving
+                .values()
+                .any(|s| self.outgoing.contains_key(&s.xfer))
             || self.is_neighbour(from);
         let (lo, hi) = self.range();
         let mid = split(lo, hi);
@@ -2255,7 +2261,6 @@ impl Node {
         };
         if finished {
             self.outgoing.remove(&xfer);
-            self.serving.retain(|_, s| s.xfer != xfer);
             if self.leave_xfer == Some(xfer) {
                 self.finish_leave(now);
             }
@@ -2295,8 +2300,10 @@ impl Node {
         inc.total = Some(total);
         let purpose = inc.purpose.clone();
         let fresh = !inc.chunks.contains_key(&seq);
-        // The request that started this transfer is answered.
-        self.take_pending((from, rid, 0)).map(|_| ());
+        // A FETCH is answered by its first chunk (a JOIN only by its WELCOME).
+        if purpose == Inbound::Fetch {
+            self.take_pending((from, rid, 0));
+        }
         self.send_ring(from, RingFrame::Ack { rid, seq });
         if !fresh {
             return;

@@ -124,6 +124,8 @@ pub struct Sim {
     pub dropped: u64,
     /// Events fired (datagrams and wake-ups).
     pub events: u64,
+    /// Print every datagram to or from this address (also `FLOCK_TRACE=ip:port`).
+    pub trace: Option<SocketAddrV4>,
 }
 
 impl Sim {
@@ -148,6 +150,9 @@ impl Sim {
             delivered: 0,
             dropped: 0,
             events: 0,
+            trace: std::env::var("FLOCK_TRACE")
+                .ok()
+                .and_then(|s| s.parse().ok()),
         }
     }
 
@@ -481,6 +486,9 @@ impl Sim {
                         return Ok(true);
                     }
                     self.blocked.remove(&(from, to));
+                }
+                if self.trace.is_some_and(|x| x == to || x == from) {
+                    eprintln!("{:?} {from} -> {to}: {f:?}", self.now);
                 }
                 if self.hosts.contains_key(&to) {
                     let now = self.now;
