@@ -144,23 +144,28 @@ impl ServerDb {
     }
 
     fn load_table(&self, replicas: bool, out: &mut Vec<(Record, Table)>) -> Result<()> {
-        let (sql, table) = if replicas {
+        let (table, columns) = if replicas {
             (
-                "SELECT username, ip, port, version, pubkey_b64, sig_b64, owner \
-                 FROM replic_users WHERE username > ?1 ORDER BY username LIMIT ?2",
                 "replic_users",
+                "username, ip, port, version, pubkey_b64, sig_b64, owner",
             )
         } else {
-            (
-                "SELECT username, ip, port, version, pubkey_b64, sig_b64 \
-                 FROM users WHERE username > ?1 ORDER BY username LIMIT ?2",
-                "users",
-            )
+            ("users", "username, ip, port, version, pubkey_b64, sig_b64")
         };
-        let mut after = String::new();
+        // Keyset pagination; the first page has no lower bound (so even an empty
+        // username, which the ring never stores, would not be skipped).
+        let first = format!("SELECT {columns} FROM {table} ORDER BY username LIMIT ?1");
+        let next =
+            format!("SELECT {columns} FROM {table} WHERE username > ?2 ORDER BY username LIMIT ?1");
+        let mut after: Option<String> = None;
         loop {
-            let mut stmt = self.conn.prepare_cached(sql)?;
-            let mut rows = stmt.query(params![after, LOAD_PAGE])?;
+            let mut stmt =
+                self.conn
+                    .prepare_cached(if after.is_some() { &next } else { &first })?;
+            let mut rows = match &after {
+                Some(last) => stmt.query(params![LOAD_PAGE, last])?,
+                None => stmt.query(params![LOAD_PAGE])?,
+            };
             let mut n = 0;
             while let Some(row) = rows.next()? {
                 n += 1;
@@ -172,7 +177,7 @@ impl ServerDb {
                 } else {
                     Table::Owned
                 };
-                after.clone_from(&record.user);
+                after = Some(record.user.clone());
                 out.push((record, where_));
             }
             if n < LOAD_PAGE {

@@ -542,3 +542,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn load_does_not_skip_an_empty_username() {
+    // The ring never stores one, but the store must not lose rows whatever they hold.
+    let mut db = ServerDb::open_in_memory().unwrap();
+    db.apply(&[
+        put(rec("", 1, 1), Table::Owned),
+        put(rec("a", 2, 1), Table::Owned),
+    ])
+    .unwrap();
+    let users: Vec<_> = db
+        .load()
+        .unwrap()
+        .into_iter()
+        .map(|(r, _)| r.user)
+        .collect();
+    assert_eq!(users, ["", "a"]);
+}
