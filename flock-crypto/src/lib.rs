@@ -10,7 +10,8 @@
 //!   12-byte nonce ‖ AES-256-GCM ciphertext ‖ 16-byte tag.
 //! - **Signatures**: [`sign`] / [`verify`] (and `_b64` variants): RSA-PSS, SHA-256,
 //!   MGF1-SHA-256, maximum salt length (222 bytes for RSA-2048), as the original signs
-//!   `REGISTER`s over [`registration_text`].
+//!   `REGISTER`s over [`registration_text`]; verification, like OpenSSL's, accepts any
+//!   salt length.
 //!
 //! Every function that needs randomness takes it as `&mut impl CryptoRng`; the crate never
 //! reads OS entropy itself, so a seeded RNG makes every operation reproducible in tests.
@@ -101,3 +102,8 @@ pub use sign::{
     MAX_SIGNED_TEXT_LEN, max_salt_len, registration_text, sign, sign_b64, verify, verify_b64,
 };
 pub use zeroize::Zeroizing;
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -59,10 +59,12 @@ pub fn sign_b64<R: CryptoRng + ?Sized>(
 
 /// Verifies an RSA-PSS signature (SHA-256, MGF1-SHA-256) of `text` by `key`.
 ///
-/// The salt must have the maximum length for the key (222 bytes for RSA-2048), which is
-/// what the original and [`sign`] produce. (`rsa`'s own `pss_verify` would demand a
-/// 32-byte salt and reject every signature of the original; its auto-detecting verifier
-/// would accept any salt length. We pin the one length Flock signers use.)
+/// Any salt length is accepted (it is recovered from the signature), exactly as the
+/// original verifies: OpenSSL, asked to verify with `PSS.MAX_LENGTH`, auto-detects the
+/// salt length, so original nodes accept a 32-byte or empty salt as readily as the 222-byte
+/// salt original clients and [`sign`] produce. Matching that keeps a mixed ring consistent.
+/// (`rsa`'s own `pss_verify` would instead demand a 32-byte salt and reject every signature
+/// of the original.)
 ///
 /// # Errors
 /// [`Error::TooLarge`] beyond [`MAX_SIGNED_TEXT_LEN`]; [`Error::BadSignature`] for
@@ -72,7 +74,11 @@ pub fn verify(key: &PublicKey, text: &[u8], signature: &[u8]) -> Result<(), Erro
     if signature.len() != key.size() {
         return Err(Error::BadSignature);
     }
-    let padding = Pss::<Sha256>::new_with_salt(max_salt_len(key.bits()));
+    let padding = Pss {
+        blinded: false,
+        digest: Sha256::new(),
+        salt_len: None,
+    };
     key.inner
         .verify(padding, &Sha256::digest(text), signature)
         .map_err(|_| Error::BadSignature)

@@ -178,7 +178,9 @@ fn signature_tampering_and_wrong_lengths_fail() {
 }
 
 #[test]
-fn signatures_with_other_salt_lengths_are_rejected() {
+fn any_salt_length_verifies_like_openssl() {
+    // OpenSSL (the original) verifying with PSS.MAX_LENGTH auto-detects the salt length;
+    // so do we. Our own signatures always use the maximum (222 bytes).
     use rsa::pkcs8::DecodePrivateKey;
     use rsa::pss::Pss;
     use sha2::{Digest, Sha256};
@@ -186,23 +188,35 @@ fn signatures_with_other_salt_lengths_are_rejected() {
     let raw = rsa::PrivateKey::from_pkcs8_pem(common::PRIVATE_PEM).unwrap();
     let mut rng = rng(17);
     let digest = Sha256::digest(b"text");
-    // rsa's default PSS salt (32 bytes) and an empty salt: valid PSS, but not what Flock
-    // signers produce, so refused.
-    for salt in [0, 32, 221] {
+    for salt in [0, 1, 32, 221, 222] {
         let sig = raw
             .sign_with_rng(&mut rng, Pss::<Sha256>::new_with_salt(salt), &digest)
             .unwrap();
+        verify(key.public_key(), b"text", &sig).unwrap();
         assert_eq!(
-            verify(key.public_key(), b"text", &sig).unwrap_err(),
+            verify(key.public_key(), b"other", &sig).unwrap_err(),
             Error::BadSignature,
             "salt {salt}"
         );
     }
-    // The maximum salt, made by rsa directly, is accepted.
-    let sig = raw
-        .sign_with_rng(&mut rng, Pss::<Sha256>::new_with_salt(222), &digest)
+}
+
+#[test]
+fn our_signatures_use_the_maximum_salt() {
+    use rsa::pkcs8::DecodePublicKey;
+    use rsa::pss::Pss;
+    use sha2::{Digest, Sha256};
+    let key = key();
+    let sig = sign(&mut rng(19), &key, b"text").unwrap();
+    let raw = rsa::PublicKey::from_public_key_der(key.public_key().to_der()).unwrap();
+    let digest = Sha256::digest(b"text");
+    // Strict checks with a fixed salt length: only 222 matches.
+    raw.verify(Pss::<Sha256>::new_with_salt(222), &digest, &sig)
         .unwrap();
-    verify(key.public_key(), b"text", &sig).unwrap();
+    assert!(
+        raw.verify(Pss::<Sha256>::new_with_salt(32), &digest, &sig)
+            .is_err()
+    );
 }
 
 #[test]
