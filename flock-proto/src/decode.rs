@@ -26,7 +26,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use nom::{
     Finish, IResult, Parser,
     branch::alt,
-    bytes::complete::{tag, take_till1, take_while1},
+    bytes::complete::{tag, take_while1},
     character::complete::{char, digit1},
     combinator::{all_consuming, map, map_opt, value, verify},
     sequence::preceded,
@@ -399,7 +399,7 @@ fn legacy_record<'a>(verb: &'static str, args: &'a str) -> Result<LegacyRecord<'
 /// `verb = 1*(char other than SP)`: the first word. Returns (rest, verb); `rest` is empty
 /// or starts with the space before the first field.
 fn verb(input: &str) -> PResult<'_, &str> {
-    take_till1(|c| c == ' ').parse(input)
+    till_space1(input)
 }
 
 /// Whether `c` may appear in a token: anything but whitespace and control characters
@@ -416,7 +416,17 @@ fn token(input: &str) -> PResult<'_, &str> {
 /// `SP 1*(char other than SP)`: one field with the space that precedes it. What the
 /// field may contain is checked by the field's own rule, so errors name the field.
 fn sp_field(input: &str) -> PResult<'_, &str> {
-    preceded(char(' '), take_till1(|c| c == ' ')).parse(input)
+    preceded(char(' '), till_space1).parse(input)
+}
+
+/// `1*(char other than SP)`, found with `str::find` (a vectorised byte search): the
+/// same as `take_till1(|c| c == ' ')` but much faster over a kilobyte of base64.
+fn till_space1(input: &str) -> PResult<'_, &str> {
+    match input.find(' ').unwrap_or(input.len()) {
+        0 => Err(nom::Err::Error(())),
+        // ' ' is ASCII, so `at` is a char boundary.
+        at => Ok((&input[at..], &input[..at])),
+    }
 }
 
 /// `decimal = "0" / (%x31-39 *DIGIT)`: a canonical unsigned decimal that fits `u64`.
@@ -467,7 +477,21 @@ fn username(input: &str) -> PResult<'_, &str> {
 /// `b64 = 1*(ALPHA / DIGIT / "+" / "/" / "=")`: the standard base64 alphabet. Only the
 /// alphabet is checked here; decoding is the crypto layer's job.
 fn b64(input: &str) -> PResult<'_, &str> {
-    take_while1(|c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=')).parse(input)
+    // Byte-wise: every base64 byte is ASCII, so the first byte that is not one is the
+    // start of a char and slicing there is safe. Much faster than `take_while1` over chars.
+    let at = input
+        .bytes()
+        .position(|b| !is_b64_byte(b))
+        .unwrap_or(input.len());
+    match at {
+        0 => Err(nom::Err::Error(())),
+        at => Ok((&input[at..], &input[..at])),
+    }
+}
+
+/// Whether `b` is in the standard base64 alphabet (padding included).
+fn is_b64_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')
 }
 
 /// `ans-ip = ipv4 / "."`; `.` (no reply) is `None`.

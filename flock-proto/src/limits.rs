@@ -61,17 +61,12 @@ pub const DISCOVERY_TTL: u32 = 1;
 /// Default port of the web UI.
 pub const WEB_UI_PORT: u16 = 5_000;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_are_consistent() {
-        // 4 * ceil(256 / 3) = 344: the signature length follows from the key size.
-        assert_eq!(SIG_B64_LEN, 256usize.div_ceil(3) * 4);
-        // 604 = 4 * ceil(451 / 3): an RSA-2048 SPKI PEM is 451 bytes.
-        assert_eq!(PUBKEY_B64_LEN_RSA2048, 451usize.div_ceil(3) * 4);
-        assert_eq!(MAX_DATAGRAM, 65_535 - 20 - 8);
-        assert!(ORIGINAL_CLIENT_MAX_DATAGRAM < ORIGINAL_CLIENT_RECV);
-    }
-}
+// Checked at compile time: the sizes follow from one another.
+const _: () = {
+    // 4 * ceil(256 / 3) = 344: the signature length follows from the key size.
+    assert!(SIG_B64_LEN == 256usize.div_ceil(3) * 4);
+    // 4 * ceil(451 / 3) = 604: an RSA-2048 SPKI PEM is 451 bytes.
+    assert!(PUBKEY_B64_LEN_RSA2048 == 451usize.div_ceil(3) * 4);
+    assert!(MAX_DATAGRAM == 65_535 - 20 - 8);
+    assert!(ORIGINAL_CLIENT_MAX_DATAGRAM < ORIGINAL_CLIENT_RECV);
+};
