@@ -303,8 +303,9 @@ fn resolve_frame(args: &str) -> Result<Frame<'_>, DecodeError> {
 }
 
 /// `OK` replies, told apart by shape:
-/// nothing = bare; `{...` = JSON; `User '...` = registered; 2 numbers = range;
-/// 4 fields starting with an IPv4 = resolved; 4 fields starting with a number = joined.
+/// nothing = bare; `{...` = JSON; `User '...` = registered; 2 fields starting with an
+/// IPv4 = legacy resolved; 2 numbers = range; 4 fields starting with an IPv4 = resolved;
+/// 4 fields starting with a number = joined.
 fn ok_reply(args: &str) -> Result<OkReply<'_>, DecodeError> {
     const V: &str = "OK";
     if args.is_empty() {
@@ -326,6 +327,10 @@ fn ok_reply(args: &str) -> Result<OkReply<'_>, DecodeError> {
     }
     let fields = fields(args).ok_or(DecodeError::Fields { verb: V })?;
     match *fields.as_slice() {
+        [first, port] if all_consuming(ipv4).parse(first).is_ok() => Ok(OkReply::ResolvedLegacy {
+            ip: field(V, "ip", first, ipv4)?,
+            port: field(V, "port", port, port_number)?,
+        }),
         [lo, hi] => Ok(OkReply::Range {
             lo: field(V, "lo", lo, decimal)?,
             hi: field(V, "hi", hi, decimal)?,

@@ -187,6 +187,10 @@ fn ok_reply(out: &mut Vec<u8>, reply: &OkReply<'_>) {
             sp_str(out, pubkey_b64);
             sp_num(out, *version);
         }
+        OkReply::ResolvedLegacy { ip: addr, port } => {
+            sp_ip(out, *addr);
+            sp_num(out, u64::from(*port));
+        }
         OkReply::Joined { lo, hi, pred, succ } => {
             sp_num(out, *lo);
             sp_num(out, *hi);

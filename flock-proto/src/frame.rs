@@ -88,6 +88,14 @@ pub enum OkReply<'a> {
         /// The record's version.
         version: u64,
     },
+    /// `OK <ip> <port>`: the design document's answer to `RESOLVE`, for a record
+    /// registered with the unsigned 3-field `REGISTER` (no key, no version).
+    ResolvedLegacy {
+        /// The user's address.
+        ip: Ipv4Addr,
+        /// The user's port.
+        port: u16,
+    },
     /// `OK <lo> <hi> <pred_ip> <succ_ip or _>`: the original's JOIN reply.
     Joined {
         /// Lowest hash of the joiner's new range.
@@ -427,7 +435,7 @@ impl<'a> Frame<'a> {
         })
     }
 
-    /// `OK <ip> <port> <pubkey_b64> <version>`: the answer to `RESOLVE` for `record`.
+    /// The answer to `RESOLVE` for `record` (see [`OkReply::resolved`]).
     pub fn resolved(record: &'a Record) -> Self {
         Self::Ok(OkReply::resolved(record))
     }
@@ -581,8 +589,16 @@ impl<'a> From<&'a Record> for LegacyRecord<'a> {
 // ---- replies --------------------------------------------------------------------------------
 
 impl<'a> OkReply<'a> {
-    /// `OK <ip> <port> <pubkey_b64> <version>` for `record`.
+    /// The answer to `RESOLVE` for `record`: `OK <ip> <port> <pubkey_b64> <version>`, or
+    /// the design document's `OK <ip> <port>` when the record is unsigned (it has no key
+    /// to send, and an empty field has no wire form).
     pub fn resolved(record: &'a Record) -> Self {
+        if !record.is_signed() {
+            return Self::ResolvedLegacy {
+                ip: record.ip,
+                port: record.port,
+            };
+        }
         Self::Resolved {
             ip: record.ip,
             port: record.port,
@@ -611,6 +627,7 @@ impl<'a> OkReply<'a> {
                 pubkey_b64: own(pubkey_b64),
                 version,
             },
+            Self::ResolvedLegacy { ip, port } => OkReply::ResolvedLegacy { ip, port },
             Self::Joined { lo, hi, pred, succ } => OkReply::Joined { lo, hi, pred, succ },
             Self::Json(json) => OkReply::Json(own(json)),
             Self::Bare => OkReply::Bare,

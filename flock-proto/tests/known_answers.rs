@@ -304,6 +304,25 @@ fn ok_replies() {
         }),
     );
     known(
+        "OK 10.0.0.2 5000",
+        Frame::Ok(OkReply::ResolvedLegacy {
+            ip: Ipv4Addr::new(10, 0, 0, 2),
+            port: 5000,
+        }),
+    );
+    let unsigned = Record {
+        user: "bob".into(),
+        ip: Ipv4Addr::new(10, 0, 0, 2),
+        port: 5000,
+        version: 0,
+        pubkey_b64: String::new(),
+        sig_b64: String::new(),
+    };
+    assert_eq!(
+        Frame::resolved(&unsigned).encode_to_vec(),
+        b"OK 10.0.0.2 5000"
+    );
+    known(
         "OK 500000000000000000 1000000000000000002 10.0.0.1 _",
         Frame::Ok(OkReply::Joined {
             lo: 500_000_000_000_000_000,

@@ -94,6 +94,7 @@ fn ok_reply() -> impl Strategy<Value = OkReply<'static>> {
                 version,
             }
         }),
+        (ip(), port()).prop_map(|(ip, port)| OkReply::ResolvedLegacy { ip, port }),
         (any::<u64>(), any::<u64>(), ip(), proptest::option::of(ip()))
             .prop_map(|(lo, hi, pred, succ)| OkReply::Joined { lo, hi, pred, succ }),
         "\\{[^\\x00]{0,40}".prop_map(|json| OkReply::Json(Cow::Owned(json))),
