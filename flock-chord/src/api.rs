@@ -60,7 +60,7 @@ impl Default for Config {
             ping_interval: Duration::from_millis(500),
             rto: Duration::from_millis(200),
             dead_after: 4,
-            fix_fingers_interval: Duration::from_millis(100),
+            fix_fingers_interval: Duration::from_millis(500),
             sync_interval: Duration::from_secs(2),
             lease: Duration::from_secs(12),
             fingers: true,

@@ -48,4 +48,4 @@ pub use flock_proto::ring::Peer;
 pub use node::Node;
 pub use ring_math::{MODULUS, between, dist, in_range, range_of, ring_hash, split};
 pub use store::{StoreOp, Table};
-pub use verify::{FakeVerifier, RecordVerifier, signed_text, valid_username};
+pub use verify::{FakeVerifier, RecordVerifier, RsaVerifier, signed_text, valid_username};

@@ -1,18 +1,14 @@
 //! Ring arithmetic: the hash space, the original's ring hash and range split.
 
 /// Size of the hash space: hashes are in `[0, MODULUS)`, i.e. `[0, 10^18 + 2]`.
-pub const MODULUS: u64 = 1_000_000_000_000_000_003;
+pub const MODULUS: u64 = flock_proto::hash::HASH_MOD;
 
 /// The original's ring hash: `h = (h * 911382629 + code_point) mod (10^18 + 3)` over the
 /// Unicode code points of the username.
 ///
-/// A private copy until `flock_proto` exports its own; vectors in `testdata/interop.json`.
+/// `flock_proto::ring_hash`; vectors in `testdata/interop.json`.
 pub fn ring_hash(user: &str) -> u64 {
-    let mut h: u128 = 0;
-    for c in user.chars() {
-        h = (h * 911_382_629 + c as u128) % MODULUS as u128;
-    }
-    h as u64
+    flock_proto::ring_hash(user)
 }
 
 /// Clockwise distance from `a` to `b` on the ring.
@@ -87,6 +83,25 @@ mod tests {
     }
 
     #[test]
+    fn split_agrees_with_flock_proto() {
+        let mut x: u64 = 12345;
+        for _ in 0..10_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let a = (x >> 4) % MODULUS;
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let b = (x >> 4) % MODULUS;
+            let (lo, hi) = (a.min(b), a.max(b));
+            if let Some(s) = flock_proto::hash::split_range(lo, hi) {
+                assert_eq!(split(lo, hi), Some(*s.joiner.start()), "{lo} {hi}");
+            }
+        }
+    }
+
+    #[test]
     fn ranges() {
         assert!(in_range(5, 3, 7));
         assert!(!in_range(7, 3, 7));
@@ -94,7 +109,8 @@ mod tests {
         assert!(in_range(123, 9, 9));
         assert!(between(1, 2, 3));
         assert!(!between(1, 1, 3));
-        assert!(between(5, 1, 3) == false);
+        assert!(between(5, 1, 3));
+        assert!(!between(5, 4, 3));
         assert!(between(5, 6, 3));
     }
 }

@@ -26,7 +26,7 @@ use flock_proto::{Frame, OkReply, Record, Register};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
-use crate::{Action, Config, FakeVerifier, Node, Peer, StoreOp, Table, ring_hash};
+use crate::{Action, Config, FakeVerifier, Node, Peer, RecordVerifier, StoreOp, Table, ring_hash};
 
 /// Network behaviour.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,6 +126,8 @@ pub struct Sim {
     pub events: u64,
     /// Print every datagram to or from this address (also `FLOCK_TRACE=ip:port`).
     pub trace: Option<SocketAddrV4>,
+    /// Makes the signature checker of each new node ([`FakeVerifier`] by default).
+    pub make_verifier: fn() -> Box<dyn RecordVerifier + Send>,
 }
 
 impl Sim {
@@ -153,6 +155,7 @@ impl Sim {
             trace: std::env::var("FLOCK_TRACE")
                 .ok()
                 .and_then(|s| s.parse().ok()),
+            make_verifier: || Box::new(FakeVerifier),
         }
     }
 
@@ -186,7 +189,7 @@ impl Sim {
         let mut cfg = self.node_config.clone();
         cfg.bootstrap = bootstrap;
         let seed = self.rng.next_u64();
-        let node = Node::restore(cfg, addr, seed, self.now, Box::new(FakeVerifier), records);
+        let node = Node::restore(cfg, addr, seed, self.now, (self.make_verifier)(), records);
         let host = self.hosts.entry(addr).or_insert_with(|| Host {
             node: None,
             stored: BTreeMap::new(),
@@ -288,7 +291,8 @@ impl Sim {
         self.hosts.get(&addr).and_then(|h| h.node.as_ref())
     }
 
-    fn node_mut(&mut self, addr: SocketAddrV4) -> Option<&mut Node> {
+    /// The node at `addr`, mutably (to change its routing mode, start a leave, ...).
+    pub fn node_mut(&mut self, addr: SocketAddrV4) -> Option<&mut Node> {
         self.hosts.get_mut(&addr).and_then(|h| h.node.as_mut())
     }
 

@@ -40,6 +40,21 @@ impl RecordVerifier for FakeVerifier {
     }
 }
 
+/// The real check: RSA-PSS (SHA-256, MGF1-SHA-256) by the record's own key over
+/// `user|ip|port|version|pubkey_b64`, via `flock-crypto`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RsaVerifier;
+
+impl RecordVerifier for RsaVerifier {
+    fn verify(&self, r: &Record) -> bool {
+        let Ok(key) = flock_crypto::PublicKey::from_b64(&r.pubkey_b64) else {
+            return false;
+        };
+        let text = flock_crypto::registration_text(&r.user, r.ip, r.port, r.version, &r.pubkey_b64);
+        flock_crypto::verify_b64(&key, text.as_bytes(), &r.sig_b64).is_ok()
+    }
+}
+
 /// 64-bit FNV-1a.
 pub(crate) fn fnv64(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
