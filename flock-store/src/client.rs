@@ -158,6 +158,32 @@ pub fn retry_delay_ms(attempts: u32) -> i64 {
 }
 
 /// A client's database.
+///
+/// Writes that touch several rows (queueing, delivery, duplicate-checked receive) run in
+/// one transaction each. Every query that can grow takes a `limit`.
+///
+/// ```
+/// use flock_store::{ClientDb, MessageStatus, retry_delay_ms};
+///
+/// # fn main() -> Result<(), flock_store::StoreError> {
+/// let mut db = ClientDb::open_in_memory("alice")?;
+/// // Incoming, with duplicate suppression on the sender's message id.
+/// assert!(db.insert_incoming_once("bob", "hi alice", 1, 1_000)?.is_some());
+/// assert!(db.insert_incoming_once("bob", "hi alice", 1, 1_001)?.is_none());
+///
+/// // Outgoing while bob is offline: only the sealed payload is queued.
+/// let (row, entry) = db.queue_outgoing("bob", "hello", 7, "c2VhbGVk", 2_000)?;
+/// let due = db.outbox_due(2_000, 32)?;
+/// assert_eq!(due[0].id, entry);
+/// db.outbox_mark_attempt(entry, 2_000 + retry_delay_ms(0))?;
+/// db.delivered("bob", 7)?; // bob acknowledged msg_id 7
+/// assert_eq!(db.message(row)?.map(|m| m.status), Some(MessageStatus::Delivered));
+///
+/// let chats = db.chats(50)?;
+/// assert_eq!((chats[0].peer.as_str(), chats[0].unread), ("bob", 1));
+/// # Ok(())
+/// # }
+/// ```
 pub struct ClientDb {
     conn: Connection,
     me: String,

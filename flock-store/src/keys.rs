@@ -29,6 +29,21 @@ const DIR_MODE: u32 = 0o700;
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// One user's key directory, `<root>/<user>/`.
+///
+/// ```
+/// use flock_store::KeyDir;
+///
+/// # fn main() -> Result<(), flock_store::StoreError> {
+/// # let root = std::env::temp_dir().join(format!("flock-keydir-doc-{}", std::process::id()));
+/// let keys = KeyDir::new(&root, "alice")?; // root is the client's `keys/` directory
+/// assert!(KeyDir::new(&root, "../etc").is_err());
+/// keys.save_contact_pem("bob", "-----BEGIN PUBLIC KEY-----\n...\n-----END PUBLIC KEY-----\n")?;
+/// assert!(keys.load_contact_pem("bob")?.is_some());
+/// assert!(!keys.exists()); // no identity of our own yet
+/// # std::fs::remove_dir_all(&root).ok();
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyDir {
     dir: PathBuf,

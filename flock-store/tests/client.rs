@@ -7,7 +7,7 @@ use flock_store::{
 use rusqlite::Connection;
 
 fn db() -> ClientDb {
-    ClientDb::open_in_memory("myself").unwrap()
+    ClientDb::open_in_memory("myself").expect("open in memory")
 }
 
 #[test]

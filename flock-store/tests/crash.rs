@@ -89,15 +89,15 @@ fn crash_child() {
 /// Runs the child until it has acknowledged [`ACKS_BEFORE_KILL`] batches, kills it with
 /// SIGKILL, and returns the highest batch it acknowledged.
 fn run_and_kill(path: &Path) -> Option<u64> {
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    let mut child = Command::new(std::env::current_exe().expect("current exe"))
         .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("child stdout");
     let (tx, rx) = mpsc::channel();
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -129,9 +129,9 @@ fn run_and_kill(path: &Path) -> Option<u64> {
         }
     }
     // Mid-run: the child is inside its next `apply` or about to be.
-    child.kill().unwrap(); // SIGKILL on Unix
-    child.wait().unwrap();
-    reader.join().unwrap();
+    child.kill().expect("kill child"); // SIGKILL on Unix
+    child.wait().expect("wait child");
+    reader.join().expect("reader thread");
     // Acks written before the kill but not yet read count too.
     while let Ok(n) = rx.try_recv() {
         highest = Some(n);
