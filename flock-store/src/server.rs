@@ -143,6 +143,11 @@ impl ServerDb {
         sql::journal_mode(&self.conn)
     }
 
+    /// Whether `PRAGMA synchronous` is `FULL` on this connection (the durability contract).
+    pub fn synchronous_full(&self) -> Result<bool> {
+        sql::synchronous_full(&self.conn)
+    }
+
     fn load_table(&self, replicas: bool, out: &mut Vec<(Record, Table)>) -> Result<()> {
         let (table, columns) = if replicas {
             (

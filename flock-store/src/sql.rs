@@ -53,6 +53,12 @@ pub(crate) fn journal_mode(conn: &Connection) -> Result<String> {
     Ok(conn.pragma_query_value(None, "journal_mode", |row| row.get(0))?)
 }
 
+/// Whether `PRAGMA synchronous` is `FULL` (2).
+pub(crate) fn synchronous_full(conn: &Connection) -> Result<bool> {
+    let level: i64 = conn.pragma_query_value(None, "synchronous", |row| row.get(0))?;
+    Ok(level == 2)
+}
+
 /// The schema version stored in the file (`PRAGMA user_version`).
 pub(crate) fn schema_version(conn: &Connection) -> Result<i64> {
     Ok(conn.pragma_query_value(None, "user_version", |row| row.get(0))?)

@@ -532,3 +532,55 @@ fn corrupt_rows_are_errors() {
     assert!(matches!(db.chats(10), Err(StoreError::Corrupt { .. })));
     assert!(matches!(db.contact("bob"), Err(StoreError::Corrupt { .. })));
 }
+
+#[test]
+fn failed_queue_leaves_no_message_behind() {
+    let mut db = db();
+    db.queue_outgoing("alice", "first", 1, "P1", 0).unwrap();
+    // Same (recipient, msg_id): the outbox insert fails after the message insert.
+    assert!(db.queue_outgoing("alice", "second", 1, "P2", 0).is_err());
+    let texts: Vec<_> = db
+        .history("alice", 10)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["first"]);
+    assert_eq!(db.outbox_len().unwrap(), 1);
+}
+
+#[test]
+fn a_failed_migration_step_leaves_the_file_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("odd.db");
+    {
+        // An original-looking file whose queue lacks the `payload` column.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, author TEXT NOT NULL,
+                 receiver TEXT NOT NULL, text TEXT NOT NULL,
+                 date_time DATETIME DEFAULT CURRENT_TIMESTAMP, seen BOOLEAN DEFAULT 0);
+             CREATE TABLE pending_messages (id INTEGER PRIMARY KEY, recipient TEXT, body TEXT);
+             INSERT INTO messages (author, receiver, text) VALUES ('alice', 'myself', 'kept');",
+        )
+        .unwrap();
+    }
+    assert!(matches!(
+        ClientDb::open(&path, "myself"),
+        Err(StoreError::Sqlite(_))
+    ));
+    let conn = Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert!(version <= 1, "step 2 was not recorded");
+    let (text, tables): (String, i64) = conn
+        .query_row(
+            "SELECT (SELECT text FROM messages), (SELECT COUNT(*) FROM sqlite_master
+                 WHERE name IN ('outbox', 'messages_v2', 'contacts'))",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((text.as_str(), tables), ("kept", 0));
+}

@@ -266,6 +266,7 @@ fn file_db_is_wal_and_survives_reopen() {
     {
         let mut db = ServerDb::open(&path).unwrap();
         assert_eq!(db.journal_mode().unwrap(), "wal");
+        assert!(db.synchronous_full().unwrap());
         db.apply(&[
             put(rec("alice", 1, 1), Table::Owned),
             put(rec("bob", 2, 1), replica("a:1")),
