@@ -1,1 +1,200 @@
-fn main() {}
+//! The `flock` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use flock_bin::{bench, server, tools};
+
+/// Flock: decentralized, end-to-end encrypted messaging over a Chord ring.
+#[derive(Debug, Parser)]
+#[command(name = "flock", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a ring server (commands on UDP 12345, PING on 12346, multicast discovery).
+    Server(server::ServerArgs),
+    /// Print the ring as a node sees it (nodes, ranges, successors, record counts).
+    Status {
+        /// The node to ask.
+        #[arg(value_name = "HOST:PORT")]
+        server: String,
+        /// Print that node's raw STATUS JSON only.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Look users up (one line per user; exit status 1 if any is not found).
+    Resolve {
+        /// The server to ask.
+        #[arg(long, value_name = "HOST:PORT")]
+        server: String,
+        /// Give up on a user after this many milliseconds (requests are resent at a
+        /// third of it).
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
+        /// Usernames.
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+    /// Register users with signed REGISTERs (keys are created under --keys if missing).
+    Register {
+        /// The server to ask.
+        #[arg(long, value_name = "HOST:PORT")]
+        server: String,
+        /// Key directory (`<DIR>/<user>/private.pem`).
+        #[arg(long, value_name = "DIR", default_value = "keys")]
+        keys: PathBuf,
+        /// Address to register (default: this host's address toward the server).
+        #[arg(long)]
+        ip: Option<std::net::Ipv4Addr>,
+        /// Port to register.
+        #[arg(long, default_value_t = 40000)]
+        port: u16,
+        /// Sign every user with the first user's key (one key generation, for tests).
+        #[arg(long)]
+        one_key: bool,
+        /// Usernames.
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+    /// Benchmark a server node against a bare UDP echo server on loopback.
+    Bench(bench::BenchArgs),
+    /// Send raw datagrams and print what comes back (a testing aid).
+    #[command(hide = true)]
+    SendRaw {
+        /// Destination.
+        #[arg(long, value_name = "HOST:PORT")]
+        to: String,
+        /// How long to collect replies, in milliseconds.
+        #[arg(long, default_value_t = 500)]
+        wait_ms: u64,
+        /// Answer `RING COOKIE` challenges by resending with the cookie.
+        #[arg(long)]
+        echo_cookie: bool,
+        /// Messages, one datagram each (`\xNN` escapes allowed).
+        messages: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    server::init_tracing();
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("flock: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let timeout = Duration::from_secs(1);
+    match command {
+        Command::Server(args) => server::run(args)?,
+        Command::Status { server, json } => {
+            let addr = tools::parse_addr(&server)?;
+            if json {
+                println!("{}", tools::status(addr, timeout)?);
+            } else {
+                tools::print_ring(addr, timeout)?;
+            }
+        }
+        Command::Resolve {
+            server,
+            users,
+            timeout_ms,
+        } => {
+            let addr = tools::parse_addr(&server)?;
+            let replies = tools::resolve_many(
+                addr,
+                &users,
+                Duration::from_millis(timeout_ms.div_ceil(3).max(1)),
+                Duration::from_millis(timeout_ms),
+            )?;
+            let mut all_ok = true;
+            for (user, reply) in users.iter().zip(replies) {
+                let reply = reply.unwrap_or_else(|| "ERROR no answer".into());
+                all_ok &= reply.starts_with("OK");
+                println!("{user} {reply}");
+            }
+            if !all_ok {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Register {
+            server,
+            keys,
+            ip,
+            port,
+            one_key,
+            users,
+        } => {
+            let addr = tools::parse_addr(&server)?;
+            let ip = ip.unwrap_or_else(|| tools::local_ip_toward(addr));
+            let shared = match (one_key, users.first()) {
+                (true, Some(first)) => Some(tools::load_or_create_key(&keys, first)?),
+                _ => None,
+            };
+            let mut all_ok = true;
+            for user in users {
+                let key = match &shared {
+                    Some(k) => k.clone(),
+                    None => tools::load_or_create_key(&keys, &user)?,
+                };
+                let req = tools::signed_register(&key, &user, ip, port, tools::version_now())?;
+                let reply = tools::request(addr, &req, Duration::from_secs(2), 3)
+                    .map(|r| String::from_utf8_lossy(&r).into_owned())
+                    .unwrap_or_else(|e| format!("ERROR {e}"));
+                all_ok &= reply.starts_with("OK");
+                println!("{user} {reply}");
+            }
+            if !all_ok {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Bench(args) => bench::run(args)?,
+        Command::SendRaw {
+            to,
+            wait_ms,
+            echo_cookie,
+            messages,
+        } => {
+            let addr = tools::parse_addr(&to)?;
+            let msgs: Vec<Vec<u8>> = messages.iter().map(|m| unescape(m)).collect();
+            let replies =
+                tools::send_raw(addr, &msgs, Duration::from_millis(wait_ms), echo_cookie)?;
+            for r in replies {
+                println!("{}", String::from_utf8_lossy(&r));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `\xNN` escapes to bytes (for `send-raw`).
+fn unescape(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1] == b'x' {
+            if let Some(v) = std::str::from_utf8(&b[i + 2..i + 4])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}

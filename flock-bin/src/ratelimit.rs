@@ -25,7 +25,13 @@ impl RateLimiter {
     /// `rate` requests per second sustained, `burst` at once, tracking at most
     /// `max_sources` addresses (idle ones are forgotten first when the table is full).
     pub fn new(rate: f64, burst: f64, max_sources: usize) -> Self {
-        Self { rate, burst, max_sources: max_sources.max(1), buckets: HashMap::new(), refused: 0 }
+        Self {
+            rate,
+            burst,
+            max_sources: max_sources.max(1),
+            buckets: HashMap::new(),
+            refused: 0,
+        }
     }
 
     /// Takes `cost` tokens from `src`'s bucket; `false` means drop the request.
@@ -37,7 +43,10 @@ impl RateLimiter {
                 return false;
             }
         }
-        let b = self.buckets.entry(src).or_insert(Bucket { tokens: self.burst, last: now });
+        let b = self.buckets.entry(src).or_insert(Bucket {
+            tokens: self.burst,
+            last: now,
+        });
         let dt = now.saturating_duration_since(b.last).as_secs_f64();
         b.tokens = (b.tokens + dt * self.rate).min(self.burst);
         b.last = now;

@@ -37,7 +37,10 @@ fn ip(args: &[&str]) -> Result<(), String> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -64,10 +67,16 @@ impl Net {
         let prefix = format!("fl{}{}", pid % 100_000, k);
         let subnet = 100 + ((pid as u8).wrapping_add(k as u8 * 7)) % 100;
         let bridge_ns = format!("{prefix}-br");
-        let mut net = Self { prefix, bridge_ns, subnet, hosts: Vec::new() };
+        let mut net = Self {
+            prefix,
+            bridge_ns,
+            subnet,
+            hosts: Vec::new(),
+        };
         net.setup_bridge().expect("create bridge namespace");
         for i in 0..n {
-            net.add_host().unwrap_or_else(|e| panic!("add host {i}: {e}"));
+            net.add_host()
+                .unwrap_or_else(|e| panic!("add host {i}: {e}"));
         }
         Some(net)
     }
@@ -75,7 +84,15 @@ impl Net {
     fn setup_bridge(&mut self) -> Result<(), String> {
         let _ = ip(&["netns", "del", &self.bridge_ns]);
         ip(&["netns", "add", &self.bridge_ns])?;
-        ip(&["-n", &self.bridge_ns, "link", "add", "br0", "type", "bridge"])?;
+        ip(&[
+            "-n",
+            &self.bridge_ns,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+        ])?;
         ip(&["-n", &self.bridge_ns, "link", "set", "br0", "up"])?;
         Ok(())
     }
@@ -95,7 +112,15 @@ impl Net {
         ip(&["-n", &self.bridge_ns, "link", "set", &b, "master", "br0"])?;
         ip(&["-n", &self.bridge_ns, "link", "set", &b, "up"])?;
         ip(&["-n", &ns, "link", "set", &a, "name", "eth0"])?;
-        ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "eth0",
+        ])?;
         ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         // Broadcast and multicast need a route; everything stays on our bridge.
@@ -118,7 +143,14 @@ impl Net {
     /// Cuts host `i` off the bridge (a partition), or reconnects it.
     pub fn set_link(&self, i: usize, up: bool) -> Result<(), String> {
         let b = format!("{}b{}", self.prefix, i + 1);
-        ip(&["-n", &self.bridge_ns, "link", "set", &b, if up { "up" } else { "down" }])
+        ip(&[
+            "-n",
+            &self.bridge_ns,
+            "link",
+            "set",
+            &b,
+            if up { "up" } else { "down" },
+        ])
     }
 }
 
@@ -165,7 +197,10 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(delay);
         delay = (delay * 2).min(Duration::from_millis(250));
     }

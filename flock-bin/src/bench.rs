@@ -1,0 +1,319 @@
+//! `flock bench`: pipelined RESOLVE and REGISTER traffic at one server node on loopback,
+//! next to a bare tokio UDP echo server measured in the same run on the same machine.
+//!
+//! Each workload runs on two threads: the server (its own `current_thread` runtime, as
+//! `flock server` runs) and one blocking client that keeps `--inflight` requests
+//! outstanding, sending a new one for every reply. Replies are matched in order (one
+//! node on loopback answers in order), which gives the latency of every request.
+
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use flock_crypto::PrivateKey;
+
+use crate::server::{self, ServerArgs};
+use crate::tools;
+
+/// Options of `flock bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Requests per echo and RESOLVE run.
+    #[arg(long, default_value_t = 200_000)]
+    pub requests: usize,
+    /// Registrations in the REGISTER run (each freshly signed: signing takes a while).
+    #[arg(long, default_value_t = 20_000)]
+    pub registers: usize,
+    /// Requests kept in flight.
+    #[arg(long, default_value_t = 32)]
+    pub inflight: usize,
+    /// Users registered before the runs (RESOLVE picks among them).
+    #[arg(long, default_value_t = 1000)]
+    pub users: usize,
+    /// Distinct signing keys (key generation is slow).
+    #[arg(long, default_value_t = 4)]
+    pub keys: usize,
+    /// Most datagrams the server reads before it drains and commits.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+}
+
+/// The outcome of one pipelined run.
+#[derive(Debug, Clone)]
+pub struct RunStats {
+    /// Replies received.
+    pub replies: usize,
+    /// Replies that were not the expected kind.
+    pub bad: usize,
+    /// Requests given up on (no reply within the timeout).
+    pub lost: usize,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// Median latency.
+    pub p50: Duration,
+    /// 99th percentile latency.
+    pub p99: Duration,
+}
+
+impl RunStats {
+    /// Replies per second.
+    pub fn rate(&self) -> f64 {
+        self.replies as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Sends `requests` to `server` keeping `inflight` outstanding; `ok` classifies replies.
+pub fn drive(
+    server: SocketAddr,
+    requests: &[Vec<u8>],
+    inflight: usize,
+    ok: impl Fn(&[u8]) -> bool,
+) -> std::io::Result<RunStats> {
+    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+    sock.connect(server)?;
+    sock.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut sent: VecDeque<Instant> = VecDeque::with_capacity(inflight);
+    let mut lat: Vec<u32> = Vec::with_capacity(requests.len());
+    let (mut next, mut bad, mut lost) = (0usize, 0usize, 0usize);
+    let t0 = Instant::now();
+    let limit = Duration::from_secs(120);
+    loop {
+        while sent.len() < inflight.max(1) && next < requests.len() {
+            sock.send(&requests[next])?;
+            sent.push_back(Instant::now());
+            next += 1;
+        }
+        if sent.is_empty() || t0.elapsed() > limit {
+            break;
+        }
+        match sock.recv(&mut buf) {
+            Ok(n) => {
+                if let Some(t) = sent.pop_front() {
+                    lat.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                }
+                if !ok(&buf[..n]) {
+                    bad += 1;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                // Whatever is outstanding is lost; refill the window.
+                lost += sent.len();
+                sent.clear();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let elapsed = t0.elapsed();
+    lat.sort_unstable();
+    let pct = |p: f64| -> Duration {
+        if lat.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
+        Duration::from_micros(u64::from(lat[i.min(lat.len() - 1)]))
+    };
+    Ok(RunStats {
+        replies: lat.len(),
+        bad,
+        lost,
+        elapsed,
+        p50: pct(0.50),
+        p99: pct(0.99),
+    })
+}
+
+/// A bare tokio UDP echo server on its own `current_thread` runtime (the baseline).
+struct Echo {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Echo {
+    fn start() -> std::io::Result<Self> {
+        let std_sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+        std_sock.set_nonblocking(true)?;
+        let addr = std_sock.local_addr()?;
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(sock) = tokio::net::UdpSocket::from_std(std_sock) else {
+                    return;
+                };
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    tokio::select! {
+                        _ = &mut rx => break,
+                        r = sock.recv_from(&mut buf) => {
+                            if let Ok((n, from)) = r {
+                                let _ = sock.send_to(&buf[..n], from).await;
+                            }
+                        }
+                    }
+                }
+            });
+        });
+        Ok(Self {
+            addr,
+            stop: Some(tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn user_name(i: usize) -> String {
+    format!("user{i}")
+}
+
+/// Signs `count` registrations: user `i % users` with key `i % keys`, version
+/// `base + i / users` (so each user's versions rise), on every core.
+fn sign_all(keys: &[PrivateKey], users: usize, count: usize, base: u64) -> Vec<Vec<u8>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(1);
+    let chunk = count.div_ceil(threads).max(1);
+    let ip = Ipv4Addr::new(10, 0, 0, 1);
+    let mut out = vec![Vec::new(); count];
+    std::thread::scope(|s| {
+        for (c, slot) in out.chunks_mut(chunk).enumerate() {
+            s.spawn(move || {
+                for (j, dst) in slot.iter_mut().enumerate() {
+                    let i = c * chunk + j;
+                    let u = i % users;
+                    let key = &keys[u % keys.len()];
+                    let version = base + (i / users) as u64;
+                    *dst = tools::signed_register(key, &user_name(u), ip, 40000, version)
+                        .unwrap_or_default();
+                }
+            });
+        }
+    });
+    out
+}
+
+fn row(name: &str, s: &RunStats, echo: Option<f64>) {
+    let vs = echo.map_or("100%".to_string(), |e| {
+        format!("{:.0}%", 100.0 * s.rate() / e)
+    });
+    println!(
+        "{:<10} {:>9} {:>12.0} {:>9} {:>9} {:>8} {:>6} {:>6}",
+        name,
+        s.replies,
+        s.rate(),
+        s.p50.as_micros(),
+        s.p99.as_micros(),
+        vs,
+        s.bad,
+        s.lost
+    );
+}
+
+/// Runs the benchmark and prints the table.
+pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let users = args.users.max(1);
+    let nkeys = args.keys.clamp(1, users);
+    eprintln!("bench: generating {nkeys} RSA-2048 keys ...");
+    let mut rng = tools::os_rng();
+    let keys: Vec<PrivateKey> = (0..nkeys)
+        .map(|_| PrivateKey::generate(&mut rng))
+        .collect::<Result<_, _>>()?;
+    let base = tools::version_now();
+    eprintln!(
+        "bench: signing {} registrations ({} users + {} updates) ...",
+        users + args.registers,
+        users,
+        args.registers
+    );
+    let t = Instant::now();
+    let initial = sign_all(&keys, users, users, base);
+    let updates = sign_all(&keys, users, args.registers, base + 1);
+    eprintln!("bench: signed in {:.1} s", t.elapsed().as_secs_f64());
+
+    let resolves: Vec<Vec<u8>> = (0..args.requests)
+        .map(|i| format!("RESOLVE {}", user_name(i % users)).into_bytes())
+        .collect();
+
+    // 1. The baseline.
+    let echo = Echo::start()?;
+    let echo_stats = drive(echo.addr, &resolves, args.inflight, |_| true)?;
+    drop(echo);
+
+    // 2. A real node with a durable store in a temporary directory.
+    let dir: PathBuf = std::env::temp_dir().join(format!("flock-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut sargs = ServerArgs::new("bench");
+    sargs.bind = Ipv4Addr::LOCALHOST;
+    sargs.port = 0;
+    sargs.ping_port = Some(0);
+    sargs.data_dir = Some(dir.clone());
+    sargs.no_broadcast = true;
+    sargs.no_multicast = true;
+    sargs.rate = 0.0;
+    sargs.batch = args.batch;
+    sargs.leave_timeout = 0.5;
+    let node = server::start(sargs)?;
+    let addr = SocketAddr::V4(SocketAddrV4::new(*node.addr.ip(), node.addr.port()));
+    let is_registered = |b: &[u8]| b.starts_with(b"OK User");
+    let pre = drive(addr, &initial, args.inflight, is_registered)?;
+    if pre.bad > 0 || pre.lost > 0 {
+        eprintln!(
+            "bench: warning: pre-registration: {} bad, {} lost",
+            pre.bad, pre.lost
+        );
+    }
+    let resolve_stats = drive(addr, &resolves, args.inflight, |b| b.starts_with(b"OK "))?;
+    let register_stats = drive(addr, &updates, args.inflight, is_registered)?;
+    node.stop()?;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "\nflock bench: loopback, {} in flight, {cores} cores, server batch {}",
+        args.inflight, args.batch
+    );
+    println!(
+        "{:<10} {:>9} {:>12} {:>9} {:>9} {:>8} {:>6} {:>6}",
+        "workload", "replies", "replies/s", "p50 us", "p99 us", "vs echo", "bad", "lost"
+    );
+    let e = echo_stats.rate();
+    row("udp echo", &echo_stats, None);
+    row("RESOLVE", &resolve_stats, Some(e));
+    row("REGISTER", &register_stats, Some(e));
+    let r = resolve_stats.rate() / e;
+    println!(
+        "\ngoals: RESOLVE >= 75% of echo: {:.0}% ({}); REGISTER >= 10000/s durable: {:.0}/s ({})",
+        100.0 * r,
+        if r >= 0.75 { "met" } else { "MISSED" },
+        register_stats.rate(),
+        if register_stats.rate() >= 10_000.0 {
+            "met"
+        } else {
+            "MISSED"
+        },
+    );
+    Ok(())
+}

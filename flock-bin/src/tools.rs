@@ -1,0 +1,338 @@
+//! Operator commands that talk to a server: `flock status`, `flock resolve`,
+//! `flock register`. Plain blocking UDP: one request, a bounded wait, a few retries.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs, UdpSocket};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use flock_crypto::{PrivateKey, rand_core::SeedableRng};
+use flock_proto::{Frame, OkReply, Register};
+use flock_store::KeyDir;
+
+/// Why an operator command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// Socket trouble or no answer.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The server answered something unexpected.
+    #[error("{0}")]
+    Protocol(String),
+    /// Key files.
+    #[error("keys: {0}")]
+    Keys(String),
+}
+
+/// Resolves `HOST:PORT` to an IPv4 socket address.
+pub fn parse_addr(s: &str) -> Result<SocketAddrV4, ToolError> {
+    s.to_socket_addrs()?
+        .find_map(|a| match a {
+            SocketAddr::V4(a) => Some(a),
+            SocketAddr::V6(_) => None,
+        })
+        .ok_or_else(|| ToolError::Protocol(format!("{s}: no IPv4 address")))
+}
+
+/// Sends `request` to `server` and returns the first datagram that comes back (from any
+/// address, as the original's clients accept), retrying `tries` times.
+pub fn request(
+    server: SocketAddrV4,
+    request: &[u8],
+    timeout: Duration,
+    tries: u32,
+) -> Result<Vec<u8>, ToolError> {
+    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    sock.set_read_timeout(Some(timeout))?;
+    let mut buf = vec![0u8; 1 << 16];
+    for _ in 0..tries.max(1) {
+        sock.send_to(request, server)?;
+        match sock.recv_from(&mut buf) {
+            Ok((n, _)) => return Ok(buf[..n].to_vec()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ToolError::Io(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("no answer from {server}"),
+    )))
+}
+
+/// The `STATUS` JSON of one node.
+pub fn status(server: SocketAddrV4, timeout: Duration) -> Result<serde_json::Value, ToolError> {
+    let reply = request(server, b"STATUS", timeout, 3)?;
+    match Frame::decode(&reply) {
+        Ok(Frame::Ok(OkReply::Json(j))) => serde_json::from_str(&j)
+            .map_err(|e| ToolError::Protocol(format!("bad STATUS JSON: {e}"))),
+        _ => Err(ToolError::Protocol(format!(
+            "unexpected STATUS reply: {}",
+            String::from_utf8_lossy(&reply)
+        ))),
+    }
+}
+
+fn field<'a>(v: &'a serde_json::Value, k: &str) -> &'a str {
+    v.get(k).and_then(|x| x.as_str()).unwrap_or("?")
+}
+
+fn num(v: &serde_json::Value, k: &str) -> u64 {
+    v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0)
+}
+
+/// The ring as `server` sees it: its STATUS, then its successors' in turn (at most 256).
+pub fn ring_walk(
+    server: SocketAddrV4,
+    timeout: Duration,
+) -> Vec<Result<serde_json::Value, (SocketAddrV4, ToolError)>> {
+    let mut out = Vec::new();
+    let mut seen = Vec::new();
+    let mut next = Some(server);
+    while let Some(addr) = next.take() {
+        if seen.contains(&addr) || seen.len() >= 256 {
+            break;
+        }
+        seen.push(addr);
+        match status(addr, timeout) {
+            Ok(v) => {
+                next = v
+                    .get("succs")
+                    .and_then(|s| s.as_array())
+                    .and_then(|s| s.first())
+                    .and_then(|s| s.as_str())
+                    .and_then(|s| s.parse().ok());
+                out.push(Ok(v));
+            }
+            Err(e) => out.push(Err((addr, e))),
+        }
+    }
+    out
+}
+
+/// Prints a ring walk as a table.
+pub fn print_ring(server: SocketAddrV4, timeout: Duration) -> Result<(), ToolError> {
+    let walk = ring_walk(server, timeout);
+    if let Some(Err((_, e))) = walk.first() {
+        return Err(ToolError::Protocol(format!("{server}: {e}")));
+    }
+    println!(
+        "{:<22} {:<12} {:>20} {:>20} {:>7} {:>6} {:>8}  {:<22} successors",
+        "node", "name", "lo", "hi", "records", "owned", "replicas", "predecessor"
+    );
+    let mut total_owned = 0;
+    for entry in &walk {
+        match entry {
+            Ok(v) => {
+                let records = num(v, "records");
+                let owned = num(v, "owned");
+                total_owned += owned;
+                let succs: Vec<&str> = v
+                    .get("succs")
+                    .and_then(|s| s.as_array())
+                    .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+                    .unwrap_or_default();
+                println!(
+                    "{:<22} {:<12} {:>20} {:>20} {:>7} {:>6} {:>8}  {:<22} {}",
+                    field(v, "node"),
+                    field(v, "name"),
+                    field(v, "lo"),
+                    field(v, "hi"),
+                    records,
+                    owned,
+                    records.saturating_sub(owned),
+                    if field(v, "pred").is_empty() {
+                        "-"
+                    } else {
+                        field(v, "pred")
+                    },
+                    succs.join(" "),
+                );
+            }
+            Err((addr, e)) => println!("{addr:<22} (no answer: {e})"),
+        }
+    }
+    println!("{} nodes, {} owned records", walk.len(), total_owned);
+    Ok(())
+}
+
+/// `RESOLVE user` at `server`: the reply text.
+pub fn resolve(server: SocketAddrV4, user: &str, timeout: Duration) -> Result<String, ToolError> {
+    let frame = Frame::Resolve { user: user.into() };
+    let reply = request(server, &frame.encode_to_vec(), timeout, 3)?;
+    Ok(String::from_utf8_lossy(&reply).into_owned())
+}
+
+/// A fresh CSPRNG seeded from the OS.
+pub fn os_rng() -> rand_chacha::ChaCha20Rng {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).expect("OS randomness");
+    rand_chacha::ChaCha20Rng::from_seed(seed)
+}
+
+/// Loads `<keys>/<user>/private.pem`, or generates and saves a new RSA-2048 key.
+pub fn load_or_create_key(keys: &PathBuf, user: &str) -> Result<PrivateKey, ToolError> {
+    let dir = KeyDir::new(keys, user).map_err(|e| ToolError::Keys(e.to_string()))?;
+    if let Some(pem) = dir
+        .load_private_pem()
+        .map_err(|e| ToolError::Keys(e.to_string()))?
+    {
+        return PrivateKey::from_pem(&pem).map_err(|e| ToolError::Keys(e.to_string()));
+    }
+    let key = PrivateKey::generate(&mut os_rng()).map_err(|e| ToolError::Keys(e.to_string()))?;
+    let pem = key.to_pem().map_err(|e| ToolError::Keys(e.to_string()))?;
+    dir.save_private_pem(&pem)
+        .map_err(|e| ToolError::Keys(e.to_string()))?;
+    dir.save_public_pem(key.public_key().to_pem())
+        .map_err(|e| ToolError::Keys(e.to_string()))?;
+    Ok(key)
+}
+
+/// A signed `REGISTER` for `user` at `ip:port`, version `version`.
+pub fn signed_register(
+    key: &PrivateKey,
+    user: &str,
+    ip: Ipv4Addr,
+    port: u16,
+    version: u64,
+) -> Result<Vec<u8>, ToolError> {
+    let pubkey_b64 = key.public_key().to_b64();
+    let text = flock_crypto::registration_text(user, ip, port, version, &pubkey_b64);
+    let sig_b64 = flock_crypto::sign_b64(&mut os_rng(), key, text.as_bytes())
+        .map_err(|e| ToolError::Keys(e.to_string()))?;
+    let reg = Register {
+        user: user.into(),
+        ip,
+        port,
+        version,
+        pubkey_b64: pubkey_b64.into(),
+        sig_b64: sig_b64.into(),
+    };
+    Ok(Frame::Register(reg).encode_to_vec())
+}
+
+/// The current time in nanoseconds (a registration version, as the original's `time_ns`).
+pub fn version_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        .max(1)
+}
+
+/// The address this host uses toward `server` (what a client registers by default).
+pub fn local_ip_toward(server: SocketAddrV4) -> Ipv4Addr {
+    UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|s| {
+            s.connect(server)?;
+            s.local_addr()
+        })
+        .ok()
+        .and_then(|a| match a {
+            SocketAddr::V4(a) if !a.ip().is_unspecified() => Some(*a.ip()),
+            _ => None,
+        })
+        .unwrap_or(Ipv4Addr::LOCALHOST)
+}
+
+/// `RESOLVE` every user at once (one socket per user, since a reply does not name the
+/// user), resending unanswered requests every `interval`, until `deadline` passes.
+/// `None`: no answer.
+pub fn resolve_many(
+    server: SocketAddrV4,
+    users: &[String],
+    interval: Duration,
+    deadline: Duration,
+) -> Result<Vec<Option<String>>, ToolError> {
+    let mut socks = Vec::with_capacity(users.len());
+    let mut reqs = Vec::with_capacity(users.len());
+    for user in users {
+        let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        s.set_nonblocking(true)?;
+        socks.push(s);
+        reqs.push(
+            Frame::Resolve {
+                user: user.as_str().into(),
+            }
+            .encode_to_vec(),
+        );
+    }
+    let mut out: Vec<Option<String>> = vec![None; users.len()];
+    let start = std::time::Instant::now();
+    let mut next_send = start;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let now = std::time::Instant::now();
+        if now >= next_send {
+            for (i, s) in socks.iter().enumerate() {
+                if out[i].is_none() {
+                    let _ = s.send_to(&reqs[i], server);
+                }
+            }
+            next_send = now + interval;
+        }
+        let mut got = false;
+        for (i, s) in socks.iter().enumerate() {
+            if out[i].is_some() {
+                continue;
+            }
+            match s.recv_from(&mut buf) {
+                Ok((n, _)) => {
+                    out[i] = Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+                    got = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => {}
+            }
+        }
+        if out.iter().all(Option::is_some) || start.elapsed() >= deadline {
+            return Ok(out);
+        }
+        if !got {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// Sends each message as one datagram to `to` and prints every datagram that comes back
+/// within `wait` (as text, lossily). With `echo_cookie`, a `RING COOKIE rid c` answer to a
+/// ring request makes it resend that request carrying cookie `c`, as a real peer would.
+/// A testing and diagnosis aid: the tests use it to play a hostile non-member.
+pub fn send_raw(
+    to: SocketAddrV4,
+    messages: &[Vec<u8>],
+    wait: Duration,
+    echo_cookie: bool,
+) -> Result<Vec<Vec<u8>>, ToolError> {
+    use flock_proto::ring::RingFrame;
+    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    sock.set_read_timeout(Some(Duration::from_millis(20)))?;
+    let mut replies = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    for m in messages {
+        sock.send_to(m, to)?;
+    }
+    let end = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < end && replies.len() < 10_000 {
+        let Ok((n, _)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        let reply = buf[..n].to_vec();
+        if echo_cookie {
+            if let Ok(Frame::Ring(RingFrame::Cookie { rid, cookie })) = Frame::decode(&reply) {
+                for m in messages {
+                    if let Ok(Frame::Ring(mut rf)) = Frame::decode(m) {
+                        if rf.rid() == rid {
+                            rf.set_cookie(cookie);
+                            sock.send_to(&Frame::Ring(rf).encode_to_vec(), to)?;
+                        }
+                    }
+                }
+            }
+        }
+        replies.push(reply);
+    }
+    Ok(replies)
+}

@@ -1,0 +1,429 @@
+//! Real `flock server` processes, one per network namespace on a private bridge: ring
+//! formation by broadcast, the original's acceptance scenario, crash recovery, restarts
+//! from the data directory and spoofed ring frames. Needs root (skips loudly without).
+//!
+//! Every wait is a condition poll with a deadline; every server is killed on drop.
+
+mod common {
+    pub mod flock;
+    pub mod netns;
+}
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::flock::{
+    self as f, Server, all_resolve, register, ring_order, status, users, wait_member, wait_ring,
+};
+use common::netns::{Host, Net, wait_for};
+
+/// Servers of one test; prints their log tails if the test fails.
+struct Cluster {
+    servers: Vec<Option<Server>>,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        Self {
+            servers: Vec::new(),
+        }
+    }
+
+    fn start(&mut self, host: &Host, name: &str, dir: &Path, extra: &[&str]) -> usize {
+        self.servers
+            .push(Some(Server::start(host, name, dir, extra)));
+        self.servers.len() - 1
+    }
+
+    fn get(&mut self, i: usize) -> &mut Server {
+        self.servers[i].as_mut().expect("server running")
+    }
+
+    fn addr(&self, i: usize) -> String {
+        self.servers[i].as_ref().expect("server running").addr()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for s in self.servers.iter().flatten() {
+                eprintln!(
+                    "---- log of {} ({}) ----\n{}",
+                    s.name,
+                    s.host.ip,
+                    s.log_tail(40)
+                );
+            }
+        }
+    }
+}
+
+fn addr_of(h: &Host) -> String {
+    format!("{}:12345", h.ip)
+}
+
+/// Starts node 0 alone, waits until it founds the ring, then starts the others at once;
+/// all find the ring by broadcast. Waits for one consistent ring.
+fn form_ring(net: &Net, cl: &mut Cluster, dir: &Path, n: usize) -> Vec<String> {
+    let h0 = net.host(0).clone();
+    cl.start(&h0, "n1", dir, &[]);
+    wait_member(&h0, &addr_of(&h0), Duration::from_secs(20));
+    for i in 1..n {
+        cl.start(net.host(i), &format!("n{}", i + 1), dir, &[]);
+    }
+    let addrs: Vec<String> = (0..n).map(|i| addr_of(net.host(i))).collect();
+    wait_ring(&h0, &addrs, Duration::from_secs(60))
+}
+
+#[test]
+fn five_servers_form_one_ring_by_broadcast() {
+    let Some(net) = Net::new("five_servers_form_one_ring_by_broadcast", 5) else {
+        return;
+    };
+    let dir = f::tempdir("five");
+    let mut cl = Cluster::new();
+    let order = form_ring(&net, &mut cl, dir.path(), 5);
+    eprintln!("ring order: {order:?}");
+    // Every node sees the same ring.
+    let addrs: Vec<String> = (0..5).map(|i| addr_of(net.host(i))).collect();
+    for i in 0..5 {
+        assert!(
+            ring_order(net.host(i), &addrs).is_some(),
+            "ring as seen from node {i}"
+        );
+    }
+    // A user registered through one node resolves through every other.
+    let u = vec!["alice".to_string()];
+    assert!(register(
+        net.host(2),
+        &addrs[2],
+        &dir.path().join("keys"),
+        &u
+    ));
+    for i in 0..5 {
+        wait_for(
+            &format!("alice via node {i}"),
+            Duration::from_secs(10),
+            || all_resolve(net.host(i), &addrs[i], &u, 1500).then_some(()),
+        );
+    }
+    let _ = &mut cl;
+}
+
+#[test]
+fn original_acceptance_scenario() {
+    let Some(mut net) = Net::new("original_acceptance_scenario", 3) else {
+        return;
+    };
+    let h4 = net.add_host().expect("host 4");
+    let dir = f::tempdir("accept");
+    let mut cl = Cluster::new();
+    form_ring(&net, &mut cl, dir.path(), 3);
+    let keys = dir.path().join("keys");
+    let names = ["alice", "bob", "carol"];
+    for (i, name) in names.iter().enumerate() {
+        let u = vec![name.to_string()];
+        assert!(
+            register(net.host(i), &cl.addr(i), &keys, &u),
+            "register {name}"
+        );
+    }
+    let all: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    // Stop 2 and 3 (graceful), start 4, stop 1.
+    assert!(
+        cl.get(1).terminate(Duration::from_secs(10)),
+        "node 2 exits on SIGTERM"
+    );
+    assert!(
+        cl.get(2).terminate(Duration::from_secs(10)),
+        "node 3 exits on SIGTERM"
+    );
+    let i4 = cl.start(&h4, "n4", dir.path(), &[]);
+    let a1 = cl.addr(0);
+    let a4 = cl.addr(i4);
+    wait_ring(&h4, &[a1.clone(), a4.clone()], Duration::from_secs(30));
+    wait_for(
+        "all users via 1 before it stops",
+        Duration::from_secs(15),
+        || all_resolve(&h4, &a1, &all, 1500).then_some(()),
+    );
+    assert!(
+        cl.get(0).terminate(Duration::from_secs(10)),
+        "node 1 exits on SIGTERM"
+    );
+    wait_for(
+        "alice, bob and carol via node 4",
+        Duration::from_secs(20),
+        || all_resolve(&h4, &a4, &all, 1500).then_some(()),
+    );
+    let s = status(&h4, &a4).expect("status of 4");
+    assert_eq!(s["owned"].as_u64(), Some(3), "node 4 owns everything: {s}");
+}
+
+/// Kills `k` adjacent nodes of a 6-node ring with SIGKILL; every record must resolve
+/// again through every survivor. Prints the recovery time.
+fn kill_adjacent(k: usize) {
+    let test = format!("kill9_{k}_adjacent_of_6");
+    let Some(net) = Net::new(&test, 6) else {
+        return;
+    };
+    let dir = f::tempdir(&test);
+    let mut cl = Cluster::new();
+    let order = form_ring(&net, &mut cl, dir.path(), 6);
+    let us = users("u", 30);
+    let keys = dir.path().join("keys");
+    for (i, chunk) in us.chunks(5).enumerate() {
+        assert!(register(net.host(i), &cl.addr(i), &keys, chunk));
+    }
+    let h0 = net.host(0).clone();
+    // Replication settles (registrations are acknowledged after replication already).
+    wait_for(
+        "every record resolves before the kill",
+        Duration::from_secs(15),
+        || all_resolve(&h0, &cl.addr(0), &us, 1500).then_some(()),
+    );
+    // k adjacent nodes in ring order, starting after node 1 when possible.
+    let idx = |a: &str| (0..6).find(|&i| cl.addr(i) == a).expect("known node");
+    let start = order
+        .iter()
+        .position(|a| *a == cl.addr(0))
+        .expect("node 1 in ring")
+        + 1;
+    let victims: Vec<usize> = (0..k).map(|j| idx(&order[(start + j) % 6])).collect();
+    let owned_before: u64 = victims
+        .iter()
+        .map(|&v| status(&h0, &cl.addr(v)).map_or(0, |s| s["owned"].as_u64().unwrap_or(0)))
+        .sum();
+    let t0 = Instant::now();
+    for &v in &victims {
+        cl.get(v).kill9();
+    }
+    let survivors: Vec<usize> = (0..6).filter(|i| !victims.contains(i)).collect();
+    let entry = survivors[0];
+    let hs = net.host(entry).clone();
+    wait_for(
+        "every record resolves after the kill",
+        Duration::from_secs(45),
+        || all_resolve(&hs, &cl.addr(entry), &us, 1500).then_some(()),
+    );
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "RECOVERY: kill -9 of {k} adjacent node(s) of 6 ({owned_before} records owned by them): \
+         all 30 records resolve again after {secs:.2} s"
+    );
+    for &s in &survivors {
+        assert!(
+            all_resolve(net.host(s), &cl.addr(s), &us, 3000),
+            "every record via survivor {s}"
+        );
+    }
+    let addrs: Vec<String> = survivors.iter().map(|&s| cl.addr(s)).collect();
+    wait_ring(&hs, &addrs, Duration::from_secs(30));
+    let total: u64 = survivors
+        .iter()
+        .map(|&s| status(&hs, &cl.addr(s)).map_or(0, |j| j["owned"].as_u64().unwrap_or(0)))
+        .sum();
+    assert_eq!(total, 30, "each record owned exactly once after repair");
+}
+
+#[test]
+fn kill9_one_node_of_six_loses_nothing() {
+    kill_adjacent(1);
+}
+
+#[test]
+fn kill9_two_adjacent_of_six_loses_nothing() {
+    kill_adjacent(2);
+}
+
+#[test]
+fn kill9_three_adjacent_of_six_loses_nothing() {
+    kill_adjacent(3);
+}
+
+#[test]
+fn restarted_node_rejoins_with_its_records() {
+    let Some(net) = Net::new("restarted_node_rejoins_with_its_records", 4) else {
+        return;
+    };
+    let dir = f::tempdir("restart");
+    let mut cl = Cluster::new();
+    form_ring(&net, &mut cl, dir.path(), 4);
+    let us = users("r", 20);
+    let keys = dir.path().join("keys");
+    assert!(register(net.host(0), &cl.addr(0), &keys, &us));
+    let h0 = net.host(0).clone();
+    // Node 3 (index 2) holds records: with 3 replicas per record, every node of 4 does.
+    let victim = 2;
+    wait_for("victim stores the records", Duration::from_secs(15), || {
+        status(&h0, &cl.addr(victim))
+            .and_then(|s| {
+                s["stored"]["owned"]
+                    .as_u64()
+                    .zip(s["stored"]["replicas"].as_u64())
+            })
+            .filter(|(o, r)| o + r == 20)
+    });
+    let (data, log, host, name) = {
+        let s = cl.get(victim);
+        (
+            s.data.clone(),
+            s.log.clone(),
+            s.host.clone(),
+            s.name.clone(),
+        )
+    };
+    cl.get(victim).kill9();
+    let others = [0usize, 1, 3];
+    let addrs: Vec<String> = others.iter().map(|&i| cl.addr(i)).collect();
+    wait_ring(&h0, &addrs, Duration::from_secs(30));
+    // Restart from the same data directory.
+    let s = Server::start_with(&host, &name, &data, &log, &[]);
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    cl.servers[victim] = Some(s);
+    wait_for(
+        "the restarted node's start-up line",
+        Duration::from_secs(10),
+        || {
+            let t = std::fs::read_to_string(&log).unwrap_or_default();
+            t[log_text.len().min(t.len())..]
+                .lines()
+                .find(|l| l.contains("listening on"))
+                .map(str::to_string)
+        },
+    );
+    let t = std::fs::read_to_string(&log).unwrap_or_default();
+    let restarted = &t[log_text.len().min(t.len())..];
+    assert!(
+        restarted.contains("(20 records)"),
+        "restart loads the 20 records from disk:\n{restarted}"
+    );
+    let all: Vec<String> = (0..4).map(|i| cl.addr(i)).collect();
+    wait_ring(&h0, &all, Duration::from_secs(30));
+    wait_for(
+        "the restarted node holds every record again",
+        Duration::from_secs(20),
+        || {
+            status(&h0, &cl.addr(victim))
+                .and_then(|s| s["records"].as_u64())
+                .filter(|n| *n == 20)
+        },
+    );
+    assert!(all_resolve(&host, &cl.addr(victim), &us, 3000));
+}
+
+#[test]
+fn spoofed_ring_frames_from_a_non_member_change_nothing() {
+    let Some(mut net) = Net::new("spoofed_ring_frames_from_a_non_member_change_nothing", 4) else {
+        return;
+    };
+    let evil = net.add_host().expect("attacker host");
+    let dir = f::tempdir("spoof");
+    let mut cl = Cluster::new();
+    form_ring(&net, &mut cl, dir.path(), 4);
+    let us = users("s", 12);
+    let keys = dir.path().join("keys");
+    assert!(register(net.host(0), &cl.addr(0), &keys, &us));
+    let h0 = net.host(0).clone();
+    let addrs: Vec<String> = (0..4).map(|i| cl.addr(i)).collect();
+    // Let replication settle: the checksums must be stable before the attack.
+    let snapshot = |h: &Host| -> Option<Vec<String>> {
+        addrs
+            .iter()
+            .map(|a| {
+                let s = status(h, a)?;
+                Some(format!(
+                    "{} {} {} {} {} {}",
+                    s["lo"], s["hi"], s["pred"], s["succs"], s["records"], s["owned"]
+                ))
+            })
+            .collect()
+    };
+    wait_for("all 12 records resolve", Duration::from_secs(15), || {
+        all_resolve(&h0, &addrs[0], &us, 1500).then_some(())
+    });
+    let before = wait_for("a stable view of the ring", Duration::from_secs(30), || {
+        let a = snapshot(&h0)?;
+        std::thread::sleep(Duration::from_millis(600));
+        (snapshot(&h0)? == a).then_some(a)
+    });
+    let before_resolve = f::resolve(&h0, &addrs[0], &us, 3000);
+
+    let e = evil.ip;
+    let victim_ip = net.host(1).ip;
+    let key = "TUlJQklqQU5CZ2txaGtpRzl3MEJBUUVGQUFPQ0FROEFNSUlCQ2dLQ0FRRUE=";
+    let sig = "c2ln";
+    let mut frames: Vec<String> = vec![
+        // The original's unauthenticated ring frames.
+        "KILL".into(),
+        "JOIN".into(),
+        format!("PRED_CHANGE {e}"),
+        format!("SUCC {e} {e}"),
+        "FIX".into(),
+        format!("REPLIC s0 {e} 6666 99999999999999999 {key}"),
+        format!("TAKEOVER s1 {e} 6666 99999999999999999 {key}"),
+        format!("REPLIC s2 {e} 6666"),
+        format!("TAKEOVER s3 {e} 6666"),
+        format!("DROP_REPLICS {victim_ip}"),
+        // The original's forwarded forms (reflection to any address).
+        format!("RESOLVE {victim_ip} 9 s0"),
+        format!("REGISTER {e} 5000 s4 {e} 6666 99999999999999999 {key} {sig}"),
+        format!("REGISTER . . s5 {e} 6666 99999999999999999 {key} {sig}"),
+        // Our ring frames, with made-up cookies and request ids.
+        "RING JOIN 11 0".into(),
+        "RING JOIN 12 12345".into(),
+        "RING RECTIFY 13 777 1".into(),
+        "RING FIX 14 99".into(),
+        "RING DROP 15 1 0 1000000000000000002".into(),
+        format!("RING LEAVE 16 5 0 - 1 1@{e}:12345"),
+        format!("RING REPLICATE 17 3 1 s6 {e} 6666 99999999999999999 {key} {sig}"),
+        format!("RING FIND 18 1 5 REGISTER s7 {e} 6666 99999999999999999 {key} {sig}"),
+        "RING SYNC 19 1 0 1000000000000000002 0 0".into(),
+        "RING FETCH 20 1 0 1000000000000000002".into(),
+        // Unsolicited replies.
+        format!("RING STATE 21 1 1@{e}:12345 1 1@{e}:12345"),
+        format!("RING WELCOME 22 5 0 1@{e}:12345 0"),
+        format!("RING RECORDS 23 0 1 1 s8 {e} 6666 99999999999999999 {key} {sig}"),
+        format!("RING FOUND 24 5 REC s9 {e} 6666 9 {key} {sig}"),
+        format!("RING REFER 25 1@{e}:12345"),
+        "RING ACK 26 0".into(),
+        "RING SYNCED 27 1".into(),
+        "RING HERE 28 0 5".into(),
+    ];
+    // Also a frame that does not parse at all, and one that is too long.
+    frames.push("RING".into());
+    frames.push(format!("RING JOIN {}", "9".repeat(400)));
+    for a in &addrs {
+        f::send_raw(&evil, a, &frames, false);
+        // A peer that answers the cookie challenge: only real-address proof, no membership.
+        let cookie_frames: Vec<String> = vec![
+            "RING FIX 31 0".into(),
+            "RING DROP 32 0 0 1000000000000000002".into(),
+            format!("RING LEAVE 33 0 0 - 1 1@{e}:12345"),
+            format!("RING REPLICATE 34 0 1 s10 {e} 6666 99999999999999999 {key} {sig}"),
+        ];
+        f::send_raw(&evil, a, &cookie_frames, true);
+    }
+    // Nodes alive, same ring, same records, same answers.
+    for i in 0..4 {
+        assert!(cl.get(i).alive(), "node {} survived", i + 1);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let after = wait_for("a view of the ring", Duration::from_secs(10), || {
+        snapshot(&h0)
+    });
+    assert_eq!(before, after, "ring state changed under spoofed frames");
+    assert!(ring_order(&h0, &addrs).is_some());
+    let after_resolve = f::resolve(&h0, &addrs[0], &us, 3000);
+    assert_eq!(before_resolve, after_resolve, "records changed");
+    for extra in ["s4", "s5", "s6", "s7", "s8", "s10"] {
+        let m = f::resolve(&h0, &addrs[0], &[extra.to_string()], 1500);
+        assert!(
+            m.get(extra).is_some_and(|r| r.starts_with("ERROR 404")),
+            "{extra} must not exist: {m:?}"
+        );
+    }
+    let s = status(&h0, &addrs[1]).expect("status");
+    eprintln!("victim counters after the attack: {}", s["counters"]);
+}
