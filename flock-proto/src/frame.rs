@@ -38,7 +38,8 @@ pub struct Register<'a> {
 pub enum AnswerTo {
     /// Reply to this client address.
     Addr(SocketAddrV4),
-    /// The original's `.`: do not reply.
+    /// The original's `.`: do not reply. Written `. 0` (the port is a placeholder that
+    /// parses as a number); `. .` is accepted too.
     Nobody,
 }
 
@@ -201,14 +202,15 @@ pub enum Frame<'a> {
         /// The new predecessor.
         ip: Ipv4Addr,
     },
-    /// `SUCC <ip> [<ip>...]`.
+    /// `SUCC <ip> [<ip>...]` (a bare `SUCC`, an empty list, is accepted too).
     Succ {
         /// The successor list.
         ips: Vec<Ipv4Addr>,
     },
     /// `FIX`.
     Fix,
-    /// `REPLIC <user> <ip> <port> [<version> <pubkey_b64>]`.
+    /// `REPLIC <user> <ip> <port> [<version> <pubkey_b64>]` (the optional fields are
+    /// written only when both are present).
     Replic(LegacyRecord<'a>),
     /// `TAKEOVER <user> <ip> <port> [<version> <pubkey_b64>]`.
     Takeover(LegacyRecord<'a>),
