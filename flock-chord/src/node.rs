@@ -2130,10 +2130,8 @@ impl Node {
     }
 
     fn table_for(&self, hash: u64, owner_hint: Option<SocketAddrV4>) -> Table {
-        if self.is_member() || matches!(self.phase, Phase::Leaving) {
-            if self.owns(hash) {
-                return Table::Owned;
-            }
+        if (self.is_member() || matches!(self.phase, Phase::Leaving)) && self.owns(hash) {
+            return Table::Owned;
         }
         let owner = owner_hint
             .or_else(|| self.pred.map(|p| p.addr))

@@ -431,10 +431,7 @@ impl Sim {
 
     /// Performs every action of `addr`'s node.
     fn drain(&mut self, addr: SocketAddrV4) {
-        loop {
-            let Some(a) = self.node_mut(addr).and_then(|n| n.poll_action()) else {
-                break;
-            };
+        while let Some(a) = self.node_mut(addr).and_then(|n| n.poll_action()) {
             match a {
                 Action::Send { to, frame } => {
                     let frame = if self.net.codec {
@@ -543,7 +540,7 @@ impl Sim {
         if let Some(a) = touched {
             self.check_local(a)?;
         }
-        if self.check_every > 0 && self.steps % self.check_every == 0 {
+        if self.check_every > 0 && self.steps.is_multiple_of(self.check_every) {
             self.check_one_ring()?;
         }
         Ok(true)

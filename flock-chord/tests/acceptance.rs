@@ -1,4 +1,5 @@
 //! The original's acceptance scenario, in the simulator.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

@@ -1,4 +1,5 @@
 //! Record rules on every path, with the fake verifier and with a real RSA key.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;

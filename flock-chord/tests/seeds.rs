@@ -2,6 +2,7 @@
 //! rerun exactly that case with
 //! `FLOCK_SEED=<n> FLOCK_MIX=<mix> cargo test -p flock-chord --test seeds -- --nocapture`.
 //! `FLOCK_SEEDS=<count>` runs more seeds per mix.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddrV4;
 use std::time::Duration;
