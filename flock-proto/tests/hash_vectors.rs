@@ -45,3 +45,38 @@ fn three_node_split_from_the_notes() {
         ]
     );
 }
+
+mod properties {
+    use flock_proto::hash::{HASH_MAX, range_width, split_mid, split_range};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn split_partitions_the_range(a in 0..=HASH_MAX, b in 0..=HASH_MAX) {
+            let (lo, hi) = (a.min(b), a.max(b));
+            match split_range(lo, hi) {
+                Some(s) => {
+                    prop_assert_eq!(*s.old.start(), lo);
+                    prop_assert_eq!(*s.joiner.end(), hi);
+                    prop_assert_eq!(*s.old.end() + 1, *s.joiner.start());
+                    prop_assert_eq!(*s.joiner.start(), split_mid(lo, hi));
+                    prop_assert_eq!(
+                        range_width(*s.old.start(), *s.old.end())
+                            + range_width(*s.joiner.start(), *s.joiner.end()),
+                        range_width(lo, hi)
+                    );
+                }
+                None => {
+                    let mid = split_mid(lo, hi);
+                    prop_assert!(mid <= lo || mid > hi);
+                }
+            }
+        }
+
+        #[test]
+        fn wide_ranges_always_split(lo in 0..=HASH_MAX / 2, width in 1_000u64..=HASH_MAX / 2) {
+            // Float rounding near 10^18 is at most 128: any range wider than that splits.
+            prop_assert!(split_range(lo, lo + width).is_some());
+        }
+    }
+}
