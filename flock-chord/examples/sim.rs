@@ -132,9 +132,15 @@ fn measure(
             sim.run_for(ms(20)).expect("invariants");
         }
     }
-    let wait = if fingers { 10 } else { 600 };
-    sim.run_for(Duration::from_secs(wait)).expect("invariants");
-    let answered = asks.iter().filter(|c| !sim.replies(**c).is_empty()).count();
+    let limit = sim.now + Duration::from_secs(if fingers { 30 } else { 900 });
+    let mut answered = 0;
+    while sim.now < limit {
+        sim.run_for(Duration::from_secs(1)).expect("invariants");
+        answered = asks.iter().filter(|c| !sim.replies(**c).is_empty()).count();
+        if answered == asks.len() {
+            break;
+        }
+    }
     let mut hist = vec![0u64; 65];
     for a in &members {
         for (h, c) in sim

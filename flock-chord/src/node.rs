@@ -2609,76 +2609,79 @@ impl Node {
     }
 
     fn status_json(&self) -> String {
+        use serde_json::Value;
         let (lo, hi) = self.range();
-        let mut m = serde_json::Map::new();
-        m.insert("node".into(), self.me.to_string().into());
-        m.insert("name".into(), self.cfg.name.clone().into());
-        m.insert("member".into(), self.is_member().into());
-        m.insert("id".into(), self.id.to_string().into());
-        m.insert("lo".into(), lo.to_string().into());
-        m.insert("hi".into(), hi.to_string().into());
+        // BTreeMaps: keys come out sorted whatever serde_json's features are.
+        let mut m: BTreeMap<&str, Value> = BTreeMap::new();
+        m.insert("node", self.me.to_string().into());
+        m.insert("name", self.cfg.name.clone().into());
+        m.insert("member", self.is_member().into());
+        m.insert("id", self.id.to_string().into());
+        m.insert("lo", lo.to_string().into());
+        m.insert("hi", hi.to_string().into());
         m.insert(
-            "pred".into(),
+            "pred",
             self.pred
                 .map(|p| p.addr.to_string())
                 .unwrap_or_default()
                 .into(),
         );
         m.insert(
-            "succs".into(),
+            "succs",
             self.succs
                 .iter()
-                .map(|p| serde_json::Value::from(p.addr.to_string()))
+                .map(|p| Value::from(p.addr.to_string()))
                 .collect::<Vec<_>>()
                 .into(),
         );
-        m.insert("records".into(), self.records.len().into());
+        m.insert("records", self.records.len().into());
         m.insert(
-            "owned".into(),
+            "owned",
             self.records
                 .values()
                 .filter(|e| e.table == Table::Owned)
                 .count()
                 .into(),
         );
-        let mut c = serde_json::Map::new();
-        for (k, v) in self.counters.iter() {
-            c.insert(k.into(), v.into());
-        }
-        m.insert("counters".into(), c.into());
-        serde_json::Value::Object(m).to_string()
+        let counters: BTreeMap<&str, u64> = self.counters.iter().collect();
+        m.insert(
+            "counters",
+            serde_json::to_value(counters).unwrap_or(Value::Null),
+        );
+        serde_json::to_string(&m).unwrap_or_default()
     }
 
     fn snapshot_json(&self) -> String {
-        let mut users = serde_json::Map::new();
+        use serde_json::Value;
+        let mut users: BTreeMap<&str, BTreeMap<&str, Value>> = BTreeMap::new();
         let mut size = 0usize;
         for e in self.records.values() {
-            size += e.record.user.len() + 48;
+            size += e.record.user.len() + 64;
             if size > 48_000 {
                 break;
             }
             let r = &e.record;
-            let mut o = serde_json::Map::new();
-            o.insert("ip".into(), r.ip.to_string().into());
-            o.insert("port".into(), r.port.into());
-            o.insert("version".into(), r.version.into());
-            o.insert("owned".into(), (e.table == Table::Owned).into());
-            users.insert(r.user.clone(), o.into());
+            let mut o = BTreeMap::new();
+            o.insert("ip", Value::from(r.ip.to_string()));
+            o.insert("port", r.port.into());
+            o.insert("version", r.version.into());
+            o.insert("owned", (e.table == Table::Owned).into());
+            users.insert(&r.user, o);
         }
-        let mut m = serde_json::Map::new();
-        m.insert("node".into(), self.me.to_string().into());
-        m.insert("records".into(), self.records.len().into());
-        m.insert("users".into(), users.into());
-        serde_json::Value::Object(m).to_string()
+        let mut m: BTreeMap<&str, Value> = BTreeMap::new();
+        m.insert("node", self.me.to_string().into());
+        m.insert("records", self.records.len().into());
+        m.insert("users", serde_json::to_value(users).unwrap_or(Value::Null));
+        serde_json::to_string(&m).unwrap_or_default()
     }
 
     fn checksum_json(&self) -> String {
         let (lo, hi) = self.range();
         let (n, d) = self.digest(lo, hi);
-        let mut m = serde_json::Map::new();
-        m.insert("checksum".into(), format!("{d:016x}").into());
-        m.insert("records".into(), n.into());
-        serde_json::Value::Object(m).to_string()
+        let mut m: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
+        m.insert("checksum", format!("{d:016x}").into());
+        m.insert("records", n.into());
+        serde_json::to_string(&m).unwrap_or_default()
     }
 }
 

@@ -288,3 +288,28 @@ fn real_signatures_survive_a_small_ring() {
     sim.check_records(None, Duration::from_secs(2)).unwrap();
     assert_eq!(sim.lost_records(), 0);
 }
+
+#[test]
+fn admin_json_is_compact_with_sorted_keys() {
+    let mut n = founder(Box::new(FakeVerifier));
+    let c: SocketAddrV4 = "172.16.0.1:5000".parse().unwrap();
+    ask(&mut n, c, reg(&fake("alice", "K1", 10, 5000)));
+    for f in [Frame::Status, Frame::Snapshot, Frame::Checksum] {
+        let Frame::Ok(OkReply::Json(j)) = ask(&mut n, c, f) else {
+            panic!("not json")
+        };
+        assert!(!j.contains(' ') && !j.contains('\n'), "{j}");
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted, "{j}");
+    }
+    let Frame::Ok(OkReply::Json(j)) = ask(&mut n, c, Frame::Checksum) else {
+        panic!()
+    };
+    assert!(
+        j.starts_with("{\"checksum\":\"") && j.ends_with(",\"records\":1}"),
+        "{j}"
+    );
+}
