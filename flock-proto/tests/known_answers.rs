@@ -577,3 +577,29 @@ fn verbs() {
     assert_eq!(Frame::range_reply(1, 2).verb(), "OK");
     assert_eq!(Frame::range_reply(1, 2).encode_to_vec(), b"OK 1 2");
 }
+
+#[test]
+fn register_sizes_against_the_original_buffers() {
+    use flock_proto::limits::ORIGINAL_SERVER_RECV;
+    // The longest ASCII signed REGISTER with an RSA-2048 key fits the original server's
+    // 1024-byte buffer; its forwarded form does not (as the notes say).
+    let reg = Register {
+        user: b("abcdefghijklmnopqrst"),
+        ip: Ipv4Addr::new(255, 255, 255, 255),
+        port: 65535,
+        version: i64::MAX as u64,
+        pubkey_b64: Cow::Owned(key()),
+        sig_b64: Cow::Owned(sig()),
+    };
+    let direct = Frame::Register(reg.clone()).encode_to_vec();
+    assert_eq!(direct.len(), 1021);
+    assert!(direct.len() <= ORIGINAL_SERVER_RECV);
+    let forwarded = reg
+        .forward(AnswerTo::Addr(SocketAddrV4::new(
+            Ipv4Addr::new(255, 255, 255, 255),
+            65535,
+        )))
+        .encode_to_vec();
+    assert!(forwarded.len() > ORIGINAL_SERVER_RECV);
+    assert!(Frame::decode(&forwarded).is_ok());
+}
