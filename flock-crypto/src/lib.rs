@@ -15,7 +15,8 @@
 //!
 //! Every function that needs randomness takes it as `&mut impl CryptoRng`; the crate never
 //! reads OS entropy itself, so a seeded RNG makes every operation reproducible in tests.
-//! Production callers pass an OS-seeded CSPRNG. Malformed, truncated, tampered or
+//! Production callers pass a CSPRNG seeded from the OS, e.g. `ChaCha20Rng::from_seed` with
+//! 32 bytes from `getrandom::fill`, or `rand_core::UnwrapErr(getrandom::SysRng)`. Malformed, truncated, tampered or
 //! oversized input yields an [`Error`], never a panic.
 //!
 //! # Example
@@ -76,6 +77,10 @@
 //!   decrypt" notice: drop it silently (the original replies to nothing either).
 //! - Keep the private key's exposure local: never offer a decryption or signing service
 //!   for other parties' data.
+//!
+//! The same limits protect the CPU: every [`open`] of a well-framed payload costs one RSA
+//! private-key operation (milliseconds), whether or not it succeeds, so unlimited opening
+//! lets anyone pin a core with a few hundred datagrams a second.
 //!
 //! # Randomness and features
 //!
