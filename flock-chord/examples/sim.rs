@@ -141,7 +141,7 @@ fn measure(
             break;
         }
     }
-    let mut hist = vec![0u64; 65];
+    let mut hist: Vec<u64> = Vec::new();
     for a in &members {
         for (h, c) in sim
             .node(*a)
@@ -151,6 +151,9 @@ fn measure(
             .iter()
             .enumerate()
         {
+            if hist.len() <= h {
+                hist.resize(h + 1, 0);
+            }
             hist[h] += c;
         }
     }

@@ -175,15 +175,16 @@ impl Counters {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HopStats {
     /// `histogram[h]` = lookups answered after `h` FIND messages (0: the entry node owned
-    /// the key). The last bucket collects everything above.
+    /// the key). The last bucket (65535) collects everything above.
     pub histogram: Vec<u64>,
 }
 
 impl HopStats {
     pub(crate) fn record(&mut self, hops: u32) {
-        if self.histogram.len() < 65 {
-            self.histogram.resize(65, 0);
+        let h = (hops as usize).min(65_535);
+        if self.histogram.len() <= h {
+            self.histogram.resize(h + 1, 0);
         }
-        self.histogram[(hops as usize).min(64)] += 1;
+        self.histogram[h] += 1;
     }
 }

@@ -999,16 +999,7 @@ impl Node {
                     self.deadlines.insert((p.deadline, key));
                     self.pending.insert(key, p);
                 } else {
-                    // A chunk transfer's cookie: chunks are sent with rid but seq > 0.
-                    let keys: Vec<PKey> = self
-                        .pending
-                        .range((from, rid, 0)..=(from, rid, u32::MAX))
-                        .map(|(k, _)| *k)
-                        .collect();
-                    if keys.is_empty() {
-                        self.counters.inc("drop_unmatched");
-                    }
-                    let _ = keys;
+                    self.counters.inc("drop_unmatched");
                 }
             }
             RingFrame::Ack { rid, seq } => {
@@ -2249,7 +2240,8 @@ impl Node {
                 records,
             };
             self.send_ring(to, frame.clone());
-            let key = (to, rid, seq as u32);
+            // Chunk k is acknowledged by `ACK rid k+1` (`ACK rid 0` is for the request).
+            let key = (to, rid, seq as u32 + 1);
             let p = Pending {
                 frame,
                 purpose: Purpose::Chunk { xfer },
@@ -2317,7 +2309,13 @@ impl Node {
         if purpose == Inbound::Fetch {
             self.take_pending((from, rid, 0));
         }
-        self.send_ring(from, RingFrame::Ack { rid, seq });
+        self.send_ring(
+            from,
+            RingFrame::Ack {
+                rid,
+                seq: seq.saturating_add(1),
+            },
+        );
         if !fresh {
             return;
         }

@@ -66,3 +66,54 @@ fn original_acceptance_scenario() {
         );
     }
 }
+
+#[test]
+fn graceful_leave_hands_over() {
+    let mut sim = Sim::new(3, NetConfig::default(), Config::default());
+    let n: Vec<_> = (0..6).map(Sim::addr).collect();
+    sim.start(n[0], vec![]);
+    for a in &n[1..] {
+        sim.run_for(Duration::from_millis(700)).unwrap();
+        sim.start(*a, vec![n[0]]);
+    }
+    sim.run_until_ideal(secs(30), Duration::from_millis(200))
+        .unwrap();
+    for i in 0..60 {
+        sim.register(n[i % 6], Sim::make_record(&format!("user{i}"), 1));
+    }
+    sim.run_for(secs(3)).unwrap();
+    assert_eq!(sim.acked().len(), 60);
+    let leaver = n[2];
+    let pred = sim.node(leaver).unwrap().predecessor().unwrap().addr;
+    sim.leave(leaver);
+    sim.run_for(secs(2)).unwrap();
+    assert!(sim.node(leaver).unwrap().has_left());
+    let p = sim.node(pred).unwrap();
+    assert_eq!(p.counters().get("leave_from_succ"), 1);
+    assert_eq!(p.counters().get("leave_received"), 1, "{:?}", p.counters());
+    sim.run_until_ideal(secs(30), Duration::from_millis(200))
+        .unwrap();
+    sim.check_records(None, secs(2)).unwrap();
+}
+
+#[test]
+fn one_node_ring_and_back() {
+    let mut sim = Sim::new(4, NetConfig::default(), Config::default());
+    let a = Sim::addr(0);
+    let b = Sim::addr(1);
+    sim.start(a, vec![]);
+    sim.register(a, Sim::make_record("alice", 1));
+    sim.run_for(secs(1)).unwrap();
+    sim.check_ideal().unwrap();
+    sim.start(b, vec![a]);
+    sim.run_until_ideal(secs(10), Duration::from_millis(100))
+        .unwrap();
+    sim.crash(a);
+    sim.run_until_ideal(secs(10), Duration::from_millis(100))
+        .unwrap();
+    let node = sim.node(b).unwrap();
+    assert!(node.successors().is_empty());
+    let (lo, hi) = node.range();
+    assert_eq!(flock_chord::dist(lo, hi), flock_chord::MODULUS - 1);
+    sim.check_records(None, secs(1)).unwrap();
+}

@@ -25,7 +25,7 @@
 //! WELCOME   rid id chunks pred peers            ; your id, pred, successor list; RECORDS follow
 //! REFUSE    rid                                 ; cannot split now
 //! RECORDS   rid seq total records               ; chunk seq of total of a record transfer -> ACK
-//! ACK       rid seq                             ; acknowledges a request or chunk
+//! ACK       rid n                               ; n = 0: request rid done; n = k+1: chunk k received
 //! GET_STATE rid cookie                          ; -> STATE
 //! STATE     rid id opt-peer peers               ; my id, predecessor, successor list
 //! RECTIFY   rid cookie id                       ; I think I am your predecessor -> ACK
@@ -177,11 +177,11 @@ pub enum RingFrame {
         /// Records of this chunk.
         records: Vec<Record>,
     },
-    /// `ACK rid seq`.
+    /// `ACK rid n`.
     Ack {
         /// Request id.
         rid: u64,
-        /// Chunk number (0 for plain requests).
+        /// 0 acknowledges the request itself; `k + 1` acknowledges chunk `k`.
         seq: u32,
     },
     /// `GET_STATE rid cookie`.
