@@ -1,0 +1,425 @@
+//! The machine's inputs and outputs as data: configuration, actions, storage effects,
+//! events and errors.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// The extension feature token this machine advertises in `HELLO` (signed messages with
+/// ids and acknowledgements).
+pub const FEATURE_ACK1: &str = "ack1";
+
+/// Settings of a [`Client`](super::Client). Every duration is in milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientConfig {
+    /// The local username (3-20 letters, digits or `_`).
+    pub user: String,
+    /// The IPv4 address peers reach us on (registered with the ring).
+    pub ip: Ipv4Addr,
+    /// The UDP port peers reach us on (registered with the ring).
+    pub port: u16,
+    /// How long to wait for a server's answer (the original waits 3 s).
+    pub request_timeout_ms: u64,
+    /// Consecutive unanswered server requests after which the server counts as lost.
+    pub server_failures: u32,
+    /// How often an idle connection checks that the server is alive (`PING`).
+    pub keepalive_ms: u64,
+    /// How long to wait for a peer's `PONG` (the original waits 0.5 s).
+    pub ping_timeout_ms: u64,
+    /// After a `PONG` from a peer whose features are unknown, how long to wait for its
+    /// `HELLO` before treating it as an original client.
+    pub hello_grace_ms: u64,
+    /// First retry delay of an undelivered message; doubles per attempt.
+    pub retry_base_ms: u64,
+    /// Largest retry delay.
+    pub retry_max_ms: u64,
+    /// Give up on a message (status failed) after this many attempts; `None`: never.
+    pub max_attempts: Option<u32>,
+    /// Advertise and use the `ack1` extension with peers that advertise it too.
+    pub extension: bool,
+    /// Per source address: unsigned `MESSAGE` payloads opened per second (RSA
+    /// decryption of attacker-chosen bytes, see RUSTSEC-2023-0071), and the burst.
+    pub open_rate: (f64, f64),
+    /// Per source address: signed `SMESSAGE`s processed per second, and the burst (their
+    /// signature is checked against the pinned key before anything is decrypted).
+    pub signed_rate: (f64, f64),
+    /// Per source address: replies that are larger than the request (`PUBKEY_RES`,
+    /// `HELLO`) per second, and the burst.
+    pub reply_rate: (f64, f64),
+    /// How long a signed message from a sender whose key is not yet known waits for the
+    /// key to be resolved.
+    pub verify_wait_ms: u64,
+}
+
+impl ClientConfig {
+    /// Defaults for `user` reachable on `ip:port`.
+    pub fn new(user: impl Into<String>, ip: Ipv4Addr, port: u16) -> Self {
+        Self {
+            user: user.into(),
+            ip,
+            port,
+            request_timeout_ms: 3_000,
+            server_failures: 2,
+            keepalive_ms: 3_000,
+            ping_timeout_ms: 500,
+            hello_grace_ms: 100,
+            retry_base_ms: 1_000,
+            retry_max_ms: 30_000,
+            max_attempts: None,
+            extension: true,
+            open_rate: (20.0, 50.0),
+            signed_rate: (500.0, 1_000.0),
+            reply_rate: (20.0, 50.0),
+            verify_wait_ms: 10_000,
+        }
+    }
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination.
+    pub to: SocketAddrV4,
+    /// The whole datagram (an encoded [`Frame`](crate::Frame)).
+    pub datagram: Vec<u8>,
+}
+
+/// What the driver must do, in order. Drain with [`Client::poll_action`](super::Client::poll_action)
+/// after every input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send a datagram from the client's socket.
+    Send(Transmit),
+    /// Apply a change to the client database before acting on anything that follows.
+    Store(StoreOp),
+    /// Tell the application.
+    Event(Event),
+}
+
+/// Delivery state of an outgoing message (the database's status, minus `received`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Waiting in the outbox.
+    Queued,
+    /// On the wire; no acknowledgement (yet, or ever: original peers send none).
+    Sent,
+    /// Acknowledged by the recipient (extension peers only).
+    Delivered,
+    /// Given up on (unknown user, key changed, too many attempts); the user may resend.
+    Failed,
+}
+
+/// A storage effect, to be applied to the client database (`flock_store::ClientDb`).
+///
+/// Messages are named by `(peer, msg_id)`; `msg_id` is the machine's id for an outgoing
+/// message (also the extension's wire id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOp {
+    /// A new outgoing message, already sealed: store it as queued with its sealed payload
+    /// in the outbox, due now (`ClientDb::queue_outgoing`). Comes before its first send.
+    QueueOutgoing {
+        /// Recipient.
+        to: String,
+        /// Plaintext for the local history.
+        text: String,
+        /// Message id.
+        msg_id: u64,
+        /// Sealed payload (the only form the outbox keeps).
+        payload_b64: String,
+        /// Unix ms.
+        at_ms: u64,
+    },
+    /// A new outgoing message whose recipient's key is not known yet: history only,
+    /// status queued (`ClientDb::insert_outgoing`). An [`StoreOp::Enqueue`] follows once
+    /// the key is known.
+    SaveOutgoing {
+        /// Recipient.
+        to: String,
+        /// Plaintext for the local history.
+        text: String,
+        /// Message id.
+        msg_id: u64,
+        /// Unix ms.
+        at_ms: u64,
+    },
+    /// The sealed payload of a message saved by [`StoreOp::SaveOutgoing`] joins the outbox
+    /// (`ClientDb::outbox_enqueue`).
+    Enqueue {
+        /// Recipient.
+        to: String,
+        /// Message id.
+        msg_id: u64,
+        /// Sealed payload.
+        payload_b64: String,
+        /// Unix ms.
+        at_ms: u64,
+    },
+    /// A delivery attempt was made; the next is due at `next_attempt_at_ms`
+    /// (`ClientDb::outbox_mark_attempt`).
+    Attempt {
+        /// Recipient.
+        to: String,
+        /// Message id.
+        msg_id: u64,
+        /// Unix ms.
+        next_attempt_at_ms: u64,
+    },
+    /// An extension message went on the wire for the first time: status sent; it stays in
+    /// the outbox until acknowledged.
+    Sent {
+        /// Recipient.
+        to: String,
+        /// Message id.
+        msg_id: u64,
+    },
+    /// An original-format message went on the wire after the peer answered `PING`: this
+    /// is as far as an original peer's delivery goes. Remove it from the outbox, status
+    /// sent.
+    SentFinal {
+        /// Recipient.
+        to: String,
+        /// Message id.
+        msg_id: u64,
+    },
+    /// The recipient acknowledged the message: delivered, out of the outbox
+    /// (`ClientDb::delivered`).
+    Delivered {
+        /// Recipient.
+        to: String,
+        /// Message id.
+        msg_id: u64,
+    },
+    /// Give up on the message: out of the outbox, status failed.
+    Failed {
+        /// Recipient.
+        to: String,
+        /// Message id.
+        msg_id: u64,
+    },
+    /// A message arrived and opened. Store it (with duplicate suppression by
+    /// `(from, msg_id)` when it has an id: `ClientDb::insert_incoming_once`), and only
+    /// once that is durable send `ack`, whether or not it was a duplicate.
+    Incoming {
+        /// Sender (authenticated when `authenticated`).
+        from: String,
+        /// Plaintext.
+        text: String,
+        /// The sender's message id (extension messages).
+        msg_id: Option<u64>,
+        /// Unix ms.
+        at_ms: u64,
+        /// Signed by the sender's pinned key (an original `MESSAGE` is not).
+        authenticated: bool,
+        /// The acknowledgement to send after the message is stored.
+        ack: Option<Transmit>,
+    },
+    /// Trust on first use: pin this key for `user` (`ClientDb::pin_contact`).
+    PinKey {
+        /// Contact.
+        user: String,
+        /// Key, wire form.
+        pubkey_b64: String,
+        /// Its fingerprint (hex SHA-256 of the SPKI DER).
+        fingerprint: String,
+        /// Unix ms.
+        at_ms: u64,
+    },
+    /// A different key was seen for a pinned contact: keep it pending
+    /// (`ClientDb::set_pending_key`).
+    PendingKey {
+        /// Contact.
+        user: String,
+        /// The new key, wire form.
+        pubkey_b64: String,
+        /// Its fingerprint.
+        fingerprint: String,
+        /// Unix ms.
+        at_ms: u64,
+    },
+    /// The user accepted the pending key (`ClientDb::accept_pending_key`).
+    AcceptKey {
+        /// Contact.
+        user: String,
+        /// Unix ms.
+        at_ms: u64,
+    },
+    /// The user rejected the pending key (`ClientDb::reject_pending_key`).
+    RejectKey {
+        /// Contact.
+        user: String,
+    },
+}
+
+/// Where a key came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeySource {
+    /// A `RESOLVE` answer from the ring.
+    Resolve,
+    /// A `PUBKEY_RES` from the peer, answering our `PUBKEY_REQ`.
+    PubkeyRes,
+}
+
+/// The connection to the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionState {
+    /// Registering with `server`.
+    Connecting {
+        /// The server.
+        server: SocketAddrV4,
+    },
+    /// Registered through `server`.
+    Registered {
+        /// The server.
+        server: SocketAddrV4,
+    },
+    /// `server` stopped answering: the driver should find another one (discovery or its
+    /// list) and call [`Client::connect`](super::Client::connect).
+    Lost {
+        /// The server.
+        server: SocketAddrV4,
+    },
+}
+
+/// Something the application should know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The connection to the ring changed.
+    Connection(ConnectionState),
+    /// The server refused our registration (`ERROR ...` text), e.g. the name belongs to a
+    /// different key. The machine does not retry on its own.
+    RegistrationRefused {
+        /// The server's error text.
+        reason: String,
+    },
+    /// An outgoing message changed state.
+    Status {
+        /// Recipient.
+        to: String,
+        /// Message id.
+        msg_id: u64,
+        /// New state.
+        status: Status,
+    },
+    /// A key was pinned for a new contact.
+    KeyPinned {
+        /// Contact.
+        user: String,
+        /// Fingerprint (hex).
+        fingerprint: String,
+        /// Where it came from.
+        source: KeySource,
+    },
+    /// **A contact's key changed.** Sending to them is blocked and their signed messages
+    /// are refused until the user accepts the new key
+    /// ([`Client::accept_key`](super::Client::accept_key)).
+    KeyChanged {
+        /// Contact.
+        user: String,
+        /// The pinned key's fingerprint.
+        pinned: String,
+        /// The new key's fingerprint.
+        new: String,
+        /// Where the new key came from.
+        source: KeySource,
+    },
+    /// The user accepted a new key for `user`.
+    KeyAccepted {
+        /// Contact.
+        user: String,
+        /// The now pinned fingerprint.
+        fingerprint: String,
+    },
+    /// A peer's protocol dialect became known.
+    PeerFeatures {
+        /// Contact.
+        user: String,
+        /// `true`: speaks the `ack1` extension; `false`: an original client.
+        extension: bool,
+    },
+    /// Something was dropped; never shown as a message.
+    Warning(Warning),
+}
+
+/// Inputs that were refused, as [`Event::Warning`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warning {
+    /// A payload did not open (tampered, or not for our key). Dropped, never answered.
+    Undecryptable {
+        /// Claimed sender.
+        claimed: String,
+        /// Source address.
+        from: SocketAddrV4,
+    },
+    /// A signed message's signature does not verify with the claimed sender's pinned key:
+    /// a forged sender (or a key change not yet accepted). Dropped.
+    ForgedSender {
+        /// Claimed sender.
+        claimed: String,
+        /// Source address.
+        from: SocketAddrV4,
+        /// The signature matches the sender's pending (not yet accepted) key.
+        pending_key: bool,
+    },
+    /// An unsigned `MESSAGE` claims to be from a contact known to sign its messages.
+    /// Dropped.
+    Unauthenticated {
+        /// Claimed sender.
+        claimed: String,
+        /// Source address.
+        from: SocketAddrV4,
+    },
+    /// A signed message from someone whose key could not be found. Dropped.
+    UnknownSender {
+        /// Claimed sender.
+        claimed: String,
+    },
+    /// Too much work asked by one source address; dropped before decrypting.
+    RateLimited {
+        /// Source address.
+        from: SocketAddrV4,
+    },
+    /// A message opened but is not UTF-8 text. Dropped.
+    NotText {
+        /// Sender.
+        from: String,
+    },
+    /// A message could not be sent: the recipient is not registered.
+    UserNotFound {
+        /// Recipient.
+        user: String,
+    },
+    /// A key in a `RESOLVE` answer or `PUBKEY_RES` does not parse.
+    BadKey {
+        /// Whose key.
+        user: String,
+    },
+}
+
+/// Why [`Client::send`](super::Client::send) refused a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The recipient is not a valid username.
+    #[error("{0:?} is not a valid username")]
+    InvalidRecipient(String),
+    /// Messages to oneself are not sent.
+    #[error("cannot send a message to yourself")]
+    ToSelf,
+    /// Empty text.
+    #[error("empty message")]
+    Empty,
+    /// The text is too long for one datagram an original client can receive.
+    #[error("message too long: {len} bytes, at most {max} bytes fit in one datagram")]
+    TooLong {
+        /// Text length in bytes (UTF-8).
+        len: usize,
+        /// Most bytes that fit.
+        max: usize,
+    },
+    /// The recipient's key changed and the user has not accepted the new key.
+    #[error("{user}'s key changed: accept the new key before sending")]
+    KeyChanged {
+        /// Recipient.
+        user: String,
+    },
+    /// Sealing failed (a bug or an unusable key).
+    #[error("could not encrypt: {0}")]
+    Crypto(#[from] flock_crypto::Error),
+}

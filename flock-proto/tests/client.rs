@@ -1,0 +1,1098 @@
+//! The client machine in-process: several clients and a fake ring server on a simulated
+//! network with a simulated clock, each client with an in-memory stand-in for its
+//! database that applies the machine's store effects in order.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::OnceLock;
+
+use flock_crypto::rand_core::{TryCryptoRng, TryRng};
+use flock_crypto::{PrivateKey, PublicKey, registration_text, verify_b64};
+use flock_proto::client::{Action, Client, ClientConfig, Event, Status, StoreOp, Transmit};
+use flock_proto::{Frame, OkReply};
+
+/// A deterministic generator for tests (splitmix64): not for production use.
+#[derive(Debug, Clone)]
+pub struct TestRng(u64);
+
+impl TestRng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+    fn step(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+impl TryRng for TestRng {
+    type Error = Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        Ok(self.step() as u32)
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        Ok(self.step())
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        for chunk in dst.chunks_mut(8) {
+            let v = self.step().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+impl TryCryptoRng for TestRng {}
+
+pub const VECTORS: &str = include_str!("../../testdata/interop.json");
+
+pub fn vectors() -> serde_json::Value {
+    serde_json::from_str(VECTORS).expect("vectors parse")
+}
+
+/// Key 0 is the interop vector key; the others are generated once per test binary.
+pub fn key(i: usize) -> PrivateKey {
+    static KEYS: OnceLock<Vec<PrivateKey>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let v = vectors();
+        let pem = v["keys"]["private_pkcs8_pem"].as_str().expect("pem");
+        let mut keys = vec![PrivateKey::from_pem(pem).expect("vector key")];
+        let mut rng = TestRng::new(0xF10C);
+        for _ in 0..4 {
+            keys.push(PrivateKey::generate(&mut rng).expect("keygen"));
+        }
+        keys
+    })[i]
+        .clone()
+}
+
+pub fn addr(last: u8, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, last), port)
+}
+
+pub const SERVER_A: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 1), 12345);
+pub const SERVER_B: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 2), 12345);
+
+/// What the client database would hold.
+#[derive(Debug, Default, Clone)]
+pub struct FakeDb {
+    /// Outgoing messages by (peer, msg_id): text and status.
+    pub outgoing: BTreeMap<(String, u64), (String, Status)>,
+    /// The sealed outbox: payload, next attempt.
+    pub outbox: BTreeMap<(String, u64), (String, u32, u64)>,
+    /// Received messages in order: (from, text, msg_id, authenticated).
+    pub incoming: Vec<(String, String, Option<u64>, bool)>,
+    pub seen: BTreeSet<(String, u64)>,
+    /// Contacts: pinned key, pending key.
+    pub contacts: BTreeMap<String, (String, Option<String>)>,
+}
+
+impl FakeDb {
+    /// Applies one effect; returns a datagram to send once it is durable.
+    pub fn apply(&mut self, op: StoreOp) -> Option<Transmit> {
+        match op {
+            StoreOp::QueueOutgoing {
+                to,
+                text,
+                msg_id,
+                payload_b64,
+                at_ms,
+            } => {
+                self.outgoing
+                    .insert((to.clone(), msg_id), (text, Status::Queued));
+                self.outbox.insert((to, msg_id), (payload_b64, 0, at_ms));
+            }
+            StoreOp::SaveOutgoing {
+                to, text, msg_id, ..
+            } => {
+                self.outgoing.insert((to, msg_id), (text, Status::Queued));
+            }
+            StoreOp::Enqueue {
+                to,
+                msg_id,
+                payload_b64,
+                at_ms,
+            } => {
+                assert!(self.outgoing.contains_key(&(to.clone(), msg_id)));
+                self.outbox.insert((to, msg_id), (payload_b64, 0, at_ms));
+            }
+            StoreOp::Attempt {
+                to,
+                msg_id,
+                next_attempt_at_ms,
+            } => {
+                let e = self.outbox.get_mut(&(to, msg_id)).expect("outbox entry");
+                e.1 += 1;
+                e.2 = next_attempt_at_ms;
+            }
+            StoreOp::Sent { to, msg_id } => {
+                self.set(&to, msg_id, Status::Sent);
+            }
+            StoreOp::SentFinal { to, msg_id } => {
+                self.outbox.remove(&(to.clone(), msg_id));
+                self.set(&to, msg_id, Status::Sent);
+            }
+            StoreOp::Delivered { to, msg_id } => {
+                self.outbox.remove(&(to.clone(), msg_id));
+                self.set(&to, msg_id, Status::Delivered);
+            }
+            StoreOp::Failed { to, msg_id } => {
+                self.outbox.remove(&(to.clone(), msg_id));
+                self.set(&to, msg_id, Status::Failed);
+            }
+            StoreOp::Incoming {
+                from,
+                text,
+                msg_id,
+                authenticated,
+                ack,
+                ..
+            } => {
+                let fresh = msg_id.is_none_or(|id| self.seen.insert((from.clone(), id)));
+                if fresh {
+                    self.incoming.push((from, text, msg_id, authenticated));
+                }
+                return ack;
+            }
+            StoreOp::PinKey {
+                user, pubkey_b64, ..
+            } => {
+                self.contacts.entry(user).or_insert((pubkey_b64, None));
+            }
+            StoreOp::PendingKey {
+                user, pubkey_b64, ..
+            } => {
+                self.contacts.get_mut(&user).expect("contact").1 = Some(pubkey_b64);
+            }
+            StoreOp::AcceptKey { user, .. } => {
+                let c = self.contacts.get_mut(&user).expect("contact");
+                c.0 = c.1.take().expect("pending");
+            }
+            StoreOp::RejectKey { user } => {
+                self.contacts.get_mut(&user).expect("contact").1 = None;
+            }
+        }
+        None
+    }
+
+    fn set(&mut self, to: &str, msg_id: u64, status: Status) {
+        self.outgoing
+            .get_mut(&(to.to_owned(), msg_id))
+            .expect("message")
+            .1 = status;
+    }
+
+    pub fn status(&self, to: &str, msg_id: u64) -> Option<Status> {
+        self.outgoing.get(&(to.to_owned(), msg_id)).map(|m| m.1)
+    }
+
+    pub fn texts_from(&self, from: &str) -> Vec<String> {
+        self.incoming
+            .iter()
+            .filter(|m| m.0 == from)
+            .map(|m| m.1.clone())
+            .collect()
+    }
+}
+
+pub struct Node {
+    pub user: String,
+    pub key: PrivateKey,
+    pub addr: SocketAddrV4,
+    pub cfg: ClientConfig,
+    pub client: Client<TestRng>,
+    pub db: FakeDb,
+    pub up: bool,
+    pub events: Vec<Event>,
+}
+
+/// A ring record in the fake server.
+#[derive(Debug, Clone)]
+pub struct Rec {
+    pub addr: SocketAddrV4,
+    pub pubkey_b64: String,
+    pub version: u64,
+}
+
+pub struct Sim {
+    pub now: u64,
+    pub nodes: Vec<Node>,
+    pub servers: BTreeMap<SocketAddrV4, bool>,
+    pub records: BTreeMap<String, Rec>,
+    /// Let a name be registered again with a different key (a wiped ring).
+    pub allow_rekey: bool,
+    pub queue: VecDeque<(SocketAddrV4, SocketAddrV4, Vec<u8>)>,
+    /// Every datagram delivered: (from, to, bytes).
+    pub log: Vec<(SocketAddrV4, SocketAddrV4, Vec<u8>)>,
+    /// Sees every datagram before delivery; may change it; `false` drops it.
+    pub filter: Option<Filter>,
+    seed: u64,
+}
+
+pub type Filter = Box<dyn FnMut(SocketAddrV4, SocketAddrV4, &mut Vec<u8>) -> bool>;
+
+impl Default for Sim {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sim {
+    pub fn new() -> Self {
+        let mut servers = BTreeMap::new();
+        servers.insert(SERVER_A, true);
+        servers.insert(SERVER_B, true);
+        Self {
+            now: 1_700_000_000_000,
+            nodes: Vec::new(),
+            servers,
+            records: BTreeMap::new(),
+            allow_rekey: false,
+            queue: VecDeque::new(),
+            log: Vec::new(),
+            filter: None,
+            seed: 1,
+        }
+    }
+
+    /// Adds a client and connects it to `SERVER_A`.
+    pub fn add(&mut self, user: &str, key: PrivateKey, host: u8, extension: bool) -> usize {
+        let a = addr(host, 40000);
+        let mut cfg = ClientConfig::new(user, *a.ip(), a.port());
+        cfg.extension = extension;
+        cfg.retry_base_ms = 500;
+        cfg.retry_max_ms = 4_000;
+        self.seed += 1;
+        let client =
+            Client::new(cfg.clone(), key.clone(), TestRng::new(self.seed)).expect("client");
+        self.nodes.push(Node {
+            user: user.to_owned(),
+            key,
+            addr: a,
+            cfg,
+            client,
+            db: FakeDb::default(),
+            up: true,
+            events: Vec::new(),
+        });
+        let i = self.nodes.len() - 1;
+        let now = self.now;
+        self.nodes[i].client.connect(now, SERVER_A);
+        self.drain(i);
+        i
+    }
+
+    /// Replaces node `i`'s machine by a fresh one restored from its database (a restart),
+    /// connected to `server`.
+    pub fn restart(&mut self, i: usize, server: SocketAddrV4) {
+        self.seed += 1;
+        let n = &mut self.nodes[i];
+        let mut client =
+            Client::new(n.cfg.clone(), n.key.clone(), TestRng::new(self.seed)).expect("client");
+        for (user, (pinned, pending)) in &n.db.contacts {
+            client
+                .restore_contact(user, pinned, pending.as_deref())
+                .expect("restore contact");
+        }
+        for ((to, id), (payload, attempts, next)) in &n.db.outbox {
+            client.restore_outbox(to, *id, payload, *attempts, *next);
+        }
+        n.client = client;
+        n.up = true;
+        n.events.clear();
+        let now = self.now;
+        self.nodes[i].client.connect(now, server);
+        self.drain(i);
+    }
+
+    pub fn node(&mut self, user: &str) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.user == user)
+            .expect("node")
+    }
+
+    pub fn idx(&self, user: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.user == user)
+            .expect("node")
+    }
+
+    pub fn drain(&mut self, i: usize) {
+        let mut bound = 0;
+        while let Some(action) = self.nodes[i].client.poll_action() {
+            bound += 1;
+            assert!(bound < 100_000, "action livelock");
+            let from = self.nodes[i].addr;
+            match action {
+                Action::Send(t) => self.queue.push_back((from, t.to, t.datagram)),
+                Action::Store(op) => {
+                    if let Some(t) = self.nodes[i].db.apply(op) {
+                        self.queue.push_back((from, t.to, t.datagram));
+                    }
+                }
+                Action::Event(e) => self.nodes[i].events.push(e),
+            }
+        }
+    }
+
+    pub fn send(&mut self, from: &str, to: &str, text: &str) -> u64 {
+        let i = self.idx(from);
+        let now = self.now;
+        let id = self.nodes[i].client.send(now, to, text).expect("send");
+        self.drain(i);
+        id
+    }
+
+    /// Injects a datagram as if `from` sent it.
+    pub fn inject(&mut self, from: SocketAddrV4, to: SocketAddrV4, datagram: Vec<u8>) {
+        self.queue.push_back((from, to, datagram));
+    }
+
+    fn deliver(&mut self, from: SocketAddrV4, to: SocketAddrV4, mut datagram: Vec<u8>) {
+        if let Some(f) = self.filter.as_mut() {
+            if !f(from, to, &mut datagram) {
+                return;
+            }
+        }
+        self.log.push((from, to, datagram.clone()));
+        if let Some(up) = self.servers.get(&to).copied() {
+            if up {
+                if let Some(reply) = self.serve(from, &datagram) {
+                    self.queue.push_back((to, from, reply));
+                }
+            }
+            return;
+        }
+        let Some(i) = self.nodes.iter().position(|n| n.addr == to && n.up) else {
+            return;
+        };
+        let now = self.now;
+        self.nodes[i].client.handle_datagram(now, from, &datagram);
+        self.drain(i);
+    }
+
+    /// The fake ring: REGISTER (signature checked, first key pins the name), RESOLVE,
+    /// PING.
+    fn serve(&mut self, from: SocketAddrV4, datagram: &[u8]) -> Option<Vec<u8>> {
+        let frame = Frame::decode(datagram).ok()?;
+        match frame {
+            Frame::Ping => Some(Frame::Pong.encode_to_vec()),
+            Frame::Register(r) => {
+                let key = PublicKey::from_b64(&r.pubkey_b64).ok()?;
+                let text = registration_text(&r.user, r.ip, r.port, r.version, &r.pubkey_b64);
+                if verify_b64(&key, text.as_bytes(), &r.sig_b64).is_err() {
+                    return Some(Frame::error("Invalid registration signature").encode_to_vec());
+                }
+                if let Some(old) = self.records.get(&*r.user) {
+                    if old.pubkey_b64 != r.pubkey_b64 && !self.allow_rekey {
+                        return Some(
+                            Frame::error("Username belongs to a different identity key")
+                                .encode_to_vec(),
+                        );
+                    }
+                    if old.version > r.version && old.pubkey_b64 == r.pubkey_b64 {
+                        return Some(Frame::error("Stale registration version").encode_to_vec());
+                    }
+                }
+                self.records.insert(
+                    r.user.to_string(),
+                    Rec {
+                        addr: SocketAddrV4::new(r.ip, r.port),
+                        pubkey_b64: r.pubkey_b64.to_string(),
+                        version: r.version,
+                    },
+                );
+                let _ = from;
+                Some(Frame::registered(r.user.to_string(), r.ip, r.port).encode_to_vec())
+            }
+            Frame::Resolve { user } => Some(match self.records.get(&*user) {
+                Some(rec) => Frame::Ok(OkReply::Resolved {
+                    ip: *rec.addr.ip(),
+                    port: rec.addr.port(),
+                    pubkey_b64: rec.pubkey_b64.clone().into(),
+                    version: rec.version,
+                })
+                .encode_to_vec(),
+                None => Frame::not_found().encode_to_vec(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Delivers queued datagrams and fires timers until `done` holds or `max_ms` of
+    /// simulated time pass. Returns whether `done` held.
+    pub fn run_until(&mut self, max_ms: u64, mut done: impl FnMut(&Sim) -> bool) -> bool {
+        let deadline = self.now + max_ms;
+        for _ in 0..1_000_000 {
+            let mut n = 0;
+            while let Some((from, to, d)) = self.queue.pop_front() {
+                n += 1;
+                if n >= 100_000 {
+                    for (f, t, d) in self.log.iter().rev().take(12) {
+                        let d = String::from_utf8_lossy(d);
+                        eprintln!("{f} -> {t}: {}", &d[..d.len().min(60)]);
+                    }
+                    panic!("datagram livelock");
+                }
+                self.deliver(from, to, d);
+            }
+            if done(self) {
+                return true;
+            }
+            let next = self
+                .nodes
+                .iter()
+                .filter(|n| n.up)
+                .filter_map(|n| n.client.poll_timeout())
+                .min();
+            let Some(next) = next else {
+                return false;
+            };
+            if next > deadline {
+                self.now = deadline;
+                return done(self);
+            }
+            self.now = self.now.max(next);
+            let now = self.now;
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].up
+                    && self.nodes[i]
+                        .client
+                        .poll_timeout()
+                        .is_some_and(|t| t <= now)
+                {
+                    self.nodes[i].client.handle_timeout(now);
+                    self.drain(i);
+                    let next = self.nodes[i].client.poll_timeout();
+                    assert!(
+                        next.is_none_or(|t| t > now),
+                        "timeout stuck at {next:?} <= {now}"
+                    );
+                }
+            }
+        }
+        panic!("run_until did not settle");
+    }
+
+    /// Runs for `ms` of simulated time.
+    pub fn run_for(&mut self, ms: u64) {
+        self.run_until(ms, |_| false);
+    }
+
+    pub fn registered(&self, user: &str) -> bool {
+        self.nodes
+            .iter()
+            .find(|n| n.user == user)
+            .is_some_and(|n| n.client.server().is_some_and(|(_, r)| r))
+    }
+}
+
+// ---- tests ------------------------------------------------------------------------------
+
+use flock_crypto::{seal_b64, sign_b64};
+use flock_proto::client::{
+    ConnectionState, KeySource, SendError, Warning, ack_signed_text, max_text_len,
+    smessage_signed_text,
+};
+use flock_proto::limits::ORIGINAL_CLIENT_MAX_DATAGRAM;
+
+fn pair(bob_extension: bool) -> Sim {
+    let mut sim = Sim::new();
+    sim.add("alice", key(1), 1, true);
+    sim.add("bob", key(2), 2, bob_extension);
+    assert!(sim.run_until(10_000, |s| s.registered("alice") && s.registered("bob")));
+    sim
+}
+
+fn delivered(sim: &Sim, from: &str, to: &str, id: u64) -> bool {
+    let i = sim.idx(from);
+    sim.nodes[i].db.status(to, id) == Some(Status::Delivered)
+}
+
+fn verbs_from(sim: &Sim, from: SocketAddrV4) -> Vec<String> {
+    sim.log
+        .iter()
+        .filter(|(f, _, _)| *f == from)
+        .map(|(_, _, d)| {
+            let text = String::from_utf8_lossy(d);
+            text.split(' ').next().unwrap_or_default().to_owned()
+        })
+        .collect()
+}
+
+fn warnings(sim: &mut Sim, user: &str) -> Vec<Warning> {
+    sim.node(user)
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Warning(w) => Some(w.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn extension_peers_exchange_both_ways_with_acks() {
+    let mut sim = pair(true);
+    let id = sim.send("alice", "bob", "hi bob");
+    assert!(sim.run_until(10_000, |s| delivered(s, "alice", "bob", id)));
+    let id2 = sim.send("bob", "alice", "hi alice");
+    assert!(sim.run_until(10_000, |s| delivered(s, "bob", "alice", id2)));
+
+    let bob = sim.node("bob").db.clone();
+    assert_eq!(
+        bob.incoming,
+        vec![("alice".into(), "hi bob".into(), Some(id), true)]
+    );
+    let alice = sim.node("alice").db.clone();
+    assert_eq!(
+        alice.incoming,
+        vec![("bob".into(), "hi alice".into(), Some(id2), true)]
+    );
+    assert!(alice.outbox.is_empty() && bob.outbox.is_empty());
+
+    // queued -> sent -> delivered, in that order.
+    let statuses: Vec<Status> = sim
+        .node("alice")
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Status { msg_id, status, .. } if *msg_id == id => Some(*status),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(statuses, [Status::Queued, Status::Sent, Status::Delivered]);
+    // Signed frames only between extension peers; keys pinned from the ring.
+    let verbs = verbs_from(&sim, addr(1, 40000));
+    assert!(verbs.contains(&"SMESSAGE".to_owned()) && !verbs.contains(&"MESSAGE".to_owned()));
+    assert!(sim.node("alice").events.contains(&Event::KeyPinned {
+        user: "bob".into(),
+        fingerprint: key(2).public_key().fingerprint().to_string(),
+        source: KeySource::Resolve,
+    }));
+    assert_eq!(sim.node("alice").client.peer_extension("bob"), Some(true));
+}
+
+#[test]
+fn original_peer_gets_original_messages() {
+    let mut sim = pair(false);
+    let id = sim.send("alice", "bob", "hello original");
+    assert!(sim.run_until(10_000, |s| s.nodes[0].db.status("bob", id)
+        == Some(Status::Sent)
+        && s.nodes[0].db.outbox.is_empty()));
+    assert_eq!(
+        sim.node("bob").db.incoming,
+        vec![("alice".into(), "hello original".into(), None, false)]
+    );
+    let verbs = verbs_from(&sim, addr(1, 40000));
+    assert!(verbs.contains(&"MESSAGE".to_owned()) && !verbs.contains(&"SMESSAGE".to_owned()));
+    // An original client never says HELLO.
+    assert!(!verbs_from(&sim, addr(2, 40000)).contains(&"HELLO".to_owned()));
+    assert_eq!(sim.node("alice").client.peer_extension("bob"), Some(false));
+
+    // And the other way: an original MESSAGE is accepted, flagged unauthenticated.
+    sim.send("bob", "alice", "from the past");
+    assert!(sim.run_until(10_000, |s| !s.nodes[0].db.incoming.is_empty()));
+    assert_eq!(
+        sim.node("alice").db.incoming,
+        vec![("bob".into(), "from the past".into(), None, false)]
+    );
+}
+
+#[test]
+fn offline_recipient_sender_restart_exactly_once() {
+    let mut sim = pair(true);
+    let warm = sim.send("alice", "bob", "warm up");
+    assert!(sim.run_until(10_000, |s| delivered(s, "alice", "bob", warm)));
+
+    // bob goes away; alice writes; nothing is acknowledged.
+    let b = sim.idx("bob");
+    sim.nodes[b].up = false;
+    let id = sim.send("alice", "bob", "while you were out");
+    sim.run_for(8_000);
+    let a = sim.idx("alice");
+    assert_eq!(sim.nodes[a].db.status("bob", id), Some(Status::Sent));
+    assert_eq!(sim.nodes[a].db.outbox.len(), 1);
+    assert!(sim.nodes[a].db.outbox.values().all(|e| e.1 >= 2), "retried");
+    // The outbox holds the sealed payload, never the text.
+    assert!(
+        sim.nodes[a]
+            .db
+            .outbox
+            .values()
+            .all(|e| !e.0.contains("while you were out"))
+    );
+
+    // alice restarts (from her database), on the other server.
+    sim.nodes[a].up = false;
+    sim.run_for(1_000);
+    sim.restart(a, SERVER_B);
+    // bob comes back on a new port.
+    sim.nodes[b].addr = addr(2, 40001);
+    sim.nodes[b].cfg.port = 40001;
+    sim.restart(b, SERVER_A);
+    // Lose the first acknowledgement: alice resends, bob must not store it twice.
+    let mut dropped = 0;
+    sim.filter = Some(Box::new(move |_, _, d| {
+        if d.starts_with(b"ACK ") && dropped == 0 {
+            dropped += 1;
+            return false;
+        }
+        true
+    }));
+    assert!(sim.run_until(60_000, |s| delivered(s, "alice", "bob", id)));
+    let texts = sim.nodes[b].db.texts_from("alice");
+    assert_eq!(texts, ["warm up", "while you were out"]);
+    assert!(sim.nodes[a].db.outbox.is_empty());
+    assert_eq!(sim.nodes[a].client.pending_count(), 0);
+}
+
+#[test]
+fn offline_original_recipient_is_retried_and_delivered_once() {
+    let mut sim = pair(false);
+    let b = sim.idx("bob");
+    sim.nodes[b].up = false;
+    let id = sim.send("alice", "bob", "queued for an original");
+    sim.run_for(5_000);
+    assert_eq!(sim.nodes[0].db.status("bob", id), Some(Status::Queued));
+    sim.nodes[b].up = true;
+    assert!(sim.run_until(30_000, |s| s.nodes[0].db.status("bob", id)
+        == Some(Status::Sent)));
+    sim.run_for(10_000);
+    assert_eq!(
+        sim.nodes[b].db.texts_from("alice"),
+        ["queued for an original"]
+    );
+}
+
+#[test]
+fn tampered_ciphertext_is_dropped_with_a_warning() {
+    let mut sim = pair(true);
+    let bob_addr = addr(2, 40000);
+    let mallory = addr(9, 666);
+    // An unsigned MESSAGE whose ciphertext was changed.
+    let mut rng = TestRng::new(77);
+    let payload = seal_b64(&mut rng, key(2).public_key(), b"secret").unwrap();
+    let mut raw = base64_decode(&payload);
+    let last = raw.len() - 1;
+    raw[last] ^= 1;
+    let tampered = base64_encode(&raw);
+    let frame = format!("MESSAGE carol {tampered}").into_bytes();
+    sim.inject(mallory, bob_addr, frame);
+    sim.run_for(100);
+    assert!(sim.node("bob").db.incoming.is_empty());
+    assert!(matches!(
+        warnings(&mut sim, "bob")[..],
+        [Warning::Undecryptable { .. }]
+    ));
+    // Never answered.
+    assert!(
+        sim.log
+            .iter()
+            .all(|(f, t, _)| !(*f == bob_addr && *t == mallory))
+    );
+
+    // A signed message whose payload is changed in flight fails its signature; the
+    // sender's retry goes through untouched.
+    let mut flipped = false;
+    sim.filter = Some(Box::new(move |_, _, d| {
+        if d.starts_with(b"SMESSAGE ") && !flipped {
+            flipped = true;
+            let text = String::from_utf8(d.clone()).unwrap();
+            let mut parts: Vec<String> = text.split(' ').map(str::to_owned).collect();
+            let mut raw = base64_decode(&parts[3]);
+            raw[280] ^= 0x80;
+            parts[3] = base64_encode(&raw);
+            *d = parts.join(" ").into_bytes();
+        }
+        true
+    }));
+    let id = sim.send("alice", "bob", "integrity");
+    assert!(sim.run_until(20_000, |s| delivered(s, "alice", "bob", id)));
+    assert_eq!(sim.node("bob").db.texts_from("alice"), ["integrity"]);
+    assert!(
+        warnings(&mut sim, "bob")
+            .iter()
+            .any(|w| matches!(w, Warning::ForgedSender { .. }))
+    );
+}
+
+#[test]
+fn forged_sender_is_rejected() {
+    let mut sim = pair(true);
+    sim.add("mallory", key(3), 9, true);
+    sim.add("carol", key(4), 3, true);
+    assert!(sim.run_until(10_000, |s| s.registered("mallory") && s.registered("carol")));
+    let id = sim.send("alice", "bob", "real");
+    assert!(sim.run_until(10_000, |s| delivered(s, "alice", "bob", id)));
+    let bob_addr = addr(2, 40000);
+    let mallory = addr(9, 40000);
+    let mut rng = TestRng::new(5);
+
+    // Signed, claiming alice (pinned by bob), signed with mallory's key.
+    let payload = seal_b64(&mut rng, key(2).public_key(), b"send money").unwrap();
+    let sig = sign_b64(
+        &mut rng,
+        &key(3),
+        smessage_signed_text("alice", "bob", 42, &payload).as_bytes(),
+    )
+    .unwrap();
+    sim.inject(
+        mallory,
+        bob_addr,
+        format!("SMESSAGE alice 42 {payload} {sig}").into_bytes(),
+    );
+    // Claiming carol, whom bob has never seen: bob resolves carol's key first.
+    let sig = sign_b64(
+        &mut rng,
+        &key(3),
+        smessage_signed_text("carol", "bob", 43, &payload).as_bytes(),
+    )
+    .unwrap();
+    sim.inject(
+        mallory,
+        bob_addr,
+        format!("SMESSAGE carol 43 {payload} {sig}").into_bytes(),
+    );
+    // Unsigned, claiming alice, who is known to sign.
+    sim.inject(
+        mallory,
+        bob_addr,
+        format!("MESSAGE alice {payload}").into_bytes(),
+    );
+    sim.run_for(5_000);
+
+    assert_eq!(sim.node("bob").db.texts_from("alice"), ["real"]);
+    assert!(sim.node("bob").db.texts_from("carol").is_empty());
+    let w = warnings(&mut sim, "bob");
+    let forged: Vec<&str> = w
+        .iter()
+        .filter_map(|w| match w {
+            Warning::ForgedSender { claimed, .. } => Some(claimed.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(forged, ["alice", "carol"]);
+    assert!(
+        w.iter()
+            .any(|w| matches!(w, Warning::Unauthenticated { claimed, .. } if claimed == "alice"))
+    );
+    // No acknowledgement for any of them.
+    assert!(
+        sim.log
+            .iter()
+            .all(|(f, t, d)| !(*f == bob_addr && *t == mallory && d.starts_with(b"ACK")))
+    );
+}
+
+#[test]
+fn duplicate_delivery_is_stored_once_and_acknowledged_again() {
+    let mut sim = pair(true);
+    let id = sim.send("alice", "bob", "once");
+    assert!(sim.run_until(10_000, |s| delivered(s, "alice", "bob", id)));
+    let bob_addr = addr(2, 40000);
+    let smessage = sim
+        .log
+        .iter()
+        .find(|(_, t, d)| *t == bob_addr && d.starts_with(b"SMESSAGE "))
+        .cloned()
+        .expect("smessage");
+    let acks_before = sim
+        .log
+        .iter()
+        .filter(|(f, _, d)| *f == bob_addr && d.starts_with(b"ACK "))
+        .count();
+    sim.inject(smessage.0, smessage.1, smessage.2.clone());
+    sim.inject(smessage.0, smessage.1, smessage.2);
+    sim.run_for(1_000);
+    assert_eq!(sim.node("bob").db.texts_from("alice"), ["once"]);
+    let acks = sim
+        .log
+        .iter()
+        .filter(|(f, _, d)| *f == bob_addr && d.starts_with(b"ACK "))
+        .count();
+    assert_eq!(acks, acks_before + 2);
+    // A restarted receiver still suppresses it (by its database).
+    let b = sim.idx("bob");
+    sim.restart(b, SERVER_A);
+    sim.nodes[b].db.seen.insert(("alice".into(), id));
+    let smessage = sim
+        .log
+        .iter()
+        .find(|(_, t, d)| *t == bob_addr && d.starts_with(b"SMESSAGE "))
+        .cloned()
+        .unwrap();
+    sim.inject(smessage.0, smessage.1, smessage.2);
+    sim.run_for(3_000);
+    assert_eq!(sim.node("bob").db.texts_from("alice"), ["once"]);
+}
+
+#[test]
+fn key_change_blocks_sending_until_accepted() {
+    let mut sim = pair(true);
+    let id = sim.send("alice", "bob", "before");
+    assert!(sim.run_until(10_000, |s| delivered(s, "alice", "bob", id)));
+
+    // bob comes back with a new key (the ring lost his record).
+    sim.allow_rekey = true;
+    let b = sim.idx("bob");
+    sim.nodes[b].key = key(4);
+    sim.restart(b, SERVER_A);
+    assert!(sim.run_until(10_000, |s| s.registered("bob")));
+    let a = sim.idx("alice");
+    let now = sim.now;
+    sim.nodes[a].client.lookup(now, "bob");
+    sim.drain(a);
+    assert!(sim.run_until(10_000, |s| {
+        s.nodes[a]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::KeyChanged { .. }))
+    }));
+    let changed = sim.nodes[a]
+        .events
+        .iter()
+        .find(|e| matches!(e, Event::KeyChanged { .. }))
+        .cloned();
+    assert_eq!(
+        changed,
+        Some(Event::KeyChanged {
+            user: "bob".into(),
+            pinned: key(2).public_key().fingerprint().to_string(),
+            new: key(4).public_key().fingerprint().to_string(),
+            source: KeySource::Resolve,
+        })
+    );
+    let now = sim.now;
+    assert_eq!(
+        sim.nodes[a].client.send(now, "bob", "blocked?"),
+        Err(SendError::KeyChanged { user: "bob".into() })
+    );
+    // bob's signed messages (new key) are refused meanwhile.
+    sim.send("bob", "alice", "it's me, new key");
+    sim.run_for(3_000);
+
+    assert!(sim.nodes[a].db.texts_from("bob").is_empty());
+    assert!(warnings(&mut sim, "alice").iter().any(|w| matches!(
+        w,
+        Warning::ForgedSender {
+            pending_key: true,
+            ..
+        }
+    )));
+
+    // Accepted: sending works again, and bob's retries now verify.
+    let now = sim.now;
+    assert!(sim.nodes[a].client.accept_key(now, "bob"));
+    sim.drain(a);
+    assert_eq!(
+        sim.nodes[a].db.contacts["bob"].0,
+        key(4).public_key().to_b64()
+    );
+    let id = sim.send("alice", "bob", "after");
+    assert!(sim.run_until(20_000, |s| delivered(s, "alice", "bob", id)));
+    assert_eq!(sim.nodes[b].db.texts_from("alice"), ["before", "after"]);
+    assert!(sim.run_until(30_000, |s| s.nodes[a].db.texts_from("bob")
+        == ["it's me, new key"]));
+}
+
+#[test]
+fn text_limit_fits_an_original_datagram() {
+    let mut sim = pair(false);
+    let max = max_text_len("alice", 256);
+    assert_eq!(max, 5846);
+    let now = sim.now;
+    let too_long = "x".repeat(max + 1);
+    assert_eq!(
+        sim.nodes[0].client.send(now, "bob", &too_long),
+        Err(SendError::TooLong { len: max + 1, max })
+    );
+    let id = sim.send("alice", "bob", &"y".repeat(max));
+    assert!(sim.run_until(10_000, |s| s.nodes[0].db.status("bob", id)
+        == Some(Status::Sent)));
+    let longest = sim
+        .log
+        .iter()
+        .filter(|(_, _, d)| d.starts_with(b"MESSAGE "))
+        .map(|(_, _, d)| d.len())
+        .max()
+        .unwrap();
+    assert!(longest <= ORIGINAL_CLIENT_MAX_DATAGRAM && longest > ORIGINAL_CLIENT_MAX_DATAGRAM - 4);
+    assert_eq!(sim.nodes[1].db.texts_from("alice"), ["y".repeat(max)]);
+    // Multi-byte text counts in bytes.
+    let now = sim.now;
+    assert!(matches!(
+        sim.nodes[0]
+            .client
+            .send(now, "bob", &"é".repeat(max / 2 + 1)),
+        Err(SendError::TooLong { .. })
+    ));
+}
+
+#[test]
+fn interop_vectors_open_and_frames_are_byte_compatible() {
+    let v = vectors();
+    let mut sim = Sim::new();
+    sim.add("vector", key(0), 5, true);
+    assert!(sim.run_until(10_000, |s| s.registered("vector")));
+    let me = addr(5, 40000);
+    for (i, case) in v["sealed"].as_array().unwrap().iter().enumerate() {
+        let payload = case["payload_b64"].as_str().unwrap();
+        sim.inject(
+            addr(7, 7000 + i as u16),
+            me,
+            format!("MESSAGE peer{i} {payload}").into_bytes(),
+        );
+    }
+    sim.run_for(100);
+    let got: Vec<String> = sim
+        .node("vector")
+        .db
+        .incoming
+        .iter()
+        .map(|m| m.1.clone())
+        .collect();
+    let want: Vec<String> = v["sealed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["plaintext"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(got, want);
+
+    // The REGISTER the machine sent: the original's 7 fields, verifiable signature,
+    // version = wall clock in ns, and the bytes re-encode identically.
+    let (_, to, reg) = sim
+        .log
+        .iter()
+        .find(|(f, _, d)| *f == me && d.starts_with(b"REGISTER "))
+        .cloned()
+        .unwrap();
+    assert_eq!(to, SERVER_A);
+    let Frame::Register(r) = Frame::decode(&reg).unwrap() else {
+        panic!("not a register")
+    };
+    assert_eq!(r.pubkey_b64, v["keys"]["public_b64"].as_str().unwrap());
+    assert_eq!(r.version, 1_700_000_000_000 * 1_000_000);
+    assert_eq!(
+        String::from_utf8(reg.clone()).unwrap().split(' ').count(),
+        7
+    );
+    let pubkey = key(0).public_key().clone();
+    verify_b64(
+        &pubkey,
+        registration_text(&r.user, r.ip, r.port, r.version, &r.pubkey_b64).as_bytes(),
+        &r.sig_b64,
+    )
+    .unwrap();
+    assert_eq!(Frame::Register(r).encode_to_vec(), reg);
+    // The signature scheme of SMESSAGE and ACK is the original's PSS: the vector
+    // signatures verify with the same function.
+    for case in v["signatures"].as_array().unwrap() {
+        verify_b64(
+            &pubkey,
+            case["text"].as_str().unwrap().as_bytes(),
+            case["signature_b64"].as_str().unwrap(),
+        )
+        .unwrap();
+    }
+    assert_eq!(ack_signed_text("bob", "alice", 1), "ACK|bob|alice|1");
+}
+
+#[test]
+fn ping_is_always_answered_and_unknown_frames_are_ignored() {
+    let mut sim = pair(true);
+    let stranger = addr(8, 1234);
+    sim.inject(stranger, addr(1, 40000), b"PING".to_vec());
+    sim.inject(stranger, addr(1, 40000), b"GARBAGE \xff".to_vec());
+    sim.inject(stranger, addr(1, 40000), b"KILL".to_vec());
+    sim.run_for(10);
+    let replies: Vec<Vec<u8>> = sim
+        .log
+        .iter()
+        .filter(|(_, t, _)| *t == stranger)
+        .map(|(_, _, d)| d.clone())
+        .collect();
+    assert_eq!(replies, [b"PONG".to_vec()]);
+}
+
+#[test]
+fn server_loss_is_reported_and_a_new_server_takes_over() {
+    let mut sim = pair(true);
+    sim.servers.insert(SERVER_A, false);
+    let a = sim.idx("alice");
+    assert!(
+        sim.run_until(30_000, |s| s.nodes[a].events.contains(&Event::Connection(
+            ConnectionState::Lost { server: SERVER_A }
+        )))
+    );
+    // Messages written meanwhile wait for a server to look the peer up.
+    let id = sim.send("alice", "bob", "through another server");
+    sim.run_for(2_000);
+    let now = sim.now;
+    sim.nodes[a].client.connect(now, SERVER_B);
+    sim.drain(a);
+    assert!(
+        sim.run_until(10_000, |s| s.nodes[a].events.contains(&Event::Connection(
+            ConnectionState::Registered { server: SERVER_B }
+        )))
+    );
+    assert!(sim.run_until(10_000, |s| delivered(s, "alice", "bob", id)));
+}
+
+#[test]
+fn unknown_recipient_fails_visibly() {
+    let mut sim = pair(true);
+    let id = sim.send("alice", "nobody", "hello?");
+    assert!(sim.run_until(10_000, |s| s.nodes[0].db.status("nobody", id)
+        == Some(Status::Failed)));
+    assert!(
+        warnings(&mut sim, "alice").contains(&Warning::UserNotFound {
+            user: "nobody".into()
+        })
+    );
+}
+
+#[test]
+fn unsigned_floods_are_rate_limited_before_decryption() {
+    let mut sim = pair(true);
+    let src = addr(66, 6666);
+    let mut rng = TestRng::new(3);
+    let payload = seal_b64(&mut rng, key(3).public_key(), b"not for bob").unwrap();
+    for _ in 0..200 {
+        sim.inject(
+            src,
+            addr(2, 40000),
+            format!("MESSAGE someone {payload}").into_bytes(),
+        );
+    }
+    sim.run_for(10);
+    let w = warnings(&mut sim, "bob");
+    let opened = w
+        .iter()
+        .filter(|w| matches!(w, Warning::Undecryptable { .. }))
+        .count();
+    let limited = w
+        .iter()
+        .filter(|w| matches!(w, Warning::RateLimited { .. }))
+        .count();
+    assert!(opened <= 51, "opened {opened}");
+    assert_eq!(opened + limited, 200);
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
