@@ -54,6 +54,7 @@
 //! server answers `ERROR Invalid registration payload`.
 #![warn(missing_docs)]
 
+pub mod client;
 mod decode;
 mod discovery;
 mod encode;
