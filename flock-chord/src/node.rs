@@ -906,7 +906,10 @@ impl Node {
                 digest,
                 ..
             } => {
-                if !self.is_member() {
+                if !self.is_member()
+                    || (self.leases.len() >= self.cfg.max_pending
+                        && !self.leases.contains_key(&from))
+                {
                     return;
                 }
                 self.leases.insert(
@@ -934,6 +937,10 @@ impl Node {
             }
             RingFrame::Fetch { rid, lo, hi, .. } => {
                 if !matches!(self.phase, Phase::Member | Phase::Leaving) {
+                    return;
+                }
+                if self.outgoing.len() >= self.cfg.max_pending {
+                    self.counters.inc("fetch_overload");
                     return;
                 }
                 let recs: Vec<Record> = self
@@ -2248,10 +2255,17 @@ impl Node {
                 tries: 1,
                 deadline: now + self.cfg.rto * 2,
             };
-            if let Some(old) = self.pending.insert(key, p.clone()) {
+            if let Some(old) = self.pending.remove(&key) {
                 self.deadlines.remove(&(old.deadline, key));
+                // A repeated request restarts its transfer: the old one is superseded.
+                if let Purpose::Chunk { xfer: ox } = old.purpose {
+                    if ox != xfer {
+                        self.chunk_done(now, ox);
+                    }
+                }
             }
             self.deadlines.insert((p.deadline, key));
+            self.pending.insert(key, p);
         }
         xfer
     }
@@ -2435,10 +2449,11 @@ impl Node {
             tries: 1,
             deadline: now + self.cfg.rto,
         };
-        self.deadlines.insert((p.deadline, key));
-        if let Some(old) = self.pending.insert(key, p) {
+        if let Some(old) = self.pending.remove(&key) {
             self.deadlines.remove(&(old.deadline, key));
         }
+        self.deadlines.insert((p.deadline, key));
+        self.pending.insert(key, p);
     }
 
     fn take_pending(&mut self, key: PKey) -> Option<Pending> {
