@@ -40,6 +40,7 @@ use tracing::{debug, error, info, warn};
 use crate::ratelimit::RateLimiter;
 
 pub use verify::RsaVerifier;
+use verify::{Job, Pool};
 
 /// Options of `flock server` (also used by `cargo run --example server`).
 #[derive(Debug, Clone, clap::Args)]
@@ -90,6 +91,10 @@ pub struct ServerArgs {
     /// Longest a graceful leave may take at shutdown, in seconds.
     #[arg(long, default_value_t = 3.0)]
     pub leave_timeout: f64,
+    /// Threads that verify signatures ahead of the event loop (default: one per core;
+    /// 0: verify on the event loop).
+    #[arg(long)]
+    pub verify_threads: Option<usize>,
     /// How long to listen for an existing ring before founding one, in milliseconds.
     #[arg(long, default_value_t = 1200)]
     pub probe_ms: u64,
@@ -239,6 +244,7 @@ struct NetStats {
     payload_errors: u64,
     rate_limited: u64,
     not_ipv4: u64,
+    verify_queue_full: u64,
     send_failed: u64,
     store_batches: u64,
     store_ops: u64,
@@ -272,6 +278,10 @@ struct Server {
     out: Vec<(SocketAddrV4, std::ops::Range<usize>)>,
     ops: Vec<StoreOp>,
     left: bool,
+    /// Datagrams whose records the pool has verified (dropped before `pool`).
+    verified: Option<tokio::sync::mpsc::Receiver<Job>>,
+    pool: Option<Pool>,
+    verifier: RsaVerifier,
 }
 
 /// Runs a server until `shutdown` completes, then leaves gracefully. `ready` gets the
@@ -417,12 +427,23 @@ async fn serve(
     };
     let mut seed = [0u8; 8];
     getrandom::fill(&mut seed).map_err(|e| ServerError::Config(format!("OS randomness: {e}")))?;
+    let verifier = RsaVerifier::new();
+    let threads = args.verify_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let (pool, verified) = if threads == 0 {
+        (None, None)
+    } else {
+        let (p, rx) = Pool::new(threads.min(64), &verifier, 4096)
+            .map_err(io_err("start verification threads"))?;
+        (Some(p), Some(rx))
+    };
     let node = Node::restore(
         config,
         me,
         u64::from_le_bytes(seed),
         start.elapsed(),
-        Box::new(RsaVerifier::new()),
+        Box::new(verifier.clone()),
         records,
     );
     let limiter =
@@ -446,6 +467,9 @@ async fn serve(
         out: Vec::new(),
         ops: Vec::new(),
         left: false,
+        verified,
+        pool,
+        verifier,
     };
     server
         .run(
@@ -497,6 +521,13 @@ async fn probe(
     found
 }
 
+async fn recv_job(r: &mut Option<tokio::sync::mpsc::Receiver<Job>>) -> Option<Job> {
+    match r {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn recv_opt(s: &Option<UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
     match s {
         Some(s) => s.recv_from(buf).await,
@@ -512,6 +543,7 @@ enum Wake {
     Broadcast(io::Result<(usize, SocketAddr)>),
     Ping(io::Result<(usize, SocketAddr)>),
     Multicast(io::Result<(usize, SocketAddr)>),
+    Verified(Option<Job>),
     Timer,
 }
 
@@ -554,6 +586,7 @@ impl Server {
                 r = recv_opt(&self.bcast, &mut buf_b) => Wake::Broadcast(r),
                 r = recv_opt(&self.ping, &mut buf_p) => Wake::Ping(r),
                 r = recv_opt(&self.mcast, &mut buf_m) => Wake::Multicast(r),
+                j = recv_job(&mut self.verified) => Wake::Verified(j),
                 () = &mut timer => Wake::Timer,
             };
             match wake {
@@ -597,6 +630,21 @@ impl Server {
                 Wake::Multicast(r) => {
                     if let Ok((n, SocketAddr::V4(from))) = r {
                         self.on_multicast(from, &buf_m[..n]).await;
+                    }
+                }
+                Wake::Verified(job) => {
+                    match job {
+                        Some((from, data)) => self.on_verified(from, &data),
+                        None => self.verified = None,
+                    }
+                    for _ in 1..self.batch {
+                        let Some(rx) = self.verified.as_mut() else {
+                            break;
+                        };
+                        match rx.try_recv() {
+                            Ok((from, data)) => self.on_verified(from, &data),
+                            Err(_) => break,
+                        }
                     }
                 }
                 Wake::Timer => {}
@@ -685,8 +733,24 @@ impl Server {
         if extra > 0.0 && !self.allow(*from.ip(), extra) {
             return;
         }
+        if let Some(pool) = &self.pool {
+            if verify::carries_records(&frame) {
+                if !pool.submit((from, data.to_vec())) {
+                    self.stats.verify_queue_full += 1;
+                }
+                return;
+            }
+        }
         let now = self.now();
         self.node.handle_datagram(now, from, frame);
+    }
+
+    /// A datagram back from the verification pool (already rate-limited).
+    fn on_verified(&mut self, from: SocketAddrV4, data: &[u8]) {
+        if let Ok(frame) = Frame::decode(data) {
+            let now = self.now();
+            self.node.handle_datagram(now, from, frame);
+        }
     }
 
     async fn on_ping(&mut self, from: SocketAddrV4, data: &[u8]) {
@@ -845,6 +909,7 @@ impl Server {
             ("payload_errors", s.payload_errors),
             ("rate_limited", s.rate_limited),
             ("not_ipv4", s.not_ipv4),
+            ("verify_queue_full", s.verify_queue_full),
             ("send_failed", s.send_failed),
             ("store_batches", s.store_batches),
             ("store_ops", s.store_ops),
@@ -861,6 +926,11 @@ impl Server {
             db.insert("owned".into(), c.owned.into());
             db.insert("replicas".into(), c.replicas.into());
             obj.insert("stored".into(), db.into());
+        }
+        let (hits, verifications) = self.verifier.stats();
+        if let Some(serde_json::Value::Object(net)) = obj.get_mut("net") {
+            net.insert("verify_cache_hits".into(), hits.into());
+            net.insert("verifications".into(), verifications.into());
         }
         obj.insert(
             "uptime_ms".into(),

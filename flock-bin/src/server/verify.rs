@@ -1,48 +1,61 @@
-//! The real record verifier: RSA-PSS through `flock-crypto`, with caches.
+//! The real record verifier: RSA-PSS through `flock-crypto`, with caches, and a pool of
+//! threads that verifies incoming registrations before the ring machine sees them.
 //!
 //! A registration is verified by the entry node and again by the owner (often the same
-//! node), and by every replica holder; an RSA-2048 verification costs tens of
-//! microseconds. Two bounded caches remove the repeats: parsed public keys by their
-//! `pubkey_b64`, and the SHA-256 of every (signed text, signature) pair that verified.
-//! Only successes are cached, keyed by a cryptographic hash, so the cache can never make
-//! a bad signature pass.
+//! node), and by every replica holder; one RSA-2048 verification costs around 0.1 ms,
+//! which would cap a single-threaded node near 10,000 registrations per second. So:
+//!
+//! - bounded caches of parsed public keys and of the SHA-256 of every (signed text,
+//!   signature) pair already checked, good and bad. The key is a cryptographic hash of
+//!   exactly what was checked, so a cached answer is the answer RSA would give;
+//! - a [`Pool`] of worker threads: the event loop hands it datagrams that carry signed
+//!   records, the workers verify (filling the cache) and hand the datagrams back, and
+//!   the machine's own check is then a cache hit. Its queues are bounded; when full, the
+//!   datagram is dropped (the client retries), never queued without limit.
 
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddrV4;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use flock_chord::{RecordVerifier, signed_text};
 use flock_crypto::PublicKey;
+use flock_proto::Frame;
 use flock_proto::Record;
+use flock_proto::ring::{FindOp, RingFrame};
 use sha2::{Digest, Sha256};
 
 /// Most parsed public keys kept.
 const MAX_KEYS: usize = 4096;
 /// Most verified (text, signature) digests kept per generation.
 const MAX_VERIFIED: usize = 1 << 16;
+/// Most known-bad digests kept.
+const MAX_BAD: usize = 1 << 14;
 
-/// RSA-PSS record verifier with bounded caches (see the module docs).
-#[derive(Default)]
+/// RSA-PSS record verifier with shared, bounded caches (see the module docs). Clones
+/// share the caches.
+#[derive(Clone, Default)]
 pub struct RsaVerifier {
-    cache: RefCell<Cache>,
+    cache: Arc<Mutex<Cache>>,
 }
 
 #[derive(Default)]
 struct Cache {
-    keys: HashMap<String, Option<PublicKey>>,
+    keys: HashMap<String, Option<Arc<PublicKey>>>,
     /// Two generations: lookups check both, inserts go to `young`; when `young` is full
     /// it becomes `old` and the previous `old` is forgotten.
     young: HashSet<[u8; 32]>,
     old: HashSet<[u8; 32]>,
+    bad: HashSet<[u8; 32]>,
     hits: u64,
     verifications: u64,
 }
 
 impl std::fmt::Debug for RsaVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let c = self.cache.borrow();
+        let (hits, verifications) = self.stats();
         f.debug_struct("RsaVerifier")
-            .field("keys", &c.keys.len())
-            .field("verified", &(c.young.len() + c.old.len()))
+            .field("hits", &hits)
+            .field("verifications", &verifications)
             .finish()
     }
 }
@@ -53,9 +66,14 @@ impl RsaVerifier {
         Self::default()
     }
 
+    fn lock(&self) -> MutexGuard<'_, Cache> {
+        // A panic while holding the lock cannot leave the cache inconsistent.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// (cache hits, RSA verifications performed).
     pub fn stats(&self) -> (u64, u64) {
-        let c = self.cache.borrow();
+        let c = self.lock();
         (c.hits, c.verifications)
     }
 }
@@ -75,31 +93,151 @@ impl RecordVerifier for RsaVerifier {
         }
         let text = signed_text(record);
         let d = digest(&text, &record.sig_b64);
-        let mut c = self.cache.borrow_mut();
-        if c.young.contains(&d) || c.old.contains(&d) {
-            c.hits += 1;
-            return true;
-        }
-        if !c.keys.contains_key(&record.pubkey_b64) {
-            if c.keys.len() >= MAX_KEYS {
-                c.keys.clear();
+        let key = {
+            let mut c = self.lock();
+            if c.young.contains(&d) || c.old.contains(&d) {
+                c.hits += 1;
+                return true;
             }
-            let key = PublicKey::from_b64(&record.pubkey_b64).ok();
-            c.keys.insert(record.pubkey_b64.clone(), key);
-        }
-        c.verifications += 1;
-        let ok = match c.keys.get(&record.pubkey_b64) {
-            Some(Some(key)) => {
-                flock_crypto::verify_b64(key, text.as_bytes(), &record.sig_b64).is_ok()
+            if c.bad.contains(&d) {
+                c.hits += 1;
+                return false;
             }
-            _ => false,
+            if let Some(k) = c.keys.get(&record.pubkey_b64) {
+                k.clone()
+            } else {
+                drop(c);
+                // Parse outside the lock (it is not free either).
+                let k = PublicKey::from_b64(&record.pubkey_b64).ok().map(Arc::new);
+                let mut c = self.lock();
+                if c.keys.len() >= MAX_KEYS {
+                    c.keys.clear();
+                }
+                c.keys.insert(record.pubkey_b64.clone(), k.clone());
+                k
+            }
         };
+        // The RSA operation runs without the lock, so pool workers verify in parallel.
+        let ok = key.is_some_and(|k| {
+            flock_crypto::verify_b64(&k, text.as_bytes(), &record.sig_b64).is_ok()
+        });
+        let mut c = self.lock();
+        c.verifications += 1;
         if ok {
             if c.young.len() >= MAX_VERIFIED {
                 c.old = std::mem::take(&mut c.young);
             }
             c.young.insert(d);
+        } else {
+            if c.bad.len() >= MAX_BAD {
+                c.bad.clear();
+            }
+            c.bad.insert(d);
         }
         ok
+    }
+}
+
+/// Whether a datagram carries signed records worth verifying off the event loop: a
+/// client `REGISTER`, a ring `FIND ... REGISTER` or a `REPLICATE`.
+pub(crate) fn carries_records(frame: &Frame<'_>) -> bool {
+    match frame {
+        Frame::Register(_) => true,
+        Frame::Ring(RingFrame::Find {
+            op: FindOp::Register { record },
+            ..
+        }) => record.is_signed(),
+        Frame::Ring(RingFrame::Replicate { .. }) => true,
+        _ => false,
+    }
+}
+
+/// Verifies every signed record of a datagram (results land in the cache).
+fn verify_datagram(verifier: &RsaVerifier, data: &[u8]) {
+    match Frame::decode(data) {
+        Ok(Frame::Register(r)) => {
+            verifier.verify(&r.to_record());
+        }
+        Ok(Frame::Ring(RingFrame::Find {
+            op: FindOp::Register { record },
+            ..
+        })) => {
+            verifier.verify(&record);
+        }
+        Ok(Frame::Ring(RingFrame::Replicate { records, .. })) => {
+            for r in records.iter().filter(|r| r.is_signed()) {
+                verifier.verify(r);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A datagram travelling through the pool.
+pub(crate) type Job = (SocketAddrV4, Vec<u8>);
+
+/// Worker threads that verify datagrams' records ahead of the event loop.
+pub(crate) struct Pool {
+    tx: Option<std::sync::mpsc::SyncSender<Job>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Pool {
+    /// `n` workers sharing `verifier`'s caches; verified datagrams come back on the
+    /// returned receiver. Both queues hold at most `capacity` datagrams.
+    pub(crate) fn new(
+        n: usize,
+        verifier: &RsaVerifier,
+        capacity: usize,
+    ) -> std::io::Result<(Self, tokio::sync::mpsc::Receiver<Job>)> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(capacity);
+        let rx = Arc::new(Mutex::new(rx));
+        let (done_tx, done_rx) = tokio::sync::mpsc::channel::<Job>(capacity);
+        let mut threads = Vec::new();
+        for i in 0..n {
+            let rx = Arc::clone(&rx);
+            let done = done_tx.clone();
+            let v = verifier.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("flock-verify-{i}"))
+                    .spawn(move || {
+                        loop {
+                            let job = {
+                                let guard = rx.lock().unwrap_or_else(|e| e.into_inner());
+                                guard.recv()
+                            };
+                            let Ok(job) = job else { break };
+                            verify_datagram(&v, &job.1);
+                            if done.blocking_send(job).is_err() {
+                                break;
+                            }
+                        }
+                    })?,
+            );
+        }
+        Ok((
+            Self {
+                tx: Some(tx),
+                threads,
+            },
+            done_rx,
+        ))
+    }
+
+    /// Queues a datagram; `false` if the queue is full (drop it).
+    pub(crate) fn submit(&self, job: Job) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.try_send(job).is_ok())
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.tx.take();
+        // Workers blocked on a full result queue exit once the receiver is gone; the
+        // event loop drops its receiver before the pool, so joining cannot hang.
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 }

@@ -1,0 +1,381 @@
+//! The task that runs the machine: socket, timers, database, reconnection.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{SocketAddr, SocketAddrV4};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use flock_crypto::PublicKey;
+use flock_proto::client::{Action, ConnectionState, Event, StoreOp, Transmit};
+use flock_proto::limits::MAX_DATAGRAM;
+use flock_store::{ClientDb, KeyDir, MessageRow, MessageStatus, OutboxId};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::ClientEvent;
+
+/// The machine with the driver's RNG.
+pub(crate) type Machine = flock_proto::client::Client<rand_chacha::ChaCha20Rng>;
+
+type DbFn = Box<dyn FnOnce(&mut ClientDb) + Send>;
+type MachineFn = Box<dyn FnOnce(&mut Machine, u64) + Send>;
+
+/// Requests from the [`super::Client`] handle.
+pub(crate) enum Cmd {
+    Db(DbFn),
+    Machine(MachineFn),
+    Connect(SocketAddrV4),
+    Shutdown,
+}
+
+/// How long to wait before trying servers again when all failed (the original: 3 s).
+const RETRY_SERVERS: Duration = Duration::from_secs(3);
+const DISCOVERY_WAIT: Duration = Duration::from_millis(1_500);
+
+pub(crate) struct Driver {
+    machine: Machine,
+    db: ClientDb,
+    keys: KeyDir,
+    socket: UdpSocket,
+    events: mpsc::UnboundedSender<ClientEvent>,
+    /// (peer, msg_id) -> database rows of outgoing messages not yet final.
+    rows: BTreeMap<(String, u64), (MessageRow, Option<OutboxId>)>,
+    servers: Vec<SocketAddrV4>,
+    discovery: bool,
+    follow_route: bool,
+    candidates: VecDeque<SocketAddrV4>,
+    reconnect_at: Option<Instant>,
+    discovering: Option<JoinHandle<std::io::Result<Vec<SocketAddrV4>>>>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Driver {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        mut machine: Machine,
+        db: ClientDb,
+        keys: KeyDir,
+        socket: UdpSocket,
+        events: mpsc::UnboundedSender<ClientEvent>,
+        servers: Vec<SocketAddrV4>,
+        discovery: bool,
+        follow_route: bool,
+    ) -> Result<Self, super::ClientError> {
+        // Restore pinned keys and the outbox; what waited is due now.
+        for c in db.contacts(u32::MAX)? {
+            let pending = c.pending.as_ref().map(|p| p.pubkey_b64.as_str());
+            if let Err(e) = machine.restore_contact(&c.user, &c.pubkey_b64, pending) {
+                tracing::warn!(user = %c.user, error = %e, "unusable stored contact key");
+            }
+        }
+        let now = now_ms();
+        let mut rows = BTreeMap::new();
+        for e in db.outbox_due(i64::MAX, u32::MAX)? {
+            machine.restore_outbox(&e.recipient, e.msg_id, &e.payload_b64, e.attempts, now);
+            rows.insert((e.recipient.clone(), e.msg_id), (e.message, Some(e.id)));
+        }
+        Ok(Self {
+            machine,
+            db,
+            keys,
+            socket,
+            events,
+            rows,
+            candidates: servers.iter().copied().collect(),
+            servers,
+            discovery,
+            follow_route,
+            reconnect_at: Some(Instant::now()),
+            discovering: None,
+        })
+    }
+
+    pub(crate) async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        loop {
+            self.drain().await;
+            let timer = self.machine.poll_timeout().map(|t| {
+                Instant::now() + Duration::from_millis(t.saturating_sub(now_ms()))
+            });
+            let reconnect = self.reconnect_at;
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => {
+                    if let Ok((n, SocketAddr::V4(from))) = r {
+                        self.machine.handle_datagram(now_ms(), from, &buf[..n]);
+                    }
+                }
+                cmd = cmds.recv() => match cmd {
+                    None | Some(Cmd::Shutdown) => break,
+                    Some(Cmd::Db(f)) => f(&mut self.db),
+                    Some(Cmd::Machine(f)) => f(&mut self.machine, now_ms()),
+                    Some(Cmd::Connect(server)) => self.connect(server),
+                },
+                () = sleep_until(timer), if timer.is_some() => {
+                    self.machine.handle_timeout(now_ms());
+                }
+                () = sleep_until(reconnect), if reconnect.is_some() => {
+                    self.reconnect_at = None;
+                    self.next_server();
+                }
+                found = join(&mut self.discovering), if self.discovering.is_some() => {
+                    self.discovering = None;
+                    for s in found {
+                        if !self.candidates.contains(&s) {
+                            self.candidates.push_back(s);
+                        }
+                    }
+                    self.next_server();
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self, server: SocketAddrV4) {
+        if self.follow_route {
+            let ip = crate::tools::local_ip_toward(server);
+            let port = self.machine.local_addr().port();
+            self.machine.set_local_addr(now_ms(), ip, port);
+        }
+        self.machine.connect(now_ms(), server);
+    }
+
+    /// Tries the next candidate server; when none is left, discovery (if enabled) and the
+    /// configured list again after a pause.
+    fn next_server(&mut self) {
+        if let Some(server) = self.candidates.pop_front() {
+            tracing::info!(%server, "connecting");
+            self.connect(server);
+            return;
+        }
+        if self.discovery && self.discovering.is_none() {
+            self.discovering = Some(tokio::spawn(super::discover(DISCOVERY_WAIT)));
+        }
+        self.candidates = self.servers.iter().copied().collect();
+        if self.discovering.is_none() {
+            self.reconnect_at = Some(Instant::now() + RETRY_SERVERS);
+        }
+    }
+
+    fn on_lost(&mut self, lost: SocketAddrV4) {
+        if self.candidates.is_empty() {
+            // The others first, the one that failed last.
+            self.candidates = self
+                .servers
+                .iter()
+                .copied()
+                .filter(|s| *s != lost)
+                .chain(self.servers.iter().copied().filter(|s| *s == lost))
+                .collect();
+        }
+        self.candidates.retain(|s| *s != lost);
+        if self.candidates.is_empty() && !self.discovery {
+            self.candidates.push_back(lost);
+            self.reconnect_at = Some(Instant::now() + RETRY_SERVERS);
+        } else {
+            self.reconnect_at = Some(Instant::now());
+        }
+    }
+
+    async fn drain(&mut self) {
+        while let Some(action) = self.machine.poll_action() {
+            match action {
+                Action::Send(t) => self.transmit(t).await,
+                Action::Store(op) => self.apply(op).await,
+                Action::Event(e) => {
+                    match &e {
+                        Event::Connection(ConnectionState::Lost { server }) => {
+                            tracing::warn!(%server, "server lost");
+                            self.on_lost(*server);
+                        }
+                        Event::Connection(ConnectionState::Registered { server }) => {
+                            tracing::info!(%server, "registered");
+                            self.candidates.clear();
+                            self.reconnect_at = None;
+                        }
+                        _ => {}
+                    }
+                    let _ = self.events.send(ClientEvent::Protocol(e));
+                }
+            }
+        }
+    }
+
+    async fn transmit(&self, t: Transmit) {
+        if let Err(e) = self.socket.send_to(&t.datagram, t.to).await {
+            tracing::debug!(to = %t.to, error = %e, "send failed");
+        }
+    }
+
+    /// Applies one storage effect; a message's acknowledgement goes out only once it is
+    /// stored.
+    async fn apply(&mut self, op: StoreOp) {
+        if let Err(e) = self.try_apply(op).await {
+            tracing::error!(error = %e, "client database");
+        }
+    }
+
+    async fn try_apply(&mut self, op: StoreOp) -> flock_store::Result<()> {
+        let db = &mut self.db;
+        match op {
+            StoreOp::QueueOutgoing {
+                to,
+                text,
+                msg_id,
+                payload_b64,
+                at_ms,
+            } => {
+                let (row, id) = db.queue_outgoing(&to, &text, msg_id, &payload_b64, ms(at_ms))?;
+                self.rows.insert((to, msg_id), (row, Some(id)));
+            }
+            StoreOp::SaveOutgoing {
+                to,
+                text,
+                msg_id,
+                at_ms,
+            } => {
+                let row =
+                    db.insert_outgoing(&to, &text, Some(msg_id), MessageStatus::Queued, ms(at_ms))?;
+                self.rows.insert((to, msg_id), (row, None));
+            }
+            StoreOp::Enqueue {
+                to,
+                msg_id,
+                payload_b64,
+                at_ms,
+            } => {
+                if let Some((row, outbox)) = self.rows.get_mut(&(to.clone(), msg_id)) {
+                    let id = db.outbox_enqueue(
+                        *row,
+                        &to,
+                        msg_id,
+                        &payload_b64,
+                        ms(at_ms),
+                        ms(at_ms),
+                    )?;
+                    *outbox = Some(id);
+                }
+            }
+            StoreOp::Attempt {
+                to,
+                msg_id,
+                next_attempt_at_ms,
+            } => {
+                if let Some((_, Some(id))) = self.rows.get(&(to, msg_id)) {
+                    db.outbox_mark_attempt(*id, ms(next_attempt_at_ms))?;
+                }
+            }
+            StoreOp::Sent { to, msg_id } => {
+                if let Some((row, _)) = self.rows.get(&(to, msg_id)) {
+                    db.set_status(*row, MessageStatus::Sent)?;
+                }
+            }
+            StoreOp::SentFinal { to, msg_id } => {
+                if let Some((row, outbox)) = self.rows.remove(&(to, msg_id)) {
+                    if let Some(id) = outbox {
+                        db.outbox_delivered(id)?;
+                    }
+                    db.set_status(row, MessageStatus::Sent)?;
+                }
+            }
+            StoreOp::Delivered { to, msg_id } => {
+                self.rows.remove(&(to.clone(), msg_id));
+                db.delivered(&to, msg_id)?;
+            }
+            StoreOp::Failed { to, msg_id } => {
+                if let Some((row, outbox)) = self.rows.remove(&(to, msg_id)) {
+                    match outbox {
+                        Some(id) => db.outbox_give_up(id)?,
+                        None => db.set_status(row, MessageStatus::Failed)?,
+                    }
+                }
+            }
+            StoreOp::Incoming {
+                from,
+                text,
+                msg_id,
+                at_ms,
+                authenticated,
+                ack,
+            } => {
+                let row = match msg_id {
+                    Some(id) => db.insert_incoming_once(&from, &text, id, ms(at_ms))?,
+                    None => Some(db.insert_incoming(&from, &text, None, ms(at_ms))?),
+                };
+                // Durable (or a duplicate of something durable): acknowledge.
+                if let Some(ack) = ack {
+                    self.transmit(ack).await;
+                }
+                if let Some(row) = row {
+                    let _ = self.events.send(ClientEvent::Message {
+                        from,
+                        text,
+                        msg_id,
+                        authenticated,
+                        row,
+                    });
+                }
+            }
+            StoreOp::PinKey {
+                user,
+                pubkey_b64,
+                fingerprint,
+                at_ms,
+            } => {
+                db.pin_contact(&user, &pubkey_b64, &fingerprint, ms(at_ms))?;
+                self.save_contact_pem(&user, &pubkey_b64);
+            }
+            StoreOp::PendingKey {
+                user,
+                pubkey_b64,
+                fingerprint,
+                at_ms,
+            } => db.set_pending_key(&user, &pubkey_b64, &fingerprint, ms(at_ms))?,
+            StoreOp::AcceptKey { user, at_ms } => {
+                db.accept_pending_key(&user, ms(at_ms))?;
+                if let Some(c) = db.contact(&user)? {
+                    self.save_contact_pem(&user, &c.pubkey_b64);
+                }
+            }
+            StoreOp::RejectKey { user } => {
+                db.reject_pending_key(&user)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `keys/<me>/contacts/<peer>.pem`, as the original keeps them (the database's pinned
+    /// key is the one that counts).
+    fn save_contact_pem(&self, user: &str, pubkey_b64: &str) {
+        if let Ok(key) = PublicKey::from_b64(pubkey_b64) {
+            if let Err(e) = self.keys.save_contact_pem(user, key.to_pem()) {
+                tracing::warn!(%user, error = %e, "could not write contact key file");
+            }
+        }
+    }
+}
+
+fn ms(t: u64) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX)
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn join(
+    task: &mut Option<JoinHandle<std::io::Result<Vec<SocketAddrV4>>>>,
+) -> Vec<SocketAddrV4> {
+    match task {
+        Some(t) => t.await.ok().and_then(Result::ok).unwrap_or_default(),
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,180 @@
+//! Hostile input on loopback (no root needed): malformed, oversized and non-UTF-8
+//! datagrams are counted and dropped (or answered with an ERROR) and the node keeps
+//! serving; a flood from one source is rate-limited while another source is served.
+
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::time::{Duration, Instant};
+
+use flock_bin::server::{self, ServerArgs};
+
+fn start(name: &str, dir: &std::path::Path) -> server::Running {
+    let mut args = ServerArgs::new(name);
+    args.bind = Ipv4Addr::LOCALHOST;
+    args.port = 0;
+    args.ping_port = Some(0);
+    args.no_multicast = true;
+    args.no_broadcast = true;
+    args.data_dir = Some(dir.join(name));
+    args.rate = 200.0;
+    args.burst = 400.0;
+    args.leave_timeout = 0.5;
+    server::start(args).expect("server starts")
+}
+
+fn client(ip: Ipv4Addr) -> UdpSocket {
+    let s = UdpSocket::bind((ip, 0)).expect("bind client");
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    s
+}
+
+/// Sends `req` and waits up to `limit` (resending every 200 ms) for a reply.
+fn ask(s: &UdpSocket, to: SocketAddrV4, req: &[u8], limit: Duration) -> Option<Vec<u8>> {
+    let start = Instant::now();
+    let mut buf = vec![0u8; 65536];
+    while start.elapsed() < limit {
+        s.send_to(req, to).ok()?;
+        if let Ok((n, _)) = s.recv_from(&mut buf) {
+            return Some(buf[..n].to_vec());
+        }
+    }
+    None
+}
+
+/// Reads replies for `wait`; returns them.
+fn drain(s: &UdpSocket, wait: Duration) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let start = Instant::now();
+    let mut buf = vec![0u8; 65536];
+    while start.elapsed() < wait && out.len() < 100_000 {
+        if let Ok((n, _)) = s.recv_from(&mut buf) {
+            out.push(buf[..n].to_vec());
+        }
+    }
+    out
+}
+
+fn status(s: &UdpSocket, to: SocketAddrV4) -> serde_json::Value {
+    let r = ask(s, to, b"STATUS", Duration::from_secs(5)).expect("STATUS answered");
+    let text = String::from_utf8(r).expect("utf-8");
+    serde_json::from_str(text.strip_prefix("OK ").expect("OK {json}")).expect("json")
+}
+
+#[test]
+fn malformed_oversized_and_non_utf8_datagrams_are_dropped_and_node_still_serves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start("hostile1", dir.path());
+    let to = node.addr;
+    let c = client(Ipv4Addr::LOCALHOST);
+    let mut bad: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        b" ".to_vec(),
+        b"RESOLVE".to_vec(),
+        b"RESOLVE  bob".to_vec(),
+        b"RESOLVE a b c".to_vec(),
+        b"NOSUCHVERB x".to_vec(),
+        b"\xff\xfe\xfd".to_vec(),
+        b"RESOLVE \xc3\x28".to_vec(),
+        b"RESOLVE bob\0".to_vec(),
+        b"RING".to_vec(),
+        b"RING JOIN x y".to_vec(),
+        b"RING FIND 1 2 3 REGISTER".to_vec(),
+        b"STATUS extra".to_vec(),
+        vec![b'A'; 65_507],
+        {
+            let mut v = b"RESOLVE ".to_vec();
+            v.resize(65_507, b'x');
+            v
+        },
+        {
+            let mut v = b"REGISTER ".to_vec();
+            v.resize(65_507, b'\xff');
+            v
+        },
+    ];
+    for _ in 0..3 {
+        bad.push(b"RING RECORDS 1 0 1 1 a 1.2.3.4 5 6 - -".to_vec());
+    }
+    for d in &bad {
+        c.send_to(d, to).expect("send");
+    }
+    // Only a broken REGISTER is answered (the original's payload error).
+    let bad_register = b"REGISTER alice 10.0.0.1 notaport 5 key sig".to_vec();
+    let reply = ask(&c, to, &bad_register, Duration::from_secs(5)).expect("answered");
+    assert_eq!(reply, b"ERROR Invalid registration payload");
+    let stray = drain(&c, Duration::from_millis(300));
+    assert!(
+        stray
+            .iter()
+            .all(|r| r == b"ERROR Invalid registration payload"),
+        "malformed input gets no other answer: {:?}",
+        stray
+            .iter()
+            .map(|r| String::from_utf8_lossy(r).into_owned())
+            .collect::<Vec<_>>()
+    );
+    // Still serving.
+    let r = ask(&c, to, b"RESOLVE nobody", Duration::from_secs(5)).expect("RESOLVE answered");
+    assert_eq!(r, b"ERROR 404 User not found");
+    let r = ask(&c, to, b"PING", Duration::from_secs(5)).expect("PING answered");
+    assert_eq!(r, b"PONG");
+    let s = status(&c, to);
+    let net = &s["net"];
+    assert!(net["decode_failed"].as_u64().unwrap_or(0) >= 10, "{s}");
+    assert!(net["too_long"].as_u64().unwrap_or(0) >= 1, "{s}");
+    assert!(net["not_utf8"].as_u64().unwrap_or(0) >= 2, "{s}");
+    node.stop().expect("clean stop");
+}
+
+#[test]
+fn a_flood_from_one_source_is_limited_while_another_is_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start("hostile2", dir.path());
+    let to = node.addr;
+    let flood = client(Ipv4Addr::LOCALHOST);
+    flood.set_nonblocking(true).expect("nonblocking");
+    let other = client(Ipv4Addr::new(127, 0, 0, 2));
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    let mut answered_other = 0;
+    // 20,000 requests as fast as the socket takes them, with the other source asking in
+    // between; bounded in time.
+    for round in 1..=40 {
+        if t0.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        for _ in 0..500 {
+            if flood.send_to(b"RESOLVE flooder", to).is_ok() {
+                sent += 1;
+            }
+        }
+        // Drain what came back so the flood socket's buffer never fills.
+        let mut buf = [0u8; 256];
+        while flood.recv_from(&mut buf).is_ok() {}
+        if round % 10 == 0 {
+            if let Some(r) = ask(&other, to, b"RESOLVE someone", Duration::from_secs(2)) {
+                assert_eq!(r, b"ERROR 404 User not found");
+                answered_other += 1;
+            }
+        }
+    }
+    assert_eq!(
+        answered_other, 4,
+        "the other source is served during the flood"
+    );
+    let s = status(&other, to);
+    let limited = s["net"]["rate_limited"].as_u64().unwrap_or(0);
+    let lookups = s["counters"]["client_requests"].as_u64().unwrap_or(0);
+    eprintln!(
+        "flood: sent {sent} in {:.2} s, node refused {limited}, served {lookups} lookups",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(limited > 0, "flood is rate-limited: {s}");
+    // The flooder got at most its burst plus its rate over the flood's duration.
+    let allowed = 400.0 + 200.0 * (t0.elapsed().as_secs_f64() + 1.0);
+    assert!(
+        (lookups as f64) <= allowed + 10.0,
+        "served {lookups} > allowed {allowed}"
+    );
+    node.stop().expect("clean stop");
+}
