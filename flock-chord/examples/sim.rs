@@ -219,7 +219,7 @@ fn kill(seed: u64, nodes: usize, users: usize) {
         let mut sim = build(seed + k as u64, nodes, Config::default());
         for i in 0..users {
             let via = sim.random_members(1)[0];
-            sim.register(via, Sim::make_record(&format!("u{i}"), 1));
+            sim.register(via, Sim::make_record(&format!("user{i}"), 1));
             if i % 100 == 99 {
                 sim.run_for(ms(50)).expect("invariants");
             }
@@ -256,7 +256,7 @@ fn churn(seed: u64, nodes: usize, secs: u64, every: u64) {
     let users = 5000;
     for i in 0..users {
         let via = sim.random_members(1)[0];
-        sim.register(via, Sim::make_record(&format!("u{i}"), 1));
+        sim.register(via, Sim::make_record(&format!("user{i}"), 1));
         if i % 100 == 99 {
             sim.run_for(ms(50)).expect("invariants");
         }
@@ -296,7 +296,7 @@ fn churn(seed: u64, nodes: usize, secs: u64, every: u64) {
             }
             _ => {
                 for _ in 0..20 {
-                    let u = format!("u{}", sim.rand(users));
+                    let u = format!("user{}", sim.rand(users));
                     let via = sim.random_members(1)[0];
                     sim.register(via, Sim::make_record(&u, version));
                     version += 1;

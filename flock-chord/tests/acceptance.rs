@@ -117,3 +117,65 @@ fn one_node_ring_and_back() {
     assert_eq!(flock_chord::dist(lo, hi), flock_chord::MODULUS - 1);
     sim.check_records(None, secs(1)).unwrap();
 }
+
+#[test]
+fn restart_with_stored_records_recovers_beyond_r_failures() {
+    let mut sim = Sim::new(9, NetConfig::default(), Config::default());
+    let n: Vec<_> = (0..8).map(Sim::addr).collect();
+    sim.start(n[0], vec![]);
+    for a in &n[1..] {
+        sim.run_for(Duration::from_millis(700)).unwrap();
+        sim.start(*a, vec![n[0]]);
+    }
+    sim.run_until_ideal(secs(30), Duration::from_millis(200))
+        .unwrap();
+    for i in 0..80 {
+        sim.register(n[i % 8], Sim::make_record(&format!("user{i}"), 1));
+    }
+    // Long enough for extra copies (outside owner + r - 1 successors) to expire.
+    sim.run_for(secs(30)).unwrap();
+    assert_eq!(sim.acked().len(), 80);
+    // r = 4 adjacent nodes crash at once: more than the ring tolerates in memory.
+    let mut ring: Vec<_> = n.iter().map(|a| (sim.node(*a).unwrap().id(), *a)).collect();
+    ring.sort();
+    // The window starting at the node that owns the most users.
+    let owned = |a: std::net::SocketAddrV4| {
+        let (lo, hi) = sim.node(a).unwrap().range();
+        sim.acked()
+            .keys()
+            .filter(|u| {
+                let h = flock_chord::ring_hash(u);
+                flock_chord::dist(lo, h) <= flock_chord::dist(lo, hi)
+            })
+            .count()
+    };
+    let start = (0..8).max_by_key(|i| owned(ring[*i].1)).unwrap();
+    let dead: Vec<_> = (0..4).map(|k| ring[(start + k) % 8].1).collect();
+    for a in &dead {
+        sim.crash(*a);
+    }
+    sim.run_until_ideal(secs(30), Duration::from_millis(200))
+        .ok();
+    let lost_in_memory = sim.lost_records();
+    eprintln!(
+        "lost in memory after {} adjacent crashes: {lost_in_memory}",
+        dead.len()
+    );
+    // Their disks survive: restarting them brings every record back to its owner.
+    for a in &dead {
+        sim.restart(*a, true);
+        sim.run_for(Duration::from_millis(500)).unwrap();
+    }
+    sim.run_until_ideal(secs(60), Duration::from_millis(200))
+        .unwrap();
+    sim.check_records(None, secs(2)).unwrap();
+    assert!(
+        lost_in_memory > 0,
+        "the crash should have lost records in memory"
+    );
+    assert_eq!(
+        sim.lost_records(),
+        0,
+        "lost before restart: {lost_in_memory}"
+    );
+}
