@@ -41,7 +41,8 @@ pub async fn discover(wait: Duration) -> std::io::Result<Vec<SocketAddrV4>> {
     let mut seen = BTreeSet::new();
     let mut buf = vec![0u8; 2048];
     let deadline = tokio::time::Instant::now() + wait;
-    while let Ok(Ok((n, from))) = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await
+    while let Ok(Ok((n, from))) =
+        tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await
     {
         let SocketAddr::V4(from) = from else {
             continue;

@@ -100,9 +100,10 @@ impl Driver {
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         loop {
             self.drain().await;
-            let timer = self.machine.poll_timeout().map(|t| {
-                Instant::now() + Duration::from_millis(t.saturating_sub(now_ms()))
-            });
+            let timer = self
+                .machine
+                .poll_timeout()
+                .map(|t| Instant::now() + Duration::from_millis(t.saturating_sub(now_ms())));
             let reconnect = self.reconnect_at;
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => {
@@ -185,7 +186,7 @@ impl Driver {
     async fn drain(&mut self) {
         while let Some(action) = self.machine.poll_action() {
             match action {
-                Action::Send(t) => self.transmit(t).await,
+                Action::Send(t) => transmit(&self.socket, t).await,
                 Action::Store(op) => self.apply(op).await,
                 Action::Event(e) => {
                     match &e {
@@ -203,12 +204,6 @@ impl Driver {
                     let _ = self.events.send(ClientEvent::Protocol(e));
                 }
             }
-        }
-    }
-
-    async fn transmit(&self, t: Transmit) {
-        if let Err(e) = self.socket.send_to(&t.datagram, t.to).await {
-            tracing::debug!(to = %t.to, error = %e, "send failed");
         }
     }
 
@@ -250,14 +245,8 @@ impl Driver {
                 at_ms,
             } => {
                 if let Some((row, outbox)) = self.rows.get_mut(&(to.clone(), msg_id)) {
-                    let id = db.outbox_enqueue(
-                        *row,
-                        &to,
-                        msg_id,
-                        &payload_b64,
-                        ms(at_ms),
-                        ms(at_ms),
-                    )?;
+                    let id =
+                        db.outbox_enqueue(*row, &to, msg_id, &payload_b64, ms(at_ms), ms(at_ms))?;
                     *outbox = Some(id);
                 }
             }
@@ -309,7 +298,7 @@ impl Driver {
                 };
                 // Durable (or a duplicate of something durable): acknowledge.
                 if let Some(ack) = ack {
-                    self.transmit(ack).await;
+                    transmit(&self.socket, ack).await;
                 }
                 if let Some(row) = row {
                     let _ = self.events.send(ClientEvent::Message {
@@ -357,6 +346,12 @@ impl Driver {
                 tracing::warn!(%user, error = %e, "could not write contact key file");
             }
         }
+    }
+}
+
+async fn transmit(socket: &UdpSocket, t: Transmit) {
+    if let Err(e) = socket.send_to(&t.datagram, t.to).await {
+        tracing::debug!(to = %t.to, error = %e, "send failed");
     }
 }
 

@@ -143,7 +143,7 @@ pub struct Client {
     local: SocketAddrV4,
     cmds: mpsc::UnboundedSender<Cmd>,
     events: mpsc::UnboundedReceiver<ClientEvent>,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Client {
@@ -197,7 +197,7 @@ impl Client {
             local: SocketAddrV4::new(ip, bound.port()),
             cmds: cmd_tx,
             events: ev_rx,
-            task,
+            task: Some(task),
         })
     }
 
@@ -309,9 +309,11 @@ impl Client {
 
     /// Stops the client (the database is consistent at every step, so this is only
     /// tidiness).
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.cmds.send(Cmd::Shutdown);
-        let _ = self.task.await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
     }
 
     async fn db<T: Send + 'static>(

@@ -270,13 +270,22 @@ impl<R: CryptoRng> Client<R> {
         self.pump(now_ms);
     }
 
-    /// Our address changed (new interface or port): register it.
+    /// Our address changed (new interface or port): register it with the server in use
+    /// (or with the next one given to [`Client::connect`]).
     pub fn set_local_addr(&mut self, now_ms: u64, ip: Ipv4Addr, port: u16) {
+        if (self.cfg.ip, self.cfg.port) == (ip, port) {
+            return;
+        }
         self.cfg.ip = ip;
         self.cfg.port = port;
-        if let Some(server) = self.server.as_ref().map(|s| s.addr) {
+        if let Some(server) = self.server.as_ref().filter(|s| !s.lost).map(|s| s.addr) {
             self.connect(now_ms, server);
         }
+    }
+
+    /// The address we register.
+    pub fn local_addr(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(self.cfg.ip, self.cfg.port)
     }
 
     /// Sends `text` to `to`: seals it for their pinned key, stores it in the outbox and

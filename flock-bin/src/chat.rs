@@ -1,0 +1,420 @@
+//! `flock chat`: the console UI.
+//!
+//! Server discovery (pick a server or rescan), login or account creation, then a menu:
+//! `@user` opens a chat, `/back` returns to the menu, `/chats` lists conversations with
+//! unread counts, `/pending` shows the outbox, `/accept <user>` and `/reject <user>`
+//! decide about a changed key, `/quit` exits. Incoming messages appear as they arrive.
+//! Works the same with a terminal or a pipe on stdin (one command or message per line).
+//!
+//! Output lines start with a marker so scripts can follow along: `<user> text` for a
+//! message, `* ...` for information, `!! ...` for anything that needs attention.
+
+use std::io::{BufRead, Write};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use flock_proto::client::{ConnectionState, Event, Status, Warning};
+use flock_store::{Direction, KeyDir, MessageStatus};
+use tokio::sync::mpsc;
+
+use crate::client::{Client, ClientEvent, ClientOptions, discover};
+
+/// Options of `flock chat`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChatArgs {
+    /// Username (asked for if missing).
+    #[arg(long, short)]
+    pub user: Option<String>,
+    /// Password protecting the private key (asked for if missing).
+    #[arg(long, env = "FLOCK_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Directory holding `keys/` and `chats/`.
+    #[arg(long, default_value = ".")]
+    pub data_dir: PathBuf,
+    /// Server to use (repeat for fallbacks); without it, servers are discovered.
+    #[arg(long = "server", value_name = "HOST:PORT")]
+    pub servers: Vec<String>,
+    /// Never look for servers by broadcast or multicast.
+    #[arg(long)]
+    pub no_discovery: bool,
+    /// Do not create a new identity if none exists.
+    #[arg(long)]
+    pub no_create: bool,
+    /// Local IP to bind.
+    #[arg(long, default_value_t = Ipv4Addr::UNSPECIFIED)]
+    pub bind: Ipv4Addr,
+    /// Local UDP port (0: any).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// IP to register (default: the bound IP, or the route toward the server).
+    #[arg(long)]
+    pub advertise: Option<Ipv4Addr>,
+    /// Wait this long for a server's answer, in milliseconds.
+    #[arg(long, default_value_t = 3_000)]
+    pub request_timeout_ms: u64,
+    /// Check an idle server this often, in milliseconds.
+    #[arg(long, default_value_t = 3_000)]
+    pub keepalive_ms: u64,
+    /// First retry delay for undelivered messages, in milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    pub retry_base_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    pub retry_max_ms: u64,
+}
+
+/// Runs the console UI until `/quit` or the end of input.
+///
+/// # Errors
+/// Login failures and unusable input or output.
+pub fn run(args: ChatArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(chat(args))
+}
+
+struct Ui {
+    lines: mpsc::UnboundedReceiver<String>,
+}
+
+impl Ui {
+    fn start() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            let stdin = std::io::stdin();
+            for line in stdin.lock().lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { lines: rx }
+    }
+
+    async fn ask(&mut self, prompt: &str) -> Option<String> {
+        say(prompt);
+        self.lines.recv().await.map(|l| l.trim().to_owned())
+    }
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn parse_server(s: &str) -> Option<SocketAddrV4> {
+    crate::tools::parse_addr(s).ok()
+}
+
+async fn pick_server(ui: &mut Ui) -> Result<SocketAddrV4, Box<dyn std::error::Error>> {
+    loop {
+        say("* looking for servers...");
+        let found = discover(Duration::from_millis(1_500)).await?;
+        if found.is_empty() {
+            say("* no server answered");
+        }
+        for (i, s) in found.iter().enumerate() {
+            say(&format!("  {}) {s}", i + 1));
+        }
+        let answer = ui
+            .ask("pick a server (number or HOST:PORT), r to rescan:")
+            .await
+            .ok_or("no server chosen")?;
+        if let Some(s) = answer
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| found.get(n.wrapping_sub(1)))
+        {
+            return Ok(*s);
+        }
+        if let Some(s) = parse_server(&answer) {
+            return Ok(s);
+        }
+    }
+}
+
+fn strong_password(p: &str) -> bool {
+    p.chars().count() >= 8
+        && p.chars().any(char::is_uppercase)
+        && p.chars().any(char::is_lowercase)
+        && p.chars().any(|c| c.is_ascii_digit())
+}
+
+async fn chat(args: ChatArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let mut ui = Ui::start();
+    let mut servers: Vec<SocketAddrV4> = Vec::new();
+    for s in &args.servers {
+        servers.push(parse_server(s).ok_or_else(|| format!("bad server address {s:?}"))?);
+    }
+    if servers.is_empty() {
+        if args.no_discovery {
+            return Err("no --server given and discovery is off".into());
+        }
+        servers.push(pick_server(&mut ui).await?);
+    }
+    let user = match args.user.clone() {
+        Some(u) => u,
+        None => ui.ask("username:").await.ok_or("no username")?,
+    };
+    flock_proto::validate_username(&user).map_err(|e| format!("invalid username {user:?}: {e}"))?;
+    let exists = KeyDir::new(args.data_dir.join("keys"), &user)?.exists();
+    if !exists {
+        if args.no_create {
+            return Err(format!("no identity for {user} in {}", args.data_dir.display()).into());
+        }
+        say(&format!("* creating a new identity for {user}"));
+    }
+    let password = match args.password.clone() {
+        Some(p) => p,
+        None => ui.ask("password:").await.ok_or("no password")?,
+    };
+    if !exists && !strong_password(&password) {
+        return Err(
+            "password: at least 8 characters with upper case, lower case and a digit".into(),
+        );
+    }
+    let mut opts = ClientOptions::new(&user, &password, &args.data_dir);
+    opts.servers = servers;
+    opts.discovery = !args.no_discovery;
+    opts.create = !args.no_create;
+    opts.bind = SocketAddrV4::new(args.bind, args.port);
+    opts.advertise = args.advertise;
+    opts.config.request_timeout_ms = args.request_timeout_ms;
+    opts.config.keepalive_ms = args.keepalive_ms;
+    opts.config.retry_base_ms = args.retry_base_ms;
+    opts.config.retry_max_ms = args.retry_max_ms;
+    let mut client = Client::login(opts).await?;
+    say(&format!(
+        "* logged in as {user}, listening on {}",
+        client.local_addr()
+    ));
+    say("* @user opens a chat, /back, /chats, /pending, /accept <user>, /help, /quit");
+
+    let mut current: Option<String> = None;
+    loop {
+        tokio::select! {
+            line = ui.lines.recv() => {
+                let Some(line) = line else { break };
+                if !command(&client, &mut current, line.trim()).await? {
+                    break;
+                }
+            }
+            event = client.next_event() => {
+                let Some(event) = event else { break };
+                show(&client, current.as_deref(), event).await;
+            }
+        }
+    }
+    client.shutdown().await;
+    Ok(())
+}
+
+/// One line of input; `false` to quit.
+async fn command(
+    client: &Client,
+    current: &mut Option<String>,
+    line: &str,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    if line.is_empty() {
+        return Ok(true);
+    }
+    if let Some(peer) = line.strip_prefix('@') {
+        let peer = peer.trim();
+        if flock_proto::validate_username(peer).is_err() {
+            say(&format!("!! {peer:?} is not a valid username"));
+            return Ok(true);
+        }
+        say(&format!("* chat with {peer} (/back to leave)"));
+        for m in client.history(peer, 20).await? {
+            let who = match m.direction {
+                Direction::Incoming => m.author.clone(),
+                Direction::Outgoing => client.user().to_owned(),
+            };
+            let status = match (m.direction, m.status) {
+                (Direction::Outgoing, s) => format!(" ({})", status_name(s)),
+                _ => String::new(),
+            };
+            say(&format!("  [{}] {who}: {}{status}", clock(m.at_ms), m.text));
+        }
+        client.mark_seen(peer).await?;
+        *current = Some(peer.to_owned());
+        return Ok(true);
+    }
+    let (cmd, arg) = line.split_once(' ').unwrap_or((line, ""));
+    match cmd {
+        "/quit" | "/exit" => return Ok(false),
+        "/back" => {
+            *current = None;
+            say("* menu: @user, /chats, /pending, /help, /quit");
+        }
+        "/chats" => {
+            let chats = client.chats(100).await?;
+            if chats.is_empty() {
+                say("* no conversations yet");
+            }
+            for c in chats {
+                say(&format!(
+                    "  {} ({} unread): {}",
+                    c.peer, c.unread, c.last.text
+                ));
+            }
+        }
+        "/pending" => {
+            let pending = client.pending().await?;
+            say(&format!("* {} message(s) waiting", pending.len()));
+            for e in pending {
+                say(&format!(
+                    "  to {} (id {}), {} attempt(s), queued at {}",
+                    e.recipient,
+                    e.msg_id,
+                    e.attempts,
+                    clock(e.created_at_ms)
+                ));
+            }
+        }
+        "/accept" | "/reject" => {
+            let user = arg.trim();
+            let done = if cmd == "/accept" {
+                client.accept_key(user).await?
+            } else {
+                client.reject_key(user).await?
+            };
+            match (done, cmd) {
+                (true, "/accept") => say(&format!("* new key for {user} accepted")),
+                (true, _) => say(&format!("* kept the old key for {user}")),
+                (false, _) => say(&format!("* no key change pending for {user}")),
+            }
+        }
+        "/help" => say(
+            "* @user: open a chat; then type to send. /back: menu. /chats: conversations. \
+             /pending: outbox. /accept <user>, /reject <user>: decide on a changed key. /quit",
+        ),
+        _ if cmd.starts_with('/') => say(&format!("!! unknown command {cmd} (/help)")),
+        _ => match current {
+            Some(peer) => match client.send(peer, line).await {
+                Ok(_) => {} // the status event says "queued"
+
+                Err(e) => say(&format!("!! not sent: {e}")),
+            },
+            None => say("* open a chat first: @user"),
+        },
+    }
+    Ok(true)
+}
+
+async fn show(client: &Client, current: Option<&str>, event: ClientEvent) {
+    match event {
+        ClientEvent::Message {
+            from,
+            text,
+            authenticated,
+            ..
+        } => {
+            let tag = if authenticated { "" } else { " (unverified)" };
+            say(&format!("<{from}{tag}> {text}"));
+            if current == Some(from.as_str()) {
+                let _ = client.mark_seen(&from).await;
+            }
+        }
+        ClientEvent::Protocol(e) => match e {
+            Event::Connection(ConnectionState::Connecting { server }) => {
+                say(&format!("* connecting to {server}"));
+            }
+            Event::Connection(ConnectionState::Registered { server }) => {
+                say(&format!("* registered with {server}"));
+            }
+            Event::Connection(ConnectionState::Lost { server }) => {
+                say(&format!(
+                    "!! server {server} is not answering; looking for another"
+                ));
+            }
+            Event::RegistrationRefused { reason } => {
+                say(&format!("!! registration refused: {reason}"));
+            }
+            Event::Status { to, msg_id, status } => {
+                let s = match status {
+                    Status::Queued => "queued",
+                    Status::Sent => "sent",
+                    Status::Delivered => "delivered",
+                    Status::Failed => "FAILED",
+                };
+                say(&format!("* to {to}: {s} (id {msg_id})"));
+            }
+            Event::KeyPinned {
+                user, fingerprint, ..
+            } => {
+                say(&format!("* pinned {user}'s key {}", short(&fingerprint)));
+            }
+            Event::KeyChanged {
+                user, pinned, new, ..
+            } => {
+                say(&format!(
+                    "!! KEY CHANGED for {user}: pinned {} but now {}. Sending to {user} is \
+                     blocked: /accept {user} to trust the new key, /reject {user} to keep the old.",
+                    short(&pinned),
+                    short(&new)
+                ));
+            }
+            Event::KeyAccepted { user, fingerprint } => {
+                say(&format!("* {user}'s key is now {}", short(&fingerprint)));
+            }
+            Event::PeerFeatures { .. } => {}
+            Event::Warning(w) => say(&format!("!! {}", warning(&w))),
+        },
+    }
+}
+
+fn warning(w: &Warning) -> String {
+    match w {
+        Warning::Undecryptable { claimed, from } => {
+            format!("dropped a message claiming to be from {claimed} ({from}): it does not decrypt")
+        }
+        Warning::ForgedSender {
+            claimed,
+            from,
+            pending_key,
+        } => {
+            if *pending_key {
+                format!(
+                    "dropped a message from {claimed}: signed with their new key, accept it first"
+                )
+            } else {
+                format!("dropped a FORGED message claiming to be from {claimed} ({from})")
+            }
+        }
+        Warning::Unauthenticated { claimed, from } => {
+            format!("dropped an unsigned message claiming to be from {claimed} ({from})")
+        }
+        Warning::UnknownSender { claimed } => {
+            format!("dropped a signed message from unknown user {claimed}")
+        }
+        Warning::RateLimited { from } => format!("too many messages from {from}; dropped"),
+        Warning::NotText { from } => format!("dropped a message from {from}: not text"),
+        Warning::UserNotFound { user } => format!("user {user} is not registered"),
+        Warning::BadKey { user } => format!("unusable key for {user}"),
+    }
+}
+
+fn status_name(s: MessageStatus) -> &'static str {
+    match s {
+        MessageStatus::Received => "received",
+        MessageStatus::Queued => "queued",
+        MessageStatus::Sent => "sent",
+        MessageStatus::Delivered => "delivered",
+        MessageStatus::Failed => "failed",
+    }
+}
+
+fn short(fingerprint: &str) -> &str {
+    fingerprint.get(..16).unwrap_or(fingerprint)
+}
+
+/// `HH:MM` (UTC) of a Unix-ms time.
+fn clock(at_ms: i64) -> String {
+    let secs = at_ms.div_euclid(1_000).rem_euclid(86_400);
+    format!("{:02}:{:02}", secs / 3_600, secs / 60 % 60)
+}
