@@ -8,6 +8,8 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod chat;
+pub mod client;
 pub mod ratelimit;
 pub mod server;
 pub mod tools;

@@ -64,6 +64,9 @@ enum Command {
     },
     /// Benchmark a server node against a bare UDP echo server on loopback.
     Bench(bench::BenchArgs),
+    /// The console chat: discover a server, log in, talk (`@user`, `/back`, `/chats`,
+    /// `/pending`, `/quit`).
+    Chat(flock_bin::chat::ChatArgs),
     /// Send raw datagrams and print what comes back (a testing aid).
     #[command(hide = true)]
     SendRaw {
@@ -159,6 +162,7 @@ fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
         }
         Command::Bench(args) => bench::run(args)?,
+        Command::Chat(args) => flock_bin::chat::run(args)?,
         Command::SendRaw {
             to,
             wait_ms,
