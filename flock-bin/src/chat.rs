@@ -241,6 +241,7 @@ async fn command(
             say(&format!("  [{}] {who}: {}{status}", clock(m.at_ms), m.text));
         }
         client.mark_seen(peer).await?;
+        client.lookup(peer).await?;
         *current = Some(peer.to_owned());
         return Ok(true);
     }

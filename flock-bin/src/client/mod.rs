@@ -228,6 +228,16 @@ impl Client {
             .map_err(ClientError::Send)
     }
 
+    /// Looks `user` up through the ring now (refreshes the cached address; a changed key
+    /// shows up as [`Event::KeyChanged`]).
+    ///
+    /// # Errors
+    /// [`ClientError::Stopped`].
+    pub async fn lookup(&self, user: &str) -> Result<(), ClientError> {
+        let user = user.to_owned();
+        self.machine(move |m, now| m.lookup(now, &user)).await
+    }
+
     /// Accepts `user`'s changed key (sending to them resumes). `false`: no change pending.
     ///
     /// # Errors

@@ -116,6 +116,8 @@ struct Held {
 enum Request {
     Register,
     Resolve(String),
+    /// Keepalive: `RESOLVE <me>`; re-register if the ring lost or changed our record.
+    Check,
 }
 
 #[derive(Debug)]
@@ -132,7 +134,6 @@ struct Server {
     lost: bool,
     failures: u32,
     next_keepalive_ms: u64,
-    ping_deadline_ms: Option<u64>,
 }
 
 /// The sans-IO Flock client: registration, lookup, key pinning, and message delivery
@@ -264,7 +265,6 @@ impl<R: CryptoRng> Client<R> {
             lost: false,
             failures: 0,
             next_keepalive_ms: now_ms,
-            ping_deadline_ms: None,
         });
         self.event(Event::Connection(ConnectionState::Connecting { server }));
         self.pump(now_ms);
@@ -461,14 +461,6 @@ impl<R: CryptoRng> Client<R> {
         {
             self.server_missed(now_ms);
         }
-        // Server keepalive.
-        let ping_due = self.server.as_ref().and_then(|s| s.ping_deadline_ms);
-        if ping_due.is_some_and(|d| d <= now_ms) {
-            if let Some(s) = self.server.as_mut() {
-                s.ping_deadline_ms = None;
-            }
-            self.server_missed(now_ms);
-        }
         // Peer probes.
         let expired: Vec<(String, bool)> = self
             .peers
@@ -529,9 +521,7 @@ impl<R: CryptoRng> Client<R> {
             at(f.deadline_ms);
         }
         if let Some(s) = &self.server {
-            if let Some(d) = s.ping_deadline_ms {
-                at(d);
-            } else if s.registered && !s.lost && self.in_flight.is_none() {
+            if s.registered && !s.lost && self.in_flight.is_none() && self.requests.is_empty() {
                 at(s.next_keepalive_ms);
             }
         }
@@ -631,6 +621,10 @@ impl<R: CryptoRng> Client<R> {
                 user: Cow::Borrowed(user),
             }
             .encode_to_vec(),
+            Request::Check => Frame::Resolve {
+                user: Cow::Borrowed(&self.cfg.user),
+            }
+            .encode_to_vec(),
         };
         self.start_request(now_ms, request, datagram);
     }
@@ -679,10 +673,9 @@ impl<R: CryptoRng> Client<R> {
         if server.failures >= self.cfg.server_failures.max(1) {
             server.lost = true;
             server.registered = false;
-            server.ping_deadline_ms = None;
             let addr = server.addr;
             if let Some(flight) = self.in_flight.take() {
-                if flight.request != Request::Register {
+                if !matches!(flight.request, Request::Register | Request::Check) {
                     self.requests.push_front(flight.request);
                 }
             }
@@ -690,8 +683,14 @@ impl<R: CryptoRng> Client<R> {
         } else if let Some(flight) = self.in_flight.take() {
             // Try the same request once more.
             self.start_request(now_ms, flight.request, flight.datagram);
-        } else {
-            server.next_keepalive_ms = now_ms;
+        }
+    }
+
+    /// The ring lost or changed our record (a wiped ring, a server that restarted
+    /// empty): register again.
+    fn reregister(&mut self) {
+        if !self.requests.contains(&Request::Register) {
+            self.requests.push_front(Request::Register);
         }
     }
 
@@ -699,7 +698,6 @@ impl<R: CryptoRng> Client<R> {
         let keepalive = self.cfg.keepalive_ms;
         if let Some(s) = self.server.as_mut() {
             s.failures = 0;
-            s.ping_deadline_ms = None;
             s.next_keepalive_ms = now_ms.saturating_add(keepalive);
         }
     }
@@ -732,6 +730,21 @@ impl<R: CryptoRng> Client<R> {
                 self.server_alive(now_ms);
                 self.resolved(now_ms, &user, SocketAddrV4::new(ip, port), &pubkey_b64);
             }
+            (
+                Request::Check,
+                OkReply::Resolved {
+                    ip,
+                    port,
+                    pubkey_b64,
+                    ..
+                },
+            ) => {
+                self.in_flight = None;
+                self.server_alive(now_ms);
+                if (ip, port) != (self.cfg.ip, self.cfg.port) || pubkey_b64 != self.pubkey_b64 {
+                    self.reregister();
+                }
+            }
             _ => {}
         }
     }
@@ -745,6 +758,7 @@ impl<R: CryptoRng> Client<R> {
             Request::Register => self.event(Event::RegistrationRefused {
                 reason: reply.text().to_owned(),
             }),
+            Request::Check => self.reregister(),
             Request::Resolve(user) => {
                 if reply == ErrorReply::NotFound {
                     self.warn(Warning::UserNotFound { user: user.clone() });
@@ -1124,19 +1138,17 @@ impl<R: CryptoRng> Client<R> {
     }
 
     fn pump_keepalive(&mut self, now_ms: u64) {
-        if self.in_flight.is_some() {
+        if self.in_flight.is_some() || !self.requests.is_empty() {
             return;
         }
-        let timeout = self.cfg.request_timeout_ms;
-        let Some(s) = self.server.as_mut() else {
-            return;
-        };
-        if s.lost || !s.registered || s.ping_deadline_ms.is_some() || s.next_keepalive_ms > now_ms {
-            return;
+        let due = self
+            .server
+            .as_ref()
+            .is_some_and(|s| !s.lost && s.registered && s.next_keepalive_ms <= now_ms);
+        if due {
+            self.requests.push_back(Request::Check);
+            self.pump_server(now_ms);
         }
-        s.ping_deadline_ms = Some(now_ms.saturating_add(timeout));
-        let addr = s.addr;
-        self.send_frame(addr, &Frame::Ping);
     }
 
     fn start_probe(&mut self, now_ms: u64, user: &str) {

@@ -1,0 +1,412 @@
+//! The client with real processes: `flock server` rings on loopback and `flock chat`
+//! clients driven through a pipe on stdin, their output read line by line.
+//!
+//! Every wait is a condition poll with a deadline; child processes are killed on drop.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddrV4, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use flock_crypto::{PrivateKey, PublicKey};
+use flock_proto::client::smessage_signed_text;
+
+const FLOCK: &str = env!("CARGO_BIN_EXE_flock");
+const WAIT: Duration = Duration::from_secs(40);
+
+/// A child process whose stdout lines are collected; killed on drop.
+struct Proc {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    fn spawn(name: &str, args: &[String], log: &Path) -> Self {
+        let stderr = std::fs::File::create(log).expect("log file");
+        let mut child = Command::new(FLOCK)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn flock");
+        let stdout = child.stdout.take().expect("stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().expect("lock").push(line);
+            }
+        });
+        Self {
+            name: name.to_owned(),
+            stdin: child.stdin.take(),
+            child,
+            lines,
+        }
+    }
+
+    fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("write to chat");
+        stdin.flush().expect("flush");
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lock").clone()
+    }
+
+    fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.lines().iter().filter(|l| pred(l)).count()
+    }
+
+    /// Waits until some line satisfies `pred`; panics with the output on timeout.
+    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(l) = self.lines().into_iter().find(|l| pred(l)) {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no line {what:?} within {WAIT:?}; output:\n{}",
+                self.name,
+                self.lines().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    fn contains(&self, needle: &str) -> String {
+        let n = needle.to_owned();
+        self.wait_for(needle, move |l| l.contains(&n))
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A ring server on 127.0.0.1:`port` (PING on `port + 1`).
+    fn server(&self, name: &str, data: &str, port: u16, join: Option<u16>) -> Proc {
+        let mut args: Vec<String> = [
+            "server",
+            name,
+            "--bind",
+            "127.0.0.1",
+            "--no-broadcast",
+            "--no-multicast",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend([
+            "--port".into(),
+            port.to_string(),
+            "--ping-port".into(),
+            (port + 1).to_string(),
+            "--data-dir".into(),
+            self.path(data).display().to_string(),
+        ]);
+        if let Some(j) = join {
+            args.extend(["--join".into(), format!("127.0.0.1:{j}")]);
+        }
+        Proc::spawn(name, &args, &self.path(&format!("{name}-{data}.log")))
+    }
+
+    /// A ring of `n` servers on ports `base`, `base + 2`, ...; waits until it is whole.
+    fn ring(&self, tag: &str, base: u16, n: u16) -> Vec<Proc> {
+        let mut ring = vec![self.server(&format!("{tag}0"), &format!("{tag}0"), base, None)];
+        wait_ping(base);
+        for i in 1..n {
+            let port = base + 2 * i;
+            ring.push(self.server(&format!("{tag}{i}"), &format!("{tag}{i}"), port, Some(base)));
+            wait_ping(port);
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let out = Command::new(FLOCK)
+                .args(["status", &format!("127.0.0.1:{base}")])
+                .output()
+                .expect("flock status");
+            if String::from_utf8_lossy(&out.stdout).contains(&format!("{n} nodes")) {
+                return ring;
+            }
+            assert!(Instant::now() < deadline, "ring of {n} did not form");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `flock chat` for `user` with `data` as its directory, using `servers` in order.
+    fn chat(&self, user: &str, data: &str, servers: &[u16]) -> Proc {
+        let mut args: Vec<String> = vec![
+            "chat".into(),
+            "--user".into(),
+            user.into(),
+            "--password".into(),
+            "Flock-Test-1".into(),
+            "--data-dir".into(),
+            self.path(data).display().to_string(),
+            "--no-discovery".into(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--request-timeout-ms".into(),
+            "500".into(),
+            "--keepalive-ms".into(),
+            "500".into(),
+            "--retry-base-ms".into(),
+            "300".into(),
+            "--retry-max-ms".into(),
+            "1500".into(),
+        ];
+        for s in servers {
+            args.extend(["--server".into(), format!("127.0.0.1:{s}")]);
+        }
+        let p = Proc::spawn(user, &args, &self.path(&format!("{user}-{data}.log")));
+        p.contains("registered with");
+        p
+    }
+}
+
+/// Waits until a server answers PING on `port`.
+fn wait_ping(port: u16) {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("socket");
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let deadline = Instant::now() + WAIT;
+    let mut buf = [0u8; 64];
+    loop {
+        let _ = s.send_to(b"PING", ("127.0.0.1", port));
+        if let Ok((n, _)) = s.recv_from(&mut buf) {
+            if &buf[..n] == b"PONG" {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "server on {port} never answered");
+    }
+}
+
+/// The address a chat process listens on, from its login line.
+fn listen_addr(p: &Proc) -> SocketAddrV4 {
+    let line = p.contains("listening on");
+    line.rsplit(' ')
+        .next()
+        .expect("address")
+        .parse()
+        .expect("address")
+}
+
+fn exchange(alice: &mut Proc, bob: &mut Proc, text: &str) {
+    alice.say("@bob");
+    alice.say(text);
+    bob.contains(&format!("<alice> {text}"));
+    alice.wait_for("delivered", |l| l.starts_with("* to bob: delivered"));
+}
+
+#[test]
+fn two_clients_exchange_messages_both_ways() {
+    let env = Env::new();
+    let _ring = env.ring("a", 31100, 2);
+    let mut alice = env.chat("alice", "alice", &[31100]);
+    let mut bob = env.chat("bob", "bob", &[31102]);
+    exchange(&mut alice, &mut bob, "hello bob");
+    bob.say("@alice");
+    bob.say("hello alice, signed and acknowledged");
+    alice.contains("<bob> hello alice, signed and acknowledged");
+    bob.contains("* to alice: delivered");
+    // History and unread counts come from the database.
+    alice.say("/back");
+    alice.say("/chats");
+    alice.contains("bob (0 unread)");
+    bob.say("/pending");
+    bob.contains("0 message(s) waiting");
+}
+
+#[test]
+fn offline_recipient_sender_restart_exactly_once() {
+    let env = Env::new();
+    let _ring = env.ring("b", 31200, 2);
+    let mut alice = env.chat("alice", "alice", &[31200]);
+    let mut bob = env.chat("bob", "bob", &[31202]);
+    exchange(&mut alice, &mut bob, "warm up");
+
+    bob.kill();
+    alice.say("while you were away");
+    alice.contains("* to bob: sent");
+    alice.say("/pending");
+    alice.contains("1 message(s) waiting");
+    alice.kill();
+
+    // The sender restarts first, then the recipient comes back (on a new port).
+    let alice = env.chat("alice", "alice", &[31200]);
+    let bob = env.chat("bob", "bob", &[31202]);
+    bob.contains("<alice> while you were away");
+    alice.contains("* to bob: delivered");
+    // Exactly once, even after more retry rounds would have come.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(bob.count(|l| l == "<alice> while you were away"), 1);
+    assert_eq!(
+        bob.count(|l| l == "<alice> warm up"),
+        0,
+        "old messages are not replayed"
+    );
+}
+
+#[test]
+fn client_carries_on_when_its_server_is_killed() {
+    let env = Env::new();
+    let mut ring = env.ring("c", 31300, 3);
+    let mut alice = env.chat("alice", "alice", &[31302, 31304]);
+    let mut bob = env.chat("bob", "bob", &[31304]);
+    exchange(&mut alice, &mut bob, "before the crash");
+
+    ring.remove(1).kill();
+    alice.contains("127.0.0.1:31302 is not answering");
+    alice.contains("registered with 127.0.0.1:31304");
+    alice.say("after the crash");
+    bob.contains("<alice> after the crash");
+    bob.say("@alice");
+    bob.say("still here");
+    alice.contains("<bob> still here");
+}
+
+#[test]
+fn tampered_and_forged_messages_are_rejected() {
+    let env = Env::new();
+    let _ring = env.ring("d", 31400, 2);
+    let mut alice = env.chat("alice", "alice", &[31400]);
+    let mut bob = env.chat("bob", "bob", &[31402]);
+    exchange(&mut alice, &mut bob, "genuine");
+    let bob_addr = listen_addr(&bob);
+    let bob_key = std::fs::read_to_string(env.path("bob/keys/bob/public.pem")).expect("bob key");
+    let bob_key = PublicKey::from_pem(&bob_key).expect("bob key");
+    let alice_pem = std::fs::read_to_string(env.path("alice/keys/alice/private.pem")).expect("key");
+    let alice_key = PrivateKey::from_encrypted_pem(&alice_pem, "Flock-Test-1").expect("alice key");
+    let vectors: serde_json::Value =
+        serde_json::from_str(include_str!("../../testdata/interop.json")).expect("vectors");
+    let mallory_key =
+        PrivateKey::from_pem(vectors["keys"]["private_pkcs8_pem"].as_str().expect("pem"))
+            .expect("mallory key");
+    let mut rng = flock_bin::tools::os_rng();
+    let mallory = UdpSocket::bind("127.0.0.1:0").expect("socket");
+    let send = |text: String| {
+        mallory.send_to(text.as_bytes(), bob_addr).expect("send");
+    };
+
+    // 1. Forged sender: claims alice, signed with another key.
+    let payload = flock_crypto::seal_b64(&mut rng, &bob_key, b"FORGED transfer money").unwrap();
+    let sig = flock_crypto::sign_b64(
+        &mut rng,
+        &mallory_key,
+        smessage_signed_text("alice", "bob", 7, &payload).as_bytes(),
+    )
+    .unwrap();
+    send(format!("SMESSAGE alice 7 {payload} {sig}"));
+    bob.contains("FORGED message claiming to be from alice");
+    // 2. Unsigned, claiming alice (who signs her messages).
+    send(format!("MESSAGE alice {payload}"));
+    bob.contains("unsigned message claiming to be from alice");
+    // 3. Tampered ciphertext, correctly signed by alice (so only decryption can fail).
+    let mut raw = B64.decode(&payload).unwrap();
+    let n = raw.len();
+    raw[n - 1] ^= 1;
+    let tampered = B64.encode(&raw);
+    let sig = flock_crypto::sign_b64(
+        &mut rng,
+        &alice_key,
+        smessage_signed_text("alice", "bob", 8, &tampered).as_bytes(),
+    )
+    .unwrap();
+    send(format!("SMESSAGE alice 8 {tampered} {sig}"));
+    // 4. Tampered ciphertext in the original format from someone new.
+    send(format!("MESSAGE carol {tampered}"));
+    bob.wait_for("two undecryptable", |_| {
+        bob.count(|l| l.contains("it does not decrypt")) >= 2
+    });
+    // Nothing shown, nothing answered.
+    assert_eq!(bob.count(|l| l.contains("FORGED transfer")), 0);
+    mallory
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    assert!(
+        mallory.recv_from(&mut buf).is_err(),
+        "bob answered a rejected message"
+    );
+    // alice still gets through.
+    alice.say("still genuine");
+    bob.contains("<alice> still genuine");
+}
+
+#[test]
+fn key_change_blocks_sending_until_accepted() {
+    let env = Env::new();
+    let ring = env.ring("e", 31500, 2);
+    let mut alice = env.chat("alice", "alice", &[31500, 31502]);
+    let mut bob = env.chat("bob", "bob", &[31502]);
+    exchange(&mut alice, &mut bob, "first key");
+
+    // The ring is wiped and bob comes back with a new identity under the same name.
+    bob.kill();
+    for s in ring {
+        s.kill();
+    }
+    let _ring2 = env.ring("f", 31500, 2);
+    let mut bob2 = env.chat("bob", "bob2", &[31502]);
+    alice.wait_for("re-registered", |l| l.starts_with("* registered with"));
+    let deadline = Instant::now() + WAIT;
+    while alice.count(|l| l.starts_with("* registered with")) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "alice did not re-register:\n{}",
+            alice.lines().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    alice.say("/back");
+    alice.say("@bob");
+    alice.contains("!! KEY CHANGED for bob");
+    alice.say("should not go");
+    alice.contains("!! not sent: bob's key changed");
+    alice.say("/accept bob");
+    alice.contains("new key for bob accepted");
+    alice.say("after accepting");
+    bob2.contains("<alice> after accepting");
+    alice.contains("* to bob: delivered");
+    assert_eq!(bob2.count(|l| l.contains("should not go")), 0);
+    bob2.say("@alice");
+    bob2.say("new me");
+    alice.contains("<bob> new me");
+}
