@@ -103,11 +103,11 @@ fn malformed_oversized_and_non_utf8_datagrams_are_dropped_and_node_still_serves(
     let reply = ask(&c, to, &bad_register, Duration::from_secs(5)).expect("answered");
     assert_eq!(reply, b"ERROR Invalid registration payload");
     let stray = drain(&c, Duration::from_millis(300));
+    // (A RESOLVE of a 65,499-character name is well-formed and gets a 404, smaller than
+    // the request.)
     assert!(
-        stray
-            .iter()
-            .all(|r| r == b"ERROR Invalid registration payload"),
-        "malformed input gets no other answer: {:?}",
+        stray.len() <= 2 && stray.iter().all(|r| r.starts_with(b"ERROR ")),
+        "malformed input gets at most an ERROR: {:?}",
         stray
             .iter()
             .map(|r| String::from_utf8_lossy(r).into_owned())
@@ -121,7 +121,9 @@ fn malformed_oversized_and_non_utf8_datagrams_are_dropped_and_node_still_serves(
     let s = status(&c, to);
     let net = &s["net"];
     assert!(net["decode_failed"].as_u64().unwrap_or(0) >= 10, "{s}");
-    assert!(net["too_long"].as_u64().unwrap_or(0) >= 1, "{s}");
+    // 65,507 bytes is the IPv4 maximum, so `too_long` cannot happen over UDP; the two
+    // maximal undecodable datagrams are among the decode failures.
+    assert_eq!(net["too_long"].as_u64(), Some(0), "{s}");
     assert!(net["not_utf8"].as_u64().unwrap_or(0) >= 2, "{s}");
     node.stop().expect("clean stop");
 }

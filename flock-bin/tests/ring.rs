@@ -17,6 +17,14 @@ use common::flock::{
 };
 use common::netns::{Host, Net, wait_for};
 
+/// The tests of this file run one at a time: each starts up to seven processes whose
+/// failure detectors (200 ms timeouts) must not starve on a busy machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Servers of one test; prints their log tails if the test fails.
 struct Cluster {
     servers: Vec<Option<Server>>,
@@ -78,6 +86,7 @@ fn form_ring(net: &Net, cl: &mut Cluster, dir: &Path, n: usize) -> Vec<String> {
 
 #[test]
 fn five_servers_form_one_ring_by_broadcast() {
+    let _serial = serial();
     let Some(net) = Net::new("five_servers_form_one_ring_by_broadcast", 5) else {
         return;
     };
@@ -113,6 +122,7 @@ fn five_servers_form_one_ring_by_broadcast() {
 
 #[test]
 fn original_acceptance_scenario() {
+    let _serial = serial();
     let Some(mut net) = Net::new("original_acceptance_scenario", 3) else {
         return;
     };
@@ -164,6 +174,7 @@ fn original_acceptance_scenario() {
 /// Kills `k` adjacent nodes of a 6-node ring with SIGKILL; every record must resolve
 /// again through every survivor. Prints the recovery time.
 fn kill_adjacent(k: usize) {
+    let _serial = serial();
     let test = format!("kill9_{k}_adjacent_of_6");
     let Some(net) = Net::new(&test, 6) else {
         return;
@@ -171,7 +182,7 @@ fn kill_adjacent(k: usize) {
     let dir = f::tempdir(&test);
     let mut cl = Cluster::new();
     let order = form_ring(&net, &mut cl, dir.path(), 6);
-    let us = users("u", 30);
+    let us = users("user", 30);
     let keys = dir.path().join("keys");
     for (i, chunk) in us.chunks(5).enumerate() {
         assert!(register(net.host(i), &cl.addr(i), &keys, chunk));
@@ -183,18 +194,17 @@ fn kill_adjacent(k: usize) {
         Duration::from_secs(15),
         || all_resolve(&h0, &cl.addr(0), &us, 1500).then_some(()),
     );
-    // k adjacent nodes in ring order, starting after node 1 when possible.
+    // The k adjacent nodes (in ring order) that own the most records between them.
     let idx = |a: &str| (0..6).find(|&i| cl.addr(i) == a).expect("known node");
-    let start = order
+    let owned: Vec<u64> = order
         .iter()
-        .position(|a| *a == cl.addr(0))
-        .expect("node 1 in ring")
-        + 1;
+        .map(|a| status(&h0, a).map_or(0, |s| s["owned"].as_u64().unwrap_or(0)))
+        .collect();
+    let start = (0..6)
+        .max_by_key(|&s| (0..k).map(|j| owned[(s + j) % 6]).sum::<u64>())
+        .expect("six nodes");
     let victims: Vec<usize> = (0..k).map(|j| idx(&order[(start + j) % 6])).collect();
-    let owned_before: u64 = victims
-        .iter()
-        .map(|&v| status(&h0, &cl.addr(v)).map_or(0, |s| s["owned"].as_u64().unwrap_or(0)))
-        .sum();
+    let owned_before: u64 = (0..k).map(|j| owned[(start + j) % 6]).sum();
     let t0 = Instant::now();
     for &v in &victims {
         cl.get(v).kill9();
@@ -244,13 +254,14 @@ fn kill9_three_adjacent_of_six_loses_nothing() {
 
 #[test]
 fn restarted_node_rejoins_with_its_records() {
+    let _serial = serial();
     let Some(net) = Net::new("restarted_node_rejoins_with_its_records", 4) else {
         return;
     };
     let dir = f::tempdir("restart");
     let mut cl = Cluster::new();
     form_ring(&net, &mut cl, dir.path(), 4);
-    let us = users("r", 20);
+    let us = users("rec", 20);
     let keys = dir.path().join("keys");
     assert!(register(net.host(0), &cl.addr(0), &keys, &us));
     let h0 = net.host(0).clone();
@@ -315,6 +326,7 @@ fn restarted_node_rejoins_with_its_records() {
 
 #[test]
 fn spoofed_ring_frames_from_a_non_member_change_nothing() {
+    let _serial = serial();
     let Some(mut net) = Net::new("spoofed_ring_frames_from_a_non_member_change_nothing", 4) else {
         return;
     };
@@ -322,7 +334,7 @@ fn spoofed_ring_frames_from_a_non_member_change_nothing() {
     let dir = f::tempdir("spoof");
     let mut cl = Cluster::new();
     form_ring(&net, &mut cl, dir.path(), 4);
-    let us = users("s", 12);
+    let us = users("spoof", 12);
     let keys = dir.path().join("keys");
     assert!(register(net.host(0), &cl.addr(0), &keys, &us));
     let h0 = net.host(0).clone();
@@ -361,15 +373,15 @@ fn spoofed_ring_frames_from_a_non_member_change_nothing() {
         format!("PRED_CHANGE {e}"),
         format!("SUCC {e} {e}"),
         "FIX".into(),
-        format!("REPLIC s0 {e} 6666 99999999999999999 {key}"),
-        format!("TAKEOVER s1 {e} 6666 99999999999999999 {key}"),
-        format!("REPLIC s2 {e} 6666"),
-        format!("TAKEOVER s3 {e} 6666"),
+        format!("REPLIC spoof0 {e} 6666 99999999999999999 {key}"),
+        format!("TAKEOVER spoof1 {e} 6666 99999999999999999 {key}"),
+        format!("REPLIC spoof2 {e} 6666"),
+        format!("TAKEOVER spoof3 {e} 6666"),
         format!("DROP_REPLICS {victim_ip}"),
         // The original's forwarded forms (reflection to any address).
-        format!("RESOLVE {victim_ip} 9 s0"),
-        format!("REGISTER {e} 5000 s4 {e} 6666 99999999999999999 {key} {sig}"),
-        format!("REGISTER . . s5 {e} 6666 99999999999999999 {key} {sig}"),
+        format!("RESOLVE {victim_ip} 9 spoof0"),
+        format!("REGISTER {e} 5000 evil4 {e} 6666 99999999999999999 {key} {sig}"),
+        format!("REGISTER . . evil5 {e} 6666 99999999999999999 {key} {sig}"),
         // Our ring frames, with made-up cookies and request ids.
         "RING JOIN 11 0".into(),
         "RING JOIN 12 12345".into(),
@@ -377,15 +389,15 @@ fn spoofed_ring_frames_from_a_non_member_change_nothing() {
         "RING FIX 14 99".into(),
         "RING DROP 15 1 0 1000000000000000002".into(),
         format!("RING LEAVE 16 5 0 - 1 1@{e}:12345"),
-        format!("RING REPLICATE 17 3 1 s6 {e} 6666 99999999999999999 {key} {sig}"),
-        format!("RING FIND 18 1 5 REGISTER s7 {e} 6666 99999999999999999 {key} {sig}"),
+        format!("RING REPLICATE 17 3 1 evil6 {e} 6666 99999999999999999 {key} {sig}"),
+        format!("RING FIND 18 1 5 REGISTER evil7 {e} 6666 99999999999999999 {key} {sig}"),
         "RING SYNC 19 1 0 1000000000000000002 0 0".into(),
         "RING FETCH 20 1 0 1000000000000000002".into(),
         // Unsolicited replies.
         format!("RING STATE 21 1 1@{e}:12345 1 1@{e}:12345"),
         format!("RING WELCOME 22 5 0 1@{e}:12345 0"),
-        format!("RING RECORDS 23 0 1 1 s8 {e} 6666 99999999999999999 {key} {sig}"),
-        format!("RING FOUND 24 5 REC s9 {e} 6666 9 {key} {sig}"),
+        format!("RING RECORDS 23 0 1 1 evil8 {e} 6666 99999999999999999 {key} {sig}"),
+        format!("RING FOUND 24 5 REC evil9 {e} 6666 9 {key} {sig}"),
         format!("RING REFER 25 1@{e}:12345"),
         "RING ACK 26 0".into(),
         "RING SYNCED 27 1".into(),
@@ -401,7 +413,7 @@ fn spoofed_ring_frames_from_a_non_member_change_nothing() {
             "RING FIX 31 0".into(),
             "RING DROP 32 0 0 1000000000000000002".into(),
             format!("RING LEAVE 33 0 0 - 1 1@{e}:12345"),
-            format!("RING REPLICATE 34 0 1 s10 {e} 6666 99999999999999999 {key} {sig}"),
+            format!("RING REPLICATE 34 0 1 evil10 {e} 6666 99999999999999999 {key} {sig}"),
         ];
         f::send_raw(&evil, a, &cookie_frames, true);
     }
@@ -417,7 +429,7 @@ fn spoofed_ring_frames_from_a_non_member_change_nothing() {
     assert!(ring_order(&h0, &addrs).is_some());
     let after_resolve = f::resolve(&h0, &addrs[0], &us, 3000);
     assert_eq!(before_resolve, after_resolve, "records changed");
-    for extra in ["s4", "s5", "s6", "s7", "s8", "s10"] {
+    for extra in ["evil4", "evil5", "evil6", "evil7", "evil8", "evil10"] {
         let m = f::resolve(&h0, &addrs[0], &[extra.to_string()], 1500);
         assert!(
             m.get(extra).is_some_and(|r| r.starts_with("ERROR 404")),

@@ -567,6 +567,7 @@ impl Server {
         let leave_deadline = tokio::time::sleep(far);
         tokio::pin!(leave_deadline);
         let mut leaving = false;
+        let mut armed: Option<Instant> = None;
         self.drain().await;
         loop {
             if self.left {
@@ -577,7 +578,11 @@ impl Server {
                 .node
                 .poll_timeout()
                 .map_or(Instant::now() + far, |t| self.start + t);
-            timer.as_mut().reset(wake_at.into());
+            // Resetting a timer costs a trip through the timer wheel: only when it moved.
+            if armed != Some(wake_at) {
+                timer.as_mut().reset(wake_at.into());
+                armed = Some(wake_at);
+            }
             let wake = tokio::select! {
                 biased;
                 () = &mut shutdown, if !leaving => Wake::Shutdown,
@@ -647,7 +652,7 @@ impl Server {
                         }
                     }
                 }
-                Wake::Timer => {}
+                Wake::Timer => armed = None,
             }
             let now = self.now();
             if self.node.poll_timeout().is_some_and(|t| t <= now) {

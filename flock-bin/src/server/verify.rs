@@ -241,3 +241,83 @@ impl Drop for Pool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flock_crypto::PrivateKey;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    fn signed(key: &PrivateKey, user: &str, version: u64) -> Record {
+        let mut r = Record {
+            user: user.into(),
+            ip: "10.0.0.1".parse().expect("ip"),
+            port: 5000,
+            version,
+            pubkey_b64: key.public_key().to_b64(),
+            sig_b64: String::new(),
+        };
+        let mut rng = ChaCha20Rng::seed_from_u64(version);
+        r.sig_b64 =
+            flock_crypto::sign_b64(&mut rng, key, signed_text(&r).as_bytes()).expect("sign");
+        r
+    }
+
+    #[test]
+    fn accepts_valid_rejects_tampered_and_caches_both() {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let key = PrivateKey::generate(&mut rng).expect("key");
+        let v = RsaVerifier::new();
+        let good = signed(&key, "alice", 7);
+        assert!(v.verify(&good));
+        assert!(v.verify(&good), "second time from the cache");
+        assert_eq!(v.stats(), (1, 1));
+        let mut bad = good.clone();
+        bad.port = 5001;
+        assert!(!v.verify(&bad));
+        assert!(!v.verify(&bad));
+        assert_eq!(v.stats(), (2, 2));
+        let mut wrong_key = good.clone();
+        wrong_key.pubkey_b64 = "bm90IGEga2V5".into();
+        assert!(!v.verify(&wrong_key));
+        let unsigned = Record {
+            pubkey_b64: String::new(),
+            sig_b64: String::new(),
+            version: 0,
+            ..good.clone()
+        };
+        assert!(!v.verify(&unsigned));
+        // Clones share the cache.
+        let v2 = v.clone();
+        assert!(v2.verify(&good));
+        assert_eq!(v2.stats().0, 3);
+    }
+
+    #[test]
+    fn pool_verifies_ahead_and_returns_every_datagram() {
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let key = PrivateKey::generate(&mut rng).expect("key");
+        let v = RsaVerifier::new();
+        let (pool, mut rx) = Pool::new(2, &v, 16).expect("pool");
+        let from: SocketAddrV4 = "127.0.0.1:9".parse().expect("addr");
+        let recs: Vec<Record> = (1..=4).map(|i| signed(&key, "bob", i)).collect();
+        for r in &recs {
+            let f = Frame::Register(r.into()).encode_to_vec();
+            assert!(carries_records(&Frame::decode(&f).expect("decodes")));
+            assert!(pool.submit((from, f)));
+        }
+        for _ in 0..4 {
+            assert!(rx.blocking_recv().is_some());
+        }
+        // Every record is now a cache hit.
+        let (_, verifications) = v.stats();
+        assert_eq!(verifications, 4);
+        for r in &recs {
+            assert!(v.verify(r));
+        }
+        assert_eq!(v.stats(), (4, 4));
+        drop(rx);
+        drop(pool);
+    }
+}

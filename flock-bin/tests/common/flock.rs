@@ -128,6 +128,13 @@ pub fn flock(host: &Host, args: &[&str]) -> (bool, String) {
         .stdin(Stdio::null())
         .output()
         .expect("run flock");
+    if !out.status.success() && !out.stderr.is_empty() {
+        eprintln!(
+            "flock {args:?} in {}: {}",
+            host.ns,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
