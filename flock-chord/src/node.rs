@@ -50,6 +50,8 @@ struct Entry {
     table: Table,
     /// Last time a write or an owner's push touched it (for replica leases).
     touched: Now,
+    /// The record's contribution to range digests.
+    fp: u64,
 }
 
 /// A replica lease: `owner` said at `SYNC` time that we replicate `[lo, hi]`.
@@ -318,6 +320,7 @@ impl Node {
                     r.user.clone(),
                     Entry {
                         hash,
+                        fp: fingerprint(&r),
                         record: r,
                         table: Table::Owned,
                         touched: now,
@@ -2120,6 +2123,7 @@ impl Node {
             r.user.clone(),
             Entry {
                 hash,
+                fp: fingerprint(&r),
                 record: r,
                 table,
                 touched: now,
@@ -2178,9 +2182,7 @@ impl Node {
         for e in self.records.values() {
             if in_range_incl(e.hash, lo, hi) {
                 n += 1;
-                let r = &e.record;
-                let text = format!("{}|{}|{}|{}|{}", r.user, r.ip, r.port, r.version, r.sig_b64);
-                d = d.wrapping_add(fnv64(text.as_bytes()));
+                d = d.wrapping_add(e.fp);
             }
         }
         (n, d)
@@ -2696,6 +2698,12 @@ impl Node {
         m.insert("records", n.into());
         serde_json::to_string(&m).unwrap_or_default()
     }
+}
+
+/// A record's contribution to the order-independent digest of a range.
+fn fingerprint(r: &Record) -> u64 {
+    let text = format!("{}|{}|{}|{}|{}", r.user, r.ip, r.port, r.version, r.sig_b64);
+    fnv64(text.as_bytes())
 }
 
 /// `x` in the inclusive clockwise range `[lo, hi]`.

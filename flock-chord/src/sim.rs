@@ -385,7 +385,14 @@ impl Sim {
             return;
         }
         let copies = if self.chance(self.net.dup) { 2 } else { 1 };
-        for _ in 0..copies {
+        let mut frame = Some(frame);
+        for copy in 0..copies {
+            let f = if copy + 1 == copies {
+                frame.take()
+            } else {
+                frame.clone()
+            };
+            let Some(f) = f else { break };
             let span = self
                 .net
                 .latency_max
@@ -394,7 +401,7 @@ impl Sim {
             let lat = self.net.latency_min + Duration::from_micros(self.rand(span + 1));
             let id = self.seq;
             self.seq += 1;
-            self.frames.insert(id, frame.clone());
+            self.frames.insert(id, f);
             self.queue.push(Reverse((
                 self.now + lat,
                 id,
