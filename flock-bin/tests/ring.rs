@@ -110,14 +110,14 @@ fn five_servers_form_one_ring_by_broadcast() {
         &dir.path().join("keys"),
         &u
     ));
-    for i in 0..5 {
+    for (i, a) in addrs.iter().enumerate() {
         wait_for(
-            &format!("alice via node {i}"),
+            &format!("alice via node {}", i + 1),
             Duration::from_secs(10),
-            || all_resolve(net.host(i), &addrs[i], &u, 1500).then_some(()),
+            || all_resolve(net.host(i), a, &u, 1500).then_some(()),
         );
     }
-    let _ = &mut cl;
+    drop(cl);
 }
 
 #[test]

@@ -57,7 +57,7 @@ pub struct ServerArgs {
     /// PING-only port (default: command port + 1, i.e. 12346; 0 disables it).
     #[arg(long)]
     pub ping_port: Option<u16>,
-    /// Data directory (default: ./data/<NAME>); the database is `server.db` inside.
+    /// Data directory (default: `./data/<NAME>`); the database is `server.db` inside.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Replicas per record besides the owner (successor list length = replicas + 1).

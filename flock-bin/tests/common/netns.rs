@@ -48,7 +48,7 @@ fn ip(args: &[&str]) -> Result<(), String> {
 pub fn have_root() -> bool {
     let euid = Command::new("id").arg("-u").output().ok();
     let root = euid.is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    root && Path::new("/usr/sbin/ip").exists() || root && Path::new("/sbin/ip").exists()
+    root && (Path::new("/usr/sbin/ip").exists() || Path::new("/sbin/ip").exists())
 }
 
 impl Net {
