@@ -40,7 +40,7 @@
 //! FETCH     rid cookie lo hi                    ; send me every record hashing in [lo, hi] -> RECORDS
 //! FIX       rid cookie                          ; something failed: stabilize now -> ACK
 //! LEAVE     rid cookie chunks opt-peer peers    ; I leave: my pred and successors; RECORDS follow
-//! DROP      rid cookie lo hi                    ; responsibility moved: drop replicas in [lo, hi] -> ACK
+//! DROP      rid cookie lo hi                    ; reserved: acknowledged; replicas expire by SYNC lease
 //! ```
 //!
 //! Error codes in `FOUND ... ERR`: `404`, `PAYLOAD`, `KEY`, `SIG`, `STALE` (the original's
