@@ -438,4 +438,32 @@ fn spoofed_ring_frames_from_a_non_member_change_nothing() {
     }
     let s = status(&h0, &addrs[1]).expect("status");
     eprintln!("victim counters after the attack: {}", s["counters"]);
+
+    // A non-member that answers the cookie challenge proves only that it owns its
+    // address. Claiming a ring position just before a node makes the ring machine
+    // (Zave's rectify) take it as that node's predecessor until it fails the liveness
+    // checks; the range, the successors and the records never change, and the ring is
+    // back as before within seconds.
+    let before_ring = wait_for("ring order", Duration::from_secs(10), || {
+        ring_order(&h0, &addrs)
+    });
+    for a in &addrs {
+        let id = status(&h0, a).expect("status")["id"]
+            .as_str()
+            .and_then(|x| x.parse::<u64>().ok())
+            .expect("id");
+        let claim = id.saturating_sub(1).max(1);
+        f::send_raw(&evil, a, &[format!("RING RECTIFY 41 0 {claim}")], true);
+    }
+    let t = Instant::now();
+    wait_for(
+        "the ring as before the RECTIFY claims",
+        Duration::from_secs(15),
+        || (snapshot(&h0)? == before && ring_order(&h0, &addrs)? == before_ring).then_some(()),
+    );
+    eprintln!(
+        "SPOOF: ring restored {:.2} s after cookie-answering RECTIFY claims",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(f::resolve(&h0, &addrs[0], &us, 3000), before_resolve);
 }
