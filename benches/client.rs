@@ -55,7 +55,10 @@ fn options(user: &str, dir: &std::path::Path, server: SocketAddrV4) -> ClientOpt
 
 async fn wait_registered(c: &mut Client) {
     while let Some(e) = c.next_event().await {
-        if matches!(e, ClientEvent::Protocol(Event::Connection(ConnectionState::Registered { .. }))) {
+        if matches!(
+            e,
+            ClientEvent::Protocol(Event::Connection(ConnectionState::Registered { .. }))
+        ) {
             return;
         }
     }
@@ -197,7 +200,11 @@ impl Parts {
             .encrypt(&Nonce::from(n), self.text.as_slice())
             .expect("encrypt");
         let cipher = Aes256Gcm::new_from_slice(&k).expect("key");
-        black_box(cipher.decrypt(&Nonce::from(n), ct.as_slice()).expect("decrypt"));
+        black_box(
+            cipher
+                .decrypt(&Nonce::from(n), ct.as_slice())
+                .expect("decrypt"),
+        );
     }
 }
 

@@ -1267,11 +1267,15 @@ impl<R: CryptoRng> Client<R> {
                 self.fail(user, id);
                 continue;
             }
-            self.store(StoreOp::Attempt {
-                to: user.to_owned(),
-                msg_id: id,
-                next_attempt_at_ms: next,
-            });
+            if !first {
+                // The first send is recorded by `Sent`; a restart makes every entry due
+                // at once anyway, so only retries need their count kept.
+                self.store(StoreOp::Attempt {
+                    to: user.to_owned(),
+                    msg_id: id,
+                    next_attempt_at_ms: next,
+                });
+            }
             if first {
                 self.store(StoreOp::Sent {
                     to: user.to_owned(),
