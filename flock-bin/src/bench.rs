@@ -25,6 +25,11 @@ pub struct BenchArgs {
     /// Registrations in the REGISTER run (each freshly signed: signing takes a while).
     #[arg(long, default_value_t = 20_000)]
     pub registers: usize,
+    /// Echo and RESOLVE run in this many alternating rounds (each a share of
+    /// `--requests`); the table shows the median round, so that load from elsewhere on
+    /// the machine hits both alike.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
     /// Requests kept in flight.
     #[arg(long, default_value_t = 32)]
     pub inflight: usize,
@@ -61,6 +66,8 @@ pub struct RunStats {
     pub p50: Duration,
     /// 99th percentile latency.
     pub p99: Duration,
+    /// Every latency, in microseconds, sorted.
+    lat: Vec<u32>,
 }
 
 impl RunStats {
@@ -68,6 +75,31 @@ impl RunStats {
     pub fn rate(&self) -> f64 {
         self.replies as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
+
+    /// Several rounds of one workload: the median round's rate, latencies over all.
+    fn merge(mut runs: Vec<Self>) -> Self {
+        runs.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+        let mid = &runs[runs.len() / 2];
+        let mut lat: Vec<u32> = runs.iter().flat_map(|r| r.lat.iter().copied()).collect();
+        lat.sort_unstable();
+        Self {
+            replies: mid.replies,
+            bad: runs.iter().map(|r| r.bad).sum(),
+            lost: runs.iter().map(|r| r.lost).sum(),
+            elapsed: mid.elapsed,
+            p50: percentile(&lat, 0.50),
+            p99: percentile(&lat, 0.99),
+            lat,
+        }
+    }
+}
+
+fn percentile(sorted: &[u32], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    Duration::from_micros(u64::from(sorted[i.min(sorted.len() - 1)]))
 }
 
 /// Sends `requests` to `server` keeping `inflight` outstanding; `ok` classifies replies.
@@ -119,20 +151,14 @@ pub fn drive(
     }
     let elapsed = t0.elapsed();
     lat.sort_unstable();
-    let pct = |p: f64| -> Duration {
-        if lat.is_empty() {
-            return Duration::ZERO;
-        }
-        let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
-        Duration::from_micros(u64::from(lat[i.min(lat.len() - 1)]))
-    };
     Ok(RunStats {
         replies: lat.len(),
         bad,
         lost,
         elapsed,
-        p50: pct(0.50),
-        p99: pct(0.99),
+        p50: percentile(&lat, 0.50),
+        p99: percentile(&lat, 0.99),
+        lat,
     })
 }
 
@@ -287,10 +313,8 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         .map(|i| format!("RESOLVE {}", user_name(i % users)).into_bytes())
         .collect();
 
-    // 1. The baseline.
+    // 1. The baseline (kept running: its rounds alternate with the node's).
     let echo = Echo::start()?;
-    let echo_stats = drive(echo.addr, &resolves, args.inflight, |_| true)?;
-    drop(echo);
 
     // 2. A real node with a durable store in a temporary directory.
     let dir: PathBuf = std::env::temp_dir().join(format!("flock-bench-{}", std::process::id()));
@@ -316,25 +340,43 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
             pre.bad, pre.lost
         );
     }
-    let resolve_stats = drive(addr, &resolves, args.inflight, |b| b.starts_with(b"OK "))?;
-    let register32 = drive(
-        addr,
-        &updates[..updates.len() / 4],
-        args.inflight,
-        is_registered,
-    )?;
+    let rounds = args.rounds.max(1);
+    let per = (resolves.len() / rounds).max(1);
+    let (mut echo_runs, mut resolve_runs) = (Vec::new(), Vec::new());
+    for chunk in resolves.chunks(per).take(rounds) {
+        echo_runs.push(drive(echo.addr, chunk, args.inflight, |_| true)?);
+        resolve_runs.push(drive(addr, chunk, args.inflight, |b| {
+            b.starts_with(b"OK ")
+        })?);
+    }
+    drop(echo);
+    let echo_stats = RunStats::merge(echo_runs);
+    let resolve_stats = RunStats::merge(resolve_runs);
+    let q = updates.len() / 4;
+    let register32 = drive(addr, &updates[..q], args.inflight, is_registered)?;
     let register_stats = drive(
         addr,
-        &updates[updates.len() / 4..],
+        &updates[q..3 * q],
         args.register_inflight,
         is_registered,
     )?;
+    // The same path with the signatures already in the node's cache: what the durable
+    // batched writes and the ring machine sustain without the RSA cost.
+    let warm = &updates[3 * q..];
+    for r in warm {
+        if let Ok(flock_proto::Frame::Register(reg)) = flock_proto::Frame::decode(r) {
+            flock_chord::RecordVerifier::verify(node.verifier(), &reg.to_record());
+        }
+    }
+    let register_warm = drive(addr, warm, args.register_inflight, is_registered)?;
+    let status = tools::status(node.addr, Duration::from_secs(2)).ok();
     node.stop()?;
     let _ = std::fs::remove_dir_all(&dir);
 
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "\nflock bench: loopback, {} in flight, {cores} cores, server batch {}",
+        "\nflock bench: loopback, {} in flight, {cores} cores, server batch {}, \
+         echo/RESOLVE: median of {rounds} alternating rounds",
         args.inflight, args.batch
     );
     println!(
@@ -350,10 +392,30 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         &register_stats,
         Some(e),
     );
+    row(
+        &format!("REG/{}*", args.register_inflight),
+        &register_warm,
+        Some(e),
+    );
     println!(
         "(RSA-PSS verify on one core of this machine, same run: {verify_rate:.0}/s; \
-         REG/n = REGISTER with n in flight)"
+         REG/n = REGISTER with n in flight; * = signatures verified before the run)"
     );
+    if let Some(s) = status {
+        let net = &s["net"];
+        let (b, o) = (
+            net["store_batches"].as_u64().unwrap_or(0),
+            net["store_ops"].as_u64().unwrap_or(0),
+        );
+        println!(
+            "(node: {b} commits for {o} stored changes, {:.1} per commit, largest {}; \
+             {} RSA verifications, {} cache hits)",
+            o as f64 / b.max(1) as f64,
+            net["largest_batch"],
+            net["verifications"],
+            net["verify_cache_hits"],
+        );
+    }
     let r = resolve_stats.rate() / e;
     println!(
         "\ngoals: RESOLVE >= 75% of echo: {:.0}% ({}); REGISTER >= 10000/s durable: {:.0}/s ({})",

@@ -163,7 +163,7 @@ pub fn run(args: ServerArgs) -> Result<(), ServerError> {
                 let _ = tokio::signal::ctrl_c().await;
             }
         });
-        serve(args, shutdown, None).await
+        serve(args, shutdown, None, RsaVerifier::new()).await
     })
 }
 
@@ -172,11 +172,17 @@ pub fn run(args: ServerArgs) -> Result<(), ServerError> {
 pub struct Running {
     /// The node's command address.
     pub addr: SocketAddrV4,
+    verifier: RsaVerifier,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<Result<(), ServerError>>>,
 }
 
 impl Running {
+    /// The node's signature verifier (its caches are shared with the node).
+    pub fn verifier(&self) -> &RsaVerifier {
+        &self.verifier
+    }
+
     /// Asks the server to leave and waits for its thread.
     pub fn stop(mut self) -> Result<(), ServerError> {
         self.shutdown()
@@ -205,6 +211,8 @@ impl Drop for Running {
 pub fn start(args: ServerArgs) -> Result<Running, ServerError> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let verifier = RsaVerifier::new();
+    let v = verifier.clone();
     let thread = std::thread::Builder::new()
         .name(format!("flock-server-{}", args.name))
         .spawn(move || {
@@ -216,13 +224,14 @@ pub fn start(args: ServerArgs) -> Result<Running, ServerError> {
                 let shutdown = Box::pin(async move {
                     let _ = stop_rx.await;
                 });
-                serve(args, shutdown, Some(ready_tx)).await
+                serve(args, shutdown, Some(ready_tx), v).await
             })
         })
         .map_err(io_err("spawn server thread"))?;
     match ready_rx.recv() {
         Ok(addr) => Ok(Running {
             addr,
+            verifier,
             stop: Some(stop_tx),
             thread: Some(thread),
         }),
@@ -290,6 +299,7 @@ async fn serve(
     args: ServerArgs,
     shutdown: Shutdown,
     ready: Option<std::sync::mpsc::Sender<SocketAddrV4>>,
+    verifier: RsaVerifier,
 ) -> Result<(), ServerError> {
     if args.replicas > 16 {
         return Err(ServerError::Config("--replicas: at most 16".into()));
@@ -427,7 +437,6 @@ async fn serve(
     };
     let mut seed = [0u8; 8];
     getrandom::fill(&mut seed).map_err(|e| ServerError::Config(format!("OS randomness: {e}")))?;
-    let verifier = RsaVerifier::new();
     let threads = args.verify_threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
