@@ -21,6 +21,8 @@ const FINGERS: usize = 60;
 const BUSY_RETRY: Duration = Duration::from_millis(100);
 /// How long an incomplete incoming transfer is kept.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a dead peer is remembered and probed.
+const GHOST_TTL: Duration = Duration::from_secs(600);
 /// Most cookies remembered (cleared when full).
 const MAX_COOKIES: usize = 8192;
 
@@ -230,6 +232,14 @@ pub struct Node {
     last_fix: Option<Now>,
     leave_xfer: Option<u64>,
     discover_rid: u64,
+    /// Peers declared dead, probed now and then: a partition that healed shows up as a
+    /// live node between us and our successor, which Zave's rule then adopts (this merges
+    /// rings that a long partition split). Value: when to forget it.
+    ghosts: BTreeMap<SocketAddrV4, Now>,
+    /// Stabilize rounds, to pace ghost probes.
+    rounds: u64,
+    /// Set while serving a JOIN: the joiner gets the records in its WELCOME.
+    no_handover: bool,
 }
 
 impl std::fmt::Debug for Node {
@@ -312,6 +322,9 @@ impl Node {
             last_fix: None,
             leave_xfer: None,
             discover_rid: 0,
+            ghosts: BTreeMap::new(),
+            rounds: 0,
+            no_handover: false,
         };
         for r in records {
             if verify::check(None, &r, node.verifier.as_ref()).is_ok() {
@@ -666,6 +679,10 @@ impl Node {
             Timer::Stabilize => {
                 if self.is_member() {
                     self.stabilize(now);
+                    self.rounds += 1;
+                    if self.rounds.is_multiple_of(4) {
+                        self.probe_ghost(now);
+                    }
                 }
                 self.timers
                     .insert(Timer::Stabilize, now + self.cfg.stabilize_interval);
@@ -786,6 +803,7 @@ impl Node {
             }
         }
         self.serving.retain(|_, s| s.until > now);
+        self.ghosts.retain(|_, t| *t > now);
         self.lookups_expire(now);
         if !self.is_member() {
             return;
@@ -1035,7 +1053,10 @@ impl Node {
                     Purpose::Stabilize => {
                         self.on_succ_state(now, Peer { id, addr: from }, pred, succs)
                     }
-                    Purpose::Adopt => self.on_adopt_state(now, Peer { id, addr: from }, succs),
+                    Purpose::Adopt => {
+                        self.ghosts.remove(&from);
+                        self.on_adopt_state(now, Peer { id, addr: from }, succs)
+                    }
                     _ => {}
                 }
             }
@@ -1184,6 +1205,32 @@ impl Node {
             };
             self.request(now, t, RingFrame::GetState { rid, cookie: 0 }, purpose);
         }
+    }
+
+    /// Asks one remembered dead peer for its state; if it is alive again and lies between
+    /// us and our successor, [`Self::on_adopt_state`] adopts it.
+    fn probe_ghost(&mut self, now: Now) {
+        let pick = self.rounds / 4;
+        let n = self.ghosts.len() as u64;
+        if n == 0 {
+            return;
+        }
+        let Some(addr) = self.ghosts.keys().nth((pick % n) as usize).copied() else {
+            return;
+        };
+        if self.succs.iter().any(|p| p.addr == addr)
+            || self.has_pending_purpose(addr, &Purpose::Adopt)
+        {
+            self.ghosts.remove(&addr);
+            return;
+        }
+        let rid = self.rng.next_u64();
+        self.request(
+            now,
+            addr,
+            RingFrame::GetState { rid, cookie: 0 },
+            Purpose::Adopt,
+        );
     }
 
     /// An immediate round (FIX, or a failure just seen), rate limited.
@@ -1424,16 +1471,29 @@ impl Node {
                     // nothing left to take over
                 }
             }
-            if let Some(s) = self.succs.first().copied() {
-                let moved: Vec<Record> = self
+            if let Some(s) = self.succs.first().copied().filter(|_| !self.no_handover) {
+                let mut moved: Vec<Record> = self
                     .records
                     .values()
                     .filter(|e| in_range(e.hash, new_end, old_end))
                     .map(|e| e.record.clone())
                     .collect();
-                if !moved.is_empty() {
-                    self.counters.add("handover_records", moved.len() as u64);
-                    for chunk in chunk_records(moved) {
+                self.counters.add("handover_records", moved.len() as u64);
+                // Each record goes to its owner through the ring (after a merge the part
+                // we give up spans several owners); the owner applies the record rules.
+                let room = (self.cfg.max_pending / 2).saturating_sub(self.lookups.len());
+                let rest = moved.split_off(moved.len().min(room));
+                for r in moved {
+                    let key = ring_hash(&r.user);
+                    self.start_lookup(
+                        now,
+                        LookupFor::Finger { index: usize::MAX },
+                        key,
+                        FindOp::Register { record: r },
+                    );
+                }
+                if !rest.is_empty() {
+                    for chunk in chunk_records(rest) {
                         let rid = self.rng.next_u64();
                         self.request(
                             now,
@@ -1504,6 +1564,9 @@ impl Node {
     /// A successor did not answer `dead_after` tries: drop it, shift, repair at once.
     fn peer_dead(&mut self, now: Now, addr: SocketAddrV4) {
         self.counters.inc("peer_dead");
+        if self.ghosts.len() < 4 * self.cfg.r {
+            self.ghosts.insert(addr, now + GHOST_TTL);
+        }
         self.failures.remove(&addr);
         self.event(Event::PeerDead { addr });
         for f in self.fingers.iter_mut() {
@@ -1598,7 +1661,9 @@ impl Node {
         let mut list = vec![joiner];
         list.extend(self.succs.iter().copied());
         let list = self.merge_list(joiner, &list[1..]);
+        self.no_handover = true;
         self.set_succs(now, list);
+        self.no_handover = false;
     }
 
     fn on_leave(

@@ -268,6 +268,15 @@ impl Sim {
         }
     }
 
+    /// Cuts every link between the two groups (both ways) for `dur`.
+    pub fn split(&mut self, a: &[SocketAddrV4], b: &[SocketAddrV4], dur: Duration) {
+        for x in a {
+            for y in b {
+                self.partition(*x, *y, false, dur);
+            }
+        }
+    }
+
     /// Live (not crashed, not left) hosts.
     pub fn live(&self) -> Vec<SocketAddrV4> {
         self.hosts
