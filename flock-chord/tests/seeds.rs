@@ -24,6 +24,9 @@ enum Mix {
     Churn,
     /// Short symmetric and one-way partitions plus loss, with crashes.
     Partitions,
+    /// Partitions longer than the failure detector (the ring splits, then must merge),
+    /// with writes on both sides.
+    Splits,
 }
 
 impl Mix {
@@ -33,6 +36,7 @@ impl Mix {
             "lossy" => Self::Lossy,
             "churn" => Self::Churn,
             "partitions" => Self::Partitions,
+            "splits" => Self::Splits,
             _ => return None,
         })
     }
@@ -42,6 +46,7 @@ impl Mix {
             Self::Lossy => "lossy",
             Self::Churn => "churn",
             Self::Partitions => "partitions",
+            Self::Splits => "splits",
         }
     }
 }
@@ -64,6 +69,10 @@ fn net(mix: Mix) -> NetConfig {
             latency_max: ms(20),
             loss: 0.02,
             dup: 0.02,
+            ..NetConfig::default()
+        },
+        Mix::Splits => NetConfig {
+            latency_max: ms(20),
             ..NetConfig::default()
         },
     }
@@ -184,6 +193,7 @@ fn scenario_inner(seed: u64, mix: Mix, holder: &mut Option<Sim>) -> Result<(), V
                     }
                 }
             }
+            Mix::Splits => {}
             Mix::Partitions => {
                 let live = sim.members();
                 for _ in 0..(1 + sim.rand(4)) {
@@ -205,6 +215,33 @@ fn scenario_inner(seed: u64, mix: Mix, holder: &mut Option<Sim>) -> Result<(), V
                 }
             }
         }
+        let mut split_until = None;
+        if mix == Mix::Splits {
+            // Cut the ring into two arcs (or isolate one node) for 2 to 15 s.
+            let mut order: Vec<(u64, SocketAddrV4)> = sim
+                .members()
+                .into_iter()
+                .map(|a| (sim.node(a).unwrap().id(), a))
+                .collect();
+            order.sort();
+            let order: Vec<SocketAddrV4> = order.into_iter().map(|(_, a)| a).collect();
+            if order.len() >= 2 {
+                let start = sim.rand(order.len() as u64) as usize;
+                let len = 1 + sim.rand((order.len() - 1) as u64) as usize;
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                for (i, x) in order.iter().enumerate() {
+                    if (i + order.len() - start) % order.len() < len {
+                        a.push(*x);
+                    } else {
+                        b.push(*x);
+                    }
+                }
+                let d = ms(2000 + sim.rand(13_000));
+                sim.check_every = 0;
+                sim.split(&a, &b, d);
+                split_until = Some(sim.now + d);
+            }
+        }
         // Traffic during the fault.
         for i in 0..4 {
             let u = &users[sim.rand(users.len() as u64) as usize];
@@ -215,8 +252,13 @@ fn scenario_inner(seed: u64, mix: Mix, holder: &mut Option<Sim>) -> Result<(), V
             let d = ms(sim.rand(300));
             sim.run_for(d)?;
         }
+        if let Some(t) = split_until {
+            sim.run_until(t)?;
+        }
         sim.net.loss = 0.0;
-        sim.run_until_ideal(Duration::from_secs(60), ms(500))?;
+        // After a split the two rings merge first; "one ring" holds again from then on.
+        sim.run_until_ideal(Duration::from_secs(90), ms(500))?;
+        sim.check_every = 1;
         sim.net = net(mix);
     }
 
@@ -286,4 +328,9 @@ fn seeds_churn() {
 #[test]
 fn seeds_partitions() {
     run_mix(Mix::Partitions, 50, 4000);
+}
+
+#[test]
+fn seeds_splits() {
+    run_mix(Mix::Splits, 50, 5000);
 }
