@@ -308,6 +308,7 @@ pub fn send_raw(
 ) -> Result<Vec<Vec<u8>>, ToolError> {
     use flock_proto::ring::RingFrame;
     let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    sock.set_broadcast(true)?;
     sock.set_read_timeout(Some(Duration::from_millis(20)))?;
     let mut replies = Vec::new();
     let mut buf = vec![0u8; 1 << 16];

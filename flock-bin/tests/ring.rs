@@ -73,12 +73,12 @@ fn addr_of(h: &Host) -> String {
 
 /// Starts node 0 alone, waits until it founds the ring, then starts the others at once;
 /// all find the ring by broadcast. Waits for one consistent ring.
-fn form_ring(net: &Net, cl: &mut Cluster, dir: &Path, n: usize) -> Vec<String> {
+fn form_ring(net: &Net, cl: &mut Cluster, dir: &Path, n: usize, extra: &[&str]) -> Vec<String> {
     let h0 = net.host(0).clone();
-    cl.start(&h0, "n1", dir, &[]);
+    cl.start(&h0, "n1", dir, extra);
     wait_member(&h0, &addr_of(&h0), Duration::from_secs(20));
     for i in 1..n {
-        cl.start(net.host(i), &format!("n{}", i + 1), dir, &[]);
+        cl.start(net.host(i), &format!("n{}", i + 1), dir, extra);
     }
     let addrs: Vec<String> = (0..n).map(|i| addr_of(net.host(i))).collect();
     wait_ring(&h0, &addrs, Duration::from_secs(60))
@@ -92,7 +92,7 @@ fn five_servers_form_one_ring_by_broadcast() {
     };
     let dir = f::tempdir("five");
     let mut cl = Cluster::new();
-    let order = form_ring(&net, &mut cl, dir.path(), 5);
+    let order = form_ring(&net, &mut cl, dir.path(), 5, &[]);
     eprintln!("ring order: {order:?}");
     // Every node sees the same ring.
     let addrs: Vec<String> = (0..5).map(|i| addr_of(net.host(i))).collect();
@@ -100,6 +100,33 @@ fn five_servers_form_one_ring_by_broadcast() {
         assert!(
             ring_order(net.host(i), &addrs).is_some(),
             "ring as seen from node {i}"
+        );
+    }
+    // Discovery as the original's clients do it: multicast DISCOVER_SERVER gets every
+    // server's IP, broadcast DISCOVER every server's name.
+    let ips = f::send_raw(
+        net.host(0),
+        "224.0.0.1:10003",
+        &["DISCOVER_SERVER".into()],
+        false,
+    );
+    for i in 0..5 {
+        let ip = net.host(i).ip.to_string();
+        assert!(
+            ips.lines().any(|l| l == ip),
+            "{ip} answers DISCOVER_SERVER: {ips:?}"
+        );
+    }
+    let names = f::send_raw(
+        net.host(0),
+        "255.255.255.255:12345",
+        &["DISCOVER".into()],
+        false,
+    );
+    for i in 1..=5 {
+        assert!(
+            names.lines().any(|l| l == format!("n{i}")),
+            "n{i} answers DISCOVER: {names:?}"
         );
     }
     // A user registered through one node resolves through every other.
@@ -129,7 +156,9 @@ fn original_acceptance_scenario() {
     let h4 = net.add_host().expect("host 4");
     let dir = f::tempdir("accept");
     let mut cl = Cluster::new();
-    form_ring(&net, &mut cl, dir.path(), 3);
+    // The original's defaults: no --bind (0.0.0.0, broadcasts on the command socket).
+    let defaults = ["--bind", "-"];
+    form_ring(&net, &mut cl, dir.path(), 3, &defaults);
     let keys = dir.path().join("keys");
     let names = ["alice", "bob", "carol"];
     for (i, name) in names.iter().enumerate() {
@@ -149,7 +178,7 @@ fn original_acceptance_scenario() {
         cl.get(2).terminate(Duration::from_secs(10)),
         "node 3 exits on SIGTERM"
     );
-    let i4 = cl.start(&h4, "n4", dir.path(), &[]);
+    let i4 = cl.start(&h4, "n4", dir.path(), &defaults);
     let a1 = cl.addr(0);
     let a4 = cl.addr(i4);
     wait_ring(&h4, &[a1.clone(), a4.clone()], Duration::from_secs(30));
@@ -181,7 +210,7 @@ fn kill_adjacent(k: usize) {
     };
     let dir = f::tempdir(&test);
     let mut cl = Cluster::new();
-    let order = form_ring(&net, &mut cl, dir.path(), 6);
+    let order = form_ring(&net, &mut cl, dir.path(), 6, &[]);
     let us = users("user", 30);
     let keys = dir.path().join("keys");
     for (i, chunk) in us.chunks(5).enumerate() {
@@ -260,7 +289,7 @@ fn restarted_node_rejoins_with_its_records() {
     };
     let dir = f::tempdir("restart");
     let mut cl = Cluster::new();
-    form_ring(&net, &mut cl, dir.path(), 4);
+    form_ring(&net, &mut cl, dir.path(), 4, &[]);
     let us = users("rec", 20);
     let keys = dir.path().join("keys");
     assert!(register(net.host(0), &cl.addr(0), &keys, &us));
@@ -333,7 +362,7 @@ fn spoofed_ring_frames_from_a_non_member_change_nothing() {
     let evil = net.add_host().expect("attacker host");
     let dir = f::tempdir("spoof");
     let mut cl = Cluster::new();
-    form_ring(&net, &mut cl, dir.path(), 4);
+    form_ring(&net, &mut cl, dir.path(), 4, &[]);
     let us = users("spoof", 12);
     let keys = dir.path().join("keys");
     assert!(register(net.host(0), &cl.addr(0), &keys, &us));

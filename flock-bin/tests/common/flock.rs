@@ -41,9 +41,18 @@ impl Server {
             .open(log)
             .expect("open log");
         let ip = host.ip.to_string();
+        // `--bind -` (a test convention): no --bind at all, the original's defaults.
+        let bind: Vec<&str> = if extra.first() == Some(&"--bind") && extra.get(1) == Some(&"-") {
+            Vec::new()
+        } else {
+            vec!["--bind", &ip]
+        };
+        let extra = if bind.is_empty() { &extra[2..] } else { extra };
         let child = host
             .command(bin())
-            .args(["server", name, "--bind", &ip, "--data-dir"])
+            .args(["server", name])
+            .args(&bind)
+            .arg("--data-dir")
             .arg(data)
             .args(extra)
             .env("RUST_LOG", "info")
