@@ -402,13 +402,13 @@ fn spoofed_ring_frames_from_a_non_member_change_nothing() {
         format!("PRED_CHANGE {e}"),
         format!("SUCC {e} {e}"),
         "FIX".into(),
-        format!("REPLIC spoof0 {e} 6666 99999999999999999 {key}"),
-        format!("TAKEOVER spoof1 {e} 6666 99999999999999999 {key}"),
-        format!("REPLIC spoof2 {e} 6666"),
-        format!("TAKEOVER spoof3 {e} 6666"),
+        format!("REPLIC a0_spoof {e} 6666 99999999999999999 {key}"),
+        format!("TAKEOVER b1_spoof {e} 6666 99999999999999999 {key}"),
+        format!("REPLIC c2_spoof {e} 6666"),
+        format!("TAKEOVER d3_spoof {e} 6666"),
         format!("DROP_REPLICS {victim_ip}"),
         // The original's forwarded forms (reflection to any address).
-        format!("RESOLVE {victim_ip} 9 spoof0"),
+        format!("RESOLVE {victim_ip} 9 a0_spoof"),
         format!("REGISTER {e} 5000 evil4 {e} 6666 99999999999999999 {key} {sig}"),
         format!("REGISTER . . evil5 {e} 6666 99999999999999999 {key} {sig}"),
         // Our ring frames, with made-up cookies and request ids.

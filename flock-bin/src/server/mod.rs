@@ -592,8 +592,9 @@ impl Server {
                 timer.as_mut().reset(wake_at.into());
                 armed = Some(wake_at);
             }
+            // Unbiased: under a flood on one socket the others, the verified registrations
+            // and the timers still get their turn.
             let wake = tokio::select! {
-                biased;
                 () = &mut shutdown, if !leaving => Wake::Shutdown,
                 () = &mut leave_deadline, if leaving => Wake::LeaveTimeout,
                 r = self.sock.recv_from(&mut buf) => Wake::Command(r),

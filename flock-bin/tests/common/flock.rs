@@ -254,9 +254,12 @@ pub fn wait_member(host: &Host, addr: &str, limit: Duration) {
     });
 }
 
-/// `n` usernames with a prefix.
+/// `n` usernames ending in `_prefix`. They start with different letters: the ring hash
+/// is a polynomial, so names that differ only at the end land next to each other.
 pub fn users(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}{i}")).collect()
+    (0..n)
+        .map(|i| format!("{}{i}_{prefix}", char::from(b'a' + (i % 26) as u8)))
+        .collect()
 }
 
 /// A fresh temporary directory for a test.
