@@ -29,7 +29,7 @@ struct Proc {
 impl Proc {
     fn spawn(name: &str, args: &[String], log: &Path) -> Self {
         let stderr = std::fs::File::create(log).expect("log file");
-        let mut child = Command::new(FLOCK)
+        let child = Command::new(FLOCK)
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::piped())
@@ -37,6 +37,10 @@ impl Proc {
             .stderr(stderr)
             .spawn()
             .expect("spawn flock");
+        Self::adopt(name, child)
+    }
+
+    fn adopt(name: &str, mut child: Child) -> Self {
         let stdout = child.stdout.take().expect("stdout");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&lines);
@@ -409,4 +413,130 @@ fn key_change_blocks_sending_until_accepted() {
     bob2.say("@alice");
     bob2.say("new me");
     alice.contains("<bob> new me");
+}
+
+/// An original-format client in Python (the original's library, `cryptography`): signed
+/// 7-field REGISTER, PING answered, unknown frames (HELLO, SMESSAGE) ignored, MESSAGE
+/// opened with an 8192-byte receive buffer as the original reads; `send <peer> <text>` on
+/// stdin resolves the peer, PINGs it from a fresh socket (0.5 s) and sends MESSAGE.
+const ORIGINAL_PEER: &str = r#"
+import base64, os, socket, sys, threading, time
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+user, server = sys.argv[1], ("127.0.0.1", int(sys.argv[2]))
+key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                    serialization.PublicFormat.SubjectPublicKeyInfo)
+pub_b64 = base64.b64encode(pem).decode()
+oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+port = s.getsockname()[1]
+version = time.time_ns()
+text = f"{user}|127.0.0.1|{port}|{version}|{pub_b64}".encode()
+sig = key.sign(text, padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
+                                 salt_length=padding.PSS.MAX_LENGTH), hashes.SHA256())
+s.sendto(f"REGISTER {user} 127.0.0.1 {port} {version} {pub_b64} "
+         f"{base64.b64encode(sig).decode()}".encode(), server)
+
+def out(line):
+    print(line, flush=True)
+
+def request(frame):
+    r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    r.settimeout(3)
+    r.sendto(frame.encode(), server)
+    return r.recvfrom(65535)[0].decode()
+
+def send(peer, msg):
+    reply = request(f"RESOLVE {peer}").split(" ")
+    ip, pport, peer_key = reply[1], int(reply[2]), reply[3]
+    pub = serialization.load_pem_public_key(base64.b64decode(peer_key))
+    aes_key = AESGCM.generate_key(bit_length=256)
+    nonce = os.urandom(12)
+    wrapped = pub.encrypt(aes_key, oaep)
+    payload = len(wrapped).to_bytes(2, "big") + wrapped + nonce + \
+        AESGCM(aes_key).encrypt(nonce, msg.encode(), None)
+    p = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    p.settimeout(0.5)
+    p.sendto(b"PING", (ip, pport))
+    if p.recvfrom(64)[0] != b"PONG":
+        out("NO PONG")
+        return
+    s.sendto(f"MESSAGE {user} {base64.b64encode(payload).decode()}".encode(), (ip, pport))
+    out("SENT")
+
+def commands():
+    for line in sys.stdin:
+        cmd, peer, msg = line.rstrip("\n").split(" ", 2)
+        send(peer, msg)
+
+threading.Thread(target=commands, daemon=True).start()
+while True:
+    data, src = s.recvfrom(8192)
+    verb = data.split(b" ", 1)[0].decode(errors="replace")
+    if data == b"PING":
+        s.sendto(b"PONG", src)
+    elif data.startswith(b"OK User"):
+        out("REGISTERED")
+    elif verb == "MESSAGE":
+        _, sender, payload = data.decode().split(" ", 2)
+        raw = base64.b64decode(payload)
+        klen = int.from_bytes(raw[:2], "big")
+        aes_key = key.decrypt(raw[2:2 + klen], oaep)
+        nonce, ct = raw[2 + klen:14 + klen], raw[14 + klen:]
+        pt = AESGCM(aes_key).decrypt(nonce, ct, None).decode()
+        out(f"MESSAGE {sender} {len(pt)} {pt[:40]}")
+    else:
+        out(f"IGNORED {verb}")
+"#;
+
+#[test]
+fn original_python_peer_interoperates() {
+    if Command::new("python3")
+        .args(["-c", "import cryptography"])
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        eprintln!("SKIPPED: python3 with `cryptography` is needed to emulate an original peer");
+        return;
+    }
+    let env = Env::new();
+    let _ring = env.ring("g", 31600, 2);
+    let script = env.path("original_peer.py");
+    std::fs::write(&script, ORIGINAL_PEER).expect("script");
+    let child = Command::new("python3")
+        .arg(&script)
+        .args(["oldie", "31602"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(env.path("oldie.log")).expect("log"))
+        .spawn()
+        .expect("python3");
+    let mut oldie = Proc::adopt("oldie", child);
+    oldie.contains("REGISTERED");
+    let mut alice = env.chat("alice", "alice", &[31600]);
+
+    alice.say("@oldie");
+    alice.say("hi original");
+    oldie.contains("MESSAGE alice 11 hi original");
+    alice.contains("* to oldie: sent");
+    // The original ignored the extension's HELLO (and so never got a signed message).
+    oldie.contains("IGNORED HELLO");
+    assert_eq!(oldie.count(|l| l.contains("SMESSAGE")), 0);
+
+    // The longest text that fits an original client's datagram arrives whole; one byte
+    // more is refused with a clear error instead of being cut.
+    let max = flock_proto::client::max_text_len("alice", 256);
+    alice.say(&"x".repeat(max));
+    oldie.contains(&format!("MESSAGE alice {max} xxxx"));
+    alice.say(&"x".repeat(max + 1));
+    alice.contains("!! not sent: message too long");
+
+    // And the other way: an original MESSAGE is shown, marked unverified.
+    oldie.say("send alice hello from python");
+    oldie.contains("SENT");
+    alice.contains("<oldie (unverified)> hello from python");
 }
