@@ -1098,3 +1098,24 @@ fn base64_encode(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+#[test]
+fn message_written_before_the_key_is_known_survives_a_restart() {
+    let mut sim = pair(true);
+    // alice's server is unreachable: the lookup for bob cannot happen yet.
+    sim.servers.insert(SERVER_A, false);
+    let id = sim.send("alice", "bob", "written offline");
+    let a = sim.idx("alice");
+    assert_eq!(sim.nodes[a].db.status("bob", id), Some(Status::Queued));
+    assert!(sim.nodes[a].db.outbox.is_empty(), "not sealed yet: no key");
+    // Restart: the driver feeds the unsealed history row back.
+    sim.nodes[a].up = false;
+    sim.restart(a, SERVER_B);
+    let text = sim.nodes[a].db.outgoing[&("bob".to_owned(), id)].0.clone();
+    let now = sim.now;
+    sim.nodes[a].client.restore_unsealed("bob", id, &text);
+    sim.nodes[a].client.handle_timeout(now);
+    sim.drain(a);
+    assert!(sim.run_until(20_000, |s| delivered(s, "alice", "bob", id)));
+    assert_eq!(sim.nodes[1].db.texts_from("alice"), ["written offline"]);
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use flock_crypto::PublicKey;
 use flock_proto::client::{Action, ConnectionState, Event, StoreOp, Transmit};
 use flock_proto::limits::MAX_DATAGRAM;
-use flock_store::{ClientDb, KeyDir, MessageRow, MessageStatus, OutboxId};
+use flock_store::{ClientDb, Direction, KeyDir, MessageRow, MessageStatus, OutboxId};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -79,6 +79,20 @@ impl Driver {
         for e in db.outbox_due(i64::MAX, u32::MAX)? {
             machine.restore_outbox(&e.recipient, e.msg_id, &e.payload_b64, e.attempts, now);
             rows.insert((e.recipient.clone(), e.msg_id), (e.message, Some(e.id)));
+        }
+        // Messages saved before their recipient's key was known (history only).
+        for chat in db.chats(u32::MAX)? {
+            for m in db.history(&chat.peer, 10_000)? {
+                let Some(id) = m.msg_id else { continue };
+                let key = (m.receiver.clone(), id);
+                if m.direction == Direction::Outgoing
+                    && m.status == MessageStatus::Queued
+                    && !rows.contains_key(&key)
+                {
+                    machine.restore_unsealed(&m.receiver, id, &m.text);
+                    rows.insert(key, (m.id, None));
+                }
+            }
         }
         Ok(Self {
             machine,

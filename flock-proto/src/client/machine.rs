@@ -247,6 +247,19 @@ impl<R: CryptoRng> Client<R> {
         );
     }
 
+    /// Loads a message that was written before its recipient's key was known (a
+    /// `queued` history row with no outbox entry): it is sealed and queued once the
+    /// lookup answers.
+    pub fn restore_unsealed(&mut self, to: &str, msg_id: u64, text: &str) {
+        self.awaiting_key.insert(
+            (to.to_owned(), msg_id),
+            AwaitingKey {
+                text: text.to_owned(),
+            },
+        );
+        self.request_resolve(to);
+    }
+
     // ---- commands -----------------------------------------------------------------------
 
     /// Uses `server` from now on: registers (again) through it, then carries on with any
