@@ -3,7 +3,7 @@
 //! - [`server`]: `flock server`, the ring machine ([`flock_chord::Node`]) on UDP sockets
 //!   with its records in SQLite.
 //! - [`tools`]: `flock status`, `flock resolve`, `flock register`.
-//! - [`bench`]: `flock bench`, the server against a bare UDP echo baseline.
+//! - [`bench`](mod@bench): `flock bench`, the server against a bare UDP echo baseline.
 //! - [`ratelimit`]: per-source token buckets.
 #![warn(missing_docs)]
 
