@@ -25,6 +25,8 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
 const GHOST_TTL: Duration = Duration::from_secs(600);
 /// Most cookies remembered (cleared when full).
 const MAX_COOKIES: usize = 8192;
+/// Most unconfirmed predecessor claims remembered at once.
+const MAX_PRED_CLAIMS: usize = 16;
 
 /// Where the node is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +79,9 @@ enum Purpose {
     PredCheck {
         candidate: Peer,
     },
+    /// Asking the live predecessor for its successor list: a node that claims to lie
+    /// between it and us is adopted only if the predecessor lists it.
+    PredConfirm,
     Lookup {
         lid: u64,
     },
@@ -111,6 +116,9 @@ enum LookupFor {
     Client { client: SocketAddrV4 },
     /// Finger refresh.
     Finger { index: usize },
+    /// Who owns the key just below our id, i.e. who really is our predecessor: confirms
+    /// a claim when there is no live predecessor to ask.
+    PredClaim,
 }
 
 #[derive(Debug, Clone)]
@@ -240,6 +248,10 @@ pub struct Node {
     rounds: u64,
     /// Set while serving a JOIN: the joiner gets the records in its WELCOME.
     no_handover: bool,
+    /// Nodes that sent `RECTIFY` and are not confirmed yet (addr -> claimed id). A claim
+    /// is adopted only once the predecessor lists it, or, with no live predecessor, a ring
+    /// lookup of `id - 1` ends at it: an unknown host cannot make itself our predecessor.
+    pred_claims: BTreeMap<SocketAddrV4, u64>,
 }
 
 impl std::fmt::Debug for Node {
@@ -325,6 +337,7 @@ impl Node {
             ghosts: BTreeMap::new(),
             rounds: 0,
             no_handover: false,
+            pred_claims: BTreeMap::new(),
         };
         for r in records {
             if verify::check(None, &r, node.verifier.as_ref()).is_ok() {
@@ -1057,6 +1070,7 @@ impl Node {
                         self.ghosts.remove(&from);
                         self.on_adopt_state(now, Peer { id, addr: from }, succs)
                     }
+                    Purpose::PredConfirm => self.on_pred_state(now, from, &succs),
                     _ => {}
                 }
             }
@@ -1218,10 +1232,13 @@ impl Node {
         let Some(addr) = self.ghosts.keys().nth((pick % n) as usize).copied() else {
             return;
         };
-        if self.succs.iter().any(|p| p.addr == addr)
-            || self.has_pending_purpose(addr, &Purpose::Adopt)
-        {
+        if self.succs.iter().any(|p| p.addr == addr) {
             self.ghosts.remove(&addr);
+            return;
+        }
+        // A check already in flight (stabilize saw it as our successor's predecessor) is
+        // no reason to forget it: after a partition this probe is what brings it back.
+        if self.has_pending_purpose(addr, &Purpose::Adopt) {
             return;
         }
         let rid = self.rng.next_u64();
@@ -1316,15 +1333,22 @@ impl Node {
 
     /// Zave's rectify: adopt the notifier if it lies between the predecessor and us;
     /// otherwise replace the predecessor only once it is found dead.
+    ///
+    /// The notifier's claim is not taken on its word (anyone who answers a cookie can send
+    /// `RECTIFY`): between a live predecessor and us it is adopted only once that
+    /// predecessor lists it among its successors ([`Self::on_pred_state`]); with no
+    /// predecessor, only once a ring lookup of `id - 1` ends at it
+    /// ([`Self::confirm_by_lookup`]). A node alone (no successor) adopts at once.
     fn rectify(&mut self, now: Now, n: Peer) {
         match self.pred {
-            None => self.set_pred(Some(n)),
+            None if self.succs.is_empty() => self.set_pred(Some(n)),
+            None => self.confirm_by_lookup(now, n),
             Some(p) if p.addr == n.addr => {
                 if p.id != n.id {
                     self.set_pred(Some(n));
                 }
             }
-            Some(p) if between(p.id, n.id, self.id) => self.set_pred(Some(n)),
+            Some(p) if between(p.id, n.id, self.id) => self.confirm_with_pred(now, p, n),
             Some(p) => {
                 if !self.has_pending_to(p.addr) {
                     let rid = self.rng.next_u64();
@@ -1337,10 +1361,79 @@ impl Node {
                 }
             }
         }
-        // Alone until now: the notifier is our successor too.
-        if self.succs.is_empty() && n.addr != self.me {
+        // Alone until now: the notifier (adopted above) is our successor too.
+        if self.succs.is_empty() && n.addr != self.me && self.pred == Some(n) {
             self.set_succs(now, vec![n]);
         }
+    }
+
+    /// Remembers an unconfirmed predecessor claim (bounded; a random one makes room).
+    fn note_claim(&mut self, n: Peer) {
+        if !self.pred_claims.contains_key(&n.addr) && self.pred_claims.len() >= MAX_PRED_CLAIMS {
+            let i = (self.rng.next_u64() % self.pred_claims.len() as u64) as usize;
+            if let Some(k) = self.pred_claims.keys().nth(i).copied() {
+                self.pred_claims.remove(&k);
+            }
+        }
+        self.pred_claims.insert(n.addr, n.id);
+    }
+
+    /// `n` claims to lie between our live predecessor `p` and us: ask `p` whether it
+    /// lists `n` (a joiner that `p` split its range for is `p`'s first successor).
+    fn confirm_with_pred(&mut self, now: Now, p: Peer, n: Peer) {
+        self.note_claim(n);
+        if !self.has_pending_purpose(p.addr, &Purpose::PredConfirm) {
+            let rid = self.rng.next_u64();
+            self.request(
+                now,
+                p.addr,
+                RingFrame::GetState { rid, cookie: 0 },
+                Purpose::PredConfirm,
+            );
+        }
+    }
+
+    /// `STATE` of our predecessor, asked by [`Self::confirm_with_pred`]: adopt the closest
+    /// claimant it lists between itself and us. If it lists none (after a partition the
+    /// two sides' lists know nothing of each other), ask the ring.
+    fn on_pred_state(&mut self, now: Now, from: SocketAddrV4, succs: &[Peer]) {
+        let Some(p) = self.pred.filter(|p| p.addr == from) else {
+            return; // the predecessor changed meanwhile; claims are repeated every round
+        };
+        let best = self
+            .pred_claims
+            .iter()
+            .map(|(a, id)| Peer { id: *id, addr: *a })
+            .filter(|c| between(p.id, c.id, self.id) && succs.contains(c))
+            .max_by_key(|c| dist(p.id, c.id));
+        match best {
+            Some(c) => {
+                self.pred_claims.clear();
+                self.set_pred(Some(c));
+            }
+            None if !self.pred_claims.is_empty() => self.start_pred_lookup(now),
+            None => {}
+        }
+    }
+
+    /// No live predecessor: the node the ring routes `id - 1` to is our predecessor. Look
+    /// it up (through members only) and adopt a claimant once the lookup ends at it.
+    fn confirm_by_lookup(&mut self, now: Now, n: Peer) {
+        self.note_claim(n);
+        self.start_pred_lookup(now);
+    }
+
+    /// Starts the lookup of [`Self::confirm_by_lookup`] unless one is running.
+    fn start_pred_lookup(&mut self, now: Now) {
+        if self
+            .lookups
+            .values()
+            .any(|l| l.purpose == LookupFor::PredClaim)
+        {
+            return;
+        }
+        let key = (self.id + MODULUS - 1) % MODULUS;
+        self.start_lookup(now, LookupFor::PredClaim, key, FindOp::Locate);
     }
 
     fn set_pred(&mut self, p: Option<Peer>) {
@@ -1828,7 +1921,7 @@ impl Node {
                             to: client,
                             record: record.clone(),
                         }),
-                        LookupFor::Finger { .. } => None,
+                        LookupFor::Finger { .. } | LookupFor::PredClaim => None,
                     };
                     let record = record.clone();
                     self.hops.record(l.hops);
@@ -1899,6 +1992,19 @@ impl Node {
 
     fn lookup_finish(&mut self, _now: Now, l: Lookup, owner: Peer, outcome: Outcome) {
         match l.purpose {
+            LookupFor::PredClaim => {
+                let claims = std::mem::take(&mut self.pred_claims);
+                let confirmed = matches!(outcome, Outcome::Node)
+                    && claims.get(&owner.addr) == Some(&owner.id)
+                    && self.pred.is_none_or(|p| between(p.id, owner.id, self.id));
+                let refused = claims.len() - usize::from(confirmed);
+                if refused > 0 {
+                    self.counters.add("pred_claim_refused", refused as u64);
+                }
+                if confirmed {
+                    self.set_pred(Some(owner));
+                }
+            }
             LookupFor::Finger { index } => {
                 if index < FINGERS && owner.addr != self.me && matches!(outcome, Outcome::Node) {
                     self.fingers[index] = Some(owner);
@@ -2582,8 +2688,21 @@ impl Node {
                 }
             }
             Purpose::PredCheck { candidate } => {
+                // The old predecessor is dead: the candidate still has to be confirmed.
                 if self.pred.map(|p| p.addr) == Some(to) {
-                    self.set_pred(Some(candidate));
+                    self.counters.inc("pred_dead");
+                    self.set_pred(None);
+                    self.confirm_by_lookup(now, candidate);
+                }
+            }
+            Purpose::PredConfirm => {
+                // The predecessor died before confirming: ask the ring instead.
+                if self.pred.map(|p| p.addr) == Some(to) {
+                    self.counters.inc("pred_dead");
+                    self.set_pred(None);
+                    if !self.pred_claims.is_empty() {
+                        self.start_pred_lookup(now);
+                    }
                 }
             }
             Purpose::Adopt | Purpose::Rectify | Purpose::Fix | Purpose::Sync => {}

@@ -112,6 +112,8 @@ pub struct Sim {
     blocked: BTreeMap<(SocketAddrV4, SocketAddrV4), Duration>,
     /// Datagrams that reached client addresses (not hosts).
     inbox: BTreeMap<SocketAddrV4, Vec<Frame<'static>>>,
+    /// Datagrams (with their source) that reached outside hosts ([`Sim::add_outside`]).
+    outside: BTreeMap<SocketAddrV4, Vec<(SocketAddrV4, Frame<'static>)>>,
     /// Newest acknowledged version per user (what must survive).
     acked: BTreeMap<String, Record>,
     /// Registrations in flight: client address -> record.
@@ -145,6 +147,7 @@ impl Sim {
             hosts: BTreeMap::new(),
             blocked: BTreeMap::new(),
             inbox: BTreeMap::new(),
+            outside: BTreeMap::new(),
             acked: BTreeMap::new(),
             inflight: BTreeMap::new(),
             next_client: 0,
@@ -381,6 +384,21 @@ impl Sim {
         self.inbox.get(&client).map(|v| &v[..]).unwrap_or(&[])
     }
 
+    /// Makes `addr` an outside host driven by the test (an attacker, say): what arrives
+    /// there is kept with its source for [`Sim::take_outside`]; send with
+    /// [`Sim::send_from_client`].
+    pub fn add_outside(&mut self, addr: SocketAddrV4) {
+        self.outside.entry(addr).or_default();
+    }
+
+    /// Takes the `(source, frame)` datagrams that reached an outside host so far.
+    pub fn take_outside(&mut self, addr: SocketAddrV4) -> Vec<(SocketAddrV4, Frame<'static>)> {
+        self.outside
+            .get_mut(&addr)
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
     /// Newest acknowledged record per user.
     pub fn acked(&self) -> &BTreeMap<String, Record> {
         &self.acked
@@ -519,6 +537,10 @@ impl Sim {
                     self.delivered += 1;
                     self.drain(to);
                     Some(to)
+                } else if let Some(v) = self.outside.get_mut(&to) {
+                    self.delivered += 1;
+                    v.push((from, f));
+                    None
                 } else {
                     self.delivered += 1;
                     self.client_receives(to, f);
