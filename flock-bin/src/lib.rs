@@ -5,6 +5,7 @@
 //! - [`tools`]: `flock status`, `flock resolve`, `flock register`.
 //! - [`bench`](mod@bench): `flock bench`, the server against a bare UDP echo baseline.
 //! - [`ratelimit`]: per-source token buckets.
+//! - [`web`]: `flock web`, the browser UI (axum, one WebSocket per page).
 #![warn(missing_docs)]
 
 pub mod bench;
@@ -13,3 +14,4 @@ pub mod client;
 pub mod ratelimit;
 pub mod server;
 pub mod tools;
+pub mod web;

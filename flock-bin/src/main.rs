@@ -67,6 +67,8 @@ enum Command {
     /// The console chat: discover a server, log in, talk (`@user`, `/back`, `/chats`,
     /// `/pending`, `/quit`).
     Chat(flock_bin::chat::ChatArgs),
+    /// The web UI on http://127.0.0.1:5000/ (servers, log in, chats, chat).
+    Web(flock_bin::web::WebArgs),
     /// Send raw datagrams and print what comes back (a testing aid).
     #[command(hide = true)]
     SendRaw {
@@ -163,6 +165,7 @@ fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         Command::Bench(args) => bench::run(args)?,
         Command::Chat(args) => flock_bin::chat::run(args)?,
+        Command::Web(args) => flock_bin::web::run(args)?,
         Command::SendRaw {
             to,
             wait_ms,

@@ -1,0 +1,383 @@
+//! `flock web`: the browser UI, in place of the original's Flask + Socket.IO app.
+//!
+//! An [axum] server (default `127.0.0.1:5000`, the original's port) with four pages, as
+//! in the original:
+//!
+//! | page | what |
+//! |---|---|
+//! | `/servers` | "Search for servers" (LAN discovery) or type `HOST:PORT` |
+//! | `/register` | log in, or create an account (password: 8+ characters with upper case, lower case and a digit) |
+//! | `/chats` | conversations: contact, last message, unread count; open a chat by username |
+//! | `/chat/<user>` | history, live messages, delivery status, composer (4000 characters), a key-change banner with accept / reject |
+//!
+//! Pages are static HTML, CSS and plain JavaScript compiled into the binary
+//! (`include_str!`; no build step, nothing loaded from elsewhere). They talk to the
+//! server over one WebSocket (`/ws`) with JSON frames that mirror the original's
+//! Socket.IO events:
+//!
+//! - requests `{"ref": n, "event": e, "data": {...}}` with `e` one of `state`,
+//!   `discover_servers`, `connect_server {server}`, `register {username, password, mode:
+//!   "login"|"create"}`, `logout`, `load_chats`, `load_chat_history {peer}`,
+//!   `send_message {to, text}`, `mark_seen {peer}`, `accept_key {user}`,
+//!   `reject_key {user}`;
+//! - answers `{"type": "reply", "ref": n, "ok": true, "data": ...}` or
+//!   `{"type": "reply", "ref": n, "ok": false, "error": "..."}`;
+//! - pushed events `{"type": "event", "event": e, "data": {...}}`: `new_message`,
+//!   `message_sent`, `status_changed` (queued / sent / delivered / failed), `key_changed`,
+//!   `key_accepted`, `key_rejected`, `key_pinned`, `connection`, `registration_refused`,
+//!   `unread_changed`, `warning`, `logged_out`, and `resync` when a page fell behind.
+//!
+//! One process runs one user's [`Client`](crate::client::Client) (like the original:
+//! one client per UI process); every open page shares it.
+//!
+//! Limits and hardening: WebSocket messages of at most 64 KiB, at most
+//! `--max-connections` WebSockets (16), 8 requests in flight per WebSocket; requests are
+//! refused unless the `Host` header is an IP address, `localhost` or an `--allow-host`
+//! name (no DNS rebinding), and a WebSocket whose `Origin` is not this server is refused
+//! (no other site can drive the UI). Pages are served with a strict
+//! `Content-Security-Policy` (no inline script), and the JavaScript puts user text into
+//! the page with `textContent` only. Anyone who can reach the port can use the session,
+//! as with the original: keep the default loopback address on shared machines.
+
+mod session;
+mod ws;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Request, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use flock_proto::limits::WEB_UI_PORT;
+use tokio::sync::Semaphore;
+
+/// Options of `flock web`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebArgs {
+    /// HTTP address to listen on (port 0: any; the address is printed).
+    #[arg(long, default_value_t = SocketAddr::from((Ipv4Addr::LOCALHOST, WEB_UI_PORT)))]
+    pub listen: SocketAddr,
+    /// Directory holding `keys/` and `chats/`.
+    #[arg(long, default_value = ".")]
+    pub data_dir: PathBuf,
+    /// Server to use (repeat for fallbacks); more can be chosen on the servers page.
+    #[arg(long = "server", value_name = "HOST:PORT")]
+    pub servers: Vec<String>,
+    /// Never look for servers by broadcast or multicast.
+    #[arg(long)]
+    pub no_discovery: bool,
+    /// Local IP of the client's UDP socket.
+    #[arg(long, default_value_t = Ipv4Addr::UNSPECIFIED)]
+    pub bind: Ipv4Addr,
+    /// Local UDP port of the client (0: any).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// IP to register (default: the bound IP, or the route toward the server).
+    #[arg(long)]
+    pub advertise: Option<Ipv4Addr>,
+    /// Wait this long for a server's answer, in milliseconds.
+    #[arg(long, default_value_t = 3_000)]
+    pub request_timeout_ms: u64,
+    /// Check an idle server this often, in milliseconds.
+    #[arg(long, default_value_t = 3_000)]
+    pub keepalive_ms: u64,
+    /// First retry delay for undelivered messages, in milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    pub retry_base_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    pub retry_max_ms: u64,
+    /// How long logging in waits for the server to accept the registration, in
+    /// milliseconds (a refusal, e.g. a name taken by another key, is reported at once).
+    #[arg(long, default_value_t = 10_000)]
+    pub register_wait_ms: u64,
+    /// Most WebSockets (open pages) at a time.
+    #[arg(long, default_value_t = 16)]
+    pub max_connections: usize,
+    /// A host name the UI may be reached by, besides IP addresses and `localhost`
+    /// (repeatable).
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
+}
+
+/// Runs `flock web` until Ctrl-C or SIGTERM.
+///
+/// # Errors
+/// A bad server address or an unusable listening address.
+pub fn run(args: WebArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(args))
+}
+
+#[derive(Clone)]
+struct AppState {
+    session: session::Handle,
+    sockets: Arc<Semaphore>,
+    allow_hosts: Arc<Vec<String>>,
+}
+
+/// Serves the UI on `args.listen` until Ctrl-C or SIGTERM.
+///
+/// # Errors
+/// A bad server address or an unusable listening address.
+pub async fn serve(args: WebArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let mut servers: Vec<SocketAddrV4> = Vec::new();
+    for s in &args.servers {
+        servers.push(crate::tools::parse_addr(s).map_err(|e| format!("bad server {s:?}: {e}"))?);
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let local = listener.local_addr()?;
+    let state = AppState {
+        sockets: Arc::new(Semaphore::new(args.max_connections.max(1))),
+        allow_hosts: Arc::new(
+            args.allow_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+        ),
+        session: session::start(args, servers),
+    };
+    let app = router(state);
+    tracing::info!("web UI on http://{local}/");
+    println!("flock web: open http://{local}/");
+    let server = axum::serve(listener, app);
+    tokio::select! {
+        r = server => r?,
+        () = shutdown_signal() => tracing::info!("stopping"),
+    }
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/servers", get(|| async { page(Page::Servers) }))
+        .route("/register", get(register_page))
+        .route("/chats", get(chats_page))
+        .route("/chat/{peer}", get(chat_page))
+        .route(
+            "/static/app.js",
+            get(|| async { asset("text/javascript", APP_JS) }),
+        )
+        .route(
+            "/static/style.css",
+            get(|| async { asset("text/css", STYLE_CSS) }),
+        )
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        .route("/ws", get(websocket))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+const LAYOUT: &str = include_str!("static/layout.html");
+const SERVERS_HTML: &str = include_str!("static/servers.html");
+const REGISTER_HTML: &str = include_str!("static/register.html");
+const CHATS_HTML: &str = include_str!("static/chats.html");
+const CHAT_HTML: &str = include_str!("static/chat.html");
+const APP_JS: &str = include_str!("static/app.js");
+const STYLE_CSS: &str = include_str!("static/style.css");
+
+#[derive(Clone, Copy)]
+enum Page {
+    Servers,
+    Register,
+    Chats,
+    Chat,
+}
+
+fn page(p: Page) -> Response {
+    let (name, title, body) = match p {
+        Page::Servers => ("servers", "Servers", SERVERS_HTML),
+        Page::Register => ("register", "Log in", REGISTER_HTML),
+        Page::Chats => ("chats", "Chats", CHATS_HTML),
+        Page::Chat => ("chat", "Chat", CHAT_HTML),
+    };
+    let html = LAYOUT
+        .replace("{{PAGE}}", name)
+        .replace("{{TITLE}}", title)
+        .replace("{{BODY}}", body);
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+async fn index(State(s): State<AppState>) -> Redirect {
+    let snap = s.session.snapshot.borrow().clone();
+    if snap.user.is_some() {
+        Redirect::to("/chats")
+    } else if snap.servers.is_empty() {
+        Redirect::to("/servers")
+    } else {
+        Redirect::to("/register")
+    }
+}
+
+async fn register_page(State(s): State<AppState>) -> Response {
+    if s.session.snapshot.borrow().user.is_some() {
+        return Redirect::to("/chats").into_response();
+    }
+    page(Page::Register)
+}
+
+async fn chats_page(State(s): State<AppState>) -> Response {
+    if s.session.snapshot.borrow().user.is_none() {
+        return Redirect::to("/register").into_response();
+    }
+    page(Page::Chats)
+}
+
+async fn chat_page(State(s): State<AppState>, Path(peer): Path<String>) -> Response {
+    if s.session.snapshot.borrow().user.is_none() {
+        return Redirect::to("/register").into_response();
+    }
+    if flock_proto::validate_username(&peer).is_err() {
+        return Redirect::to("/chats").into_response();
+    }
+    page(Page::Chat)
+}
+
+async fn websocket(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    // Browsers always send Origin with a WebSocket: it must be this very server, or any
+    // web page the user visits could read and send their messages.
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let ok = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.strip_prefix("http://"))
+            .is_some_and(|o| Some(o) == host);
+        if !ok {
+            return (StatusCode::FORBIDDEN, "cross-origin WebSocket refused").into_response();
+        }
+    }
+    let Ok(permit) = Arc::clone(&s.sockets).try_acquire_owned() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many open pages").into_response();
+    };
+    upgrade
+        .max_message_size(ws::MAX_WS_MESSAGE)
+        .max_frame_size(ws::MAX_WS_MESSAGE)
+        .on_upgrade(move |socket| ws::serve(socket, s.session, permit))
+}
+
+/// Refuses requests for foreign host names (DNS rebinding) and sets security headers.
+async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    let Some(host) = host.filter(|h| host_allowed(h, &s.allow_hosts)) else {
+        return (StatusCode::MISDIRECTED_REQUEST, "unknown host name").into_response();
+    };
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    let csp = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+         connect-src 'self' ws://{host}; base-uri 'none'; form-action 'none'; \
+         frame-ancestors 'none'"
+    );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// An IP address, `localhost`, or a name given with `--allow-host`; with an optional
+/// port.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    if host.len() > 255 {
+        return false;
+    }
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        match rest.split_once(']') {
+            Some((v6, _)) => return v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((n, port)) if port.parse::<u16>().is_ok() => n,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    let name = name.to_ascii_lowercase();
+    name.parse::<IpAddr>().is_ok() || name == "localhost" || allowed.contains(&name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        let allowed = vec!["flock.lan".to_owned()];
+        for ok in [
+            "127.0.0.1:5000",
+            "localhost:5000",
+            "LOCALHOST",
+            "[::1]:5000",
+            "10.0.0.2",
+            "flock.lan:80",
+        ] {
+            assert!(host_allowed(ok, &allowed), "{ok}");
+        }
+        for bad in [
+            "evil.example:5000",
+            "evil.example",
+            "127.0.0.1:x",
+            "[::1",
+            "localhost.evil:5000",
+        ] {
+            assert!(!host_allowed(bad, &allowed), "{bad}");
+        }
+    }
+
+    #[test]
+    fn passwords() {
+        assert!(session::strong_password("Correct-Horse-1"));
+        assert!(!session::strong_password("short1A"));
+        assert!(!session::strong_password("alllowercase1"));
+        assert!(!session::strong_password("NoDigitsHere"));
+    }
+}

@@ -1,0 +1,617 @@
+//! The session: one task that owns the Flock [`Client`] of this `flock web` process and
+//! answers the browser's requests one at a time, while it forwards the client's events
+//! to every open WebSocket.
+
+use std::net::SocketAddrV4;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flock_proto::client::{ConnectionState, Event, Status, Warning};
+use flock_proto::limits::MAX_MESSAGE_TEXT;
+use flock_store::{ChatSummary, Direction, KeyDir, Message, MessageStatus};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::client::{Client, ClientError, ClientEvent, ClientOptions, discover};
+
+use super::WebArgs;
+
+/// Messages shown per chat (the newest ones).
+pub(crate) const HISTORY_LIMIT: u32 = 500;
+/// Conversations listed on the chats page.
+pub(crate) const CHATS_LIMIT: u32 = 500;
+/// Longest password accepted (it only unlocks the key file).
+const MAX_PASSWORD: usize = 1_024;
+/// Longest `HOST:PORT` accepted.
+const MAX_SERVER_TEXT: usize = 255;
+/// Servers remembered for the session.
+const MAX_SERVERS: usize = 8;
+/// How long discovery listens for answers.
+const DISCOVERY_WAIT: Duration = Duration::from_millis(1_500);
+
+/// What a page needs to know before it renders (also used for redirects).
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Snapshot {
+    /// The logged-in user.
+    pub(crate) user: Option<String>,
+    /// Servers chosen for this session, preferred first.
+    pub(crate) servers: Vec<String>,
+    /// `offline`, `connecting`, `registered` or `lost`.
+    pub(crate) connection: &'static str,
+    /// The server of `connection`.
+    pub(crate) server: Option<String>,
+    /// Longest message, in characters.
+    pub(crate) max_text: usize,
+    /// Whether LAN discovery is allowed.
+    pub(crate) discovery: bool,
+}
+
+/// A request from a browser.
+#[derive(Debug)]
+pub(crate) enum Op {
+    State,
+    Discover,
+    Connect {
+        server: String,
+    },
+    Register {
+        user: String,
+        password: String,
+        create: bool,
+    },
+    Logout,
+    Chats,
+    History {
+        peer: String,
+    },
+    Send {
+        to: String,
+        text: String,
+    },
+    MarkSeen {
+        peer: String,
+    },
+    AcceptKey {
+        user: String,
+    },
+    RejectKey {
+        user: String,
+    },
+}
+
+/// The answer to an [`Op`]: JSON data, or an error text for the user.
+pub(crate) type Reply = Result<Value, String>;
+
+/// A request and where its answer goes.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub(crate) op: Op,
+    pub(crate) reply: oneshot::Sender<Reply>,
+}
+
+/// The handles the HTTP side keeps.
+#[derive(Debug, Clone)]
+pub(crate) struct Handle {
+    pub(crate) requests: mpsc::Sender<Request>,
+    pub(crate) events: broadcast::Sender<Arc<str>>,
+    pub(crate) snapshot: watch::Receiver<Snapshot>,
+}
+
+impl Handle {
+    /// Runs `op` in the session.
+    pub(crate) async fn call(&self, op: Op) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(Request { op, reply: tx })
+            .await
+            .map_err(|_| "the session has stopped".to_owned())?;
+        rx.await
+            .unwrap_or_else(|_| Err("the session has stopped".to_owned()))
+    }
+}
+
+struct Session {
+    args: WebArgs,
+    client: Option<Client>,
+    servers: Vec<SocketAddrV4>,
+    events: broadcast::Sender<Arc<str>>,
+    snapshot: watch::Sender<Snapshot>,
+}
+
+/// Starts the session task.
+pub(crate) fn start(args: WebArgs, servers: Vec<SocketAddrV4>) -> Handle {
+    let (req_tx, req_rx) = mpsc::channel(64);
+    let (ev_tx, _) = broadcast::channel(1_024);
+    let snap = Snapshot {
+        user: None,
+        servers: servers.iter().map(ToString::to_string).collect(),
+        connection: "offline",
+        server: None,
+        max_text: MAX_MESSAGE_TEXT,
+        discovery: !args.no_discovery,
+    };
+    let (snap_tx, snap_rx) = watch::channel(snap);
+    let session = Session {
+        args,
+        client: None,
+        servers,
+        events: ev_tx.clone(),
+        snapshot: snap_tx,
+    };
+    tokio::spawn(session.run(req_rx));
+    Handle {
+        requests: req_tx,
+        events: ev_tx,
+        snapshot: snap_rx,
+    }
+}
+
+/// The next event of the client, if there is one; pending forever otherwise.
+async fn next_event(client: &mut Option<Client>) -> Option<ClientEvent> {
+    match client {
+        Some(c) => c.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Session {
+    async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+        loop {
+            tokio::select! {
+                req = requests.recv() => {
+                    let Some(req) = req else { break };
+                    self.handle(req).await;
+                }
+                event = next_event(&mut self.client) => match event {
+                    Some(e) => self.forward(e),
+                    None => {
+                        // The client stopped on its own (it should not): back to login.
+                        self.client = None;
+                        self.snapshot.send_modify(|s| {
+                            s.user = None;
+                            s.connection = "offline";
+                        });
+                        self.emit("logged_out", json!({}));
+                    }
+                },
+            }
+        }
+        if let Some(c) = self.client.take() {
+            c.shutdown().await;
+        }
+    }
+
+    async fn handle(&mut self, req: Request) {
+        let Request { op, reply } = req;
+        let answer = match op {
+            Op::State => Ok(json!(*self.snapshot.borrow())),
+            Op::Discover => {
+                if self.args.no_discovery {
+                    Err("discovery is off (--no-discovery): type a server address".to_owned())
+                } else {
+                    // Discovery takes a while and needs nothing of ours: answer from a task.
+                    tokio::spawn(async move {
+                        let found = discover(DISCOVERY_WAIT)
+                            .await
+                            .map(|v| json!(v.iter().map(ToString::to_string).collect::<Vec<_>>()))
+                            .map_err(|e| format!("discovery failed: {e}"));
+                        let _ = reply.send(found);
+                    });
+                    return;
+                }
+            }
+            Op::Connect { server } => self.connect(&server).await,
+            Op::Register {
+                user,
+                password,
+                create,
+            } => self.register(user, password, create).await,
+            Op::Logout => {
+                if let Some(c) = self.client.take() {
+                    c.shutdown().await;
+                }
+                self.snapshot.send_modify(|s| {
+                    s.user = None;
+                    s.connection = "offline";
+                    s.server = None;
+                });
+                self.emit("logged_out", json!({}));
+                Ok(json!({}))
+            }
+            Op::Chats => match self.client() {
+                Ok(c) => c
+                    .chats(CHATS_LIMIT)
+                    .await
+                    .map(|v| json!(v.iter().map(chat_json).collect::<Vec<_>>()))
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            },
+            Op::History { peer } => self.history(&peer).await,
+            Op::Send { to, text } => self.send(&to, &text).await,
+            Op::MarkSeen { peer } => match (self.client(), valid_user(&peer)) {
+                (Ok(c), Ok(())) => match c.mark_seen(&peer).await {
+                    Ok(n) => {
+                        if n > 0 {
+                            self.emit("unread_changed", json!({ "peer": peer }));
+                        }
+                        Ok(json!({ "marked": n }))
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            },
+            Op::AcceptKey { user } | Op::RejectKey { user } if valid_user(&user).is_err() => {
+                Err(format!("{user:?} is not a valid username"))
+            }
+            Op::AcceptKey { user } => match self.client() {
+                Ok(c) => match c.accept_key(&user).await {
+                    Ok(done) => Ok(json!({ "done": done })),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e),
+            },
+            Op::RejectKey { user } => match self.client() {
+                Ok(c) => match c.reject_key(&user).await {
+                    Ok(done) => {
+                        if done {
+                            self.emit("key_rejected", json!({ "user": user }));
+                        }
+                        Ok(json!({ "done": done }))
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e),
+            },
+        };
+        let _ = reply.send(answer);
+    }
+
+    fn client(&self) -> Result<&Client, String> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| "not logged in".to_owned())
+    }
+
+    fn emit(&self, event: &str, data: Value) {
+        let text = json!({ "type": "event", "event": event, "data": data }).to_string();
+        // No receiver (no page open) is fine.
+        let _ = self.events.send(text.into());
+    }
+
+    async fn connect(&mut self, server: &str) -> Reply {
+        let server = server.trim();
+        if server.is_empty() || server.len() > MAX_SERVER_TEXT {
+            return Err("type a server as HOST:PORT".to_owned());
+        }
+        let addr = resolve_server(server).await?;
+        self.servers.retain(|s| *s != addr);
+        self.servers.insert(0, addr);
+        self.servers.truncate(MAX_SERVERS);
+        if let Some(c) = &self.client {
+            c.connect(addr).await.map_err(|e| e.to_string())?;
+        }
+        let list: Vec<String> = self.servers.iter().map(ToString::to_string).collect();
+        self.snapshot.send_modify(|s| s.servers.clone_from(&list));
+        Ok(json!({ "server": addr.to_string(), "servers": list }))
+    }
+
+    async fn register(&mut self, user: String, password: String, create: bool) -> Reply {
+        if let Some(c) = &self.client {
+            return Err(format!("already logged in as {}: log out first", c.user()));
+        }
+        let user = user.trim().to_owned();
+        valid_user(&user)?;
+        if password.is_empty() || password.len() > MAX_PASSWORD {
+            return Err("type a password".to_owned());
+        }
+        if create && !strong_password(&password) {
+            return Err(
+                "the password needs at least 8 characters, with upper case, lower case and a digit"
+                    .to_owned(),
+            );
+        }
+        if self.servers.is_empty() && self.args.no_discovery {
+            return Err("choose a server first".to_owned());
+        }
+        let data = &self.args.data_dir;
+        let exists = KeyDir::new(data.join("keys"), &user)
+            .map_err(|e| e.to_string())?
+            .exists();
+        match (create, exists) {
+            (true, true) => {
+                return Err(format!(
+                    "an account {user:?} already exists here: log in instead"
+                ));
+            }
+            (false, false) => {
+                return Err(format!("no account {user:?} here: create it first"));
+            }
+            _ => {}
+        }
+        let mut opts = ClientOptions::new(&user, &password, data);
+        opts.servers.clone_from(&self.servers);
+        opts.discovery = !self.args.no_discovery;
+        opts.create = create;
+        opts.bind = SocketAddrV4::new(self.args.bind, self.args.port);
+        opts.advertise = self.args.advertise;
+        opts.config.request_timeout_ms = self.args.request_timeout_ms;
+        opts.config.keepalive_ms = self.args.keepalive_ms;
+        opts.config.retry_base_ms = self.args.retry_base_ms;
+        opts.config.retry_max_ms = self.args.retry_max_ms;
+        let mut client = match Client::login(opts).await {
+            Ok(c) => c,
+            Err(ClientError::WrongPassword(_)) => return Err("wrong password".to_owned()),
+            Err(e) => return Err(e.to_string()),
+        };
+        // Wait for the ring's answer, so that a name taken by someone else is reported
+        // here rather than discovered later.
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.args.register_wait_ms);
+        let mut registered = false;
+        let mut refused = None;
+        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, client.next_event()).await {
+            match &event {
+                ClientEvent::Protocol(Event::Connection(ConnectionState::Registered {
+                    ..
+                })) => {
+                    registered = true;
+                }
+                ClientEvent::Protocol(Event::RegistrationRefused { reason }) => {
+                    refused = Some(reason.clone());
+                }
+                _ => {}
+            }
+            self.forward(event);
+            if registered || refused.is_some() {
+                break;
+            }
+        }
+        if let Some(reason) = refused {
+            client.shutdown().await;
+            self.snapshot.send_modify(|s| {
+                s.connection = "offline";
+                s.server = None;
+            });
+            if create {
+                // The identity made a moment ago is useless: the name is someone else's.
+                remove_identity(data, &user);
+            }
+            return Err(format!("the server refused the name {user:?}: {reason}"));
+        }
+        self.client = Some(client);
+        self.snapshot.send_modify(|s| s.user = Some(user.clone()));
+        Ok(json!({ "user": user, "registered": registered }))
+    }
+
+    async fn history(&self, peer: &str) -> Reply {
+        let c = self.client()?;
+        valid_user(peer)?;
+        let messages = c
+            .history(peer, HISTORY_LIMIT)
+            .await
+            .map_err(|e| e.to_string())?;
+        let contacts = c.contacts().await.map_err(|e| e.to_string())?;
+        let key = contacts.iter().find(|k| k.user == peer).map(|k| {
+            json!({
+                "fingerprint": k.fingerprint,
+                "pending": k.pending.as_ref().map(|p| p.fingerprint.clone()),
+            })
+        });
+        // Refresh the peer's address and key (a change shows up as `key_changed`).
+        if peer != c.user() {
+            c.lookup(peer).await.map_err(|e| e.to_string())?;
+        }
+        Ok(json!({
+            "peer": peer,
+            "messages": messages.iter().map(message_json).collect::<Vec<_>>(),
+            "key": key,
+        }))
+    }
+
+    async fn send(&self, to: &str, text: &str) -> Reply {
+        let c = self.client()?;
+        valid_user(to)?;
+        if text.trim().is_empty() {
+            return Err("empty message".to_owned());
+        }
+        let chars = text.chars().count();
+        if chars > MAX_MESSAGE_TEXT {
+            return Err(format!(
+                "message too long: {chars} characters, at most {MAX_MESSAGE_TEXT}"
+            ));
+        }
+        let msg_id = c.send(to, text).await.map_err(|e| e.to_string())?;
+        self.emit(
+            "message_sent",
+            json!({
+                "to": to,
+                "text": text,
+                "msg_id": msg_id,
+                "at_ms": now_ms(),
+                "status": "queued",
+            }),
+        );
+        Ok(json!({ "msg_id": msg_id }))
+    }
+
+    /// A client event to the browsers (and to the snapshot).
+    fn forward(&self, event: ClientEvent) {
+        match event {
+            ClientEvent::Message {
+                from,
+                text,
+                msg_id,
+                authenticated,
+                row,
+            } => self.emit(
+                "new_message",
+                json!({
+                    "from": from,
+                    "text": text,
+                    "msg_id": msg_id,
+                    "authenticated": authenticated,
+                    "row": row.0,
+                    "at_ms": now_ms(),
+                }),
+            ),
+            ClientEvent::Protocol(e) => match e {
+                Event::Connection(state) => {
+                    let (name, server) = match state {
+                        ConnectionState::Connecting { server } => ("connecting", server),
+                        ConnectionState::Registered { server } => ("registered", server),
+                        ConnectionState::Lost { server } => ("lost", server),
+                    };
+                    self.snapshot.send_modify(|s| {
+                        s.connection = name;
+                        s.server = Some(server.to_string());
+                    });
+                    self.emit(
+                        "connection",
+                        json!({ "state": name, "server": server.to_string() }),
+                    );
+                }
+                Event::RegistrationRefused { reason } => {
+                    self.emit("registration_refused", json!({ "reason": reason }));
+                }
+                Event::Status { to, msg_id, status } => self.emit(
+                    "status_changed",
+                    json!({ "to": to, "msg_id": msg_id, "status": status_str(status) }),
+                ),
+                Event::KeyPinned {
+                    user, fingerprint, ..
+                } => self.emit(
+                    "key_pinned",
+                    json!({ "user": user, "fingerprint": fingerprint }),
+                ),
+                Event::KeyChanged {
+                    user, pinned, new, ..
+                } => self.emit(
+                    "key_changed",
+                    json!({ "user": user, "pinned": pinned, "new": new }),
+                ),
+                Event::KeyAccepted { user, fingerprint } => self.emit(
+                    "key_accepted",
+                    json!({ "user": user, "fingerprint": fingerprint }),
+                ),
+                Event::PeerFeatures { .. } => {}
+                Event::Warning(w) => self.emit("warning", json!({ "text": warning_text(&w) })),
+            },
+        }
+    }
+}
+
+async fn resolve_server(server: &str) -> Result<SocketAddrV4, String> {
+    if let Ok(a) = server.parse::<SocketAddrV4>() {
+        return Ok(a);
+    }
+    let found = tokio::net::lookup_host(server)
+        .await
+        .map_err(|e| format!("{server}: {e} (type HOST:PORT)"))?;
+    for a in found {
+        if let std::net::SocketAddr::V4(a) = a {
+            return Ok(a);
+        }
+    }
+    Err(format!("{server}: no IPv4 address"))
+}
+
+fn valid_user(user: &str) -> Result<(), String> {
+    flock_proto::validate_username(user)
+        .map_err(|e| format!("{user:?} is not a valid username: {e}"))
+}
+
+/// The original web UI's rule for new accounts: 8+ characters with upper case, lower
+/// case and a digit.
+pub(crate) fn strong_password(p: &str) -> bool {
+    p.chars().count() >= 8
+        && p.chars().any(char::is_uppercase)
+        && p.chars().any(char::is_lowercase)
+        && p.chars().any(|c| c.is_ascii_digit())
+}
+
+/// Removes an identity created by a registration the ring refused.
+fn remove_identity(data: &Path, user: &str) {
+    if let Ok(dir) = KeyDir::new(data.join("keys"), user) {
+        let _ = std::fs::remove_dir_all(dir.path());
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let _ = std::fs::remove_file(data.join("chats").join(format!("{user}.db{suffix}")));
+    }
+}
+
+fn status_str(s: Status) -> &'static str {
+    match s {
+        Status::Queued => "queued",
+        Status::Sent => "sent",
+        Status::Delivered => "delivered",
+        Status::Failed => "failed",
+    }
+}
+
+fn message_status_str(s: MessageStatus) -> &'static str {
+    match s {
+        MessageStatus::Received => "received",
+        MessageStatus::Queued => "queued",
+        MessageStatus::Sent => "sent",
+        MessageStatus::Delivered => "delivered",
+        MessageStatus::Failed => "failed",
+    }
+}
+
+fn message_json(m: &Message) -> Value {
+    json!({
+        "row": m.id.0,
+        "author": m.author,
+        "receiver": m.receiver,
+        "text": m.text,
+        "at_ms": m.at_ms,
+        "seen": m.seen,
+        "msg_id": m.msg_id,
+        "outgoing": m.direction == Direction::Outgoing,
+        "status": message_status_str(m.status),
+    })
+}
+
+fn chat_json(c: &ChatSummary) -> Value {
+    json!({
+        "peer": c.peer,
+        "last": message_json(&c.last),
+        "unread": c.unread,
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn warning_text(w: &Warning) -> String {
+    match w {
+        Warning::Undecryptable { claimed, from } => {
+            format!("dropped a message claiming to be from {claimed} ({from}): it does not decrypt")
+        }
+        Warning::ForgedSender {
+            claimed,
+            pending_key: true,
+            ..
+        } => {
+            format!("dropped a message from {claimed}: signed with their new key, accept it first")
+        }
+        Warning::ForgedSender { claimed, from, .. } => {
+            format!("dropped a FORGED message claiming to be from {claimed} ({from})")
+        }
+        Warning::Unauthenticated { claimed, from } => {
+            format!("dropped an unsigned message claiming to be from {claimed} ({from})")
+        }
+        Warning::UnknownSender { claimed } => {
+            format!("dropped a signed message from unknown user {claimed}")
+        }
+        Warning::RateLimited { from } => format!("too many messages from {from}; dropped"),
+        Warning::NotText { from } => format!("dropped a message from {from}: not text"),
+        Warning::UserNotFound { user } => format!("user {user} is not registered"),
+        Warning::BadKey { user } => format!("unusable key for {user}"),
+    }
+}

@@ -1,0 +1,175 @@
+//! One browser page's WebSocket: JSON requests in, replies and pushed events out.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinSet;
+
+use super::session::{Handle, Op, Reply};
+
+/// Largest WebSocket message accepted from a page (a 4000-character message, escaped,
+/// fits several times).
+pub(crate) const MAX_WS_MESSAGE: usize = 64 * 1024;
+/// Requests one page may have in flight.
+const MAX_INFLIGHT: usize = 8;
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "ref")]
+    reference: u64,
+    event: String,
+    #[serde(default)]
+    data: Value,
+}
+
+#[derive(Deserialize)]
+struct ServerData {
+    server: String,
+}
+
+#[derive(Deserialize)]
+struct RegisterData {
+    username: String,
+    password: String,
+    mode: String,
+}
+
+#[derive(Deserialize)]
+struct PeerData {
+    peer: String,
+}
+
+#[derive(Deserialize)]
+struct UserData {
+    user: String,
+}
+
+#[derive(Deserialize)]
+struct SendData {
+    to: String,
+    text: String,
+}
+
+fn data<T: for<'de> Deserialize<'de>>(v: Value) -> Result<T, String> {
+    serde_json::from_value(v).map_err(|e| format!("bad request: {e}"))
+}
+
+/// A request's `ref` and operation.
+fn parse(text: &str) -> Result<(u64, Op), (u64, String)> {
+    let env: Envelope = serde_json::from_str(text).map_err(|e| (0, format!("bad request: {e}")))?;
+    let r = env.reference;
+    let op = match env.event.as_str() {
+        "state" => Ok(Op::State),
+        "discover_servers" => Ok(Op::Discover),
+        "connect_server" => data::<ServerData>(env.data).map(|d| Op::Connect { server: d.server }),
+        "register" => data::<RegisterData>(env.data).and_then(|d| {
+            let create = match d.mode.as_str() {
+                "create" => true,
+                "login" => false,
+                _ => return Err("mode must be login or create".to_owned()),
+            };
+            Ok(Op::Register {
+                user: d.username,
+                password: d.password,
+                create,
+            })
+        }),
+        "logout" => Ok(Op::Logout),
+        "load_chats" => Ok(Op::Chats),
+        "load_chat_history" => data::<PeerData>(env.data).map(|d| Op::History { peer: d.peer }),
+        "send_message" => data::<SendData>(env.data).map(|d| Op::Send {
+            to: d.to,
+            text: d.text,
+        }),
+        "mark_seen" => data::<PeerData>(env.data).map(|d| Op::MarkSeen { peer: d.peer }),
+        "accept_key" => data::<UserData>(env.data).map(|d| Op::AcceptKey { user: d.user }),
+        "reject_key" => data::<UserData>(env.data).map(|d| Op::RejectKey { user: d.user }),
+        other => Err(format!(
+            "unknown event {:?}",
+            other.chars().take(40).collect::<String>()
+        )),
+    };
+    op.map(|op| (r, op)).map_err(|e| (r, e))
+}
+
+fn reply_json(reference: u64, reply: Reply) -> String {
+    match reply {
+        Ok(data) => json!({ "type": "reply", "ref": reference, "ok": true, "data": data }),
+        Err(error) => json!({ "type": "reply", "ref": reference, "ok": false, "error": error }),
+    }
+    .to_string()
+}
+
+/// Serves one page until it goes away. `_permit` counts the socket against the limit.
+pub(crate) async fn serve(mut socket: WebSocket, session: Handle, _permit: OwnedSemaphorePermit) {
+    let mut events = session.events.subscribe();
+    let mut inflight: JoinSet<(u64, Reply)> = JoinSet::new();
+    loop {
+        let out: Option<Arc<str>> = tokio::select! {
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Text(text))) => match parse(text.as_str()) {
+                    Ok((r, op)) if inflight.len() < MAX_INFLIGHT => {
+                        let s = session.clone();
+                        inflight.spawn(async move { (r, s.call(op).await) });
+                        None
+                    }
+                    Ok((r, _)) => Some(reply_json(r, Err("too many requests at once".into())).into()),
+                    Err((r, e)) => Some(reply_json(r, Err(e)).into()),
+                },
+                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                // Pings are answered by axum; binary frames mean nothing here.
+                Some(Ok(_)) => None,
+            },
+            Some(done) = inflight.join_next(), if !inflight.is_empty() => match done {
+                Ok((r, reply)) => Some(reply_json(r, reply).into()),
+                Err(_) => None,
+            },
+            ev = events.recv() => match ev {
+                Ok(text) => Some(text),
+                // Too slow to keep up: the page reloads what it shows.
+                Err(RecvError::Lagged(_)) => {
+                    Some(json!({ "type": "event", "event": "resync", "data": {} }).to_string().into())
+                }
+                Err(RecvError::Closed) => break,
+            },
+        };
+        if let Some(text) = out {
+            if socket
+                .send(Message::Text(text.as_ref().into()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse() {
+        let (r, op) = parse(r#"{"ref":7,"event":"send_message","data":{"to":"bob","text":"hi"}}"#)
+            .expect("parses");
+        assert_eq!(r, 7);
+        assert!(matches!(op, Op::Send { ref to, ref text } if to == "bob" && text == "hi"));
+        assert!(matches!(
+            parse(r#"{"ref":1,"event":"load_chats"}"#),
+            Ok((1, Op::Chats))
+        ));
+        assert!(matches!(
+            parse(
+                r#"{"ref":2,"event":"register","data":{"username":"a","password":"b","mode":"x"}}"#
+            ),
+            Err((2, _))
+        ));
+        assert!(matches!(parse(r#"{"ref":3,"event":"nope"}"#), Err((3, _))));
+        assert!(matches!(parse("not json"), Err((0, _))));
+    }
+}
