@@ -1,0 +1,681 @@
+//! `flock web` in a real browser: Debian's headless `chromium` driven through
+//! `chromedriver` (WebDriver, with `fantoccini`), against real processes: a loopback ring
+//! of `flock server`s and one `flock web` per user.
+//!
+//! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian packages `chromium` and
+//! `chromium-driver`); without them the tests print a loud SKIPPED line and pass.
+//! Every wait polls the page with a deadline; every child process is killed on drop
+//! (chromedriver with its whole process group, so no browser outlives a failed test).
+//! Screenshots of each page land in the system temp directory (`flock-web-*.png`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+const FLOCK: &str = env!("CARGO_BIN_EXE_flock");
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const WAIT: Duration = Duration::from_secs(40);
+const PASSWORD: &str = "Flock-Test-1";
+
+type R<T = ()> = Result<T, String>;
+
+/// One browser test at a time: each runs a ring, web servers and chromium.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn have_browser() -> bool {
+    if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
+        return true;
+    }
+    eprintln!(
+        "*** SKIPPED web browser test: chromium/chromedriver not installed \
+         (apt-get install chromium chromium-driver) ***"
+    );
+    false
+}
+
+/// A child process, killed on drop; its stdout lines are collected.
+struct Proc {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Arc<Mutex<Vec<String>>>,
+    /// Kill the whole process group (chromedriver and the browsers it started).
+    group: bool,
+}
+
+impl Proc {
+    fn spawn(name: &str, cmd: &mut Command, log: &Path, group: bool) -> Self {
+        let stderr = std::fs::File::create(log).expect("log file");
+        if group {
+            cmd.process_group(0);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let stdout = child.stdout.take().expect("stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().expect("lock").push(line);
+            }
+        });
+        Self {
+            name: name.to_owned(),
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            group,
+        }
+    }
+
+    fn flock(name: &str, args: &[String], log: &Path) -> Self {
+        let mut cmd = Command::new(FLOCK);
+        cmd.args(args).env("RUST_LOG", "info");
+        Self::spawn(name, &mut cmd, log, false)
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lock").clone()
+    }
+
+    /// Waits for a stdout line containing `needle`.
+    fn line_with(&self, needle: &str) -> R<String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(l) = self.lines().into_iter().find(|l| l.contains(needle)) {
+                return Ok(l);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{}: no line {needle:?} within {WAIT:?}; output:\n{}",
+                    self.name,
+                    self.lines().join("\n")
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("write");
+        stdin.flush().expect("flush");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.group {
+            // The browsers are chromedriver's children, in its process group.
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// Keeps the directory (logs) for a post-mortem.
+    fn keep(self) -> PathBuf {
+        self.dir.keep()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A ring of `n` servers on 127.0.0.1 ports `base`, `base + 2`, ... (PING on the odd
+    /// ports); waits until it is whole.
+    fn ring(&self, base: u16, n: u16) -> Vec<Proc> {
+        let mut ring = Vec::new();
+        for i in 0..n {
+            let port = base + 2 * i;
+            let mut args: Vec<String> = [
+                "server",
+                &format!("s{i}"),
+                "--bind",
+                "127.0.0.1",
+                "--no-broadcast",
+                "--no-multicast",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+            args.extend([
+                "--port".into(),
+                port.to_string(),
+                "--ping-port".into(),
+                (port + 1).to_string(),
+                "--data-dir".into(),
+                self.path(&format!("s{i}")).display().to_string(),
+            ]);
+            if i > 0 {
+                args.extend(["--join".into(), format!("127.0.0.1:{base}")]);
+            }
+            ring.push(Proc::flock(
+                &format!("s{i}"),
+                &args,
+                &self.path(&format!("s{i}.log")),
+            ));
+            wait_ping(port);
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let out = Command::new(FLOCK)
+                .args(["status", &format!("127.0.0.1:{base}")])
+                .output()
+                .expect("flock status");
+            if String::from_utf8_lossy(&out.stdout).contains(&format!("{n} nodes")) {
+                return ring;
+            }
+            assert!(Instant::now() < deadline, "ring of {n} did not form");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `flock web` for one user on a free HTTP port; returns it and its base URL.
+    fn web(&self, name: &str, discovery: bool) -> (Proc, String) {
+        let mut args: Vec<String> = [
+            "web",
+            "--listen",
+            "127.0.0.1:0",
+            "--bind",
+            "127.0.0.1",
+            "--request-timeout-ms",
+            "500",
+            "--keepalive-ms",
+            "500",
+            "--retry-base-ms",
+            "300",
+            "--retry-max-ms",
+            "1500",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(["--data-dir".into(), self.path(name).display().to_string()]);
+        if !discovery {
+            args.push("--no-discovery".into());
+        }
+        let p = Proc::flock(name, &args, &self.path(&format!("web-{name}.log")));
+        let line = p.line_with("flock web: open http://").expect("web address");
+        let url = line
+            .rsplit(' ')
+            .next()
+            .expect("url")
+            .trim_end_matches('/')
+            .to_owned();
+        (p, url)
+    }
+
+    /// `flock chat` (the console client) for `user` on `server`.
+    fn chat(&self, user: &str, server: u16) -> Proc {
+        let args: Vec<String> = [
+            "chat",
+            "--user",
+            user,
+            "--password",
+            PASSWORD,
+            "--data-dir",
+            &self.path(user).display().to_string(),
+            "--no-discovery",
+            "--bind",
+            "127.0.0.1",
+            "--server",
+            &format!("127.0.0.1:{server}"),
+            "--request-timeout-ms",
+            "500",
+            "--keepalive-ms",
+            "500",
+            "--retry-base-ms",
+            "300",
+            "--retry-max-ms",
+            "1500",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let p = Proc::flock(user, &args, &self.path(&format!("chat-{user}.log")));
+        p.line_with("registered with").expect("console client registers");
+        p
+    }
+
+    /// chromedriver on a free loopback port; returns it and its URL.
+    fn chromedriver(&self) -> (Proc, String) {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut cmd = Command::new(CHROMEDRIVER);
+        cmd.arg(format!("--port={port}"));
+        let p = Proc::spawn(
+            "chromedriver",
+            &mut cmd,
+            &self.path("chromedriver.log"),
+            true,
+        );
+        let deadline = Instant::now() + WAIT;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        (p, format!("http://127.0.0.1:{port}"))
+    }
+}
+
+/// Waits until a server answers PING on `port`.
+fn wait_ping(port: u16) {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("socket");
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let deadline = Instant::now() + WAIT;
+    let mut buf = [0u8; 64];
+    loop {
+        let _ = s.send_to(b"PING", ("127.0.0.1", port));
+        if let Ok((n, _)) = s.recv_from(&mut buf) {
+            if &buf[..n] == b"PONG" {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "server on {port} never answered");
+    }
+}
+
+/// A fresh headless chromium session with its own profile directory.
+async fn browser(driver: &str, profile: &Path) -> Browser {
+    std::fs::create_dir_all(profile).expect("profile dir");
+    let args = [
+        "--headless".to_owned(),
+        "--no-sandbox".to_owned(),
+        "--disable-gpu".to_owned(),
+        "--disable-quic".to_owned(),
+        "--no-first-run".to_owned(),
+        "--disable-background-networking".to_owned(),
+        "--disable-component-update".to_owned(),
+        "--disable-sync".to_owned(),
+        "--disable-dev-shm-usage".to_owned(),
+        "--window-size=1100,820".to_owned(),
+        format!("--user-data-dir={}", profile.display()),
+    ];
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({ "binary": CHROMIUM, "args": args }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(driver)
+        .await
+        .unwrap_or_else(|e| panic!("WebDriver session: {e}"))
+}
+
+/// Runs `script` (a function body) until it returns something truthy; returns that.
+async fn wait_js(b: &Browser, what: &str, script: &str) -> R<Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let last = match b.execute(script, vec![]).await {
+            Ok(v) if truthy(&v) => return Ok(v),
+            Ok(v) => v,
+            Err(e) => json!(e.to_string()),
+        };
+        if Instant::now() > deadline {
+            let url = b.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+            return Err(format!(
+                "timed out waiting for {what} (last result {last}, page {url})"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(_) => true,
+    }
+}
+
+async fn wait_path(b: &Browser, path: &str) -> R {
+    let script = format!(
+        "return location.pathname === {} && document.body.dataset.ready === '1';",
+        json!(path)
+    );
+    wait_js(b, &format!("page {path}"), &script).await.map(|_| ())
+}
+
+async fn fill(b: &Browser, css: &str, text: &str) -> R {
+    let e = b
+        .find(Locator::Css(css))
+        .await
+        .map_err(|e| format!("{css}: {e}"))?;
+    e.clear().await.map_err(|e| format!("{css}: {e}"))?;
+    e.send_keys(text).await.map_err(|e| format!("{css}: {e}"))
+}
+
+async fn click(b: &Browser, css: &str) -> R {
+    b.find(Locator::Css(css))
+        .await
+        .map_err(|e| format!("{css}: {e}"))?
+        .click()
+        .await
+        .map_err(|e| format!("{css}: {e}"))
+}
+
+async fn screenshot(b: &Browser, name: &str) {
+    if let Ok(png) = b.screenshot().await {
+        let path = std::env::temp_dir().join(format!("flock-web-{name}.png"));
+        let _ = std::fs::write(&path, png);
+        eprintln!("screenshot: {}", path.display());
+    }
+}
+
+/// Servers page: type the server; register page: create the account; ends on /chats.
+async fn sign_up(b: &Browser, url: &str, server: u16, user: &str, shots: bool) -> R {
+    b.goto(&format!("{url}/")).await.map_err(|e| e.to_string())?;
+    wait_path(b, "/servers").await?;
+    if shots {
+        screenshot(b, "servers").await;
+    }
+    fill(b, "#server-addr", &format!("127.0.0.1:{server}")).await?;
+    click(b, "#server-connect").await?;
+    wait_path(b, "/register").await?;
+    click(b, "#tab-create").await?;
+    fill(b, "#username", user).await?;
+    // The original's password rule.
+    fill(b, "#password", "weakpass").await?;
+    click(b, "#register-submit").await?;
+    wait_js(
+        b,
+        "the password rule",
+        "return document.getElementById('error').textContent.includes('8 characters');",
+    )
+    .await?;
+    if shots {
+        screenshot(b, "register").await;
+    }
+    fill(b, "#password", PASSWORD).await?;
+    click(b, "#register-submit").await?;
+    wait_path(b, "/chats").await?;
+    wait_js(
+        b,
+        "online",
+        "return document.getElementById('conn').dataset.state === 'registered';",
+    )
+    .await?;
+    Ok(())
+}
+
+async fn open_chat(b: &Browser, peer: &str) -> R {
+    fill(b, "#peer", peer).await?;
+    click(b, "#open-chat-submit").await?;
+    wait_path(b, &format!("/chat/{peer}")).await
+}
+
+async fn send(b: &Browser, text: &str) -> R {
+    fill(b, "#text", text).await?;
+    click(b, "#send").await?;
+    wait_js(
+        b,
+        "the composer to clear",
+        "return document.getElementById('text').value === '';",
+    )
+    .await
+    .map(|_| ())
+}
+
+/// The texts of the messages shown, as `in:`/`out:` lines.
+const MESSAGES_JS: &str = "return [...document.querySelectorAll('#messages .msg')].map(li => \
+     (li.classList.contains('out') ? 'out:' : 'in:') + li.querySelector('.text').textContent);";
+
+async fn wait_message(b: &Browser, what: &str, expected: &str) -> R {
+    let script = format!(
+        "const m = (function() {{ {MESSAGES_JS} }})(); return m.includes({});",
+        json!(expected)
+    );
+    wait_js(b, what, &script).await.map(|_| ())
+}
+
+async fn wait_delivered(b: &Browser, text: &str) -> R {
+    let script = format!(
+        "return [...document.querySelectorAll('#messages .msg.out')].some(li => \
+         li.querySelector('.text').textContent === {} && li.dataset.status === 'delivered');",
+        json!(text)
+    );
+    wait_js(b, &format!("{text:?} delivered"), &script)
+        .await
+        .map(|_| ())
+}
+
+async fn two_users(env: &Env, driver: &str) -> R {
+    let started = Instant::now();
+    let _ring = env.ring(32100, 2);
+    let (_alice_web, alice_url) = env.web("alice", true);
+    let (_bob_web, bob_url) = env.web("bob", false);
+    let a = browser(driver, &env.path("profile-a")).await;
+    let b = browser(driver, &env.path("profile-b")).await;
+    let result = async {
+        // Alice searches first (nothing answers on loopback), then types the server.
+        a.goto(&format!("{alice_url}/"))
+            .await
+            .map_err(|e| e.to_string())?;
+        wait_path(&a, "/servers").await?;
+        click(&a, "#discover").await?;
+        wait_js(
+            &a,
+            "the search to end",
+            "const s = document.getElementById('discover-status').textContent; \
+             return s !== '' && s !== 'Searching…';",
+        )
+        .await?;
+        sign_up(&a, &alice_url, 32100, "alice", true).await?;
+        screenshot(&a, "chats-empty").await;
+        sign_up(&b, &bob_url, 32102, "bob", false).await?;
+        eprintln!("signed up after {:?}", started.elapsed());
+
+        // Both open the chat; alice writes, bob sees it live, and back.
+        open_chat(&b, "alice").await?;
+        open_chat(&a, "bob").await?;
+        send(&a, "hello bob").await?;
+        wait_message(&b, "bob sees alice's message live", "in:hello bob").await?;
+        wait_delivered(&a, "hello bob").await?;
+        send(&b, "hi alice, got it").await?;
+        wait_message(&a, "alice sees bob's reply live", "in:hi alice, got it").await?;
+        wait_delivered(&b, "hi alice, got it").await?;
+        eprintln!("exchanged after {:?}", started.elapsed());
+
+        // Alice on the chats page: bob's next messages show as unread, live.
+        click(&a, "#back").await?;
+        wait_path(&a, "/chats").await?;
+        send(&b, "one more").await?;
+        send(&b, "and another").await?;
+        wait_js(
+            &a,
+            "2 unread from bob",
+            "const li = document.querySelector('li.chat[data-peer=\"bob\"]'); \
+             return li && li.dataset.unread === '2' && \
+               li.querySelector('.badge.unread').textContent === '2' && \
+               li.querySelector('.last').textContent === 'and another';",
+        )
+        .await?;
+        screenshot(&a, "chats").await;
+
+        // Opening the chat shows the history and marks it read; it survives a reload.
+        click(&a, "li.chat[data-peer=\"bob\"] a").await?;
+        wait_path(&a, "/chat/bob").await?;
+        let expected = json!([
+            "out:hello bob",
+            "in:hi alice, got it",
+            "in:one more",
+            "in:and another"
+        ]);
+        wait_js(
+            &a,
+            "the history",
+            &format!(
+                "const m = (function() {{ {MESSAGES_JS} }})(); return JSON.stringify(m) === {};",
+                json!(expected.to_string())
+            ),
+        )
+        .await?;
+        a.refresh().await.map_err(|e| e.to_string())?;
+        wait_path(&a, "/chat/bob").await?;
+        let shown = wait_js(&a, "the history after a reload", MESSAGES_JS).await?;
+        if shown != expected {
+            return Err(format!("history after reload: {shown}"));
+        }
+        wait_delivered(&a, "hello bob").await?;
+        screenshot(&a, "chat").await;
+        a.goto(&format!("{alice_url}/chats"))
+            .await
+            .map_err(|e| e.to_string())?;
+        wait_path(&a, "/chats").await?;
+        wait_js(
+            &a,
+            "no unread after reading",
+            "const li = document.querySelector('li.chat[data-peer=\"bob\"]'); \
+             return li && li.dataset.unread === '0' && !li.querySelector('.badge');",
+        )
+        .await?;
+        // Logging out leads back to the register page; logging in again works.
+        click(&a, "#logout").await?;
+        wait_path(&a, "/register").await?;
+        fill(&a, "#username", "alice").await?;
+        fill(&a, "#password", "Wrong-Password-1").await?;
+        click(&a, "#register-submit").await?;
+        wait_js(
+            &a,
+            "wrong password",
+            "return document.getElementById('error').textContent.includes('wrong password');",
+        )
+        .await?;
+        fill(&a, "#password", PASSWORD).await?;
+        click(&a, "#register-submit").await?;
+        wait_path(&a, "/chats").await?;
+        wait_js(
+            &a,
+            "bob listed after logging in again",
+            "return !!document.querySelector('li.chat[data-peer=\"bob\"]');",
+        )
+        .await?;
+        Ok(())
+    }
+    .await;
+    let _ = a.close().await;
+    let _ = b.close().await;
+    eprintln!("browser scenario took {:?}", started.elapsed());
+    result
+}
+
+#[tokio::test]
+async fn web_ui_two_users_live_messages_unread_history() {
+    let _serial = SERIAL.lock().await;
+    if !have_browser() {
+        return;
+    }
+    let env = Env::new();
+    let (driver, driver_url) = env.chromedriver();
+    if let Err(e) = two_users(&env, &driver_url).await {
+        drop(driver);
+        panic!("{e}\n(logs kept in {})", env.keep().display());
+    }
+}
+
+async fn html_as_text(env: &Env, driver: &str) -> R {
+    let _ring = env.ring(32200, 2);
+    let (_web, url) = env.web("alice", false);
+    let mut bob = env.chat("bob", 32202);
+    let a = browser(driver, &env.path("profile")).await;
+    let result = async {
+        sign_up(&a, &url, 32200, "alice", false).await?;
+        open_chat(&a, "bob").await?;
+        // Alice's own HTML, typed into the composer: text on her page, text for bob.
+        let mine = "<b>not bold</b> & <i>not italic</i>";
+        send(&a, mine).await?;
+        wait_message(&a, "alice's HTML as text", &format!("out:{mine}")).await?;
+        bob.line_with(&format!("<alice> {mine}"))?;
+        // Bob's hostile text, live and after a reload, in the chat and on the chats page.
+        let hostile = "<script>window.__pwned=1</script><img src=x onerror=\"window.__pwned=2\">\
+                       <b id=\"bold\">bold</b>";
+        bob.say("@alice");
+        bob.say(hostile);
+        wait_message(&a, "bob's HTML as text", &format!("in:{hostile}")).await?;
+        let check = "return window.__pwned === undefined && \
+             document.querySelectorAll('#messages script, #messages img, #messages b, #bold, \
+             #chats script, #chats img, #chats b').length === 0;";
+        if !truthy(&wait_js(&a, "nothing injected", check).await?) {
+            return Err("injected".into());
+        }
+        a.refresh().await.map_err(|e| e.to_string())?;
+        wait_path(&a, "/chat/bob").await?;
+        wait_message(&a, "HTML as text after a reload", &format!("in:{hostile}")).await?;
+        wait_js(&a, "nothing injected after a reload", check).await?;
+        a.goto(&format!("{url}/chats"))
+            .await
+            .map_err(|e| e.to_string())?;
+        wait_path(&a, "/chats").await?;
+        wait_js(
+            &a,
+            "HTML as text on the chats page",
+            &format!(
+                "const li = document.querySelector('li.chat[data-peer=\"bob\"]'); \
+                 return li && li.querySelector('.last').textContent === {} && \
+                   window.__pwned === undefined && \
+                   document.querySelectorAll('#chats script, #chats img, #chats b').length === 0;",
+                json!(hostile)
+            ),
+        )
+        .await?;
+        // A chat URL that is not a username goes back to the chats page.
+        a.goto(&format!("{url}/chat/%3Cscript%3E"))
+            .await
+            .map_err(|e| e.to_string())?;
+        wait_path(&a, "/chats").await?;
+        Ok(())
+    }
+    .await;
+    let _ = a.close().await;
+    result
+}
+
+#[tokio::test]
+async fn web_ui_shows_html_as_text() {
+    let _serial = SERIAL.lock().await;
+    if !have_browser() {
+        return;
+    }
+    let env = Env::new();
+    let (driver, driver_url) = env.chromedriver();
+    if let Err(e) = html_as_text(&env, &driver_url).await {
+        drop(driver);
+        panic!("{e}\n(logs kept in {})", env.keep().display());
+    }
+}
