@@ -152,12 +152,17 @@ impl Env {
     /// A ring of `n` servers on 127.0.0.1 ports `base`, `base + 2`, ... (PING on the odd
     /// ports); waits until it is whole.
     fn ring(&self, base: u16, n: u16) -> Vec<Proc> {
+        self.ring_tagged("s", base, n)
+    }
+
+    /// [`Env::ring`] with data directories `<tag>0`, `<tag>1`, ...
+    fn ring_tagged(&self, tag: &str, base: u16, n: u16) -> Vec<Proc> {
         let mut ring = Vec::new();
         for i in 0..n {
             let port = base + 2 * i;
             let mut args: Vec<String> = [
                 "server",
-                &format!("s{i}"),
+                &format!("{tag}{i}"),
                 "--bind",
                 "127.0.0.1",
                 "--no-broadcast",
@@ -172,15 +177,15 @@ impl Env {
                 "--ping-port".into(),
                 (port + 1).to_string(),
                 "--data-dir".into(),
-                self.path(&format!("s{i}")).display().to_string(),
+                self.path(&format!("{tag}{i}")).display().to_string(),
             ]);
             if i > 0 {
                 args.extend(["--join".into(), format!("127.0.0.1:{base}")]);
             }
             ring.push(Proc::flock(
-                &format!("s{i}"),
+                &format!("{tag}{i}"),
                 &args,
-                &self.path(&format!("s{i}.log")),
+                &self.path(&format!("{tag}{i}.log")),
             ));
             wait_ping(port);
         }
@@ -234,7 +239,7 @@ impl Env {
     }
 
     /// `flock chat` (the console client) for `user` on `server`.
-    fn chat(&self, user: &str, server: u16) -> Proc {
+    fn chat(&self, user: &str, data: &str, server: u16) -> Proc {
         let args: Vec<String> = [
             "chat",
             "--user",
@@ -242,7 +247,7 @@ impl Env {
             "--password",
             PASSWORD,
             "--data-dir",
-            &self.path(user).display().to_string(),
+            &self.path(data).display().to_string(),
             "--no-discovery",
             "--bind",
             "127.0.0.1",
@@ -260,8 +265,9 @@ impl Env {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
-        let p = Proc::flock(user, &args, &self.path(&format!("chat-{user}.log")));
-        p.line_with("registered with").expect("console client registers");
+        let p = Proc::flock(user, &args, &self.path(&format!("chat-{data}.log")));
+        p.line_with("registered with")
+            .expect("console client registers");
         p
     }
 
@@ -344,7 +350,11 @@ async fn wait_js(b: &Browser, what: &str, script: &str) -> R<Value> {
             Err(e) => json!(e.to_string()),
         };
         if Instant::now() > deadline {
-            let url = b.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+            let url = b
+                .current_url()
+                .await
+                .map(|u| u.to_string())
+                .unwrap_or_default();
             return Err(format!(
                 "timed out waiting for {what} (last result {last}, page {url})"
             ));
@@ -369,7 +379,9 @@ async fn wait_path(b: &Browser, path: &str) -> R {
         "return location.pathname === {} && document.body.dataset.ready === '1';",
         json!(path)
     );
-    wait_js(b, &format!("page {path}"), &script).await.map(|_| ())
+    wait_js(b, &format!("page {path}"), &script)
+        .await
+        .map(|_| ())
 }
 
 async fn fill(b: &Browser, css: &str, text: &str) -> R {
@@ -400,7 +412,9 @@ async fn screenshot(b: &Browser, name: &str) {
 
 /// Servers page: type the server; register page: create the account; ends on /chats.
 async fn sign_up(b: &Browser, url: &str, server: u16, user: &str, shots: bool) -> R {
-    b.goto(&format!("{url}/")).await.map_err(|e| e.to_string())?;
+    b.goto(&format!("{url}/"))
+        .await
+        .map_err(|e| e.to_string())?;
     wait_path(b, "/servers").await?;
     if shots {
         screenshot(b, "servers").await;
@@ -610,9 +624,9 @@ async fn web_ui_two_users_live_messages_unread_history() {
 }
 
 async fn html_as_text(env: &Env, driver: &str) -> R {
-    let _ring = env.ring(32200, 2);
+    let mut ring = env.ring(32200, 2);
     let (_web, url) = env.web("alice", false);
-    let mut bob = env.chat("bob", 32202);
+    let mut bob = env.chat("bob", "bob", 32202);
     let a = browser(driver, &env.path("profile")).await;
     let result = async {
         sign_up(&a, &url, 32200, "alice", false).await?;
@@ -659,6 +673,49 @@ async fn html_as_text(env: &Env, driver: &str) -> R {
             .await
             .map_err(|e| e.to_string())?;
         wait_path(&a, "/chats").await?;
+
+        // Bob's key changes: a new ring (no records) and a new bob with a new key.
+        ring.clear();
+        drop(bob);
+        ring = env.ring_tagged("t", 32200, 2);
+        wait_js(
+            &a,
+            "alice registered with the new ring",
+            "return document.getElementById('conn').dataset.state === 'registered';",
+        )
+        .await?;
+        let mut new_bob = env.chat("bob", "bob-new", 32202);
+        open_chat(&a, "bob").await?;
+        wait_js(
+            &a,
+            "the key-changed banner",
+            "const b = document.getElementById('key-banner'); \
+             return !b.hidden && document.getElementById('key-user').textContent === 'bob';",
+        )
+        .await?;
+        screenshot(&a, "key-changed").await;
+        fill(&a, "#text", "are you really bob?").await?;
+        click(&a, "#send").await?;
+        wait_js(
+            &a,
+            "sending refused while the key is not accepted",
+            "return document.getElementById('error').textContent.includes('key changed');",
+        )
+        .await?;
+        click(&a, "#key-accept").await?;
+        wait_js(
+            &a,
+            "the banner to go",
+            "return document.getElementById('key-banner').hidden;",
+        )
+        .await?;
+        send(&a, "welcome back").await?;
+        new_bob.line_with("<alice> welcome back")?;
+        wait_delivered(&a, "welcome back").await?;
+        new_bob.say("@alice");
+        new_bob.say("thanks, new key");
+        wait_message(&a, "new bob's message", "in:thanks, new key").await?;
+        drop(ring);
         Ok(())
     }
     .await;
@@ -667,7 +724,7 @@ async fn html_as_text(env: &Env, driver: &str) -> R {
 }
 
 #[tokio::test]
-async fn web_ui_shows_html_as_text() {
+async fn web_ui_html_as_text_and_key_change_banner() {
     let _serial = SERIAL.lock().await;
     if !have_browser() {
         return;
