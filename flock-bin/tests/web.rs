@@ -736,3 +736,81 @@ async fn web_ui_html_as_text_and_key_change_banner() {
         panic!("{e}\n(logs kept in {})", env.keep().display());
     }
 }
+
+/// Sends one raw HTTP/1.1 request and returns the status line; the stream stays open
+/// (a WebSocket that was accepted keeps counting against the limit).
+fn raw_request(addr: &str, path: &str, host: &str, origin: Option<&str>) -> (String, TcpStream) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n");
+    if path == "/ws" {
+        req.push_str(
+            "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+        );
+    }
+    if let Some(o) = origin {
+        req.push_str(&format!("Origin: {o}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("write");
+    let mut line = String::new();
+    BufReader::new(s.try_clone().expect("clone"))
+        .read_line(&mut line)
+        .expect("status line");
+    (line.trim_end().to_owned(), s)
+}
+
+/// No browser needed: foreign `Host` names (DNS rebinding), WebSockets from another
+/// origin and WebSockets beyond `--max-connections` are refused.
+#[test]
+fn web_refuses_foreign_hosts_origins_and_too_many_sockets() {
+    let env = Env::new();
+    let mut cmd = Command::new(FLOCK);
+    cmd.args([
+        "web",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-discovery",
+        "--max-connections",
+        "2",
+        "--data-dir",
+    ])
+    .arg(env.path("web"));
+    let web = Proc::spawn("web", &mut cmd, &env.path("web.log"), false);
+    let url = web
+        .line_with("flock web: open http://")
+        .expect("web address");
+    let addr = url
+        .rsplit("http://")
+        .next()
+        .expect("address")
+        .trim_end_matches('/')
+        .to_owned();
+    let status =
+        |path: &str, host: &str, origin: Option<&str>| raw_request(&addr, path, host, origin);
+    assert!(status("/servers", &addr, None).0.contains(" 200 "));
+    assert!(status("/servers", "localhost", None).0.contains(" 200 "));
+    assert!(status("/servers", "evil.example", None).0.contains(" 421 "));
+    assert!(status("/ws", "evil.example:80", None).0.contains(" 421 "));
+    let evil = status("/ws", &addr, Some("http://evil.example"));
+    assert!(evil.0.contains(" 403 "), "{}", evil.0);
+    let own = format!("http://{addr}");
+    let first = status("/ws", &addr, Some(&own));
+    assert!(first.0.contains(" 101 "), "{}", first.0);
+    let second = status("/ws", &addr, Some(&own));
+    assert!(second.0.contains(" 101 "), "{}", second.0);
+    let third = status("/ws", &addr, Some(&own));
+    assert!(third.0.contains(" 503 "), "{}", third.0);
+    drop(first);
+    // The closed socket's slot frees up.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let again = status("/ws", &addr, Some(&own));
+        if again.0.contains(" 101 ") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed: {}", again.0);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
