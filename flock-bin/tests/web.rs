@@ -7,6 +7,7 @@
 //! Every wait polls the page with a deadline; every child process is killed on drop
 //! (chromedriver with its whole process group, so no browser outlives a failed test).
 //! Screenshots of each page land in the system temp directory (`flock-web-*.png`).
+//! `web_refuses_foreign_hosts_origins_and_too_many_sockets` needs no browser.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
