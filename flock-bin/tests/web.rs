@@ -631,7 +631,31 @@ async fn html_as_text(env: &Env, driver: &str) -> R {
     let (_web, url) = env.web("alice", false);
     let mut bob = env.chat("bob", "bob", 32202);
     let a = browser(driver, &env.path("profile")).await;
+    let (_mallory_web, mallory_url) = env.web("mallory", false);
     let result = async {
+        // Someone else cannot take bob's name: the ring refuses, the page says so and
+        // the useless new key is removed.
+        a.goto(&format!("{mallory_url}/servers"))
+            .await
+            .map_err(|e| e.to_string())?;
+        wait_path(&a, "/servers").await?;
+        fill(&a, "#server-addr", "127.0.0.1:32200").await?;
+        click(&a, "#server-connect").await?;
+        wait_path(&a, "/register").await?;
+        click(&a, "#tab-create").await?;
+        fill(&a, "#username", "bob").await?;
+        fill(&a, "#password", PASSWORD).await?;
+        click(&a, "#register-submit").await?;
+        wait_js(
+            &a,
+            "bob's name refused",
+            "return document.getElementById('error').textContent.includes('refused the name');",
+        )
+        .await?;
+        if env.path("mallory/keys/bob/private.pem").exists() {
+            return Err("the refused identity's key was kept".into());
+        }
+
         sign_up(&a, &url, 32200, "alice", false).await?;
         open_chat(&a, "bob").await?;
         // Alice's own HTML, typed into the composer: text on her page, text for bob.

@@ -330,6 +330,8 @@ impl Session {
             }
             _ => {}
         }
+        // Never delete a history that was here before (see `remove_identity`).
+        let db_existed = data.join("chats").join(format!("{user}.db")).exists();
         let mut opts = ClientOptions::new(&user, &password, data);
         opts.servers.clone_from(&self.servers);
         opts.discovery = !self.args.no_discovery;
@@ -376,7 +378,7 @@ impl Session {
             });
             if create {
                 // The identity made a moment ago is useless: the name is someone else's.
-                remove_identity(data, &user);
+                remove_identity(data, &user, !db_existed);
             }
             return Err(format!("the server refused the name {user:?}: {reason}"));
         }
@@ -531,10 +533,15 @@ pub(crate) fn strong_password(p: &str) -> bool {
         && p.chars().any(|c| c.is_ascii_digit())
 }
 
-/// Removes an identity created by a registration the ring refused.
-fn remove_identity(data: &Path, user: &str) {
+/// Removes an identity created by a registration the ring refused (and its new, empty
+/// database when `db` is set).
+fn remove_identity(data: &Path, user: &str, db: bool) {
     if let Ok(dir) = KeyDir::new(data.join("keys"), user) {
-        let _ = std::fs::remove_dir_all(dir.path());
+        let _ = std::fs::remove_file(dir.private_path());
+        let _ = std::fs::remove_file(dir.public_path());
+    }
+    if !db {
+        return;
     }
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let _ = std::fs::remove_file(data.join("chats").join(format!("{user}.db{suffix}")));
