@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! `RING` frames: known answers and `decode(encode(x)) == x` for arbitrary frames.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
