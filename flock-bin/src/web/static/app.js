@@ -135,6 +135,12 @@
   });
   Flock.on('registration_refused', (d) => toast('Registration refused: ' + d.reason));
   Flock.on('warning', (d) => toast(d.text));
+  Flock.on('new_message', (m) => {
+    // The chats page and the open chat show it already.
+    const p = document.body.dataset.page;
+    if (p === 'chats' || (p === 'chat' && pages.chat.peer === m.from)) return;
+    toast('New message from ' + m.from);
+  });
   Flock.on('logged_out', () => {
     state.user = null;
     renderHeader();
