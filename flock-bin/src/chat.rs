@@ -10,15 +10,14 @@
 //! message, `* ...` for information, `!! ...` for anything that needs attention.
 
 use std::io::{BufRead, Write};
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::PathBuf;
+use std::net::SocketAddrV4;
 use std::time::Duration;
 
 use flock_proto::client::{ConnectionState, Event, Status, Warning};
 use flock_store::{Direction, KeyDir, MessageStatus};
 use tokio::sync::mpsc;
 
-use crate::client::{Client, ClientEvent, ClientOptions, discover};
+use crate::client::{Client, ClientArgs, ClientEvent, discover};
 
 /// Options of `flock chat`.
 #[derive(Debug, Clone, clap::Args)]
@@ -29,39 +28,12 @@ pub struct ChatArgs {
     /// Password protecting the private key (asked for if missing).
     #[arg(long, env = "FLOCK_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
-    /// Directory holding `keys/` and `chats/`.
-    #[arg(long, default_value = ".")]
-    pub data_dir: PathBuf,
-    /// Server to use (repeat for fallbacks); without it, servers are discovered.
-    #[arg(long = "server", value_name = "HOST:PORT")]
-    pub servers: Vec<String>,
-    /// Never look for servers by broadcast or multicast.
-    #[arg(long)]
-    pub no_discovery: bool,
+    /// Files, servers, socket and timings.
+    #[command(flatten)]
+    pub client: ClientArgs,
     /// Do not create a new identity if none exists.
     #[arg(long)]
     pub no_create: bool,
-    /// Local IP to bind.
-    #[arg(long, default_value_t = Ipv4Addr::UNSPECIFIED)]
-    pub bind: Ipv4Addr,
-    /// Local UDP port (0: any).
-    #[arg(long, default_value_t = 0)]
-    pub port: u16,
-    /// IP to register (default: the bound IP, or the route toward the server).
-    #[arg(long)]
-    pub advertise: Option<Ipv4Addr>,
-    /// Wait this long for a server's answer, in milliseconds.
-    #[arg(long, default_value_t = 3_000)]
-    pub request_timeout_ms: u64,
-    /// Check an idle server this often, in milliseconds.
-    #[arg(long, default_value_t = 3_000)]
-    pub keepalive_ms: u64,
-    /// First retry delay for undelivered messages, in milliseconds.
-    #[arg(long, default_value_t = 1_000)]
-    pub retry_base_ms: u64,
-    /// Longest retry delay, in milliseconds.
-    #[arg(long, default_value_t = 30_000)]
-    pub retry_max_ms: u64,
 }
 
 /// Runs the console UI until `/quit` or the end of input.
@@ -147,11 +119,11 @@ fn strong_password(p: &str) -> bool {
 async fn chat(args: ChatArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mut ui = Ui::start();
     let mut servers: Vec<SocketAddrV4> = Vec::new();
-    for s in &args.servers {
+    for s in &args.client.servers {
         servers.push(parse_server(s).ok_or_else(|| format!("bad server address {s:?}"))?);
     }
     if servers.is_empty() {
-        if args.no_discovery {
+        if args.client.no_discovery {
             return Err("no --server given and discovery is off".into());
         }
         servers.push(pick_server(&mut ui).await?);
@@ -161,10 +133,14 @@ async fn chat(args: ChatArgs) -> Result<(), Box<dyn std::error::Error>> {
         None => ui.ask("username:").await.ok_or("no username")?,
     };
     flock_proto::validate_username(&user).map_err(|e| format!("invalid username {user:?}: {e}"))?;
-    let exists = KeyDir::new(args.data_dir.join("keys"), &user)?.exists();
+    let exists = KeyDir::new(args.client.data_dir.join("keys"), &user)?.exists();
     if !exists {
         if args.no_create {
-            return Err(format!("no identity for {user} in {}", args.data_dir.display()).into());
+            return Err(format!(
+                "no identity for {user} in {}",
+                args.client.data_dir.display()
+            )
+            .into());
         }
         say(&format!("* creating a new identity for {user}"));
     }
@@ -177,16 +153,9 @@ async fn chat(args: ChatArgs) -> Result<(), Box<dyn std::error::Error>> {
             "password: at least 8 characters with upper case, lower case and a digit".into(),
         );
     }
-    let mut opts = ClientOptions::new(&user, &password, &args.data_dir);
+    let mut opts = args.client.options(&user, &password);
     opts.servers = servers;
-    opts.discovery = !args.no_discovery;
     opts.create = !args.no_create;
-    opts.bind = SocketAddrV4::new(args.bind, args.port);
-    opts.advertise = args.advertise;
-    opts.config.request_timeout_ms = args.request_timeout_ms;
-    opts.config.keepalive_ms = args.keepalive_ms;
-    opts.config.retry_base_ms = args.retry_base_ms;
-    opts.config.retry_max_ms = args.retry_max_ms;
     let mut client = Client::login(opts).await?;
     say(&format!(
         "* logged in as {user}, listening on {}",

@@ -26,6 +26,7 @@
 //! the client tries the other configured servers, then LAN discovery (broadcast and
 //! multicast), every 3 s, and registers again with whichever answers.
 
+mod cli;
 mod discovery;
 mod driver;
 
@@ -33,6 +34,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use cli::ClientArgs;
 pub use discovery::discover;
 use flock_crypto::PrivateKey;
 pub use flock_proto::client::{

@@ -43,7 +43,6 @@ mod session;
 mod ws;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
@@ -53,6 +52,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use flock_proto::limits::WEB_UI_PORT;
+
+use crate::client::ClientArgs;
 use tokio::sync::Semaphore;
 
 /// Options of `flock web`.
@@ -61,36 +62,9 @@ pub struct WebArgs {
     /// HTTP address to listen on (port 0: any; the address is printed).
     #[arg(long, default_value_t = SocketAddr::from((Ipv4Addr::LOCALHOST, WEB_UI_PORT)))]
     pub listen: SocketAddr,
-    /// Directory holding `keys/` and `chats/`.
-    #[arg(long, default_value = ".")]
-    pub data_dir: PathBuf,
-    /// Server to use (repeat for fallbacks); more can be chosen on the servers page.
-    #[arg(long = "server", value_name = "HOST:PORT")]
-    pub servers: Vec<String>,
-    /// Never look for servers by broadcast or multicast.
-    #[arg(long)]
-    pub no_discovery: bool,
-    /// Local IP of the client's UDP socket.
-    #[arg(long, default_value_t = Ipv4Addr::UNSPECIFIED)]
-    pub bind: Ipv4Addr,
-    /// Local UDP port of the client (0: any).
-    #[arg(long, default_value_t = 0)]
-    pub port: u16,
-    /// IP to register (default: the bound IP, or the route toward the server).
-    #[arg(long)]
-    pub advertise: Option<Ipv4Addr>,
-    /// Wait this long for a server's answer, in milliseconds.
-    #[arg(long, default_value_t = 3_000)]
-    pub request_timeout_ms: u64,
-    /// Check an idle server this often, in milliseconds.
-    #[arg(long, default_value_t = 3_000)]
-    pub keepalive_ms: u64,
-    /// First retry delay for undelivered messages, in milliseconds.
-    #[arg(long, default_value_t = 1_000)]
-    pub retry_base_ms: u64,
-    /// Longest retry delay, in milliseconds.
-    #[arg(long, default_value_t = 30_000)]
-    pub retry_max_ms: u64,
+    /// Files, servers, socket and timings of the client.
+    #[command(flatten)]
+    pub client: ClientArgs,
     /// How long logging in waits for the server to accept the registration, in
     /// milliseconds (a refusal, e.g. a name taken by another key, is reported at once).
     #[arg(long, default_value_t = 10_000)]
@@ -129,7 +103,7 @@ struct AppState {
 /// A bad server address or an unusable listening address.
 pub async fn serve(args: WebArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mut servers: Vec<SocketAddrV4> = Vec::new();
-    for s in &args.servers {
+    for s in &args.client.servers {
         servers.push(crate::tools::parse_addr(s).map_err(|e| format!("bad server {s:?}: {e}"))?);
     }
     let listener = tokio::net::TcpListener::bind(args.listen).await?;

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::client::{Client, ClientError, ClientEvent, ClientOptions, discover};
+use crate::client::{Client, ClientError, ClientEvent, discover};
 
 use super::WebArgs;
 
@@ -130,7 +130,7 @@ pub(crate) fn start(args: WebArgs, servers: Vec<SocketAddrV4>) -> Handle {
         connection: "offline",
         server: None,
         max_text: MAX_MESSAGE_TEXT,
-        discovery: !args.no_discovery,
+        discovery: !args.client.no_discovery,
     };
     let (snap_tx, snap_rx) = watch::channel(snap);
     let session = Session {
@@ -188,7 +188,7 @@ impl Session {
         let answer = match op {
             Op::State => Ok(json!(*self.snapshot.borrow())),
             Op::Discover => {
-                if self.args.no_discovery {
+                if self.args.client.no_discovery {
                     Err("discovery is off (--no-discovery): type a server address".to_owned())
                 } else {
                     // Discovery takes a while and needs nothing of ours: answer from a task.
@@ -312,10 +312,10 @@ impl Session {
                     .to_owned(),
             );
         }
-        if self.servers.is_empty() && self.args.no_discovery {
+        if self.servers.is_empty() && self.args.client.no_discovery {
             return Err("choose a server first".to_owned());
         }
-        let data = &self.args.data_dir;
+        let data = &self.args.client.data_dir;
         let exists = KeyDir::new(data.join("keys"), &user)
             .map_err(|e| e.to_string())?
             .exists();
@@ -332,16 +332,9 @@ impl Session {
         }
         // Never delete a history that was here before (see `remove_identity`).
         let db_existed = data.join("chats").join(format!("{user}.db")).exists();
-        let mut opts = ClientOptions::new(&user, &password, data);
+        let mut opts = self.args.client.options(&user, &password);
         opts.servers.clone_from(&self.servers);
-        opts.discovery = !self.args.no_discovery;
         opts.create = create;
-        opts.bind = SocketAddrV4::new(self.args.bind, self.args.port);
-        opts.advertise = self.args.advertise;
-        opts.config.request_timeout_ms = self.args.request_timeout_ms;
-        opts.config.keepalive_ms = self.args.keepalive_ms;
-        opts.config.retry_base_ms = self.args.retry_base_ms;
-        opts.config.retry_max_ms = self.args.retry_max_ms;
         let mut client = match Client::login(opts).await {
             Ok(c) => c,
             Err(ClientError::WrongPassword(_)) => return Err("wrong password".to_owned()),
