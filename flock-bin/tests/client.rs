@@ -3,109 +3,19 @@
 //!
 //! Every wait is a condition poll with a deadline; child processes are killed on drop.
 
-use std::io::{BufRead, BufReader, Write};
+#[path = "common/proc.rs"]
+mod proc;
+
 use std::net::{SocketAddrV4, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use flock_crypto::{PrivateKey, PublicKey};
 use flock_proto::client::smessage_signed_text;
-
-const FLOCK: &str = env!("CARGO_BIN_EXE_flock");
-const WAIT: Duration = Duration::from_secs(40);
-
-/// A child process whose stdout lines are collected; killed on drop.
-struct Proc {
-    name: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Proc {
-    fn spawn(name: &str, args: &[String], log: &Path) -> Self {
-        let stderr = std::fs::File::create(log).expect("log file");
-        let child = Command::new(FLOCK)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn flock");
-        Self::adopt(name, child)
-    }
-
-    fn adopt(name: &str, mut child: Child) -> Self {
-        let stdout = child.stdout.take().expect("stdout");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().expect("lock").push(line);
-            }
-        });
-        Self {
-            name: name.to_owned(),
-            stdin: child.stdin.take(),
-            child,
-            lines,
-        }
-    }
-
-    fn say(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin");
-        writeln!(stdin, "{line}").expect("write to chat");
-        stdin.flush().expect("flush");
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().expect("lock").clone()
-    }
-
-    fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
-        self.lines().iter().filter(|l| pred(l)).count()
-    }
-
-    /// Waits until some line satisfies `pred`; panics with the output on timeout.
-    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(l) = self.lines().into_iter().find(|l| pred(l)) {
-                return l;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: no line {what:?} within {WAIT:?}; output:\n{}",
-                self.name,
-                self.lines().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-
-    fn contains(&self, needle: &str) -> String {
-        let n = needle.to_owned();
-        self.wait_for(needle, move |l| l.contains(&n))
-    }
-
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use proc::{FLOCK, Proc, WAIT};
 
 struct Env {
     dir: tempfile::TempDir,
@@ -146,7 +56,7 @@ impl Env {
         if let Some(j) = join {
             args.extend(["--join".into(), format!("127.0.0.1:{j}")]);
         }
-        Proc::spawn(name, &args, &self.path(&format!("{name}-{data}.log")))
+        Proc::flock(name, &args, &self.path(&format!("{name}-{data}.log")))
     }
 
     /// A ring of `n` servers on ports `base`, `base + 2`, ...; waits until it is whole.
@@ -197,7 +107,7 @@ impl Env {
         for s in servers {
             args.extend(["--server".into(), format!("127.0.0.1:{s}")]);
         }
-        let p = Proc::spawn(user, &args, &self.path(&format!("{user}-{data}.log")));
+        let p = Proc::flock(user, &args, &self.path(&format!("{user}-{data}.log")));
         p.contains("registered with");
         p
     }

@@ -10,20 +10,20 @@
 //! `web_refuses_foreign_hosts_origins_and_too_many_sockets` needs no browser.
 
 use std::io::{BufRead, BufReader, Write};
+#[path = "common/proc.rs"]
+mod proc;
+
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use proc::{FLOCK, Proc, WAIT};
 use serde_json::{Value, json};
 
-const FLOCK: &str = env!("CARGO_BIN_EXE_flock");
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const WAIT: Duration = Duration::from_secs(40);
 const PASSWORD: &str = "Flock-Test-1";
 
 type R<T = ()> = Result<T, String>;
@@ -42,94 +42,6 @@ fn have_browser() -> bool {
          (apt-get install chromium chromium-driver) ***"
     );
     false
-}
-
-/// A child process, killed on drop; its stdout lines are collected.
-struct Proc {
-    name: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Arc<Mutex<Vec<String>>>,
-    /// Kill the whole process group (chromedriver and the browsers it started).
-    group: bool,
-}
-
-impl Proc {
-    fn spawn(name: &str, cmd: &mut Command, log: &Path, group: bool) -> Self {
-        let stderr = std::fs::File::create(log).expect("log file");
-        if group {
-            cmd.process_group(0);
-        }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let stdout = child.stdout.take().expect("stdout");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().expect("lock").push(line);
-            }
-        });
-        Self {
-            name: name.to_owned(),
-            stdin: child.stdin.take(),
-            child,
-            lines,
-            group,
-        }
-    }
-
-    fn flock(name: &str, args: &[String], log: &Path) -> Self {
-        let mut cmd = Command::new(FLOCK);
-        cmd.args(args).env("RUST_LOG", "info");
-        Self::spawn(name, &mut cmd, log, false)
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().expect("lock").clone()
-    }
-
-    /// Waits for a stdout line containing `needle`.
-    fn line_with(&self, needle: &str) -> R<String> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(l) = self.lines().into_iter().find(|l| l.contains(needle)) {
-                return Ok(l);
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "{}: no line {needle:?} within {WAIT:?}; output:\n{}",
-                    self.name,
-                    self.lines().join("\n")
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-
-    fn say(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin");
-        writeln!(stdin, "{line}").expect("write");
-        stdin.flush().expect("flush");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.group {
-            // The browsers are chromedriver's children, in its process group.
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", self.child.id())])
-                .status();
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 struct Env {

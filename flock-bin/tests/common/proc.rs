@@ -1,0 +1,143 @@
+//! A child process for real-process tests: stdout collected line by line, stdin writable,
+//! killed on drop (with its whole process group when asked, e.g. chromedriver and the
+//! browsers it started). Every wait is a poll with a deadline.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long any single wait may take.
+pub const WAIT: Duration = Duration::from_secs(40);
+
+/// The `flock` binary under test.
+pub const FLOCK: &str = env!("CARGO_BIN_EXE_flock");
+
+/// A child process whose stdout lines are collected; killed on drop.
+pub struct Proc {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Arc<Mutex<Vec<String>>>,
+    /// Kill the whole process group on drop.
+    group: bool,
+}
+
+impl Proc {
+    /// Spawns `cmd` with piped stdin/stdout and stderr to `log`; `group` puts it in a
+    /// process group of its own that is killed as a whole.
+    pub fn spawn(name: &str, cmd: &mut Command, log: &Path, group: bool) -> Self {
+        let stderr = std::fs::File::create(log).expect("log file");
+        if group {
+            cmd.process_group(0);
+        }
+        let child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let mut p = Self::adopt(name, child);
+        p.group = group;
+        p
+    }
+
+    /// `flock <args>` with `RUST_LOG=info`.
+    pub fn flock(name: &str, args: &[String], log: &Path) -> Self {
+        let mut cmd = Command::new(FLOCK);
+        cmd.args(args).env("RUST_LOG", "info");
+        Self::spawn(name, &mut cmd, log, false)
+    }
+
+    /// Takes over a child spawned with piped stdout (and stdin, if it is to be written).
+    pub fn adopt(name: &str, mut child: Child) -> Self {
+        let stdout = child.stdout.take().expect("stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().expect("lock").push(line);
+            }
+        });
+        Self {
+            name: name.to_owned(),
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            group: false,
+        }
+    }
+
+    /// Writes one line to the child's stdin.
+    pub fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("write to child");
+        stdin.flush().expect("flush");
+    }
+
+    /// Every stdout line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lock").clone()
+    }
+
+    /// How many stdout lines satisfy `pred`.
+    pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.lines().iter().filter(|l| pred(l)).count()
+    }
+
+    /// Waits until some line satisfies `pred`; an error with the output on timeout.
+    pub fn try_wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> Result<String, String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(l) = self.lines().into_iter().find(|l| pred(l)) {
+                return Ok(l);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{}: no line {what:?} within {WAIT:?}; output:\n{}",
+                    self.name,
+                    self.lines().join("\n")
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Waits until some line satisfies `pred`; panics with the output on timeout.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        self.try_wait_for(what, pred)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Waits for a line containing `needle`; an error on timeout.
+    pub fn line_with(&self, needle: &str) -> Result<String, String> {
+        self.try_wait_for(needle, |l| l.contains(needle))
+    }
+
+    /// Waits for a line containing `needle`; panics on timeout.
+    pub fn contains(&self, needle: &str) -> String {
+        self.wait_for(needle, |l| l.contains(needle))
+    }
+
+    /// Kills the child now.
+    pub fn kill(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.group {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
