@@ -3,7 +3,8 @@
 //! Server discovery (pick a server or rescan), login or account creation, then a menu:
 //! `@user` opens a chat, `/back` returns to the menu, `/chats` lists conversations with
 //! unread counts, `/pending` shows the outbox, `/accept <user>` and `/reject <user>`
-//! decide about a changed key, `/quit` exits. Incoming messages appear as they arrive.
+//! decide about a changed key, `/servers` lists (or switches to) the servers discovery finds,
+//! `/refresh` reprints the open chat, `/quit` exits. Incoming messages appear as they arrive.
 //! Works the same with a terminal or a pipe on stdin (one command or message per line).
 //!
 //! Output lines start with a marker so scripts can follow along: `<user> text` for a
@@ -183,6 +184,49 @@ async fn chat(args: ChatArgs) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// One line of input; `false` to quit.
+/// Prints the last messages with `peer` and marks them seen.
+async fn print_history(client: &Client, peer: &str) -> Result<(), Box<dyn std::error::Error>> {
+    for m in client.history(peer, 20).await? {
+        let who = match m.direction {
+            Direction::Incoming => m.author.clone(),
+            Direction::Outgoing => client.user().to_owned(),
+        };
+        let status = match (m.direction, m.status) {
+            (Direction::Outgoing, s) => format!(" ({})", status_name(s)),
+            _ => String::new(),
+        };
+        say(&format!("  [{}] {who}: {}{status}", clock(m.at_ms), m.text));
+    }
+    client.mark_seen(peer).await?;
+    Ok(())
+}
+
+/// `/servers`: list the servers that answer discovery; `/servers N` or
+/// `/servers HOST:PORT` switches to one (the client registers there again).
+async fn servers_command(client: &Client, arg: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let found = discover(Duration::from_millis(1_500)).await?;
+    let target = arg
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| found.get(n.wrapping_sub(1)).copied())
+        .or_else(|| parse_server(arg));
+    if let Some(server) = target {
+        client.connect(server).await?;
+        say(&format!("* switching to {server}"));
+        return Ok(());
+    }
+    if !arg.is_empty() {
+        say(&format!("!! no server {arg:?}"));
+    }
+    if found.is_empty() {
+        say("* no server answered discovery");
+    }
+    for (i, s) in found.iter().enumerate() {
+        say(&format!("  {}) {s}", i + 1));
+    }
+    Ok(())
+}
+
 async fn command(
     client: &Client,
     current: &mut Option<String>,
@@ -198,18 +242,7 @@ async fn command(
             return Ok(true);
         }
         say(&format!("* chat with {peer} (/back to leave)"));
-        for m in client.history(peer, 20).await? {
-            let who = match m.direction {
-                Direction::Incoming => m.author.clone(),
-                Direction::Outgoing => client.user().to_owned(),
-            };
-            let status = match (m.direction, m.status) {
-                (Direction::Outgoing, s) => format!(" ({})", status_name(s)),
-                _ => String::new(),
-            };
-            say(&format!("  [{}] {who}: {}{status}", clock(m.at_ms), m.text));
-        }
-        client.mark_seen(peer).await?;
+        print_history(client, peer).await?;
         client.lookup(peer).await?;
         *current = Some(peer.to_owned());
         return Ok(true);
@@ -259,9 +292,15 @@ async fn command(
                 (false, _) => say(&format!("* no key change pending for {user}")),
             }
         }
+        "/servers" => servers_command(client, arg.trim()).await?,
+        "/refresh" => match current.as_deref() {
+            Some(peer) => print_history(client, peer).await?,
+            None => say("* open a chat first: @user"),
+        },
         "/help" => say(
             "* @user: open a chat; then type to send. /back: menu. /chats: conversations. \
-             /pending: outbox. /accept <user>, /reject <user>: decide on a changed key. /quit",
+             /pending: outbox. /accept <user>, /reject <user>: decide on a changed key. \
+             /servers [N|HOST:PORT]: list or switch servers. /refresh: reprint the chat. /quit",
         ),
         _ if cmd.starts_with('/') => say(&format!("!! unknown command {cmd} (/help)")),
         _ => match current {

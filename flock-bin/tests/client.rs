@@ -165,6 +165,19 @@ fn two_clients_exchange_messages_both_ways() {
     alice.contains("bob (0 unread)");
     bob.say("/pending");
     bob.contains("0 message(s) waiting");
+    // The original console's /servers (switch server: registers there) and /refresh.
+    alice.say("/servers 127.0.0.1:31102");
+    alice.contains("* switching to 127.0.0.1:31102");
+    alice.contains("* registered with 127.0.0.1:31102");
+    alice.say("@bob");
+    alice.say("/refresh");
+    alice.wait_for("the chat printed again", |l| l.contains("alice: hello bob"));
+    let deadline = Instant::now() + WAIT;
+    while alice.count(|l| l.contains("alice: hello bob")) < 2 {
+        assert!(Instant::now() < deadline, "/refresh printed no history");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    exchange(&mut alice, &mut bob, "after switching servers");
 }
 
 #[test]
