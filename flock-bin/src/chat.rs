@@ -14,7 +14,7 @@ use std::io::{BufRead, Write};
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
-use flock_proto::client::{ConnectionState, Event, Status, Warning};
+use flock_proto::client::{ConnectionState, Event, Status};
 use flock_store::{Direction, KeyDir, MessageStatus};
 use tokio::sync::mpsc;
 
@@ -372,39 +372,8 @@ async fn show(client: &Client, current: Option<&str>, event: ClientEvent) {
                 say(&format!("* {user}'s key is now {}", short(&fingerprint)));
             }
             Event::PeerFeatures { .. } => {}
-            Event::Warning(w) => say(&format!("!! {}", warning(&w))),
+            Event::Warning(w) => say(&format!("!! {w}")),
         },
-    }
-}
-
-fn warning(w: &Warning) -> String {
-    match w {
-        Warning::Undecryptable { claimed, from } => {
-            format!("dropped a message claiming to be from {claimed} ({from}): it does not decrypt")
-        }
-        Warning::ForgedSender {
-            claimed,
-            from,
-            pending_key,
-        } => {
-            if *pending_key {
-                format!(
-                    "dropped a message from {claimed}: signed with their new key, accept it first"
-                )
-            } else {
-                format!("dropped a FORGED message claiming to be from {claimed} ({from})")
-            }
-        }
-        Warning::Unauthenticated { claimed, from } => {
-            format!("dropped an unsigned message claiming to be from {claimed} ({from})")
-        }
-        Warning::UnknownSender { claimed } => {
-            format!("dropped a signed message from unknown user {claimed}")
-        }
-        Warning::RateLimited { from } => format!("too many messages from {from}; dropped"),
-        Warning::NotText { from } => format!("dropped a message from {from}: not text"),
-        Warning::UserNotFound { user } => format!("user {user} is not registered"),
-        Warning::BadKey { user } => format!("unusable key for {user}"),
     }
 }
 

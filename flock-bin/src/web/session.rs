@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flock_proto::client::{ConnectionState, Event, Status, Warning};
+use flock_proto::client::{ConnectionState, Event, Status};
 use flock_proto::limits::MAX_MESSAGE_TEXT;
 use flock_store::{ChatSummary, Direction, KeyDir, Message, MessageStatus};
 use serde::Serialize;
@@ -491,7 +491,7 @@ impl Session {
                     json!({ "user": user, "fingerprint": fingerprint }),
                 ),
                 Event::PeerFeatures { .. } => {}
-                Event::Warning(w) => self.emit("warning", json!({ "text": warning_text(&w) })),
+                Event::Warning(w) => self.emit("warning", json!({ "text": w.to_string() })),
             },
         }
     }
@@ -586,32 +586,4 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn warning_text(w: &Warning) -> String {
-    match w {
-        Warning::Undecryptable { claimed, from } => {
-            format!("dropped a message claiming to be from {claimed} ({from}): it does not decrypt")
-        }
-        Warning::ForgedSender {
-            claimed,
-            pending_key: true,
-            ..
-        } => {
-            format!("dropped a message from {claimed}: signed with their new key, accept it first")
-        }
-        Warning::ForgedSender { claimed, from, .. } => {
-            format!("dropped a FORGED message claiming to be from {claimed} ({from})")
-        }
-        Warning::Unauthenticated { claimed, from } => {
-            format!("dropped an unsigned message claiming to be from {claimed} ({from})")
-        }
-        Warning::UnknownSender { claimed } => {
-            format!("dropped a signed message from unknown user {claimed}")
-        }
-        Warning::RateLimited { from } => format!("too many messages from {from}; dropped"),
-        Warning::NotText { from } => format!("dropped a message from {from}: not text"),
-        Warning::UserNotFound { user } => format!("user {user} is not registered"),
-        Warning::BadKey { user } => format!("unusable key for {user}"),
-    }
 }

@@ -393,6 +393,43 @@ pub enum Warning {
     },
 }
 
+/// A sentence a person understands, for logs and user interfaces.
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match self {
+            Self::Undecryptable { claimed, from } => {
+                format!(
+                    "dropped a message claiming to be from {claimed} ({from}): it does not decrypt"
+                )
+            }
+            Self::ForgedSender {
+                claimed,
+                from,
+                pending_key,
+            } => {
+                if *pending_key {
+                    format!(
+                        "dropped a message from {claimed}: signed with their new key, accept it first"
+                    )
+                } else {
+                    format!("dropped a FORGED message claiming to be from {claimed} ({from})")
+                }
+            }
+            Self::Unauthenticated { claimed, from } => {
+                format!("dropped an unsigned message claiming to be from {claimed} ({from})")
+            }
+            Self::UnknownSender { claimed } => {
+                format!("dropped a signed message from unknown user {claimed}")
+            }
+            Self::RateLimited { from } => format!("too many messages from {from}; dropped"),
+            Self::NotText { from } => format!("dropped a message from {from}: not text"),
+            Self::UserNotFound { user } => format!("user {user} is not registered"),
+            Self::BadKey { user } => format!("unusable key for {user}"),
+        };
+        f.write_str(&text)
+    }
+}
+
 /// Why [`Client::send`](super::Client::send) refused a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
