@@ -200,7 +200,7 @@ pub fn signed_register(
     version: u64,
 ) -> Result<Vec<u8>, ToolError> {
     let pubkey_b64 = key.public_key().to_b64();
-    let text = flock_crypto::registration_text(user, ip, port, version, &pubkey_b64);
+    let text = flock_proto::signed_text(user, ip, port, version, &pubkey_b64);
     let sig_b64 = flock_crypto::sign_b64(&mut os_rng(), key, text.as_bytes())
         .map_err(|e| ToolError::Keys(e.to_string()))?;
     let reg = Register {

@@ -38,14 +38,14 @@
 
 mod api;
 mod node;
-mod ring_math;
 pub mod sim;
 mod store;
 mod verify;
 
 pub use api::{Action, Config, Counters, Event, HopStats, Now};
 pub use flock_proto::ring::Peer;
+pub use flock_proto::ring_hash;
+pub use flock_proto::space::{self, MODULUS, dist};
 pub use node::Node;
-pub use ring_math::{MODULUS, between, dist, in_range, range_of, ring_hash, split};
 pub use store::{StoreOp, Table};
-pub use verify::{FakeVerifier, RecordVerifier, RsaVerifier, signed_text, valid_username};
+pub use verify::{FakeVerifier, RecordVerifier, RsaVerifier};

@@ -11,9 +11,12 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
 use crate::api::{Action, Config, Counters, Event, HopStats, Now};
-use crate::ring_math::{MODULUS, between, dist, in_range, ring_hash, split};
 use crate::verify::{self, Apply, RecordVerifier, fnv64};
 use crate::{StoreOp, Table};
+use flock_proto::ring_hash;
+use flock_proto::space::{
+    MODULUS, dist, in_half_open, in_inclusive, owned_range, split_point, strictly_between,
+};
 
 /// Number of finger entries: `2^59 < MODULUS < 2^60`.
 const FINGERS: usize = 60;
@@ -476,7 +479,7 @@ impl Node {
         let owned: Vec<Record> = self
             .records
             .values()
-            .filter(|e| in_range_incl(e.hash, lo, hi))
+            .filter(|e| in_inclusive(e.hash, lo, hi))
             .map(|e| e.record.clone())
             .collect();
         let chunks = chunk_records(owned);
@@ -528,7 +531,7 @@ impl Node {
 
     /// Owned range `[lo, hi]`, inclusive; `hi < lo` when it wraps.
     pub fn range(&self) -> (u64, u64) {
-        crate::ring_math::range_of(self.id, self.succs.first().map(|p| p.id))
+        owned_range(self.id, self.succs.first().map(|p| p.id))
     }
 
     /// Whether part of the range is still being taken over from replicas.
@@ -826,18 +829,18 @@ impl Node {
         let (lo, hi) = self.range();
         let mut drop = Vec::new();
         for (user, e) in &self.records {
-            if in_range_incl(e.hash, lo, hi) {
+            if in_inclusive(e.hash, lo, hi) {
                 continue;
             }
             if let Some(t) = &self.takeover {
-                if in_range(e.hash, t.lo, t.end) {
+                if in_half_open(e.hash, t.lo, t.end) {
                     continue;
                 }
             }
             let covered = self
                 .leases
                 .values()
-                .any(|l| in_range_incl(e.hash, l.lo, l.hi));
+                .any(|l| in_inclusive(e.hash, l.lo, l.hi));
             if !covered && now.saturating_sub(e.touched) > self.cfg.lease {
                 drop.push(user.clone());
             }
@@ -980,7 +983,7 @@ impl Node {
                 let recs: Vec<Record> = self
                     .records
                     .values()
-                    .filter(|e| in_range_incl(e.hash, lo, hi))
+                    .filter(|e| in_inclusive(e.hash, lo, hi))
                     .map(|e| e.record.clone())
                     .collect();
                 let chunks = chunk_records(recs);
@@ -1169,7 +1172,7 @@ impl Node {
                         let recs: Vec<Record> = self
                             .records
                             .values()
-                            .filter(|e| in_range_incl(e.hash, lo, hi))
+                            .filter(|e| in_inclusive(e.hash, lo, hi))
                             .map(|e| e.record.clone())
                             .collect();
                         let chunks = chunk_records(recs);
@@ -1269,7 +1272,7 @@ impl Node {
         let list = self.merge_list(s, &succs);
         self.set_succs(now, list);
         match pred {
-            Some(p) if p.addr != self.me && between(self.id, p.id, s.id) => {
+            Some(p) if p.addr != self.me && strictly_between(self.id, p.id, s.id) => {
                 // Adopt only a live node: ask it first.
                 if !self.has_pending_purpose(p.addr, &Purpose::Adopt) {
                     let rid = self.rng.next_u64();
@@ -1288,7 +1291,7 @@ impl Node {
     /// `STATE` of a candidate successor that lies between us and our successor.
     fn on_adopt_state(&mut self, now: Now, p: Peer, succs: Vec<Peer>) {
         let ok = match self.succs.first() {
-            Some(s) => between(self.id, p.id, s.id) || s.addr == p.addr,
+            Some(s) => strictly_between(self.id, p.id, s.id) || s.addr == p.addr,
             None => true,
         };
         if !ok || p.addr == self.me {
@@ -1348,7 +1351,7 @@ impl Node {
                     self.set_pred(Some(n));
                 }
             }
-            Some(p) if between(p.id, n.id, self.id) => self.confirm_with_pred(now, p, n),
+            Some(p) if strictly_between(p.id, n.id, self.id) => self.confirm_with_pred(now, p, n),
             Some(p) => {
                 if !self.has_pending_to(p.addr) {
                     let rid = self.rng.next_u64();
@@ -1404,7 +1407,7 @@ impl Node {
             .pred_claims
             .iter()
             .map(|(a, id)| Peer { id: *id, addr: *a })
-            .filter(|c| between(p.id, c.id, self.id) && succs.contains(c))
+            .filter(|c| strictly_between(p.id, c.id, self.id) && succs.contains(c))
             .max_by_key(|c| dist(p.id, c.id));
         match best {
             Some(c) => {
@@ -1490,8 +1493,8 @@ impl Node {
         let (lo, _) = new;
         let old_end = (old.1 + 1) % MODULUS;
         let new_end = (new.1 + 1) % MODULUS;
-        let old_w = width(lo, old.1);
-        let new_w = width(lo, new.1);
+        let old_w = dist(lo, old.1);
+        let new_w = dist(lo, new.1);
         self.event(Event::RangeChanged {
             lo: new.0,
             hi: new.1,
@@ -1503,7 +1506,7 @@ impl Node {
                 None => (old_end, Vec::new()),
             };
             // A takeover only ever covers the part of our range past our own records.
-            let t_lo = if in_range(t_lo, lo, new_end) || t_lo == new_end {
+            let t_lo = if in_half_open(t_lo, lo, new_end) || t_lo == new_end {
                 t_lo
             } else {
                 old_end
@@ -1556,7 +1559,7 @@ impl Node {
         } else {
             // Shrank: [new_end, old_end) belongs to our new successor. Hand it over.
             if let Some(t) = &mut self.takeover {
-                if !in_range(t.lo, lo, new_end) {
+                if !in_half_open(t.lo, lo, new_end) {
                     t.lo = new_end;
                 }
                 t.end = new_end;
@@ -1568,7 +1571,7 @@ impl Node {
                 let mut moved: Vec<Record> = self
                     .records
                     .values()
-                    .filter(|e| in_range(e.hash, new_end, old_end))
+                    .filter(|e| in_half_open(e.hash, new_end, old_end))
                     .map(|e| e.record.clone())
                     .collect();
                 self.counters.add("handover_records", moved.len() as u64);
@@ -1704,7 +1707,7 @@ impl Node {
                 .any(|s| self.outgoing.contains_key(&s.xfer))
             || self.is_neighbour(from);
         let (lo, hi) = self.range();
-        let mid = split(lo, hi);
+        let mid = split_point(lo, hi);
         let Some(mid) = mid.filter(|_| !refuse) else {
             self.counters.inc("join_refused");
             self.send_ring(from, RingFrame::Refuse { rid });
@@ -1996,7 +1999,9 @@ impl Node {
                 let claims = std::mem::take(&mut self.pred_claims);
                 let confirmed = matches!(outcome, Outcome::Node)
                     && claims.get(&owner.addr) == Some(&owner.id)
-                    && self.pred.is_none_or(|p| between(p.id, owner.id, self.id));
+                    && self
+                        .pred
+                        .is_none_or(|p| strictly_between(p.id, owner.id, self.id));
                 let refused = claims.len() - usize::from(confirmed);
                 if refused > 0 {
                     self.counters.add("pred_claim_refused", refused as u64);
@@ -2319,7 +2324,7 @@ impl Node {
         let member = self.is_member();
         let mut ops = Vec::new();
         for e in self.records.values_mut() {
-            let owned = member && in_range_incl(e.hash, lo, hi);
+            let owned = member && in_inclusive(e.hash, lo, hi);
             let want = if owned {
                 Table::Owned
             } else {
@@ -2351,7 +2356,7 @@ impl Node {
         let mut n = 0u64;
         let mut d = 0u64;
         for e in self.records.values() {
-            if in_range_incl(e.hash, lo, hi) {
+            if in_inclusive(e.hash, lo, hi) {
                 n += 1;
                 d = d.wrapping_add(e.fp);
             }
@@ -2739,13 +2744,13 @@ impl Node {
     /// Whether `key` is in our range (members only).
     fn owns(&self, key: u64) -> bool {
         let (lo, hi) = self.range();
-        in_range_incl(key, lo, hi)
+        in_inclusive(key, lo, hi)
     }
 
     fn in_takeover(&self, key: u64) -> bool {
         self.takeover
             .as_ref()
-            .is_some_and(|t| in_range(key, t.lo, t.end) && t.lo != t.end)
+            .is_some_and(|t| in_half_open(key, t.lo, t.end) && t.lo != t.end)
     }
 
     /// Successor list, predecessor or finger.
@@ -2888,15 +2893,6 @@ impl Node {
 fn fingerprint(r: &Record) -> u64 {
     let text = format!("{}|{}|{}|{}|{}", r.user, r.ip, r.port, r.version, r.sig_b64);
     fnv64(text.as_bytes())
-}
-
-/// `x` in the inclusive clockwise range `[lo, hi]`.
-pub(crate) fn in_range_incl(x: u64, lo: u64, hi: u64) -> bool {
-    dist(lo, x) <= dist(lo, hi)
-}
-
-fn width(lo: u64, hi: u64) -> u64 {
-    dist(lo, hi)
 }
 
 /// Splits records into chunks that fit one datagram.

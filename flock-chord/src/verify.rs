@@ -9,16 +9,8 @@ use flock_proto::ring::FindError;
 /// alike, so nothing unauthenticated is ever stored.
 pub trait RecordVerifier {
     /// Whether `record.sig_b64` is a valid signature by `record.pubkey_b64` over
-    /// [`signed_text`]`(record)`.
+    /// [`Record::signed_text`].
     fn verify(&self, record: &Record) -> bool;
-}
-
-/// The text a record's signature covers: `user|ip|port|version|pubkey_b64`.
-pub fn signed_text(r: &Record) -> String {
-    format!(
-        "{}|{}|{}|{}|{}",
-        r.user, r.ip, r.port, r.version, r.pubkey_b64
-    )
 }
 
 /// A cheap deterministic stand-in for RSA, for simulations: the "signature" is a keyed
@@ -30,7 +22,7 @@ pub struct FakeVerifier;
 impl FakeVerifier {
     /// The signature [`FakeVerifier`] accepts for `record`.
     pub fn sign(record: &Record) -> String {
-        format!("fake{:016x}", fnv64(signed_text(record).as_bytes()))
+        format!("fake{:016x}", fnv64(record.signed_text().as_bytes()))
     }
 }
 
@@ -50,7 +42,7 @@ impl RecordVerifier for RsaVerifier {
         let Ok(key) = flock_crypto::PublicKey::from_b64(&r.pubkey_b64) else {
             return false;
         };
-        let text = flock_crypto::registration_text(&r.user, r.ip, r.port, r.version, &r.pubkey_b64);
+        let text = r.signed_text();
         flock_crypto::verify_b64(&key, text.as_bytes(), &r.sig_b64).is_ok()
     }
 }
@@ -65,15 +57,9 @@ pub(crate) fn fnv64(bytes: &[u8]) -> u64 {
     h
 }
 
-/// The original's username rule: 3 to 20 characters, letters or digits (Unicode) or `_`.
-pub fn valid_username(user: &str) -> bool {
-    let n = user.chars().count();
-    (3..=20).contains(&n) && user.chars().all(|c| c.is_alphanumeric() || c == '_')
-}
-
 /// Payload checks shared by every path that stores a record.
 pub(crate) fn valid_payload(r: &Record) -> bool {
-    if !valid_username(&r.user) || r.port == 0 {
+    if flock_proto::validate_username(&r.user).is_err() || r.port == 0 {
         return false;
     }
     if r.is_signed() {

@@ -199,13 +199,8 @@ fn real_rsa_signatures() {
     assert_eq!(pub_b64, v["keys"]["public_b64"].as_str().unwrap());
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let mut sign = |user: &str, port: u16, version: u64| {
-        let text = flock_crypto::registration_text(
-            user,
-            Ipv4Addr::new(10, 0, 0, 7),
-            port,
-            version,
-            &pub_b64,
-        );
+        let text =
+            flock_proto::signed_text(user, Ipv4Addr::new(10, 0, 0, 7), port, version, &pub_b64);
         Record {
             user: user.into(),
             ip: Ipv4Addr::new(10, 0, 0, 7),
@@ -267,8 +262,7 @@ fn real_signatures_survive_a_small_ring() {
         .unwrap();
     let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(2);
     for (i, user) in ["alice", "bob", "carol", "dave"].iter().enumerate() {
-        let text =
-            flock_crypto::registration_text(user, Ipv4Addr::new(10, 0, 0, 9), 5000, 1, &pub_b64);
+        let text = flock_proto::signed_text(user, Ipv4Addr::new(10, 0, 0, 9), 5000, 1, &pub_b64);
         let r = Record {
             user: (*user).into(),
             ip: Ipv4Addr::new(10, 0, 0, 9),

@@ -10,7 +10,7 @@
 //!   12-byte nonce ‖ AES-256-GCM ciphertext ‖ 16-byte tag.
 //! - **Signatures**: [`sign`] / [`verify`] (and `_b64` variants): RSA-PSS, SHA-256,
 //!   MGF1-SHA-256, maximum salt length (222 bytes for RSA-2048), as the original signs
-//!   `REGISTER`s over [`registration_text`]; verification, like OpenSSL's, accepts any
+//!   `REGISTER`s over `user|ip|port|version|pubkey_b64` (built by `flock_proto::signed_text`); verification, like OpenSSL's, accepts any
 //!   salt length.
 //!
 //! Every function that needs randomness takes it as `&mut impl CryptoRng`; the crate never
@@ -39,8 +39,7 @@
 //! assert_eq!(open_b64(&mut rng, &bob, &payload_b64)?, b"hi bob");
 //!
 //! // bob signs his registration; a server verifies it against the key in the request.
-//! let text = flock_crypto::registration_text(
-//!     "bob", "10.0.0.2".parse().unwrap(), 5000, 1_700_000_000_000_000_000, &bob_pub.to_b64());
+//! let text = format!("bob|10.0.0.2|5000|1700000000000000000|{}", bob_pub.to_b64());
 //! let sig_b64 = sign_b64(&mut rng, &bob, text.as_bytes())?;
 //! verify_b64(bob_pub, text.as_bytes(), &sig_b64)?;
 //! assert!(verify_b64(bob_pub, b"something else", &sig_b64).is_err());
@@ -103,9 +102,7 @@ pub use keys::{
 };
 pub use rand_core::{self, CryptoRng};
 pub use seal::{MAX_PAYLOAD_B64_LEN, MAX_PAYLOAD_LEN, open, open_b64, seal, seal_b64};
-pub use sign::{
-    MAX_SIGNED_TEXT_LEN, max_salt_len, registration_text, sign, sign_b64, verify, verify_b64,
-};
+pub use sign::{MAX_SIGNED_TEXT_LEN, max_salt_len, sign, sign_b64, verify, verify_b64};
 pub use zeroize::Zeroizing;
 
 /// The README's example, compiled and run as a doctest.

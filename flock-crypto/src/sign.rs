@@ -1,7 +1,5 @@
 //! RSA-PSS signatures (SHA-256, MGF1-SHA-256, maximum salt length).
 
-use std::net::Ipv4Addr;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use rand_core::CryptoRng;
@@ -95,22 +93,4 @@ pub fn verify_b64(key: &PublicKey, text: &[u8], signature_b64: &str) -> Result<(
     }
     let signature = BASE64.decode(signature_b64).map_err(|_| Error::Base64)?;
     verify(key, text, &signature)
-}
-
-/// The text a `REGISTER` signs: `user|ip|port|version|pubkey_b64`, with canonical decimals.
-///
-/// ```
-/// # use std::net::Ipv4Addr;
-/// let text = flock_crypto::registration_text("alice", Ipv4Addr::new(10, 0, 0, 7), 5001, 42, "LS0t");
-/// assert_eq!(text, "alice|10.0.0.7|5001|42|LS0t");
-/// ```
-#[must_use]
-pub fn registration_text(
-    user: &str,
-    ip: Ipv4Addr,
-    port: u16,
-    version: u64,
-    pubkey_b64: &str,
-) -> String {
-    format!("{user}|{ip}|{port}|{version}|{pubkey_b64}")
 }

@@ -488,9 +488,12 @@ impl<'a> Register<'a> {
     /// The text the signature covers: `user|ip|port|version|pubkey_b64`, with canonical
     /// decimals and a dotted-quad IP.
     pub fn signed_text(&self) -> String {
-        format!(
-            "{}|{}|{}|{}|{}",
-            self.user, self.ip, self.port, self.version, self.pubkey_b64
+        crate::signed_text(
+            &self.user,
+            self.ip,
+            self.port,
+            self.version,
+            &self.pubkey_b64,
         )
     }
 

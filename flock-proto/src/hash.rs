@@ -82,28 +82,6 @@ pub fn split_range(lo: u64, hi: u64) -> Option<RangeSplit> {
     })
 }
 
-/// Whether `h` lies in the inclusive ring interval `[lo, hi]`.
-///
-/// When `lo <= hi` this is `lo <= h <= hi` (the original's chain never wraps). When
-/// `lo > hi` the interval wraps past the top of the hash space: `h >= lo || h <= hi`.
-pub fn in_range(h: u64, lo: u64, hi: u64) -> bool {
-    if lo <= hi {
-        lo <= h && h <= hi
-    } else {
-        h >= lo || h <= hi
-    }
-}
-
-/// The width of the inclusive interval `[lo, hi]` (wrapping past [`HASH_MAX`] when
-/// `lo > hi`), used to pick the widest range on join.
-pub fn range_width(lo: u64, hi: u64) -> u64 {
-    if lo <= hi {
-        hi - lo + 1
-    } else {
-        (HASH_MOD - lo).saturating_add(hi + 1)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,14 +124,15 @@ mod tests {
     }
 
     #[test]
-    fn in_range_wraps() {
-        assert!(in_range(5, 1, 10));
-        assert!(!in_range(11, 1, 10));
-        assert!(in_range(HASH_MAX, 10, 1));
-        assert!(in_range(0, 10, 1));
-        assert!(!in_range(5, 10, 1));
-        assert_eq!(range_width(0, HASH_MAX), HASH_MOD);
-        assert_eq!(range_width(HASH_MAX, 0), 2);
+    fn in_inclusive_wraps() {
+        use crate::space::{in_inclusive, inclusive_width};
+        assert!(in_inclusive(5, 1, 10));
+        assert!(!in_inclusive(11, 1, 10));
+        assert!(in_inclusive(HASH_MAX, 10, 1));
+        assert!(in_inclusive(0, 10, 1));
+        assert!(!in_inclusive(5, 10, 1));
+        assert_eq!(inclusive_width(0, HASH_MAX), HASH_MOD);
+        assert_eq!(inclusive_width(HASH_MAX, 0), 2);
     }
 
     #[test]

@@ -40,6 +40,8 @@
 //! - Discovery replies, which have no verb: [`decode_discover_reply`],
 //!   [`decode_discover_server_reply`] and their encoders.
 //! - [`hash`]: [`ring_hash`], [`HASH_MOD`], the original's range split.
+//! - [`space`]: the hash space's intervals (inclusive, half-open, strictly between).
+//! - [`signed_text`]: the text a registration's signature covers.
 //! - [`validate`]: the username, port and version rules.
 //! - [`limits`]: datagram sizes and field lengths.
 //! - [`ring`]: our own server-to-server frames (`RING ...`).
@@ -64,6 +66,7 @@ pub mod hash;
 pub mod limits;
 mod record;
 pub mod ring;
+pub mod space;
 pub mod validate;
 
 pub use discovery::{
@@ -72,6 +75,6 @@ pub use discovery::{
 };
 pub use error::DecodeError;
 pub use frame::{AnswerTo, ErrorReply, Frame, LegacyRecord, OkReply, Register};
-pub use hash::{HASH_MOD, in_range, ring_hash, split_range};
-pub use record::Record;
+pub use hash::{HASH_MOD, ring_hash, split_range};
+pub use record::{Record, signed_text};
 pub use validate::{ValidationError, validate_username};

@@ -10,8 +10,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::OnceLock;
 
 use flock_crypto::rand_core::{TryCryptoRng, TryRng};
-use flock_crypto::{PrivateKey, PublicKey, registration_text, verify_b64};
+use flock_crypto::{PrivateKey, PublicKey, verify_b64};
 use flock_proto::client::{Action, Client, ClientConfig, Event, Status, StoreOp, Transmit};
+use flock_proto::signed_text as registration_text;
 use flock_proto::{Frame, OkReply};
 
 /// A deterministic generator for tests (splitmix64): not for production use.

@@ -47,7 +47,8 @@ fn three_node_split_from_the_notes() {
 }
 
 mod properties {
-    use flock_proto::hash::{HASH_MAX, range_width, split_mid, split_range};
+    use flock_proto::hash::{HASH_MAX, split_mid, split_range};
+    use flock_proto::space::inclusive_width as range_width;
     use proptest::prelude::*;
 
     proptest! {

@@ -6,11 +6,5 @@ use crate::error::{Result, StoreError};
 /// component: 3 to 20 characters, each a letter or digit (Unicode) or `_`. No `.`, `/`,
 /// `\`, `-`, whitespace or control characters can pass, so `..` and `a/b` are refused.
 pub fn validate_username(user: &str) -> Result<()> {
-    let chars = user.chars().count();
-    let ok = (3..=20).contains(&chars) && user.chars().all(|c| c.is_alphanumeric() || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::InvalidUsername(user.to_owned()))
-    }
+    flock_proto::validate_username(user).map_err(|_| StoreError::InvalidUsername(user.to_owned()))
 }

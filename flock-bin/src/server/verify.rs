@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddrV4;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use flock_chord::{RecordVerifier, signed_text};
+use flock_chord::RecordVerifier;
 use flock_crypto::PublicKey;
 use flock_proto::Frame;
 use flock_proto::Record;
@@ -104,7 +104,7 @@ impl RecordVerifier for RsaVerifier {
                 return true;
             }
         }
-        let text = signed_text(record);
+        let text = record.signed_text();
         let d = digest(&text, &record.sig_b64);
         let key = {
             let mut c = self.lock();
@@ -281,7 +281,7 @@ mod tests {
         };
         let mut rng = ChaCha20Rng::seed_from_u64(version);
         r.sig_b64 =
-            flock_crypto::sign_b64(&mut rng, key, signed_text(&r).as_bytes()).expect("sign");
+            flock_crypto::sign_b64(&mut rng, key, r.signed_text().as_bytes()).expect("sign");
         r
     }
 
