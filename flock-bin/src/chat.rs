@@ -15,7 +15,7 @@ use std::net::SocketAddrV4;
 use std::time::Duration;
 
 use flock_proto::client::{ConnectionState, Event, Status};
-use flock_store::{Direction, KeyDir, MessageStatus};
+use flock_store::{Direction, KeyDir};
 use tokio::sync::mpsc;
 
 use crate::client::{Client, ClientArgs, ClientEvent, discover};
@@ -192,7 +192,7 @@ async fn print_history(client: &Client, peer: &str) -> Result<(), Box<dyn std::e
             Direction::Outgoing => client.user().to_owned(),
         };
         let status = match (m.direction, m.status) {
-            (Direction::Outgoing, s) => format!(" ({})", status_name(s)),
+            (Direction::Outgoing, s) => format!(" ({s})"),
             _ => String::new(),
         };
         say(&format!("  [{}] {who}: {}{status}", clock(m.at_ms), m.text));
@@ -345,11 +345,10 @@ async fn show(client: &Client, current: Option<&str>, event: ClientEvent) {
                 say(&format!("!! registration refused: {reason}"));
             }
             Event::Status { to, msg_id, status } => {
+                // A failure needs the user's attention: shouted.
                 let s = match status {
-                    Status::Queued => "queued",
-                    Status::Sent => "sent",
-                    Status::Delivered => "delivered",
-                    Status::Failed => "FAILED",
+                    Status::Failed => status.as_str().to_uppercase(),
+                    _ => status.to_string(),
                 };
                 say(&format!("* to {to}: {s} (id {msg_id})"));
             }
@@ -374,16 +373,6 @@ async fn show(client: &Client, current: Option<&str>, event: ClientEvent) {
             Event::PeerFeatures { .. } => {}
             Event::Warning(w) => say(&format!("!! {w}")),
         },
-    }
-}
-
-fn status_name(s: MessageStatus) -> &'static str {
-    match s {
-        MessageStatus::Received => "received",
-        MessageStatus::Queued => "queued",
-        MessageStatus::Sent => "sent",
-        MessageStatus::Delivered => "delivered",
-        MessageStatus::Failed => "failed",
     }
 }
 

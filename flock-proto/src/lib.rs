@@ -45,6 +45,8 @@
 //! - [`validate`]: the username, port and version rules.
 //! - [`limits`]: datagram sizes and field lengths.
 //! - [`ring`]: our own server-to-server frames (`RING ...`).
+//! - `client` (cargo feature `client`, on by default): the sans-IO client machine. Without
+//!   it the crate is the codec alone, with no RSA dependency.
 //!
 //! # Decoding rules
 //! Fields are separated by exactly one space; there is no terminator. Numbers must be
@@ -56,6 +58,7 @@
 //! server answers `ERROR Invalid registration payload`.
 #![warn(missing_docs)]
 
+#[cfg(feature = "client")]
 pub mod client;
 mod decode;
 mod discovery;

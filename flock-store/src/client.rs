@@ -29,20 +29,8 @@ pub enum Direction {
     Outgoing,
 }
 
-/// Where a message stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MessageStatus {
-    /// An incoming message (stored when it arrived).
-    Received,
-    /// Outgoing, waiting in the outbox for the peer.
-    Queued,
-    /// Outgoing, sent on the wire; no delivery acknowledgement yet.
-    Sent,
-    /// Outgoing, acknowledged by the peer.
-    Delivered,
-    /// Outgoing, given up on; shown to the user, never silently dropped.
-    Failed,
-}
+/// Where a message stands; stored as [`MessageStatus::as_str`].
+pub use flock_proto::client::MessageStatus;
 
 /// One row of `messages`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,7 +261,14 @@ impl ClientDb {
         at_ms: i64,
     ) -> Result<MessageRow> {
         insert_message(
-            &self.conn, from, &self.me, text, at_ms, msg_id, IN, RECEIVED,
+            &self.conn,
+            from,
+            &self.me,
+            text,
+            at_ms,
+            msg_id,
+            IN,
+            MessageStatus::Received,
         )
     }
 
@@ -291,7 +286,16 @@ impl ClientDb {
         if !seen_insert(&tx, from, msg_id, at_ms, keep)? {
             return Ok(None);
         }
-        let row = insert_message(&tx, from, &self.me, text, at_ms, Some(msg_id), IN, RECEIVED)?;
+        let row = insert_message(
+            &tx,
+            from,
+            &self.me,
+            text,
+            at_ms,
+            Some(msg_id),
+            IN,
+            MessageStatus::Received,
+        )?;
         tx.commit()?;
         Ok(Some(row))
     }
@@ -305,16 +309,7 @@ impl ClientDb {
         status: MessageStatus,
         at_ms: i64,
     ) -> Result<MessageRow> {
-        insert_message(
-            &self.conn,
-            &self.me,
-            to,
-            text,
-            at_ms,
-            msg_id,
-            OUT,
-            status_str(status),
-        )
+        insert_message(&self.conn, &self.me, to, text, at_ms, msg_id, OUT, status)
     }
 
     /// One message by local row id.
@@ -331,7 +326,7 @@ impl ClientDb {
         let n = self
             .conn
             .prepare_cached("UPDATE messages SET status = ?2 WHERE id = ?1")?
-            .execute(params![id.0, status_str(status)])?;
+            .execute(params![id.0, status.as_str()])?;
         if n == 0 {
             return Err(StoreError::NotFound(format!("message {}", id.0)));
         }
@@ -424,7 +419,16 @@ impl ClientDb {
         now_ms: i64,
     ) -> Result<(MessageRow, OutboxId)> {
         let tx = immediate(&mut self.conn)?;
-        let row = insert_message(&tx, &self.me, to, text, now_ms, Some(msg_id), OUT, QUEUED)?;
+        let row = insert_message(
+            &tx,
+            &self.me,
+            to,
+            text,
+            now_ms,
+            Some(msg_id),
+            OUT,
+            MessageStatus::Queued,
+        )?;
         let id = outbox_insert(&tx, row, to, msg_id, payload_b64, now_ms, now_ms)?;
         tx.commit()?;
         Ok((row, id))
@@ -443,8 +447,8 @@ impl ClientDb {
     ) -> Result<OutboxId> {
         let tx = immediate(&mut self.conn)?;
         let n = tx
-            .prepare_cached("UPDATE messages SET status = 'queued' WHERE id = ?1")?
-            .execute([message.0])?;
+            .prepare_cached("UPDATE messages SET status = ?2 WHERE id = ?1")?
+            .execute(params![message.0, MessageStatus::Queued.as_str()])?;
         if n == 0 {
             return Err(StoreError::NotFound(format!("message {}", message.0)));
         }
@@ -510,12 +514,12 @@ impl ClientDb {
 
     /// The peer acknowledged the entry: remove it and mark its message delivered.
     pub fn outbox_delivered(&mut self, id: OutboxId) -> Result<()> {
-        self.outbox_finish(id, DELIVERED)
+        self.outbox_finish(id, MessageStatus::Delivered)
     }
 
     /// Give up on the entry: remove it and mark its message failed (the user sees it).
     pub fn outbox_give_up(&mut self, id: OutboxId) -> Result<()> {
-        self.outbox_finish(id, FAILED)
+        self.outbox_finish(id, MessageStatus::Failed)
     }
 
     /// A delivery acknowledgement for our message `msg_id` to `recipient`: marks the
@@ -528,15 +532,19 @@ impl ClientDb {
             .execute(params![recipient, msg_id_to_sql(msg_id)])?;
         let n = tx
             .prepare_cached(
-                "UPDATE messages SET status = 'delivered' \
+                "UPDATE messages SET status = ?3 \
                  WHERE peer = ?1 AND msg_id = ?2 AND direction = 'out'",
             )?
-            .execute(params![recipient, msg_id_to_sql(msg_id)])?;
+            .execute(params![
+                recipient,
+                msg_id_to_sql(msg_id),
+                MessageStatus::Delivered.as_str()
+            ])?;
         tx.commit()?;
         Ok(n > 0)
     }
 
-    fn outbox_finish(&mut self, id: OutboxId, status: &str) -> Result<()> {
+    fn outbox_finish(&mut self, id: OutboxId, status: MessageStatus) -> Result<()> {
         let tx = immediate(&mut self.conn)?;
         let message: Option<i64> = tx
             .prepare_cached("DELETE FROM outbox WHERE id = ?1 RETURNING message_id")?
@@ -544,7 +552,7 @@ impl ClientDb {
             .optional()?;
         let message = message.ok_or_else(|| StoreError::NotFound(format!("outbox {}", id.0)))?;
         tx.prepare_cached("UPDATE messages SET status = ?2 WHERE id = ?1")?
-            .execute(params![message, status])?;
+            .execute(params![message, status.as_str()])?;
         tx.commit()?;
         Ok(())
     }
@@ -694,10 +702,6 @@ fn immediate(conn: &mut Connection) -> Result<Transaction<'_>> {
 
 const IN: &str = "in";
 const OUT: &str = "out";
-const RECEIVED: &str = "received";
-const QUEUED: &str = "queued";
-const DELIVERED: &str = "delivered";
-const FAILED: &str = "failed";
 
 const MESSAGE_COLUMNS: &str =
     "id, author, receiver, text, date_time, seen, msg_id, direction, status";
@@ -706,16 +710,6 @@ const OUTBOX_COLUMNS: &str =
     "id, recipient, msg_id, payload_b64, created_at, attempts, next_attempt_at, message_id";
 const CONTACT_COLUMNS: &str = "user, pubkey_b64, fingerprint, pinned_at, \
      pending_pubkey_b64, pending_fingerprint, pending_since";
-
-fn status_str(status: MessageStatus) -> &'static str {
-    match status {
-        MessageStatus::Received => RECEIVED,
-        MessageStatus::Queued => QUEUED,
-        MessageStatus::Sent => "sent",
-        MessageStatus::Delivered => DELIVERED,
-        MessageStatus::Failed => FAILED,
-    }
-}
 
 /// Message ids are any `u64`; SQLite integers are `i64`: store the same 64 bits.
 fn msg_id_to_sql(id: u64) -> i64 {
@@ -735,7 +729,7 @@ fn insert_message(
     at_ms: i64,
     msg_id: Option<u64>,
     direction: &str,
-    status: &str,
+    status: MessageStatus,
 ) -> Result<MessageRow> {
     let (peer, seen) = if direction == IN {
         (author, false)
@@ -755,7 +749,7 @@ fn insert_message(
         seen,
         msg_id.map(msg_id_to_sql),
         direction,
-        status,
+        status.as_str(),
         peer
     ])?;
     Ok(MessageRow(conn.last_insert_rowid()))
@@ -840,14 +834,9 @@ fn message_from_row(row: &Row<'_>) -> Result<Message> {
         OUT => Direction::Outgoing,
         other => return Err(corrupt(T, format!("direction {other:?}"))),
     };
-    let status = match sql::text(row, 8, T)?.as_str() {
-        RECEIVED => MessageStatus::Received,
-        QUEUED => MessageStatus::Queued,
-        "sent" => MessageStatus::Sent,
-        DELIVERED => MessageStatus::Delivered,
-        FAILED => MessageStatus::Failed,
-        other => return Err(corrupt(T, format!("status {other:?}"))),
-    };
+    let status = sql::text(row, 8, T)?
+        .parse::<MessageStatus>()
+        .map_err(|e| corrupt(T, e.to_string()))?;
     Ok(Message {
         id: MessageRow(sql::int(row, 0, T)?),
         author: sql::text(row, 1, T)?,
@@ -1028,4 +1017,30 @@ fn client_v2_extended(tx: &Transaction<'_>, me: &str) -> Result<()> {
     )?;
     tx.execute("INSERT INTO meta (key, value) VALUES ('owner', ?1)", [me])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The column keeps the names of `MessageStatus::as_str`, which the schema's
+    /// `CHECK` accepts, and reads each back as the same status.
+    #[test]
+    fn every_status_is_stored_by_its_name() {
+        let mut db = ClientDb::open_in_memory("alice").unwrap();
+        let row = db
+            .insert_outgoing("bob", "hi", Some(1), MessageStatus::Queued, 1_000)
+            .unwrap();
+        for status in MessageStatus::ALL {
+            db.set_status(row, status).unwrap();
+            let stored: String = db
+                .conn
+                .query_row("SELECT status FROM messages WHERE id = ?1", [row.0], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            assert_eq!(stored, status.as_str());
+            assert_eq!(db.message(row).unwrap().map(|m| m.status), Some(status));
+        }
+    }
 }

@@ -49,10 +49,12 @@ pub(crate) struct Driver {
     discovering: Option<JoinHandle<std::io::Result<Vec<SocketAddrV4>>>>,
 }
 
-pub(crate) fn now_ms() -> u64 {
+/// The wall clock in Unix milliseconds: the `now_ms` the client machine takes, and the
+/// time the interfaces show (0 before 1970, saturating far in the future).
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Driver {

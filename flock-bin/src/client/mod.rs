@@ -36,6 +36,7 @@ use std::time::Duration;
 
 pub use cli::ClientArgs;
 pub use discovery::discover;
+pub use driver::now_ms;
 use flock_crypto::PrivateKey;
 pub use flock_proto::client::{
     ClientConfig, ConnectionState, Event, KeySource, SendError, Status, Warning,

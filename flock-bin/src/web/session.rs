@@ -7,14 +7,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flock_proto::client::{ConnectionState, Event, Status};
+use flock_proto::client::{ConnectionState, Event};
 use flock_proto::limits::MAX_MESSAGE_TEXT;
-use flock_store::{ChatSummary, Direction, KeyDir, Message, MessageStatus};
+use flock_store::{ChatSummary, Direction, KeyDir, Message};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::client::{Client, ClientError, ClientEvent, discover};
+use crate::client::{Client, ClientError, ClientEvent, discover, now_ms};
 
 use super::WebArgs;
 
@@ -472,7 +472,7 @@ impl Session {
                 }
                 Event::Status { to, msg_id, status } => self.emit(
                     "status_changed",
-                    json!({ "to": to, "msg_id": msg_id, "status": status_str(status) }),
+                    json!({ "to": to, "msg_id": msg_id, "status": status.as_str() }),
                 ),
                 Event::KeyPinned {
                     user, fingerprint, ..
@@ -541,25 +541,6 @@ fn remove_identity(data: &Path, user: &str, db: bool) {
     }
 }
 
-fn status_str(s: Status) -> &'static str {
-    match s {
-        Status::Queued => "queued",
-        Status::Sent => "sent",
-        Status::Delivered => "delivered",
-        Status::Failed => "failed",
-    }
-}
-
-fn message_status_str(s: MessageStatus) -> &'static str {
-    match s {
-        MessageStatus::Received => "received",
-        MessageStatus::Queued => "queued",
-        MessageStatus::Sent => "sent",
-        MessageStatus::Delivered => "delivered",
-        MessageStatus::Failed => "failed",
-    }
-}
-
 fn message_json(m: &Message) -> Value {
     json!({
         "row": m.id.0,
@@ -570,7 +551,7 @@ fn message_json(m: &Message) -> Value {
         "seen": m.seen,
         "msg_id": m.msg_id,
         "outgoing": m.direction == Direction::Outgoing,
-        "status": message_status_str(m.status),
+        "status": m.status.as_str(),
     })
 }
 
@@ -580,10 +561,4 @@ fn chat_json(c: &ChatSummary) -> Value {
         "last": message_json(&c.last),
         "unread": c.unread,
     })
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

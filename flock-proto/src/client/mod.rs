@@ -87,8 +87,8 @@ mod types;
 
 pub use machine::Client;
 pub use types::{
-    Action, ClientConfig, ConnectionState, Event, FEATURE_ACK1, KeySource, SendError, Status,
-    StoreOp, Transmit, Warning,
+    Action, ClientConfig, ConnectionState, Event, FEATURE_ACK1, KeySource, MessageStatus,
+    SendError, Status, StoreOp, Transmit, UnknownStatus, Warning,
 };
 
 use crate::limits::ORIGINAL_CLIENT_MAX_DATAGRAM;

@@ -94,7 +94,7 @@ pub enum Action {
     Event(Event),
 }
 
-/// Delivery state of an outgoing message (the database's status, minus `received`).
+/// Delivery state of an outgoing message ([`MessageStatus`] minus `received`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
     /// Waiting in the outbox.
@@ -105,6 +105,101 @@ pub enum Status {
     Delivered,
     /// Given up on (unknown user, key changed, too many attempts); the user may resend.
     Failed,
+}
+
+impl Status {
+    /// The status's name, as the client database stores it and the interfaces show it.
+    ///
+    /// ```
+    /// assert_eq!(flock_proto::client::Status::Delivered.as_str(), "delivered");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        MessageStatus::from(self).as_str()
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a message of the local history stands: received, or one of the outgoing
+/// [`Status`]es. `flock_store::ClientDb` stores [`MessageStatus::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageStatus {
+    /// An incoming message (stored when it arrived).
+    Received,
+    /// Outgoing, waiting in the outbox for the peer.
+    Queued,
+    /// Outgoing, sent on the wire; no delivery acknowledgement yet.
+    Sent,
+    /// Outgoing, acknowledged by the peer.
+    Delivered,
+    /// Outgoing, given up on; shown to the user, never silently dropped.
+    Failed,
+}
+
+impl MessageStatus {
+    /// Every status, in the order of the names' table.
+    pub const ALL: [Self; 5] = [
+        Self::Received,
+        Self::Queued,
+        Self::Sent,
+        Self::Delivered,
+        Self::Failed,
+    ];
+
+    /// The status's name: `received`, `queued`, `sent`, `delivered` or `failed` (the
+    /// client database's `status` column; the one table of these names).
+    ///
+    /// ```
+    /// use flock_proto::client::MessageStatus;
+    /// assert_eq!(MessageStatus::Received.as_str(), "received");
+    /// assert_eq!("failed".parse(), Ok(MessageStatus::Failed));
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Received => "received",
+            Self::Queued => "queued",
+            Self::Sent => "sent",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for MessageStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not one of [`MessageStatus::as_str`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown message status {0:?}")]
+pub struct UnknownStatus(pub String);
+
+impl std::str::FromStr for MessageStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
+impl From<Status> for MessageStatus {
+    fn from(status: Status) -> Self {
+        match status {
+            Status::Queued => Self::Queued,
+            Status::Sent => Self::Sent,
+            Status::Delivered => Self::Delivered,
+            Status::Failed => Self::Failed,
+        }
+    }
 }
 
 /// A storage effect, to be applied to the client database (`flock_store::ClientDb`).
