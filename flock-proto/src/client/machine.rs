@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use flock_crypto::{CryptoRng, PrivateKey, PublicKey, open_b64, seal_b64, sign_b64, verify_b64};
 
 use super::limiter::Limiter;
+use super::peer::{AfterPong, Dialect, Expired, Learned, PeerKey, Probe};
 use super::types::{
     Action, ClientConfig, ConnectionState, Event, FEATURE_ACK1, KeySource, SendError, Status,
     StoreOp, Transmit, Warning,
@@ -23,47 +24,22 @@ const MAX_HELD: usize = 256;
 const RECENT_IDS: usize = 4_096;
 /// Answer `HELLO`s from one address at most this often.
 const HELLO_REPLY_INTERVAL_MS: u64 = 1_000;
-/// A `PUBKEY_RES` is accepted this long after our `PUBKEY_REQ`.
-const PUBKEY_RES_WINDOW_MS: u64 = 10_000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Features {
-    Unknown,
-    Extension,
-    Original,
-}
-
-/// Liveness probe of a peer whose dialect is unknown or original: `PING`, wait for
-/// `PONG` (and, if the dialect is unknown, a little longer for `HELLO`).
-#[derive(Debug, Clone, Copy)]
-struct Probe {
-    deadline_ms: u64,
-    pong: bool,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct PubkeyReq {
-    to: SocketAddrV4,
-    at_ms: u64,
-}
-
 #[derive(Debug)]
 struct Peer {
     addr: Option<SocketAddrV4>,
     resolved_ms: u64,
     stale: bool,
     resolving: bool,
-    key: Option<PublicKey>,
-    pending_key: Option<PublicKey>,
-    features: Features,
+    /// Whose key we trust, and our `PUBKEY_REQ`.
+    key: PeerKey<PublicKey>,
+    dialect: Dialect,
     /// A verified signed message or acknowledgement came from this user this session:
     /// unsigned `MESSAGE`s claiming to be from them are refused.
     signs: bool,
     /// A `HELLO` came from this address before we knew the user's address.
     hello_claim: Option<(SocketAddrV4, bool)>,
     hello_replied: Option<(SocketAddrV4, u64)>,
-    pubkey_req: Option<PubkeyReq>,
-    probe: Option<Probe>,
+    probe: Probe,
     /// Signed messages went out since the last lookup.
     sent_since_resolve: bool,
 }
@@ -75,14 +51,12 @@ impl Default for Peer {
             resolved_ms: 0,
             stale: false,
             resolving: false,
-            key: None,
-            pending_key: None,
-            features: Features::Unknown,
+            key: PeerKey::Unknown,
+            dialect: Dialect::Unknown,
             signs: false,
             hello_claim: None,
             hello_replied: None,
-            pubkey_req: None,
-            probe: None,
+            probe: Probe::Idle,
             sent_since_resolve: false,
         }
     }
@@ -220,8 +194,7 @@ impl<R: CryptoRng> Client<R> {
         let key = PublicKey::from_b64(pubkey_b64)?;
         let pending = pending_b64.map(PublicKey::from_b64).transpose()?;
         let peer = self.peers.entry(user.to_owned()).or_default();
-        peer.key = Some(key);
-        peer.pending_key = pending;
+        peer.key.restore(key, pending);
         Ok(())
     }
 
@@ -318,7 +291,7 @@ impl<R: CryptoRng> Client<R> {
             return Err(SendError::Empty);
         }
         let peer = self.peers.entry(to.to_owned()).or_default();
-        let wrapped = peer.key.as_ref().map_or(256, |k| k.bits().div_ceil(8));
+        let wrapped = peer.key.pinned().map_or(256, |k| k.bits().div_ceil(8));
         let max = max_text_len(&self.cfg.user, wrapped);
         if text.len() > max {
             return Err(SendError::TooLong {
@@ -326,12 +299,12 @@ impl<R: CryptoRng> Client<R> {
                 max,
             });
         }
-        if peer.pending_key.is_some() {
+        if peer.key.pending().is_some() {
             return Err(SendError::KeyChanged {
                 user: to.to_owned(),
             });
         }
-        let pinned = peer.key.clone();
+        let pinned = peer.key.pinned().cloned();
         let msg_id = self.fresh_id(to);
         match pinned {
             Some(key) => {
@@ -385,12 +358,11 @@ impl<R: CryptoRng> Client<R> {
         let Some(peer) = self.peers.get_mut(user) else {
             return false;
         };
-        let Some(new) = peer.pending_key.take() else {
+        let Some(new) = peer.key.accept() else {
             return false;
         };
         let fingerprint = new.fingerprint().to_string();
-        peer.key = Some(new);
-        peer.features = Features::Unknown;
+        peer.dialect = Dialect::Unknown;
         peer.signs = false;
         self.store(StoreOp::AcceptKey {
             user: user.to_owned(),
@@ -416,7 +388,7 @@ impl<R: CryptoRng> Client<R> {
         let Some(peer) = self.peers.get_mut(user) else {
             return false;
         };
-        if peer.pending_key.take().is_none() {
+        if !peer.key.reject() {
             return false;
         }
         self.store(StoreOp::RejectKey {
@@ -475,29 +447,26 @@ impl<R: CryptoRng> Client<R> {
             self.server_missed(now_ms);
         }
         // Peer probes.
-        let expired: Vec<(String, bool)> = self
+        let expired: Vec<(String, Expired)> = self
             .peers
-            .iter()
-            .filter_map(|(u, p)| {
-                p.probe
-                    .filter(|pr| pr.deadline_ms <= now_ms)
-                    .map(|pr| (u.clone(), pr.pong))
-            })
+            .iter_mut()
+            .filter_map(|(u, p)| p.probe.expire(now_ms).map(|e| (u.clone(), e)))
             .collect();
-        for (user, pong) in expired {
-            let Some(peer) = self.peers.get_mut(&user) else {
-                continue;
-            };
-            peer.probe = None;
-            if pong {
-                // Answered PING, never said HELLO: an original client.
-                self.set_features(&user, Features::Original);
-                self.send_original_due(now_ms, &user);
-            } else {
-                peer.stale = true;
-                let due: Vec<u64> = self.due_entries(&user, now_ms).collect();
-                for id in due {
-                    self.attempt_failed(now_ms, &user, id);
+        for (user, expired) in expired {
+            match expired {
+                Expired::Original => {
+                    // Answered PING, never said HELLO: an original client.
+                    self.set_dialect(&user, Dialect::Original);
+                    self.send_original_due(now_ms, &user);
+                }
+                Expired::Unreachable => {
+                    if let Some(peer) = self.peers.get_mut(&user) {
+                        peer.stale = true;
+                    }
+                    let due: Vec<u64> = self.due_entries(&user, now_ms).collect();
+                    for id in due {
+                        self.attempt_failed(now_ms, &user, id);
+                    }
                 }
             }
         }
@@ -539,8 +508,8 @@ impl<R: CryptoRng> Client<R> {
             }
         }
         for p in self.peers.values() {
-            if let Some(pr) = p.probe {
-                at(pr.deadline_ms);
+            if let Some(deadline) = p.probe.deadline() {
+                at(deadline);
             }
         }
         for ((user, _), e) in &self.outbox {
@@ -581,20 +550,20 @@ impl<R: CryptoRng> Client<R> {
 
     /// The key pinned for `user`.
     pub fn pinned_key(&self, user: &str) -> Option<&PublicKey> {
-        self.peers.get(user).and_then(|p| p.key.as_ref())
+        self.peers.get(user).and_then(|p| p.key.pinned())
     }
 
     /// A changed key seen for `user`, awaiting the user's decision.
     pub fn pending_key(&self, user: &str) -> Option<&PublicKey> {
-        self.peers.get(user).and_then(|p| p.pending_key.as_ref())
+        self.peers.get(user).and_then(|p| p.key.pending())
     }
 
     /// Whether `user` is known to speak the `ack1` extension (`None`: not known yet).
     pub fn peer_extension(&self, user: &str) -> Option<bool> {
-        match self.peers.get(user)?.features {
-            Features::Unknown => None,
-            Features::Extension => Some(true),
-            Features::Original => Some(false),
+        match self.peers.get(user)?.dialect {
+            Dialect::Unknown => None,
+            Dialect::Extension => Some(true),
+            Dialect::Original => Some(false),
         }
     }
 
@@ -789,17 +758,12 @@ impl<R: CryptoRng> Client<R> {
         peer.resolved_ms = now_ms;
         if peer.addr != Some(addr) {
             peer.addr = Some(addr);
-            peer.features = Features::Unknown;
-            peer.probe = None;
+            peer.dialect = Dialect::Unknown;
+            peer.probe.reset();
         }
         if let Some((claimed, ext)) = peer.hello_claim.take() {
             if claimed == addr {
-                let f = if ext {
-                    Features::Extension
-                } else {
-                    Features::Original
-                };
-                self.set_features(user, f);
+                self.set_dialect(user, Dialect::from_hello(ext));
             }
         }
         self.learn_key(now_ms, user, pubkey_b64, KeySource::Resolve);
@@ -843,9 +807,9 @@ impl<R: CryptoRng> Client<R> {
         };
         let peer = self.peers.entry(user.to_owned()).or_default();
         let fingerprint = key.fingerprint().to_string();
-        match &peer.key {
-            None => {
-                peer.key = Some(key);
+        match peer.key.learn(key) {
+            Learned::Same => {}
+            Learned::Pinned => {
                 self.store(StoreOp::PinKey {
                     user: user.to_owned(),
                     pubkey_b64: pubkey_b64.to_owned(),
@@ -858,13 +822,12 @@ impl<R: CryptoRng> Client<R> {
                     source,
                 });
             }
-            Some(pinned) if *pinned == key => {}
-            Some(pinned) => {
-                if peer.pending_key.as_ref() == Some(&key) {
-                    return;
-                }
-                let pinned = pinned.fingerprint().to_string();
-                peer.pending_key = Some(key);
+            Learned::Changed => {
+                let pinned = peer
+                    .key
+                    .pinned()
+                    .map(|k| k.fingerprint().to_string())
+                    .unwrap_or_default();
                 self.store(StoreOp::PendingKey {
                     user: user.to_owned(),
                     pubkey_b64: pubkey_b64.to_owned(),
@@ -886,10 +849,10 @@ impl<R: CryptoRng> Client<R> {
         let Some(peer) = self.peers.get(user) else {
             return;
         };
-        if peer.pending_key.is_some() {
+        if peer.key.pending().is_some() {
             return;
         }
-        let Some(key) = peer.key.clone() else {
+        let Some(key) = peer.key.pinned().cloned() else {
             return;
         };
         let ids: Vec<u64> = self
@@ -935,11 +898,7 @@ impl<R: CryptoRng> Client<R> {
             datagram: reply,
         }));
         let peer = self.peers.entry(requester.to_owned()).or_default();
-        if peer.key.is_none() && peer.pubkey_req.is_none() {
-            peer.pubkey_req = Some(PubkeyReq {
-                to: from,
-                at_ms: now_ms,
-            });
+        if peer.key.answer_request(from, now_ms) {
             let me = self.cfg.user.clone();
             self.send_frame(
                 from,
@@ -954,10 +913,7 @@ impl<R: CryptoRng> Client<R> {
         let solicited = self
             .peers
             .get(user)
-            .and_then(|p| p.pubkey_req)
-            .is_some_and(|r| {
-                r.to == from && now_ms.saturating_sub(r.at_ms) <= PUBKEY_RES_WINDOW_MS
-            });
+            .is_some_and(|p| p.key.solicited(from, now_ms));
         if solicited {
             self.learn_key(now_ms, user, pubkey_b64, KeySource::PubkeyRes);
             self.seal_awaiting(now_ms, user);
@@ -967,17 +923,17 @@ impl<R: CryptoRng> Client<R> {
 
     // ---- peers --------------------------------------------------------------------------
 
-    fn set_features(&mut self, user: &str, features: Features) {
+    fn set_dialect(&mut self, user: &str, dialect: Dialect) {
         let Some(peer) = self.peers.get_mut(user) else {
             return;
         };
-        if peer.features == features {
+        if peer.dialect == dialect {
             return;
         }
-        peer.features = features;
+        peer.dialect = dialect;
         self.event(Event::PeerFeatures {
             user: user.to_owned(),
-            extension: features == Features::Extension,
+            extension: dialect == Dialect::Extension,
         });
     }
 
@@ -991,29 +947,21 @@ impl<R: CryptoRng> Client<R> {
         let users: Vec<String> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.addr == Some(from) && p.probe.is_some_and(|pr| !pr.pong))
+            .filter(|(_, p)| p.addr == Some(from) && p.probe.awaits_pong())
             .map(|(u, _)| u.clone())
             .collect();
         for user in users {
             let Some(peer) = self.peers.get_mut(&user) else {
                 continue;
             };
-            match peer.features {
-                Features::Unknown if extension => {
-                    peer.probe = Some(Probe {
-                        deadline_ms: now_ms.saturating_add(grace),
-                        pong: true,
-                    });
-                }
-                Features::Unknown | Features::Original => {
-                    peer.probe = None;
-                    self.set_features(&user, Features::Original);
+            let dialect = peer.dialect;
+            match peer.probe.pong(now_ms, dialect, extension, grace) {
+                None | Some(AfterPong::Grace) => {}
+                Some(AfterPong::Original) => {
+                    self.set_dialect(&user, Dialect::Original);
                     self.send_original_due(now_ms, &user);
                 }
-                Features::Extension => {
-                    peer.probe = None;
-                    self.send_ext_due(now_ms, &user);
-                }
+                Some(AfterPong::Extension) => self.send_ext_due(now_ms, &user),
             }
         }
     }
@@ -1030,7 +978,7 @@ impl<R: CryptoRng> Client<R> {
         let peer = self.peers.entry(user.to_owned()).or_default();
         // Answer a HELLO unless it answers our own probe; at most once a second per
         // address, so two clients can never greet each other in a loop.
-        let reply = peer.probe.is_none()
+        let reply = !peer.probe.active()
             && peer.hello_replied.is_none_or(|(to, at)| {
                 to != from || now_ms.saturating_sub(at) >= HELLO_REPLY_INTERVAL_MS
             });
@@ -1047,15 +995,10 @@ impl<R: CryptoRng> Client<R> {
             self.send_hello(from);
         }
         if known_here {
-            let f = if ext {
-                Features::Extension
-            } else {
-                Features::Original
-            };
-            self.set_features(user, f);
+            self.set_dialect(user, Dialect::from_hello(ext));
             if ext {
                 if let Some(peer) = self.peers.get_mut(user) {
-                    if peer.probe.take().is_some() {
+                    if peer.probe.finish() {
                         self.send_ext_due(now_ms, user);
                     }
                 }
@@ -1090,8 +1033,8 @@ impl<R: CryptoRng> Client<R> {
         match self.peers.get(user) {
             None => !self.server_usable(),
             Some(p) => {
-                p.pending_key.is_some()
-                    || p.probe.is_some()
+                p.key.pending().is_some()
+                    || p.probe.active()
                     || p.resolving
                     || (p.addr.is_none() && !self.server_usable())
             }
@@ -1126,7 +1069,7 @@ impl<R: CryptoRng> Client<R> {
             }
             let server_usable = self.server_usable();
             let peer = self.peers.entry(user.clone()).or_default();
-            if peer.features == Features::Extension {
+            if peer.dialect == Dialect::Extension {
                 // Sent without an acknowledgement since the last lookup: refresh it.
                 let unanswered = peer.sent_since_resolve
                     && self
@@ -1141,9 +1084,9 @@ impl<R: CryptoRng> Client<R> {
                 self.request_resolve(&user);
                 continue;
             }
-            match peer.features {
-                Features::Extension => self.send_ext_due(now_ms, &user),
-                Features::Unknown | Features::Original => self.start_probe(now_ms, &user),
+            match peer.dialect {
+                Dialect::Extension => self.send_ext_due(now_ms, &user),
+                Dialect::Unknown | Dialect::Original => self.start_probe(now_ms, &user),
             }
         }
         // Lookups queued by the loop above.
@@ -1174,18 +1117,9 @@ impl<R: CryptoRng> Client<R> {
         let Some(addr) = peer.addr else {
             return;
         };
-        peer.probe = Some(Probe {
-            deadline_ms: now_ms.saturating_add(timeout),
-            pong: false,
-        });
-        let hello = extension && peer.features == Features::Unknown;
-        let pubkey_req = peer.pubkey_req.is_none();
-        if pubkey_req {
-            peer.pubkey_req = Some(PubkeyReq {
-                to: addr,
-                at_ms: now_ms,
-            });
-        }
+        peer.probe.start(now_ms, timeout);
+        let hello = extension && peer.dialect == Dialect::Unknown;
+        let pubkey_req = peer.key.probe_request(addr, now_ms);
         if hello {
             self.send_hello(addr);
         }
@@ -1333,7 +1267,7 @@ impl<R: CryptoRng> Client<R> {
         if !self.outbox.contains_key(&key) {
             return;
         }
-        let Some(pinned) = self.peers.get(user).and_then(|p| p.key.as_ref()) else {
+        let Some(pinned) = self.peers.get(user).and_then(|p| p.key.pinned()) else {
             return;
         };
         let text = ack_signed_text(user, &self.cfg.user, id);
@@ -1408,7 +1342,7 @@ impl<R: CryptoRng> Client<R> {
             return;
         }
         let peer = self.peers.entry(sender.to_owned()).or_default();
-        if peer.key.is_none() {
+        if peer.key.pinned().is_none() {
             // Verify with the key the ring has for the sender, once we have it.
             if self.held_count >= MAX_HELD {
                 return;
@@ -1432,7 +1366,11 @@ impl<R: CryptoRng> Client<R> {
     }
 
     fn release_held(&mut self, now_ms: u64, user: &str) {
-        if self.peers.get(user).is_none_or(|p| p.key.is_none()) {
+        if self
+            .peers
+            .get(user)
+            .is_none_or(|p| p.key.pinned().is_none())
+        {
             return;
         }
         let Some(held) = self.held.remove(user) else {
@@ -1458,14 +1396,14 @@ impl<R: CryptoRng> Client<R> {
         let Some(peer) = self.peers.get(sender) else {
             return;
         };
-        let Some(pinned) = &peer.key else {
+        let Some(pinned) = peer.key.pinned() else {
             return;
         };
         let text = smessage_signed_text(sender, &self.cfg.user, id, payload_b64);
         if verify_b64(pinned, text.as_bytes(), sig_b64).is_err() {
             let pending_key = peer
-                .pending_key
-                .as_ref()
+                .key
+                .pending()
                 .is_some_and(|k| verify_b64(k, text.as_bytes(), sig_b64).is_ok());
             self.warn(Warning::ForgedSender {
                 claimed: sender.to_owned(),
@@ -1477,10 +1415,10 @@ impl<R: CryptoRng> Client<R> {
         if let Some(peer) = self.peers.get_mut(sender) {
             peer.signs = true;
         }
-        if peer_features(&self.peers, sender) != Features::Extension {
-            self.set_features(sender, Features::Extension);
+        if peer_dialect(&self.peers, sender) != Dialect::Extension {
+            self.set_dialect(sender, Dialect::Extension);
             if let Some(peer) = self.peers.get_mut(sender) {
-                if peer.addr == Some(from) && peer.probe.take().is_some() {
+                if peer.addr == Some(from) && peer.probe.finish() {
                     self.send_ext_due(now_ms, sender);
                 }
             }
@@ -1583,8 +1521,8 @@ impl<R: CryptoRng> Client<R> {
     }
 }
 
-fn peer_features(peers: &BTreeMap<String, Peer>, user: &str) -> Features {
-    peers.get(user).map_or(Features::Unknown, |p| p.features)
+fn peer_dialect(peers: &BTreeMap<String, Peer>, user: &str) -> Dialect {
+    peers.get(user).map_or(Dialect::Unknown, |p| p.dialect)
 }
 
 fn new_entry(payload_b64: String, now_ms: u64) -> OutEntry {

@@ -83,6 +83,7 @@
 
 mod limiter;
 mod machine;
+mod peer;
 mod types;
 
 pub use machine::Client;

@@ -1,0 +1,691 @@
+//! One peer's handshake as explicit states: whose key we trust ([`PeerKey`]), which
+//! dialect the peer speaks ([`Dialect`]) and the liveness probe in flight ([`Probe`]).
+//!
+//! Every transition is a method here; the machine calls them and turns what they return
+//! into datagrams, storage effects and events. The key type is a parameter so the
+//! transitions are tested without RSA.
+//!
+//! # Key: [`PeerKey`]
+//! A key is pinned on first use, from `RESOLVE` or from a `PUBKEY_RES` answering our own
+//! `PUBKEY_REQ` (at most one per peer and session, believed only from the address it
+//! went to and within [`PUBKEY_RES_WINDOW_MS`]). A different key later is kept aside
+//! until the user decides.
+//!
+//! | State | Input | New state | Effect |
+//! |---|---|---|---|
+//! | `Unknown` | [`probe_request`](PeerKey::probe_request) or [`answer_request`](PeerKey::answer_request) | `Requested` | send `PUBKEY_REQ` |
+//! | `Unknown`, `Requested` | [`learn`](PeerKey::learn) a key | `Pinned` | [`Learned::Pinned`]: store `PinKey`, event `KeyPinned` |
+//! | `Requested` | either request | `Requested` | none (one `PUBKEY_REQ` a session) |
+//! | `Pinned`, `Changed` without a request | [`probe_request`](PeerKey::probe_request) | same, request noted | send `PUBKEY_REQ` (a changed key shows) |
+//! | `Pinned`, `Changed` | [`answer_request`](PeerKey::answer_request) | same | none |
+//! | `Pinned` | learn the pinned key | `Pinned` | none |
+//! | `Pinned` | learn another key | `Changed` | [`Learned::Changed`]: store `PendingKey`, event `KeyChanged` |
+//! | `Changed` | learn the pinned or the pending key | `Changed` | none |
+//! | `Changed` | learn a third key | `Changed` (new pending key) | [`Learned::Changed`] |
+//! | `Changed` | [`accept`](PeerKey::accept) | `Pinned` (the new key) | store `AcceptKey`, event `KeyAccepted`, outbox sealed for the old key fails |
+//! | `Changed` | [`reject`](PeerKey::reject) | `Pinned` (the old key) | store `RejectKey` |
+//! | `Unknown`, `Requested`, `Pinned` | accept or reject | same | none (`false`) |
+//! | any | [`restore`](PeerKey::restore) from the database | `Pinned` or `Changed` | none |
+//!
+//! A `PUBKEY_RES` is [`solicited`](PeerKey::solicited) only while a request is noted,
+//! from its address, within the window; anything else is ignored before it is parsed.
+//!
+//! # Dialect and probe: [`Dialect`], [`Probe`]
+//! Before sending to a peer whose dialect is unknown or original, the machine sends
+//! `PING` (with `HELLO <me> ack1` if the dialect is unknown): an extension peer answers
+//! `HELLO`, an original client only `PONG`.
+//!
+//! | State | Input | New state | Effect |
+//! |---|---|---|---|
+//! | any | [`start`](Probe::start) (messages due, dialect not `Extension`) | `Ping` | send `PING` (and `HELLO` if the dialect is unknown) |
+//! | `Ping` | [`pong`](Probe::pong), dialect unknown, extension on | `Grace` | none: wait for `HELLO` |
+//! | `Ping` | `pong`, dialect unknown (extension off) or original | `Idle` | [`AfterPong::Original`]: dialect original, send due `MESSAGE`s once |
+//! | `Ping` | `pong`, dialect extension | `Idle` | [`AfterPong::Extension`]: send due `SMESSAGE`s |
+//! | `Idle`, `Grace` | `pong` | same | none |
+//! | `Ping` | [`expire`](Probe::expire) at its deadline | `Idle` | [`Expired::Unreachable`]: route stale, due messages count an attempt |
+//! | `Grace` | `expire` at its deadline | `Idle` | [`Expired::Original`]: dialect original, send due `MESSAGE`s once |
+//! | `Ping`, `Grace` | [`finish`](Probe::finish): `HELLO … ack1` or a verified `SMESSAGE` from the peer's address | `Idle` | dialect extension, send due `SMESSAGE`s |
+//! | `Idle` | `finish` | `Idle` | dialect extension only |
+//! | any | [`reset`](Probe::reset): the peer moved, or their key was accepted | `Idle` | dialect unknown |
+//!
+//! [`Dialect`] changes on a `HELLO` from the peer's known address (`ack1` or not), a
+//! verified `SMESSAGE`, a `HELLO` from an unknown address that `RESOLVE` later confirms,
+//! and the probe outcomes above; each change is reported as `Event::PeerFeatures`.
+
+use std::net::SocketAddrV4;
+
+/// A `PUBKEY_RES` is accepted this long after our `PUBKEY_REQ`.
+pub(super) const PUBKEY_RES_WINDOW_MS: u64 = 10_000;
+
+/// Our `PUBKEY_REQ` to a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct PubkeyReq {
+    /// Where it went: only an answer from there counts.
+    pub(super) to: SocketAddrV4,
+    /// When (Unix ms).
+    pub(super) at_ms: u64,
+}
+
+/// Whose key we trust for one peer, and our `PUBKEY_REQ` to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum PeerKey<K> {
+    /// No key known; nothing asked of the peer.
+    Unknown,
+    /// No key known; our `PUBKEY_REQ` is out.
+    Requested {
+        /// The request.
+        req: PubkeyReq,
+    },
+    /// Trusted on first use (or accepted by the user).
+    Pinned {
+        /// The pinned key.
+        key: K,
+        /// Our `PUBKEY_REQ` this session, if any.
+        req: Option<PubkeyReq>,
+    },
+    /// A different key was seen: sending is blocked and signed messages are refused until
+    /// the user accepts or rejects it.
+    Changed {
+        /// The key still pinned.
+        pinned: K,
+        /// The key seen since.
+        new: K,
+        /// Our `PUBKEY_REQ` this session, if any.
+        req: Option<PubkeyReq>,
+    },
+}
+
+impl<K> Default for PeerKey<K> {
+    fn default() -> Self {
+        Self::Unknown
+    }
+}
+
+/// What [`PeerKey::learn`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Learned {
+    /// Nothing: the key is the pinned one or the one already pending.
+    Same,
+    /// First key: pinned.
+    Pinned,
+    /// Different from the pinned key: now pending.
+    Changed,
+}
+
+impl<K: PartialEq> PeerKey<K> {
+    /// The key we seal for and verify with.
+    pub(super) fn pinned(&self) -> Option<&K> {
+        match self {
+            Self::Unknown | Self::Requested { .. } => None,
+            Self::Pinned { key, .. } => Some(key),
+            Self::Changed { pinned, .. } => Some(pinned),
+        }
+    }
+
+    /// A changed key waiting for the user.
+    pub(super) fn pending(&self) -> Option<&K> {
+        match self {
+            Self::Changed { new, .. } => Some(new),
+            _ => None,
+        }
+    }
+
+    /// Our `PUBKEY_REQ` this session.
+    fn req(&self) -> Option<PubkeyReq> {
+        match self {
+            Self::Unknown => None,
+            Self::Requested { req } => Some(*req),
+            Self::Pinned { req, .. } | Self::Changed { req, .. } => *req,
+        }
+    }
+
+    /// Loads the database's pinned key (and a pending one); a request made this session
+    /// stays noted.
+    pub(super) fn restore(&mut self, key: K, pending: Option<K>) {
+        let req = self.req();
+        *self = match pending {
+            Some(new) => Self::Changed {
+                pinned: key,
+                new,
+                req,
+            },
+            None => Self::Pinned { key, req },
+        };
+    }
+
+    /// A probe is about to start: `true` if a `PUBKEY_REQ` should go to `to` with it
+    /// (once a session, whatever the key state).
+    pub(super) fn probe_request(&mut self, to: SocketAddrV4, now_ms: u64) -> bool {
+        if self.req().is_some() {
+            return false;
+        }
+        let new = PubkeyReq { to, at_ms: now_ms };
+        match self {
+            Self::Unknown => *self = Self::Requested { req: new },
+            Self::Requested { .. } => return false,
+            Self::Pinned { req, .. } | Self::Changed { req, .. } => *req = Some(new),
+        }
+        true
+    }
+
+    /// The peer asked for our key from `to`: `true` if we should ask for theirs (only
+    /// when we know nothing of it and have not asked).
+    pub(super) fn answer_request(&mut self, to: SocketAddrV4, now_ms: u64) -> bool {
+        if *self != Self::Unknown {
+            return false;
+        }
+        *self = Self::Requested {
+            req: PubkeyReq { to, at_ms: now_ms },
+        };
+        true
+    }
+
+    /// Whether a `PUBKEY_RES` from `from` at `now_ms` answers our request.
+    pub(super) fn solicited(&self, from: SocketAddrV4, now_ms: u64) -> bool {
+        self.req()
+            .is_some_and(|r| r.to == from && now_ms.saturating_sub(r.at_ms) <= PUBKEY_RES_WINDOW_MS)
+    }
+
+    /// A key for this peer from `RESOLVE` or a solicited `PUBKEY_RES`.
+    pub(super) fn learn(&mut self, key: K) -> Learned {
+        match std::mem::take(self) {
+            Self::Unknown => {
+                *self = Self::Pinned { key, req: None };
+                Learned::Pinned
+            }
+            Self::Requested { req } => {
+                *self = Self::Pinned {
+                    key,
+                    req: Some(req),
+                };
+                Learned::Pinned
+            }
+            Self::Pinned { key: pinned, req } if pinned == key => {
+                *self = Self::Pinned { key: pinned, req };
+                Learned::Same
+            }
+            Self::Pinned { key: pinned, req } => {
+                *self = Self::Changed {
+                    pinned,
+                    new: key,
+                    req,
+                };
+                Learned::Changed
+            }
+            Self::Changed { pinned, new, req } => {
+                if pinned == key || new == key {
+                    *self = Self::Changed { pinned, new, req };
+                    return Learned::Same;
+                }
+                *self = Self::Changed {
+                    pinned,
+                    new: key,
+                    req,
+                };
+                Learned::Changed
+            }
+        }
+    }
+
+    /// The user accepted the pending key: it is pinned. `None` if nothing was pending.
+    pub(super) fn accept(&mut self) -> Option<&K> {
+        match std::mem::take(self) {
+            Self::Changed { new, req, .. } => {
+                *self = Self::Pinned { key: new, req };
+                self.pinned()
+            }
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    /// The user rejected the pending key: the pinned key stays. `false` if nothing was
+    /// pending.
+    pub(super) fn reject(&mut self) -> bool {
+        match std::mem::take(self) {
+            Self::Changed { pinned, req, .. } => {
+                *self = Self::Pinned { key: pinned, req };
+                true
+            }
+            other => {
+                *self = other;
+                false
+            }
+        }
+    }
+}
+
+/// The protocol dialect of a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum Dialect {
+    /// Not known yet.
+    #[default]
+    Unknown,
+    /// Speaks the `ack1` extension: signed messages, acknowledgements.
+    Extension,
+    /// An original client: `MESSAGE` once after each `PONG`.
+    Original,
+}
+
+impl Dialect {
+    /// What a `HELLO` says: `ack1` among its features or not.
+    pub(super) fn from_hello(ack1: bool) -> Self {
+        if ack1 {
+            Self::Extension
+        } else {
+            Self::Original
+        }
+    }
+}
+
+/// The liveness probe of a peer whose dialect is unknown or original.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum Probe {
+    /// No probe.
+    #[default]
+    Idle,
+    /// `PING` sent; waiting for `PONG` until `deadline_ms`.
+    Ping {
+        /// Unix ms.
+        deadline_ms: u64,
+    },
+    /// `PONG` came while the dialect was unknown; waiting for `HELLO` until
+    /// `deadline_ms`.
+    Grace {
+        /// Unix ms.
+        deadline_ms: u64,
+    },
+}
+
+/// What a `PONG` means for the probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AfterPong {
+    /// Wait a little for `HELLO`.
+    Grace,
+    /// An original client: send what is due, once.
+    Original,
+    /// An extension peer: send what is due, signed.
+    Extension,
+}
+
+/// What an expired probe means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Expired {
+    /// No `PONG`: the peer is not reachable at the cached address.
+    Unreachable,
+    /// `PONG` but no `HELLO`: an original client.
+    Original,
+}
+
+impl Probe {
+    /// A probe starts at `now_ms`, waiting `timeout_ms` for `PONG`.
+    pub(super) fn start(&mut self, now_ms: u64, timeout_ms: u64) {
+        *self = Self::Ping {
+            deadline_ms: now_ms.saturating_add(timeout_ms),
+        };
+    }
+
+    /// Whether a probe is in flight.
+    pub(super) fn active(self) -> bool {
+        self != Self::Idle
+    }
+
+    /// Whether the probe waits for `PONG`.
+    pub(super) fn awaits_pong(self) -> bool {
+        matches!(self, Self::Ping { .. })
+    }
+
+    /// When [`Probe::expire`] is due.
+    pub(super) fn deadline(self) -> Option<u64> {
+        match self {
+            Self::Idle => None,
+            Self::Ping { deadline_ms } | Self::Grace { deadline_ms } => Some(deadline_ms),
+        }
+    }
+
+    /// `PONG` from the peer's address. `None`: not waiting for one.
+    pub(super) fn pong(
+        &mut self,
+        now_ms: u64,
+        dialect: Dialect,
+        extension: bool,
+        grace_ms: u64,
+    ) -> Option<AfterPong> {
+        if !self.awaits_pong() {
+            return None;
+        }
+        Some(match dialect {
+            Dialect::Unknown if extension => {
+                *self = Self::Grace {
+                    deadline_ms: now_ms.saturating_add(grace_ms),
+                };
+                AfterPong::Grace
+            }
+            Dialect::Unknown | Dialect::Original => {
+                *self = Self::Idle;
+                AfterPong::Original
+            }
+            Dialect::Extension => {
+                *self = Self::Idle;
+                AfterPong::Extension
+            }
+        })
+    }
+
+    /// The probe's deadline passed by `now_ms`. `None`: not yet, or no probe.
+    pub(super) fn expire(&mut self, now_ms: u64) -> Option<Expired> {
+        let expired = match *self {
+            Self::Ping { deadline_ms } if deadline_ms <= now_ms => Expired::Unreachable,
+            Self::Grace { deadline_ms } if deadline_ms <= now_ms => Expired::Original,
+            _ => return None,
+        };
+        *self = Self::Idle;
+        Some(expired)
+    }
+
+    /// The peer proved it speaks the extension: `true` if a probe was in flight (what
+    /// waited for it is due now).
+    pub(super) fn finish(&mut self) -> bool {
+        std::mem::take(self).active()
+    }
+
+    /// Forget the probe (the peer moved).
+    pub(super) fn reset(&mut self) {
+        *self = Self::Idle;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    use super::*;
+
+    const A: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 4000);
+    const B: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 3), 4000);
+    const REQ: PubkeyReq = PubkeyReq { to: A, at_ms: 100 };
+
+    fn pinned(key: u32) -> PeerKey<u32> {
+        PeerKey::Pinned { key, req: None }
+    }
+
+    fn changed(pinned: u32, new: u32) -> PeerKey<u32> {
+        PeerKey::Changed {
+            pinned,
+            new,
+            req: None,
+        }
+    }
+
+    // ---- PeerKey ----------------------------------------------------------------------
+
+    #[test]
+    fn unknown_probe_request_asks() {
+        let mut k = PeerKey::<u32>::Unknown;
+        assert!(k.probe_request(A, 100));
+        assert_eq!(k, PeerKey::Requested { req: REQ });
+    }
+
+    #[test]
+    fn unknown_answer_request_asks() {
+        let mut k = PeerKey::<u32>::Unknown;
+        assert!(k.answer_request(A, 100));
+        assert_eq!(k, PeerKey::Requested { req: REQ });
+    }
+
+    #[test]
+    fn requested_asks_once() {
+        let mut k = PeerKey::<u32>::Requested { req: REQ };
+        assert!(!k.probe_request(B, 200));
+        assert!(!k.answer_request(B, 200));
+        assert_eq!(k, PeerKey::Requested { req: REQ });
+    }
+
+    #[test]
+    fn unknown_learn_pins() {
+        let mut k = PeerKey::Unknown;
+        assert_eq!(k.learn(1), Learned::Pinned);
+        assert_eq!(k, pinned(1));
+        assert_eq!((k.pinned(), k.pending()), (Some(&1), None));
+    }
+
+    #[test]
+    fn requested_learn_pins_and_keeps_the_request() {
+        let mut k = PeerKey::Requested { req: REQ };
+        assert_eq!(k.learn(1), Learned::Pinned);
+        assert_eq!(
+            k,
+            PeerKey::Pinned {
+                key: 1,
+                req: Some(REQ)
+            }
+        );
+    }
+
+    #[test]
+    fn pinned_probe_request_asks_once() {
+        let mut k = pinned(1);
+        assert!(k.probe_request(A, 100));
+        assert_eq!(
+            k,
+            PeerKey::Pinned {
+                key: 1,
+                req: Some(REQ)
+            }
+        );
+        assert!(!k.probe_request(A, 200));
+    }
+
+    #[test]
+    fn changed_probe_request_asks_once() {
+        let mut k = changed(1, 2);
+        assert!(k.probe_request(A, 100));
+        assert_eq!(
+            k,
+            PeerKey::Changed {
+                pinned: 1,
+                new: 2,
+                req: Some(REQ)
+            }
+        );
+        assert!(!k.probe_request(A, 200));
+    }
+
+    #[test]
+    fn known_key_answer_request_does_not_ask() {
+        for mut k in [pinned(1), changed(1, 2)] {
+            let before = k.clone();
+            assert!(!k.answer_request(A, 100));
+            assert_eq!(k, before);
+        }
+    }
+
+    #[test]
+    fn pinned_learn_same_key_changes_nothing() {
+        let mut k = pinned(1);
+        assert_eq!(k.learn(1), Learned::Same);
+        assert_eq!(k, pinned(1));
+    }
+
+    #[test]
+    fn pinned_learn_other_key_changes() {
+        let mut k = pinned(1);
+        assert_eq!(k.learn(2), Learned::Changed);
+        assert_eq!(k, changed(1, 2));
+        assert_eq!((k.pinned(), k.pending()), (Some(&1), Some(&2)));
+    }
+
+    #[test]
+    fn changed_learn_known_keys_changes_nothing() {
+        let mut k = changed(1, 2);
+        assert_eq!(k.learn(1), Learned::Same);
+        assert_eq!(k.learn(2), Learned::Same);
+        assert_eq!(k, changed(1, 2));
+    }
+
+    #[test]
+    fn changed_learn_third_key_replaces_the_pending_one() {
+        let mut k = changed(1, 2);
+        assert_eq!(k.learn(3), Learned::Changed);
+        assert_eq!(k, changed(1, 3));
+    }
+
+    #[test]
+    fn changed_accept_pins_the_new_key() {
+        let mut k = PeerKey::Changed {
+            pinned: 1,
+            new: 2,
+            req: Some(REQ),
+        };
+        assert_eq!(k.accept(), Some(&2));
+        assert_eq!(
+            k,
+            PeerKey::Pinned {
+                key: 2,
+                req: Some(REQ)
+            }
+        );
+    }
+
+    #[test]
+    fn changed_reject_keeps_the_old_key() {
+        let mut k = changed(1, 2);
+        assert!(k.reject());
+        assert_eq!(k, pinned(1));
+    }
+
+    #[test]
+    fn nothing_pending_accept_and_reject_change_nothing() {
+        for start in [PeerKey::Unknown, PeerKey::Requested { req: REQ }, pinned(1)] {
+            let mut k = start.clone();
+            assert_eq!(k.accept(), None);
+            assert_eq!(k, start);
+            assert!(!k.reject());
+            assert_eq!(k, start);
+        }
+    }
+
+    #[test]
+    fn restore_pins_or_changes_and_keeps_the_request() {
+        let mut k = PeerKey::Requested { req: REQ };
+        k.restore(1, None);
+        assert_eq!(
+            k,
+            PeerKey::Pinned {
+                key: 1,
+                req: Some(REQ)
+            }
+        );
+        let mut k = PeerKey::Unknown;
+        k.restore(1, Some(2));
+        assert_eq!(k, changed(1, 2));
+    }
+
+    #[test]
+    fn solicited_only_from_the_address_asked_within_the_window() {
+        let mut k = PeerKey::<u32>::Unknown;
+        assert!(!k.solicited(A, 100));
+        k.probe_request(A, 100);
+        assert!(k.solicited(A, 100 + PUBKEY_RES_WINDOW_MS));
+        assert!(!k.solicited(A, 101 + PUBKEY_RES_WINDOW_MS));
+        assert!(!k.solicited(B, 100));
+        k.learn(1);
+        assert!(k.solicited(A, 200), "the request outlives the pinning");
+    }
+
+    // ---- Probe ------------------------------------------------------------------------
+
+    #[test]
+    fn start_pings() {
+        let mut p = Probe::Grace { deadline_ms: 5 };
+        p.start(100, 500);
+        assert_eq!(p, Probe::Ping { deadline_ms: 600 });
+        assert_eq!(p.deadline(), Some(600));
+    }
+
+    #[test]
+    fn ping_pong_unknown_dialect_waits_for_hello() {
+        let mut p = Probe::Ping { deadline_ms: 600 };
+        assert_eq!(
+            p.pong(200, Dialect::Unknown, true, 100),
+            Some(AfterPong::Grace)
+        );
+        assert_eq!(p, Probe::Grace { deadline_ms: 300 });
+    }
+
+    #[test]
+    fn ping_pong_original_or_extension_off_sends_original() {
+        for (dialect, extension) in [
+            (Dialect::Unknown, false),
+            (Dialect::Original, true),
+            (Dialect::Original, false),
+        ] {
+            let mut p = Probe::Ping { deadline_ms: 600 };
+            assert_eq!(
+                p.pong(200, dialect, extension, 100),
+                Some(AfterPong::Original)
+            );
+            assert_eq!(p, Probe::Idle);
+        }
+    }
+
+    #[test]
+    fn ping_pong_extension_sends_signed() {
+        let mut p = Probe::Ping { deadline_ms: 600 };
+        assert_eq!(
+            p.pong(200, Dialect::Extension, true, 100),
+            Some(AfterPong::Extension)
+        );
+        assert_eq!(p, Probe::Idle);
+    }
+
+    #[test]
+    fn pong_without_ping_is_ignored() {
+        for start in [Probe::Idle, Probe::Grace { deadline_ms: 300 }] {
+            let mut p = start;
+            assert_eq!(p.pong(200, Dialect::Unknown, true, 100), None);
+            assert_eq!(p, start);
+        }
+    }
+
+    #[test]
+    fn ping_expires_unreachable() {
+        let mut p = Probe::Ping { deadline_ms: 600 };
+        assert_eq!(p.expire(599), None);
+        assert_eq!(p.expire(600), Some(Expired::Unreachable));
+        assert_eq!(p, Probe::Idle);
+    }
+
+    #[test]
+    fn grace_expires_original() {
+        let mut p = Probe::Grace { deadline_ms: 300 };
+        assert_eq!(p.expire(299), None);
+        assert_eq!(p.expire(300), Some(Expired::Original));
+        assert_eq!(p, Probe::Idle);
+        assert_eq!(p.expire(10_000), None, "idle never expires");
+    }
+
+    #[test]
+    fn finish_ends_a_probe() {
+        for start in [
+            Probe::Ping { deadline_ms: 600 },
+            Probe::Grace { deadline_ms: 300 },
+        ] {
+            let mut p = start;
+            assert!(p.finish());
+            assert_eq!(p, Probe::Idle);
+        }
+        let mut p = Probe::Idle;
+        assert!(!p.finish());
+    }
+
+    #[test]
+    fn reset_forgets_the_probe() {
+        let mut p = Probe::Ping { deadline_ms: 600 };
+        p.reset();
+        assert_eq!(p, Probe::Idle);
+        assert!(!p.active());
+    }
+}
