@@ -370,8 +370,9 @@ async fn show(client: &Client, current: Option<&str>, event: ClientEvent) {
             Event::KeyAccepted { user, fingerprint } => {
                 say(&format!("* {user}'s key is now {}", short(&fingerprint)));
             }
-            Event::PeerFeatures { .. } => {}
             Event::Warning(w) => say(&format!("!! {w}")),
+            // Dialect changes and whatever a newer machine reports: nothing to show.
+            _ => {}
         },
     }
 }

@@ -375,7 +375,11 @@ impl Sim {
             return;
         };
         let now = self.now;
-        self.nodes[i].client.handle_datagram(now, from, &datagram);
+        // Decoded once, as the driver does; what does not decode never reaches the
+        // machine.
+        if let Ok(frame) = Frame::decode(&datagram) {
+            self.nodes[i].client.handle_frame(now, from, frame);
+        }
         self.drain(i);
     }
 
@@ -1022,6 +1026,22 @@ fn ping_is_always_answered_and_unknown_frames_are_ignored() {
         .map(|(_, _, d)| d.clone())
         .collect();
     assert_eq!(replies, [b"PONG".to_vec()]);
+
+    // The raw-bytes convenience decodes once and counts what does not decode.
+    let now = sim.now;
+    let alice = &mut sim.node("alice").client;
+    assert_eq!(alice.undecodable(), 0);
+    alice.handle_datagram(now, stranger, b"GARBAGE \xff");
+    alice.handle_datagram(now, stranger, b"PING");
+    assert_eq!(alice.undecodable(), 1);
+    let answers: Vec<Action> = std::iter::from_fn(|| alice.poll_action()).collect();
+    assert_eq!(
+        answers,
+        [Action::Send(Transmit {
+            to: stranger,
+            datagram: b"PONG".to_vec()
+        })]
+    );
 }
 
 #[test]

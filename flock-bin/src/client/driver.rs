@@ -5,6 +5,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flock_crypto::PublicKey;
+use flock_proto::Frame;
 use flock_proto::client::{Action, ConnectionState, Event, StoreOp, Transmit};
 use flock_proto::limits::MAX_DATAGRAM;
 use flock_store::{ClientDb, Direction, KeyDir, MessageRow, MessageStatus, OutboxId};
@@ -124,7 +125,7 @@ impl Driver {
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => {
                     if let Ok((n, SocketAddr::V4(from))) = r {
-                        self.machine.handle_datagram(now_ms(), from, &buf[..n]);
+                        self.on_datagram(from, &buf[..n]);
                     }
                 }
                 cmd = cmds.recv() => match cmd {
@@ -150,6 +151,15 @@ impl Driver {
                     self.next_server();
                 }
             }
+        }
+    }
+
+    /// Decodes a datagram once and hands the frame to the machine; what does not decode
+    /// is dropped here (discovery replies come to the discovery socket, not this one).
+    fn on_datagram(&mut self, from: SocketAddrV4, datagram: &[u8]) {
+        match Frame::decode(datagram) {
+            Ok(frame) => self.machine.handle_frame(now_ms(), from, frame),
+            Err(error) => tracing::trace!(%from, %error, "dropped an undecodable datagram"),
         }
     }
 

@@ -490,8 +490,9 @@ impl Session {
                     "key_accepted",
                     json!({ "user": user, "fingerprint": fingerprint }),
                 ),
-                Event::PeerFeatures { .. } => {}
                 Event::Warning(w) => self.emit("warning", json!({ "text": w.to_string() })),
+                // Dialect changes and whatever a newer machine reports: not shown.
+                _ => {}
             },
         }
     }

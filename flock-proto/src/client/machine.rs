@@ -132,6 +132,7 @@ pub struct Client<R> {
     held_count: usize,
     recent: BTreeSet<(String, u64)>,
     recent_order: VecDeque<(String, u64)>,
+    undecodable: u64,
     open_limiter: Limiter,
     signed_limiter: Limiter,
     reply_limiter: Limiter,
@@ -175,6 +176,7 @@ impl<R: CryptoRng> Client<R> {
             held_count: 0,
             recent: BTreeSet::new(),
             recent_order: VecDeque::new(),
+            undecodable: 0,
         })
     }
 
@@ -401,11 +403,21 @@ impl<R: CryptoRng> Client<R> {
 
     // ---- inputs -------------------------------------------------------------------------
 
-    /// One datagram received from `from`. Anything that does not decode is dropped.
+    /// One datagram received from `from`: decodes it and hands the frame to
+    /// [`Client::handle_frame`]. A datagram that does not decode is dropped and counted
+    /// ([`Client::undecodable`]).
     pub fn handle_datagram(&mut self, now_ms: u64, from: SocketAddrV4, datagram: &[u8]) {
-        let Ok(frame) = Frame::decode(datagram) else {
-            return;
-        };
+        match Frame::decode(datagram) {
+            Ok(frame) => self.handle_frame(now_ms, from, frame),
+            Err(_) => self.undecodable = self.undecodable.saturating_add(1),
+        }
+    }
+
+    /// One frame received from `from` (decoded once by the caller, as the ring machine
+    /// takes them). Frames a client has no use for (server-to-server frames, requests
+    /// only a server answers) are ignored. Discovery replies, which have no verb, are not
+    /// frames: they answer a discovery socket of their own and never reach the machine.
+    pub fn handle_frame(&mut self, now_ms: u64, from: SocketAddrV4, frame: Frame<'_>) {
         match frame {
             Frame::Ping => self.send_frame(from, &Frame::Pong),
             Frame::Pong => self.on_pong(now_ms, from),
@@ -491,11 +503,13 @@ impl<R: CryptoRng> Client<R> {
     // ---- outputs ------------------------------------------------------------------------
 
     /// The next thing to do; `None` when there is nothing left. Drain after every input.
+    #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
 
     /// When to call [`Client::handle_timeout`] next (Unix ms); `None`: only on input.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<u64> {
         let mut next: Option<u64> = None;
         let mut at = |t: u64| next = Some(next.map_or(t, |n: u64| n.min(t)));
@@ -565,6 +579,11 @@ impl<R: CryptoRng> Client<R> {
             Dialect::Extension => Some(true),
             Dialect::Original => Some(false),
         }
+    }
+
+    /// Datagrams given to [`Client::handle_datagram`] that did not decode.
+    pub fn undecodable(&self) -> u64 {
+        self.undecodable
     }
 
     /// The address cached for `user`.

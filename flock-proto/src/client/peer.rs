@@ -67,9 +67,10 @@ pub(super) struct PubkeyReq {
 }
 
 /// Whose key we trust for one peer, and our `PUBKEY_REQ` to them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(super) enum PeerKey<K> {
     /// No key known; nothing asked of the peer.
+    #[default]
     Unknown,
     /// No key known; our `PUBKEY_REQ` is out.
     Requested {
@@ -93,12 +94,6 @@ pub(super) enum PeerKey<K> {
         /// Our `PUBKEY_REQ` this session, if any.
         req: Option<PubkeyReq>,
     },
-}
-
-impl<K> Default for PeerKey<K> {
-    fn default() -> Self {
-        Self::Unknown
-    }
 }
 
 /// What [`PeerKey::learn`] did.

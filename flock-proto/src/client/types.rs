@@ -373,8 +373,10 @@ pub enum ConnectionState {
     },
 }
 
-/// Something the application should know about.
+/// Something the application should know about. More kinds may come: match with a
+/// wildcard arm.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// The connection to the ring changed.
     Connection(ConnectionState),
@@ -433,8 +435,9 @@ pub enum Event {
     Warning(Warning),
 }
 
-/// Inputs that were refused, as [`Event::Warning`].
+/// Inputs that were refused, as [`Event::Warning`]. More kinds may come.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Warning {
     /// A payload did not open (tampered, or not for our key). Dropped, never answered.
     Undecryptable {
@@ -527,6 +530,7 @@ impl std::fmt::Display for Warning {
 
 /// Why [`Client::send`](super::Client::send) refused a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendError {
     /// The recipient is not a valid username.
     #[error("{0:?} is not a valid username")]
