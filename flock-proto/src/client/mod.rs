@@ -2,9 +2,10 @@
 //! delivery, as a state machine with time, randomness and datagrams as inputs.
 //!
 //! [`Client`] never touches a socket, a clock, a database or the OS RNG. Feed it what
-//! happened ([`Client::handle_datagram`], [`Client::handle_timeout`], commands such as
-//! [`Client::connect`] and [`Client::send`]), then drain [`Client::poll_action`] until it
-//! returns `None`, doing each [`Action`] in order:
+//! happened ([`Client::handle_frame`] with each datagram decoded once, or
+//! [`Client::handle_datagram`] with its bytes; [`Client::handle_timeout`]; commands such
+//! as [`Client::connect`] and [`Client::send`]), then drain [`Client::poll_action`] until
+//! it returns `None`, doing each [`Action`] in order:
 //!
 //! - [`Action::Send`]: send the datagram from the client's one UDP socket;
 //! - [`Action::Store`]: apply the [`StoreOp`] to the client database *before* the next
@@ -34,7 +35,9 @@
 //!     }
 //!     // Wait for a datagram or until client.poll_timeout(), then:
 //!     let (from, datagram) = recv();
-//!     client.handle_datagram(now_ms(), from, &datagram);
+//!     if let Ok(frame) = flock_proto::Frame::decode(&datagram) {
+//!         client.handle_frame(now_ms(), from, frame);
+//!     }
 //! }
 //! # }
 //! ```
@@ -67,6 +70,62 @@
 //!   an **original** client: `MESSAGE <me> <payload_b64>`, once, after each `PONG`
 //!   (queued, sent). No answer to `PING` within [`ClientConfig::ping_timeout_ms`]: the
 //!   message stays in the outbox and is retried with backoff.
+//!
+//! # Each peer's handshake
+//! Per contact the machine keeps three explicit states; every transition below is one
+//! method of the internal `peer` module, tested on its own.
+//!
+//! **The key** (`PeerKey`): `Unknown` (nothing known, nothing asked), `Requested` (our
+//! `PUBKEY_REQ` is out, no key yet), `Pinned` (trusted on first use or accepted),
+//! `Changed` (a different key seen; the pinned one stays until the user decides). At
+//! most one `PUBKEY_REQ` goes to a peer per session; a `PUBKEY_RES` counts only if it
+//! comes from the address the request went to, within 10 s of it.
+//!
+//! | State | Input | New state | Effects |
+//! |---|---|---|---|
+//! | `Unknown` | a probe starts, or the peer sends `PUBKEY_REQ` | `Requested` | send `PUBKEY_REQ` |
+//! | `Requested` | a probe starts, or `PUBKEY_REQ` | `Requested` | none |
+//! | `Pinned`, `Changed`, no request yet | a probe starts | same, request noted | send `PUBKEY_REQ` (shows a key change) |
+//! | `Pinned`, `Changed` | `PUBKEY_REQ`, or a probe after our request | same | none |
+//! | `Unknown`, `Requested` | a key from `RESOLVE` or a solicited `PUBKEY_RES` | `Pinned` | [`StoreOp::PinKey`], [`Event::KeyPinned`] |
+//! | `Pinned` | the pinned key | `Pinned` | none |
+//! | `Pinned` | another key | `Changed` | [`StoreOp::PendingKey`], [`Event::KeyChanged`]; sending blocked |
+//! | `Changed` | the pinned or the pending key | `Changed` | none |
+//! | `Changed` | a third key | `Changed`, the third key pending | [`StoreOp::PendingKey`], [`Event::KeyChanged`] |
+//! | `Changed` | [`Client::accept_key`] | `Pinned`, the new key | [`StoreOp::AcceptKey`], [`Event::KeyAccepted`]; dialect unknown again; outbox entries sealed for the old key fail |
+//! | `Changed` | [`Client::reject_key`] | `Pinned`, the old key | [`StoreOp::RejectKey`] |
+//! | `Unknown`, `Requested`, `Pinned` | accept or reject | same | none (`false`) |
+//! | any | [`Client::restore_contact`] | `Pinned` or `Changed` | none |
+//!
+//! After any key input from the ring or the peer, messages written before the key was
+//! known are sealed ([`StoreOp::Enqueue`]) and signed messages held for it are verified,
+//! unless a changed key is pending.
+//!
+//! **The dialect** (`Unknown`, `Extension`, `Original`) becomes known from a `HELLO`
+//! from the peer's cached address (`ack1` or not), a verified `SMESSAGE`, a `HELLO` from
+//! another address once `RESOLVE` confirms that address, and the probe's outcomes; it is
+//! unknown again when `RESOLVE` gives a new address or a new key is accepted. Each
+//! change is reported as [`Event::PeerFeatures`].
+//!
+//! **The probe** (`Idle`, `Ping`, `Grace`): before sending to a peer whose dialect is
+//! not `Extension`, the machine checks that it is there.
+//!
+//! | State | Input | New state | Effects |
+//! |---|---|---|---|
+//! | any | messages due, dialect not `Extension` | `Ping` | send `HELLO <me> ack1` (dialect unknown only), `PUBKEY_REQ` (see above), `PING` |
+//! | `Ping` | `PONG`, dialect unknown, extension on | `Grace` | none: wait [`ClientConfig::hello_grace_ms`] for `HELLO` |
+//! | `Ping` | `PONG`, dialect original (or unknown with the extension off) | `Idle` | dialect original; due messages sent once as `MESSAGE` |
+//! | `Ping` | `PONG`, dialect extension | `Idle` | due messages sent as `SMESSAGE` |
+//! | `Idle`, `Grace` | `PONG` | same | none |
+//! | `Ping` | [`ClientConfig::ping_timeout_ms`] passes | `Idle` | address stale; each due message counts a failed attempt (backoff) |
+//! | `Grace` | the grace passes | `Idle` | dialect original; due messages sent once as `MESSAGE` |
+//! | `Ping`, `Grace` | `HELLO … ack1` from the cached address, or a verified `SMESSAGE` from it | `Idle` | dialect extension; due messages sent as `SMESSAGE` |
+//! | `Idle` | the same | `Idle` | dialect extension |
+//! | any | `RESOLVE` gives a new address | `Idle` | dialect unknown |
+//!
+//! While a probe runs, a changed key is pending, or a lookup is under way, the peer's
+//! outbox waits. A `HELLO` is answered unless it answers our own probe, at most once a
+//! second per address.
 //!
 //! Every `PING` is answered with `PONG`; every `PUBKEY_REQ` with `PUBKEY_RES` (rate
 //! limited per source: the answer is 30 times larger). Incoming payloads that do not

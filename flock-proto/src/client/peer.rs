@@ -1,56 +1,10 @@
 //! One peer's handshake as explicit states: whose key we trust ([`PeerKey`]), which
 //! dialect the peer speaks ([`Dialect`]) and the liveness probe in flight ([`Probe`]).
 //!
-//! Every transition is a method here; the machine calls them and turns what they return
-//! into datagrams, storage effects and events. The key type is a parameter so the
-//! transitions are tested without RSA.
-//!
-//! # Key: [`PeerKey`]
-//! A key is pinned on first use, from `RESOLVE` or from a `PUBKEY_RES` answering our own
-//! `PUBKEY_REQ` (at most one per peer and session, believed only from the address it
-//! went to and within [`PUBKEY_RES_WINDOW_MS`]). A different key later is kept aside
-//! until the user decides.
-//!
-//! | State | Input | New state | Effect |
-//! |---|---|---|---|
-//! | `Unknown` | [`probe_request`](PeerKey::probe_request) or [`answer_request`](PeerKey::answer_request) | `Requested` | send `PUBKEY_REQ` |
-//! | `Unknown`, `Requested` | [`learn`](PeerKey::learn) a key | `Pinned` | [`Learned::Pinned`]: store `PinKey`, event `KeyPinned` |
-//! | `Requested` | either request | `Requested` | none (one `PUBKEY_REQ` a session) |
-//! | `Pinned`, `Changed` without a request | [`probe_request`](PeerKey::probe_request) | same, request noted | send `PUBKEY_REQ` (a changed key shows) |
-//! | `Pinned`, `Changed` | [`answer_request`](PeerKey::answer_request) | same | none |
-//! | `Pinned` | learn the pinned key | `Pinned` | none |
-//! | `Pinned` | learn another key | `Changed` | [`Learned::Changed`]: store `PendingKey`, event `KeyChanged` |
-//! | `Changed` | learn the pinned or the pending key | `Changed` | none |
-//! | `Changed` | learn a third key | `Changed` (new pending key) | [`Learned::Changed`] |
-//! | `Changed` | [`accept`](PeerKey::accept) | `Pinned` (the new key) | store `AcceptKey`, event `KeyAccepted`, outbox sealed for the old key fails |
-//! | `Changed` | [`reject`](PeerKey::reject) | `Pinned` (the old key) | store `RejectKey` |
-//! | `Unknown`, `Requested`, `Pinned` | accept or reject | same | none (`false`) |
-//! | any | [`restore`](PeerKey::restore) from the database | `Pinned` or `Changed` | none |
-//!
-//! A `PUBKEY_RES` is [`solicited`](PeerKey::solicited) only while a request is noted,
-//! from its address, within the window; anything else is ignored before it is parsed.
-//!
-//! # Dialect and probe: [`Dialect`], [`Probe`]
-//! Before sending to a peer whose dialect is unknown or original, the machine sends
-//! `PING` (with `HELLO <me> ack1` if the dialect is unknown): an extension peer answers
-//! `HELLO`, an original client only `PONG`.
-//!
-//! | State | Input | New state | Effect |
-//! |---|---|---|---|
-//! | any | [`start`](Probe::start) (messages due, dialect not `Extension`) | `Ping` | send `PING` (and `HELLO` if the dialect is unknown) |
-//! | `Ping` | [`pong`](Probe::pong), dialect unknown, extension on | `Grace` | none: wait for `HELLO` |
-//! | `Ping` | `pong`, dialect unknown (extension off) or original | `Idle` | [`AfterPong::Original`]: dialect original, send due `MESSAGE`s once |
-//! | `Ping` | `pong`, dialect extension | `Idle` | [`AfterPong::Extension`]: send due `SMESSAGE`s |
-//! | `Idle`, `Grace` | `pong` | same | none |
-//! | `Ping` | [`expire`](Probe::expire) at its deadline | `Idle` | [`Expired::Unreachable`]: route stale, due messages count an attempt |
-//! | `Grace` | `expire` at its deadline | `Idle` | [`Expired::Original`]: dialect original, send due `MESSAGE`s once |
-//! | `Ping`, `Grace` | [`finish`](Probe::finish): `HELLO … ack1` or a verified `SMESSAGE` from the peer's address | `Idle` | dialect extension, send due `SMESSAGE`s |
-//! | `Idle` | `finish` | `Idle` | dialect extension only |
-//! | any | [`reset`](Probe::reset): the peer moved, or their key was accepted | `Idle` | dialect unknown |
-//!
-//! [`Dialect`] changes on a `HELLO` from the peer's known address (`ack1` or not), a
-//! verified `SMESSAGE`, a `HELLO` from an unknown address that `RESOLVE` later confirms,
-//! and the probe outcomes above; each change is reported as `Event::PeerFeatures`.
+//! Every transition is a method here, and the states and transitions are tabled in the
+//! [client module documentation](super#each-peers-handshake); the machine calls the
+//! methods and turns what they return into datagrams, storage effects and events. The
+//! key type is a parameter so that the transitions are tested without RSA.
 
 use std::net::SocketAddrV4;
 
