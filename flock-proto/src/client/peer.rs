@@ -8,6 +8,36 @@
 
 use std::net::SocketAddrV4;
 
+use flock_crypto::PublicKey;
+
+/// What the machine knows of one contact: the route to them (address and lookup) and
+/// the handshake's three states.
+#[derive(Debug, Default)]
+pub(super) struct Peer {
+    /// The address the ring gave for them.
+    pub(super) addr: Option<SocketAddrV4>,
+    /// The address needs a fresh `RESOLVE` before the next send.
+    pub(super) stale: bool,
+    /// A `RESOLVE` for them is queued or in flight (never two).
+    pub(super) resolving: bool,
+    /// Signed messages went out since the last lookup.
+    pub(super) sent_since_resolve: bool,
+    /// Whose key we trust, and our `PUBKEY_REQ`.
+    pub(super) key: PeerKey<PublicKey>,
+    /// The dialect they speak.
+    pub(super) dialect: Dialect,
+    /// The liveness probe in flight.
+    pub(super) probe: Probe,
+    /// A verified signed message or acknowledgement came from this user this session:
+    /// unsigned `MESSAGE`s claiming to be from them are refused.
+    pub(super) signs: bool,
+    /// A `HELLO` (address, `ack1`?) came from an address the ring has not confirmed
+    /// yet; believed once a `RESOLVE` gives that address.
+    pub(super) hello_claim: Option<(SocketAddrV4, bool)>,
+    /// Our last answer to their `HELLO` (address, Unix ms): at most one a second.
+    pub(super) hello_replied: Option<(SocketAddrV4, u64)>,
+}
+
 /// A `PUBKEY_RES` is accepted this long after our `PUBKEY_REQ`.
 pub(super) const PUBKEY_RES_WINDOW_MS: u64 = 10_000;
 

@@ -1,0 +1,285 @@
+//! Each peer's handshake: keys (pinning, `PUBKEY_REQ`/`PUBKEY_RES`, key change), the
+//! `PING` probe and `HELLO`. The states and their transitions live in
+//! [`crate::client::peer`]; this is where their effects are carried out.
+
+use std::borrow::Cow;
+use std::net::SocketAddrV4;
+
+use flock_crypto::{CryptoRng, PublicKey, seal_b64};
+
+use super::Client;
+use super::outbox::new_entry;
+use crate::client::peer::{AfterPong, Dialect, Learned};
+use crate::client::types::{Action, Event, FEATURE_ACK1, KeySource, StoreOp, Transmit, Warning};
+use crate::frame::Frame;
+use crate::validate::validate_username;
+
+/// Answer `HELLO`s from one address at most this often.
+const HELLO_REPLY_INTERVAL_MS: u64 = 1_000;
+
+impl<R: CryptoRng> Client<R> {
+    pub(super) fn learn_key(
+        &mut self,
+        now_ms: u64,
+        user: &str,
+        pubkey_b64: &str,
+        source: KeySource,
+    ) {
+        let Ok(key) = PublicKey::from_b64(pubkey_b64) else {
+            self.warn(Warning::BadKey {
+                user: user.to_owned(),
+            });
+            return;
+        };
+        let peer = self.peers.entry(user.to_owned()).or_default();
+        let fingerprint = key.fingerprint().to_string();
+        match peer.key.learn(key) {
+            Learned::Same => {}
+            Learned::Pinned => {
+                self.store(StoreOp::PinKey {
+                    user: user.to_owned(),
+                    pubkey_b64: pubkey_b64.to_owned(),
+                    fingerprint: fingerprint.clone(),
+                    at_ms: now_ms,
+                });
+                self.event(Event::KeyPinned {
+                    user: user.to_owned(),
+                    fingerprint,
+                    source,
+                });
+            }
+            Learned::Changed => {
+                let pinned = peer
+                    .key
+                    .pinned()
+                    .map(|k| k.fingerprint().to_string())
+                    .unwrap_or_default();
+                self.store(StoreOp::PendingKey {
+                    user: user.to_owned(),
+                    pubkey_b64: pubkey_b64.to_owned(),
+                    fingerprint: fingerprint.clone(),
+                    at_ms: now_ms,
+                });
+                self.event(Event::KeyChanged {
+                    user: user.to_owned(),
+                    pinned,
+                    new: fingerprint,
+                    source,
+                });
+            }
+        }
+    }
+
+    /// Messages written before `user`'s key was known: seal them now, into the outbox.
+    pub(super) fn seal_awaiting(&mut self, now_ms: u64, user: &str) {
+        let Some(peer) = self.peers.get(user) else {
+            return;
+        };
+        if peer.key.pending().is_some() {
+            return;
+        }
+        let Some(key) = peer.key.pinned().cloned() else {
+            return;
+        };
+        let ids: Vec<u64> = self
+            .awaiting_key
+            .range((user.to_owned(), 0)..=(user.to_owned(), u64::MAX))
+            .map(|((_, id), _)| *id)
+            .collect();
+        for id in ids {
+            let Some(waiting) = self.awaiting_key.remove(&(user.to_owned(), id)) else {
+                continue;
+            };
+            match seal_b64(&mut self.rng, &key, waiting.text.as_bytes()) {
+                Ok(payload_b64) => {
+                    self.store(StoreOp::Enqueue {
+                        to: user.to_owned(),
+                        msg_id: id,
+                        payload_b64: payload_b64.clone(),
+                        at_ms: now_ms,
+                    });
+                    self.outbox
+                        .insert((user.to_owned(), id), new_entry(payload_b64, now_ms));
+                }
+                Err(_) => self.fail(user, id),
+            }
+        }
+    }
+
+    pub(super) fn on_pubkey_req(&mut self, now_ms: u64, from: SocketAddrV4, requester: &str) {
+        if validate_username(requester).is_err() || requester == self.cfg.user {
+            return;
+        }
+        // The answer is ~30 times the request: bound what a spoofed source can reflect.
+        if !self.reply_limiter.allow(*from.ip(), now_ms) {
+            return;
+        }
+        let reply = Frame::PubkeyRes {
+            user: Cow::Borrowed(&self.cfg.user),
+            pubkey_b64: Cow::Borrowed(&self.pubkey_b64),
+        }
+        .encode_to_vec();
+        self.actions.push_back(Action::Send(Transmit {
+            to: from,
+            datagram: reply,
+        }));
+        let peer = self.peers.entry(requester.to_owned()).or_default();
+        if peer.key.answer_request(from, now_ms) {
+            let me = self.cfg.user.clone();
+            self.send_frame(
+                from,
+                &Frame::PubkeyReq {
+                    requester: Cow::Owned(me),
+                },
+            );
+        }
+    }
+
+    pub(super) fn on_pubkey_res(
+        &mut self,
+        now_ms: u64,
+        from: SocketAddrV4,
+        user: &str,
+        pubkey_b64: &str,
+    ) {
+        let solicited = self
+            .peers
+            .get(user)
+            .is_some_and(|p| p.key.solicited(from, now_ms));
+        if solicited {
+            self.learn_key(now_ms, user, pubkey_b64, KeySource::PubkeyRes);
+            self.seal_awaiting(now_ms, user);
+            self.release_held(now_ms, user);
+        }
+    }
+
+    pub(super) fn set_dialect(&mut self, user: &str, dialect: Dialect) {
+        let Some(peer) = self.peers.get_mut(user) else {
+            return;
+        };
+        if peer.dialect == dialect {
+            return;
+        }
+        peer.dialect = dialect;
+        self.event(Event::PeerFeatures {
+            user: user.to_owned(),
+            extension: dialect == Dialect::Extension,
+        });
+    }
+
+    pub(super) fn on_pong(&mut self, now_ms: u64, from: SocketAddrV4) {
+        if self.server.as_ref().is_some_and(|s| s.addr == from) {
+            self.server_alive(now_ms);
+            return;
+        }
+        let grace = self.cfg.hello_grace_ms;
+        let extension = self.cfg.extension;
+        let users: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.addr == Some(from) && p.probe.awaits_pong())
+            .map(|(u, _)| u.clone())
+            .collect();
+        for user in users {
+            let Some(peer) = self.peers.get_mut(&user) else {
+                continue;
+            };
+            let dialect = peer.dialect;
+            match peer.probe.pong(now_ms, dialect, extension, grace) {
+                None | Some(AfterPong::Grace) => {}
+                Some(AfterPong::Original) => {
+                    self.set_dialect(&user, Dialect::Original);
+                    self.send_original_due(now_ms, &user);
+                }
+                Some(AfterPong::Extension) => self.send_ext_due(now_ms, &user),
+            }
+        }
+    }
+
+    pub(super) fn on_hello(&mut self, now_ms: u64, from: SocketAddrV4, user: &str, features: &str) {
+        if !self.cfg.extension || validate_username(user).is_err() || user == self.cfg.user {
+            return;
+        }
+        if !self.reply_limiter.allow(*from.ip(), now_ms) {
+            return;
+        }
+        let ext = features.split(',').any(|f| f == FEATURE_ACK1);
+        let server_usable = self.server_usable();
+        let peer = self.peers.entry(user.to_owned()).or_default();
+        // Answer a HELLO unless it answers our own probe; at most once a second per
+        // address, so two clients can never greet each other in a loop.
+        let reply = !peer.probe.active()
+            && peer.hello_replied.is_none_or(|(to, at)| {
+                to != from || now_ms.saturating_sub(at) >= HELLO_REPLY_INTERVAL_MS
+            });
+        if reply {
+            peer.hello_replied = Some((from, now_ms));
+        }
+        let known_here = peer.addr == Some(from);
+        if !known_here {
+            // Unauthenticated: believe it once the ring says the user is at `from`.
+            peer.hello_claim = Some((from, ext));
+            peer.stale = true;
+        }
+        if reply {
+            self.send_hello(from);
+        }
+        if known_here {
+            self.set_dialect(user, Dialect::from_hello(ext));
+            if ext {
+                if let Some(peer) = self.peers.get_mut(user) {
+                    if peer.probe.finish() {
+                        self.send_ext_due(now_ms, user);
+                    }
+                }
+            }
+        } else if server_usable {
+            self.request_resolve(user);
+        }
+        // The peer is online: what waits for it is due now.
+        for ((_, _), e) in self
+            .outbox
+            .range_mut((user.to_owned(), 0)..=(user.to_owned(), u64::MAX))
+        {
+            e.next_ms = e.next_ms.min(now_ms);
+        }
+    }
+
+    pub(super) fn send_hello(&mut self, to: SocketAddrV4) {
+        let me = self.cfg.user.clone();
+        self.send_frame(
+            to,
+            &Frame::Hello {
+                user: Cow::Owned(me),
+                features: Cow::Borrowed(FEATURE_ACK1),
+            },
+        );
+    }
+
+    pub(super) fn start_probe(&mut self, now_ms: u64, user: &str) {
+        let me = self.cfg.user.clone();
+        let extension = self.cfg.extension;
+        let timeout = self.cfg.ping_timeout_ms;
+        let Some(peer) = self.peers.get_mut(user) else {
+            return;
+        };
+        let Some(addr) = peer.addr else {
+            return;
+        };
+        peer.probe.start(now_ms, timeout);
+        let hello = extension && peer.dialect == Dialect::Unknown;
+        let pubkey_req = peer.key.probe_request(addr, now_ms);
+        if hello {
+            self.send_hello(addr);
+        }
+        if pubkey_req {
+            self.send_frame(
+                addr,
+                &Frame::PubkeyReq {
+                    requester: Cow::Owned(me),
+                },
+            );
+        }
+        self.send_frame(addr, &Frame::Ping);
+    }
+}

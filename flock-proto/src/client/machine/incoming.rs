@@ -1,0 +1,227 @@
+//! Incoming messages: original `MESSAGE`s, signed `SMESSAGE`s (held until the sender's
+//! key is known), duplicate suppression and acknowledgements.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::net::SocketAddrV4;
+
+use flock_crypto::{CryptoRng, open_b64, sign_b64, verify_b64};
+
+use super::{Client, Held};
+use crate::client::peer::Dialect;
+use crate::client::peer::Peer;
+use crate::client::types::{Action, StoreOp, Transmit, Warning};
+use crate::client::{ack_signed_text, smessage_signed_text};
+use crate::frame::Frame;
+use crate::validate::validate_username;
+
+/// Signed messages from not-yet-known senders held while their key is resolved.
+const MAX_HELD_PER_SENDER: usize = 16;
+const MAX_HELD: usize = 256;
+/// Ids of opened extension messages remembered in memory (the database remembers more).
+const RECENT_IDS: usize = 4_096;
+
+impl<R: CryptoRng> Client<R> {
+    pub(super) fn on_message(
+        &mut self,
+        now_ms: u64,
+        from: SocketAddrV4,
+        sender: &str,
+        payload_b64: &str,
+    ) {
+        if validate_username(sender).is_err() {
+            return;
+        }
+        if self.peers.get(sender).is_some_and(|p| p.signs) {
+            self.warn(Warning::Unauthenticated {
+                claimed: sender.to_owned(),
+                from,
+            });
+            return;
+        }
+        // RSA decryption of bytes anyone can send (RUSTSEC-2023-0071): bounded per source.
+        if !self.open_limiter.allow(*from.ip(), now_ms) {
+            self.warn(Warning::RateLimited { from });
+            return;
+        }
+        match open_b64(&mut self.rng, &self.key, payload_b64) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => self.store(StoreOp::Incoming {
+                    from: sender.to_owned(),
+                    text,
+                    msg_id: None,
+                    at_ms: now_ms,
+                    authenticated: false,
+                    ack: None,
+                }),
+                Err(_) => self.warn(Warning::NotText {
+                    from: sender.to_owned(),
+                }),
+            },
+            Err(_) => self.warn(Warning::Undecryptable {
+                claimed: sender.to_owned(),
+                from,
+            }),
+        }
+    }
+
+    pub(super) fn on_smessage(
+        &mut self,
+        now_ms: u64,
+        from: SocketAddrV4,
+        sender: &str,
+        id: u64,
+        payload_b64: &str,
+        sig_b64: &str,
+    ) {
+        if !self.cfg.extension || validate_username(sender).is_err() || sender == self.cfg.user {
+            return;
+        }
+        if !self.signed_limiter.allow(*from.ip(), now_ms) {
+            self.warn(Warning::RateLimited { from });
+            return;
+        }
+        let peer = self.peers.entry(sender.to_owned()).or_default();
+        if peer.key.pinned().is_none() {
+            // Verify with the key the ring has for the sender, once we have it.
+            if self.held_count >= MAX_HELD {
+                return;
+            }
+            let held = self.held.entry(sender.to_owned()).or_default();
+            if held.len() >= MAX_HELD_PER_SENDER {
+                return;
+            }
+            held.push(Held {
+                from,
+                id,
+                payload_b64: payload_b64.to_owned(),
+                sig_b64: sig_b64.to_owned(),
+                at_ms: now_ms,
+            });
+            self.held_count += 1;
+            self.request_resolve(sender);
+            return;
+        }
+        self.verified_smessage(now_ms, from, sender, id, payload_b64, sig_b64);
+    }
+
+    pub(super) fn release_held(&mut self, now_ms: u64, user: &str) {
+        if self
+            .peers
+            .get(user)
+            .is_none_or(|p| p.key.pinned().is_none())
+        {
+            return;
+        }
+        let Some(held) = self.held.remove(user) else {
+            return;
+        };
+        self.held_count = self.held_count.saturating_sub(held.len());
+        for h in held {
+            self.verified_smessage(now_ms, h.from, user, h.id, &h.payload_b64, &h.sig_b64);
+        }
+    }
+
+    /// Checks the signature against the sender's pinned key, then opens, stores and
+    /// acknowledges.
+    pub(super) fn verified_smessage(
+        &mut self,
+        now_ms: u64,
+        from: SocketAddrV4,
+        sender: &str,
+        id: u64,
+        payload_b64: &str,
+        sig_b64: &str,
+    ) {
+        let Some(peer) = self.peers.get(sender) else {
+            return;
+        };
+        let Some(pinned) = peer.key.pinned() else {
+            return;
+        };
+        let text = smessage_signed_text(sender, &self.cfg.user, id, payload_b64);
+        if verify_b64(pinned, text.as_bytes(), sig_b64).is_err() {
+            let pending_key = peer
+                .key
+                .pending()
+                .is_some_and(|k| verify_b64(k, text.as_bytes(), sig_b64).is_ok());
+            self.warn(Warning::ForgedSender {
+                claimed: sender.to_owned(),
+                from,
+                pending_key,
+            });
+            return;
+        }
+        if let Some(peer) = self.peers.get_mut(sender) {
+            peer.signs = true;
+        }
+        if peer_dialect(&self.peers, sender) != Dialect::Extension {
+            self.set_dialect(sender, Dialect::Extension);
+            if let Some(peer) = self.peers.get_mut(sender) {
+                if peer.addr == Some(from) && peer.probe.finish() {
+                    self.send_ext_due(now_ms, sender);
+                }
+            }
+        }
+        let ack = match self.ack_datagram(sender, id) {
+            Some(datagram) => Transmit { to: from, datagram },
+            None => return,
+        };
+        let seen = (sender.to_owned(), id);
+        if self.recent.contains(&seen) {
+            // Stored already (the store effect went out before this): acknowledge again.
+            self.actions.push_back(Action::Send(ack));
+            return;
+        }
+        match open_b64(&mut self.rng, &self.key, payload_b64) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => {
+                    self.remember(seen);
+                    self.store(StoreOp::Incoming {
+                        from: sender.to_owned(),
+                        text,
+                        msg_id: Some(id),
+                        at_ms: now_ms,
+                        authenticated: true,
+                        ack: Some(ack),
+                    });
+                }
+                Err(_) => self.warn(Warning::NotText {
+                    from: sender.to_owned(),
+                }),
+            },
+            Err(_) => self.warn(Warning::Undecryptable {
+                claimed: sender.to_owned(),
+                from,
+            }),
+        }
+    }
+
+    pub(super) fn ack_datagram(&mut self, sender: &str, id: u64) -> Option<Vec<u8>> {
+        let text = ack_signed_text(&self.cfg.user, sender, id);
+        let sig = sign_b64(&mut self.rng, &self.key, text.as_bytes()).ok()?;
+        Some(
+            Frame::Ack {
+                from: Cow::Borrowed(&self.cfg.user),
+                id,
+                sig_b64: Cow::Owned(sig),
+            }
+            .encode_to_vec(),
+        )
+    }
+
+    pub(super) fn remember(&mut self, seen: (String, u64)) {
+        if self.recent.insert(seen.clone()) {
+            self.recent_order.push_back(seen);
+        }
+        while self.recent_order.len() > RECENT_IDS {
+            if let Some(old) = self.recent_order.pop_front() {
+                self.recent.remove(&old);
+            }
+        }
+    }
+}
+
+pub(super) fn peer_dialect(peers: &BTreeMap<String, Peer>, user: &str) -> Dialect {
+    peers.get(user).map_or(Dialect::Unknown, |p| p.dialect)
+}

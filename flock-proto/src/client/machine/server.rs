@@ -1,0 +1,241 @@
+//! Requests to the ring: `REGISTER`, `RESOLVE`, the keepalive, one at a time.
+
+use std::borrow::Cow;
+use std::net::SocketAddrV4;
+
+use flock_crypto::{CryptoRng, sign_b64};
+
+use super::{Client, InFlight, Request};
+use crate::client::peer::Dialect;
+use crate::client::types::{Action, ConnectionState, Event, KeySource, Transmit, Warning};
+use crate::frame::{ErrorReply, Frame, OkReply, Register};
+use crate::limits::MAX_VERSION;
+
+impl<R: CryptoRng> Client<R> {
+    pub(super) fn server_usable(&self) -> bool {
+        self.server.as_ref().is_some_and(|s| !s.lost)
+    }
+
+    pub(super) fn request_resolve(&mut self, user: &str) {
+        let peer = self.peers.entry(user.to_owned()).or_default();
+        if peer.resolving {
+            return;
+        }
+        peer.resolving = true;
+        self.requests.push_back(Request::Resolve(user.to_owned()));
+    }
+
+    pub(super) fn pump_server(&mut self, now_ms: u64) {
+        if self.in_flight.is_some() || !self.server_usable() {
+            return;
+        }
+        let Some(request) = self.requests.pop_front() else {
+            return;
+        };
+        let datagram = match &request {
+            Request::Register => match self.register_frame(now_ms) {
+                Some(d) => d,
+                None => return,
+            },
+            Request::Resolve(user) => Frame::Resolve {
+                user: Cow::Borrowed(user),
+            }
+            .encode_to_vec(),
+            Request::Check => Frame::Resolve {
+                user: Cow::Borrowed(&self.cfg.user),
+            }
+            .encode_to_vec(),
+        };
+        self.start_request(now_ms, request, datagram);
+    }
+
+    pub(super) fn start_request(&mut self, now_ms: u64, request: Request, datagram: Vec<u8>) {
+        let Some(server) = self.server.as_ref().map(|s| s.addr) else {
+            return;
+        };
+        self.actions.push_back(Action::Send(Transmit {
+            to: server,
+            datagram: datagram.clone(),
+        }));
+        self.in_flight = Some(InFlight {
+            request,
+            datagram,
+            deadline_ms: now_ms.saturating_add(self.cfg.request_timeout_ms),
+        });
+    }
+
+    pub(super) fn register_frame(&mut self, now_ms: u64) -> Option<Vec<u8>> {
+        let version = now_ms
+            .saturating_mul(1_000_000)
+            .max(self.last_version.saturating_add(1))
+            .min(MAX_VERSION);
+        self.last_version = version;
+        let mut register = Register {
+            user: Cow::Borrowed(&self.cfg.user),
+            ip: self.cfg.ip,
+            port: self.cfg.port,
+            version,
+            pubkey_b64: Cow::Borrowed(&self.pubkey_b64),
+            sig_b64: Cow::Borrowed(""),
+        };
+        let sig = sign_b64(&mut self.rng, &self.key, register.signed_text().as_bytes()).ok()?;
+        register.sig_b64 = Cow::Owned(sig);
+        Some(Frame::Register(register).encode_to_vec())
+    }
+
+    /// A server request or keepalive went unanswered.
+    pub(super) fn server_missed(&mut self, now_ms: u64) {
+        let Some(server) = self.server.as_mut() else {
+            self.in_flight = None;
+            return;
+        };
+        server.failures += 1;
+        if server.failures >= self.cfg.server_failures.max(1) {
+            server.lost = true;
+            server.registered = false;
+            let addr = server.addr;
+            if let Some(flight) = self.in_flight.take() {
+                if !matches!(flight.request, Request::Register | Request::Check) {
+                    self.requests.push_front(flight.request);
+                }
+            }
+            self.event(Event::Connection(ConnectionState::Lost { server: addr }));
+        } else if let Some(flight) = self.in_flight.take() {
+            // Try the same request once more.
+            self.start_request(now_ms, flight.request, flight.datagram);
+        }
+    }
+
+    /// The ring lost or changed our record (a wiped ring, a server that restarted
+    /// empty): register again.
+    pub(super) fn reregister(&mut self) {
+        if !self.requests.contains(&Request::Register) {
+            self.requests.push_front(Request::Register);
+        }
+    }
+
+    pub(super) fn server_alive(&mut self, now_ms: u64) {
+        let keepalive = self.cfg.keepalive_ms;
+        if let Some(s) = self.server.as_mut() {
+            s.failures = 0;
+            s.next_keepalive_ms = now_ms.saturating_add(keepalive);
+        }
+    }
+
+    pub(super) fn on_ok(&mut self, now_ms: u64, reply: OkReply<'_>) {
+        let Some(flight) = &self.in_flight else {
+            return;
+        };
+        match (&flight.request, reply) {
+            (Request::Register, OkReply::Registered { user, .. }) if user == self.cfg.user => {
+                self.in_flight = None;
+                self.server_alive(now_ms);
+                if let Some(s) = self.server.as_mut() {
+                    s.registered = true;
+                    let server = s.addr;
+                    self.event(Event::Connection(ConnectionState::Registered { server }));
+                }
+            }
+            (
+                Request::Resolve(user),
+                OkReply::Resolved {
+                    ip,
+                    port,
+                    pubkey_b64,
+                    ..
+                },
+            ) => {
+                let user = user.clone();
+                self.in_flight = None;
+                self.server_alive(now_ms);
+                self.resolved(now_ms, &user, SocketAddrV4::new(ip, port), &pubkey_b64);
+            }
+            (
+                Request::Check,
+                OkReply::Resolved {
+                    ip,
+                    port,
+                    pubkey_b64,
+                    ..
+                },
+            ) => {
+                self.in_flight = None;
+                self.server_alive(now_ms);
+                if (ip, port) != (self.cfg.ip, self.cfg.port) || pubkey_b64 != self.pubkey_b64 {
+                    self.reregister();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn on_error(&mut self, now_ms: u64, reply: ErrorReply<'_>) {
+        let Some(flight) = self.in_flight.take() else {
+            return;
+        };
+        self.server_alive(now_ms);
+        match flight.request {
+            Request::Register => self.event(Event::RegistrationRefused {
+                reason: reply.text().to_owned(),
+            }),
+            Request::Check => self.reregister(),
+            Request::Resolve(user) => {
+                if reply == ErrorReply::NotFound {
+                    self.warn(Warning::UserNotFound { user: user.clone() });
+                }
+                self.not_resolved(now_ms, &user);
+            }
+        }
+    }
+
+    pub(super) fn resolved(
+        &mut self,
+        now_ms: u64,
+        user: &str,
+        addr: SocketAddrV4,
+        pubkey_b64: &str,
+    ) {
+        let peer = self.peers.entry(user.to_owned()).or_default();
+        peer.resolving = false;
+        peer.stale = false;
+        peer.sent_since_resolve = false;
+        if peer.addr != Some(addr) {
+            peer.addr = Some(addr);
+            peer.dialect = Dialect::Unknown;
+            peer.probe.reset();
+        }
+        if let Some((claimed, ext)) = peer.hello_claim.take() {
+            if claimed == addr {
+                self.set_dialect(user, Dialect::from_hello(ext));
+            }
+        }
+        self.learn_key(now_ms, user, pubkey_b64, KeySource::Resolve);
+        self.seal_awaiting(now_ms, user);
+        self.release_held(now_ms, user);
+    }
+
+    pub(super) fn not_resolved(&mut self, now_ms: u64, user: &str) {
+        if let Some(peer) = self.peers.get_mut(user) {
+            peer.resolving = false;
+        }
+        let waiting: Vec<u64> = self
+            .awaiting_key
+            .range((user.to_owned(), 0)..=(user.to_owned(), u64::MAX))
+            .map(|((_, id), _)| *id)
+            .collect();
+        for id in waiting {
+            self.awaiting_key.remove(&(user.to_owned(), id));
+            self.fail(user, id);
+        }
+        if let Some(held) = self.held.remove(user) {
+            self.held_count = self.held_count.saturating_sub(held.len());
+            self.warn(Warning::UnknownSender {
+                claimed: user.to_owned(),
+            });
+        }
+        let due: Vec<u64> = self.due_entries(user, now_ms).collect();
+        for id in due {
+            self.attempt_failed(now_ms, user, id);
+        }
+    }
+}
