@@ -24,7 +24,13 @@ mod incoming;
 mod outbox;
 mod server;
 
+use incoming::Signed;
 use outbox::new_entry;
+
+/// The keys of `user`'s entries in a map keyed by `(user, msg_id)`.
+fn of_user(user: &str) -> std::ops::RangeInclusive<(String, u64)> {
+    (user.to_owned(), 0)..=(user.to_owned(), u64::MAX)
+}
 
 #[derive(Debug)]
 struct OutEntry {
@@ -394,7 +400,16 @@ impl<R: CryptoRng> Client<R> {
                 id,
                 payload_b64,
                 sig_b64,
-            } => self.on_smessage(now_ms, from, &sender, id, &payload_b64, &sig_b64),
+            } => self.on_smessage(
+                now_ms,
+                Signed {
+                    from,
+                    sender: &sender,
+                    id,
+                    payload_b64: &payload_b64,
+                    sig_b64: &sig_b64,
+                },
+            ),
             Frame::Ack {
                 from: user,
                 id,
@@ -554,6 +569,14 @@ impl<R: CryptoRng> Client<R> {
     }
 
     // ---- small helpers ------------------------------------------------------------------
+
+    /// Ids of `user`'s messages waiting for their key.
+    fn awaiting_ids(&self, user: &str) -> Vec<u64> {
+        self.awaiting_key
+            .range(of_user(user))
+            .map(|((_, id), _)| *id)
+            .collect()
+    }
 
     fn fresh_id(&mut self, to: &str) -> u64 {
         loop {

@@ -7,8 +7,8 @@ use std::net::SocketAddrV4;
 
 use flock_crypto::{CryptoRng, PublicKey, seal_b64};
 
-use super::Client;
 use super::outbox::new_entry;
+use super::{Client, of_user};
 use crate::client::peer::{AfterPong, Dialect, Learned};
 use crate::client::types::{Action, Event, FEATURE_ACK1, KeySource, StoreOp, Transmit, Warning};
 use crate::frame::Frame;
@@ -81,12 +81,7 @@ impl<R: CryptoRng> Client<R> {
         let Some(key) = peer.key.pinned().cloned() else {
             return;
         };
-        let ids: Vec<u64> = self
-            .awaiting_key
-            .range((user.to_owned(), 0)..=(user.to_owned(), u64::MAX))
-            .map(|((_, id), _)| *id)
-            .collect();
-        for id in ids {
+        for id in self.awaiting_ids(user) {
             let Some(waiting) = self.awaiting_key.remove(&(user.to_owned(), id)) else {
                 continue;
             };
@@ -237,10 +232,7 @@ impl<R: CryptoRng> Client<R> {
             self.request_resolve(user);
         }
         // The peer is online: what waits for it is due now.
-        for ((_, _), e) in self
-            .outbox
-            .range_mut((user.to_owned(), 0)..=(user.to_owned(), u64::MAX))
-        {
+        for ((_, _), e) in self.outbox.range_mut(of_user(user)) {
             e.next_ms = e.next_ms.min(now_ms);
         }
     }

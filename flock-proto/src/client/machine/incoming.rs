@@ -21,6 +21,16 @@ const MAX_HELD: usize = 256;
 /// Ids of opened extension messages remembered in memory (the database remembers more).
 const RECENT_IDS: usize = 4_096;
 
+/// An `SMESSAGE` as it came in, from `from`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Signed<'a> {
+    pub(super) from: SocketAddrV4,
+    pub(super) sender: &'a str,
+    pub(super) id: u64,
+    pub(super) payload_b64: &'a str,
+    pub(super) sig_b64: &'a str,
+}
+
 impl<R: CryptoRng> Client<R> {
     pub(super) fn on_message(
         &mut self,
@@ -65,15 +75,8 @@ impl<R: CryptoRng> Client<R> {
         }
     }
 
-    pub(super) fn on_smessage(
-        &mut self,
-        now_ms: u64,
-        from: SocketAddrV4,
-        sender: &str,
-        id: u64,
-        payload_b64: &str,
-        sig_b64: &str,
-    ) {
+    pub(super) fn on_smessage(&mut self, now_ms: u64, message: Signed<'_>) {
+        let (from, sender) = (message.from, message.sender);
         if !self.cfg.extension || validate_username(sender).is_err() || sender == self.cfg.user {
             return;
         }
@@ -93,16 +96,16 @@ impl<R: CryptoRng> Client<R> {
             }
             held.push(Held {
                 from,
-                id,
-                payload_b64: payload_b64.to_owned(),
-                sig_b64: sig_b64.to_owned(),
+                id: message.id,
+                payload_b64: message.payload_b64.to_owned(),
+                sig_b64: message.sig_b64.to_owned(),
                 at_ms: now_ms,
             });
             self.held_count += 1;
             self.request_resolve(sender);
             return;
         }
-        self.verified_smessage(now_ms, from, sender, id, payload_b64, sig_b64);
+        self.verified_smessage(now_ms, message);
     }
 
     pub(super) fn release_held(&mut self, now_ms: u64, user: &str) {
@@ -118,21 +121,27 @@ impl<R: CryptoRng> Client<R> {
         };
         self.held_count = self.held_count.saturating_sub(held.len());
         for h in held {
-            self.verified_smessage(now_ms, h.from, user, h.id, &h.payload_b64, &h.sig_b64);
+            let message = Signed {
+                from: h.from,
+                sender: user,
+                id: h.id,
+                payload_b64: &h.payload_b64,
+                sig_b64: &h.sig_b64,
+            };
+            self.verified_smessage(now_ms, message);
         }
     }
 
     /// Checks the signature against the sender's pinned key, then opens, stores and
     /// acknowledges.
-    pub(super) fn verified_smessage(
-        &mut self,
-        now_ms: u64,
-        from: SocketAddrV4,
-        sender: &str,
-        id: u64,
-        payload_b64: &str,
-        sig_b64: &str,
-    ) {
+    pub(super) fn verified_smessage(&mut self, now_ms: u64, message: Signed<'_>) {
+        let Signed {
+            from,
+            sender,
+            id,
+            payload_b64,
+            sig_b64,
+        } = message;
         let Some(peer) = self.peers.get(sender) else {
             return;
         };

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use flock_crypto::{CryptoRng, sign_b64, verify_b64};
 
-use super::{Client, OutEntry, Request};
+use super::{Client, OutEntry, Request, of_user};
 use crate::client::peer::Dialect;
 use crate::client::types::{Action, ClientConfig, Status, StoreOp, Transmit};
 use crate::client::{ack_signed_text, smessage_signed_text};
@@ -28,9 +28,7 @@ impl<R: CryptoRng> Client<R> {
     }
 
     pub(super) fn entries_of<'a>(&'a self, user: &str) -> impl Iterator<Item = u64> + 'a {
-        self.outbox
-            .range((user.to_owned(), 0)..=(user.to_owned(), u64::MAX))
-            .map(|((_, id), _)| *id)
+        self.outbox.range(of_user(user)).map(|((_, id), _)| *id)
     }
 
     pub(super) fn due_entries<'a>(
@@ -39,7 +37,7 @@ impl<R: CryptoRng> Client<R> {
         now_ms: u64,
     ) -> impl Iterator<Item = u64> + 'a {
         self.outbox
-            .range((user.to_owned(), 0)..=(user.to_owned(), u64::MAX))
+            .range(of_user(user))
             .filter(move |(_, e)| e.next_ms <= now_ms)
             .map(|((_, id), _)| *id)
     }
@@ -64,7 +62,7 @@ impl<R: CryptoRng> Client<R> {
                 let unanswered = peer.sent_since_resolve
                     && self
                         .outbox
-                        .range((user.clone(), 0)..=(user.clone(), u64::MAX))
+                        .range(of_user(&user))
                         .any(|(_, e)| e.next_ms <= now_ms && e.attempts > 0);
                 if unanswered {
                     peer.stale = true;

@@ -218,12 +218,7 @@ impl<R: CryptoRng> Client<R> {
         if let Some(peer) = self.peers.get_mut(user) {
             peer.resolving = false;
         }
-        let waiting: Vec<u64> = self
-            .awaiting_key
-            .range((user.to_owned(), 0)..=(user.to_owned(), u64::MAX))
-            .map(|((_, id), _)| *id)
-            .collect();
-        for id in waiting {
+        for id in self.awaiting_ids(user) {
             self.awaiting_key.remove(&(user.to_owned(), id));
             self.fail(user, id);
         }
