@@ -206,6 +206,9 @@ impl From<Status> for MessageStatus {
 ///
 /// Messages are named by `(peer, msg_id)`; `msg_id` is the machine's id for an outgoing
 /// message (also the extension's wire id).
+///
+/// Exhaustive on purpose (as is [`Action`]): a driver must apply every effect, so a new
+/// one is a breaking change that the driver's `match` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreOp {
     /// A new outgoing message, already sealed: store it as queued with its sealed payload
