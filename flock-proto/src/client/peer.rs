@@ -574,6 +574,15 @@ mod tests {
         assert!(k.solicited(A, 200), "the request outlives the pinning");
     }
 
+    // ---- Dialect ----------------------------------------------------------------------
+
+    #[test]
+    fn hello_tells_the_dialect() {
+        assert_eq!(Dialect::default(), Dialect::Unknown);
+        assert_eq!(Dialect::from_hello(true), Dialect::Extension);
+        assert_eq!(Dialect::from_hello(false), Dialect::Original);
+    }
+
     // ---- Probe ------------------------------------------------------------------------
 
     #[test]
