@@ -26,10 +26,10 @@
 //!
 //! | feature | adds | brings in |
 //! |---|---|---|
-//! | `cli` | [`tools`] (`flock status`, `resolve`, `register`), the `flock` binary, argument types | clap, tracing-subscriber |
-//! | `console` | [`chat`] (`flock chat`) | `cli` |
-//! | `web` | [`web`](mod@web) (`flock web`) | `cli`, axum, serde |
-//! | `bench` | [`bench`](mod@bench) (`flock bench`) | `cli` |
+//! | `cli` | `tools` (`flock status`, `resolve`, `register`), the `flock` binary, argument types | clap, tracing-subscriber |
+//! | `console` | `chat` (`flock chat`) | `cli` |
+//! | `web` | `web` (`flock web`) | `cli`, axum, serde |
+//! | `bench` | `bench` (`flock bench`) | `cli` |
 //!
 //! All four are on by default (`cargo install flock-bin` gives the whole command).
 #![warn(missing_docs)]
