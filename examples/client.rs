@@ -74,7 +74,11 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
 
 /// Where the example keeps its keys and chats: never the current directory.
 fn data_dir() -> PathBuf {
-    let env = |k| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(dir) = env("FLOCK_EXAMPLE_DATA") {
         return dir;
     }
