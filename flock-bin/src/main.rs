@@ -1,11 +1,12 @@
-//! The `flock` command.
+//! The `flock` command (needs the `cli` feature; `flock chat`, `flock web` and `flock bench`
+//! need `console`, `web` and `bench`, all on by default).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use flock_bin::{bench, server, tools};
+use flock_bin::{server, tools};
 
 /// Flock: decentralized, end-to-end encrypted messaging over a Chord ring.
 #[derive(Debug, Parser)]
@@ -63,11 +64,14 @@ enum Command {
         users: Vec<String>,
     },
     /// Benchmark a server node against a bare UDP echo server on loopback.
-    Bench(bench::BenchArgs),
+    #[cfg(feature = "bench")]
+    Bench(flock_bin::bench::BenchArgs),
     /// The console chat: discover a server, log in, talk (`@user`, `/back`, `/chats`,
     /// `/pending`, `/quit`).
+    #[cfg(feature = "console")]
     Chat(flock_bin::chat::ChatArgs),
     /// The web UI on http://127.0.0.1:5000/ (servers, log in, chats, chat).
+    #[cfg(feature = "web")]
     Web(flock_bin::web::WebArgs),
     /// Send raw datagrams and print what comes back (a testing aid).
     #[command(hide = true)]
@@ -163,8 +167,11 @@ fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Bench(args) => bench::run(args)?,
+        #[cfg(feature = "bench")]
+        Command::Bench(args) => flock_bin::bench::run(args)?,
+        #[cfg(feature = "console")]
         Command::Chat(args) => flock_bin::chat::run(args)?,
+        #[cfg(feature = "web")]
         Command::Web(args) => flock_bin::web::run(args)?,
         Command::SendRaw {
             to,

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use flock_crypto::{PrivateKey, rand_core::SeedableRng};
+use flock_crypto::PrivateKey;
 use flock_proto::{Frame, OkReply, Register};
 use flock_store::KeyDir;
 
@@ -166,12 +166,7 @@ pub fn resolve(server: SocketAddrV4, user: &str, timeout: Duration) -> Result<St
     Ok(String::from_utf8_lossy(&reply).into_owned())
 }
 
-/// A fresh CSPRNG seeded from the OS.
-pub fn os_rng() -> rand_chacha::ChaCha20Rng {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).expect("OS randomness");
-    rand_chacha::ChaCha20Rng::from_seed(seed)
-}
+pub use crate::os_rng;
 
 /// Loads `<keys>/<user>/private.pem`, or generates and saves a new RSA-2048 key.
 pub fn load_or_create_key(keys: &PathBuf, user: &str) -> Result<PrivateKey, ToolError> {
