@@ -26,6 +26,7 @@
 //! the client tries the other configured servers, then LAN discovery (broadcast and
 //! multicast), every 3 s, and registers again with whichever answers.
 
+#[cfg(feature = "cli")]
 mod cli;
 mod discovery;
 mod driver;
@@ -34,6 +35,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
+#[cfg(feature = "cli")]
 pub use cli::ClientArgs;
 pub use discovery::discover;
 pub use driver::now_ms;
@@ -44,7 +46,7 @@ pub use flock_proto::client::{
 use flock_store::{ChatSummary, ClientDb, Contact, KeyDir, Message, MessageRow, OutboxEntry};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::tools::os_rng;
+use crate::os_rng;
 use driver::{Cmd, Driver, Machine};
 
 /// How to start a [`Client`].
