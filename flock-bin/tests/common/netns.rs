@@ -29,7 +29,8 @@ pub struct Host {
     pub ip: Ipv4Addr,
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
+/// Runs `ip <args>`; its stderr as the error.
+pub fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
         .args(args)
         .output()
