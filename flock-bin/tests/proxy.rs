@@ -263,9 +263,12 @@ fn two_proxies_on_the_same_subnets_do_not_amplify_or_echo() {
             assert_eq!(server_replies, [2 * n, 2 * n]);
             // Nothing proxied ever appears on the client side, and nothing else moved.
             assert_eq!(proxied_rx, 0);
-            for i in 0..2 {
-                assert_eq!(d(i, "received"), 3 * n, "proxy{i}: {:?}", p1[i]);
-            }
+            assert_eq!([d(0, "own"), d(1, "own")], [n, n], "{p1:?}");
+            assert_eq!(
+                [d(0, "received"), d(1, "received")],
+                [3 * n, 3 * n],
+                "{p1:?}"
+            );
             // The client got one answer per server per proxy per request.
             assert_eq!(replies, 2 * 2 * n);
         }
