@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use common::flock::{self as f, Server, wait_member, wait_ring};
 use common::netns::{Host, wait_for};
-use common::proc::{FLOCK, Proc};
+use common::proc::{FAST_CLIENT, FLOCK, Proc};
 use common::routed::{ProxyProc, Routed, Side};
 
 /// The tests of this file run one at a time (each starts several servers).
@@ -81,16 +81,7 @@ fn chat(host: &Host, dir: &Path, user: &str, extra: &[&str]) -> Proc {
         "--data-dir",
     ])
     .arg(&data)
-    .args([
-        "--request-timeout-ms",
-        "500",
-        "--keepalive-ms",
-        "500",
-        "--retry-base-ms",
-        "300",
-        "--retry-max-ms",
-        "1500",
-    ])
+    .args(FAST_CLIENT)
     .args(extra)
     .env("RUST_LOG", "info");
     Proc::spawn(user, &mut cmd, &dir.join(format!("{user}.log")), false)

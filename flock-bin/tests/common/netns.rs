@@ -52,14 +52,23 @@ pub fn have_root() -> bool {
     root && (Path::new("/usr/sbin/ip").exists() || Path::new("/sbin/ip").exists())
 }
 
+/// Whether this process can make network namespaces; if not, prints the loud SKIPPED
+/// line for `test`.
+pub fn root_or_skip(test: &str) -> bool {
+    let root = have_root();
+    if !root {
+        eprintln!(
+            "\n*** SKIPPED {test}: needs root to create network namespaces (CI runs it as root) ***\n"
+        );
+    }
+    root
+}
+
 impl Net {
     /// Builds a bridge and `n` hosts. Returns `None` (after printing a loud SKIPPED line)
     /// when not running as root.
     pub fn new(test: &str, n: usize) -> Option<Self> {
-        if !have_root() {
-            eprintln!(
-                "\n*** SKIPPED {test}: needs root to create network namespaces (CI runs it as root) ***\n"
-            );
+        if !root_or_skip(test) {
             return None;
         }
         let k = NEXT.fetch_add(1, Ordering::Relaxed);

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::flock::bin;
-use super::netns::{Host, have_root, ip, wait_for};
+use super::netns::{Host, ip, root_or_skip, wait_for};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -59,10 +59,7 @@ impl Routed {
     /// Both bridges, `routers` routers, `clients` and `servers` hosts. `None` (after a
     /// loud SKIPPED line) when not root.
     pub fn new(test: &str, clients: usize, servers: usize, routers: usize) -> Option<Self> {
-        if !have_root() {
-            eprintln!(
-                "\n*** SKIPPED {test}: needs root to create network namespaces (CI runs it as root) ***\n"
-            );
+        if !root_or_skip(test) {
             return None;
         }
         let k = NEXT.fetch_add(1, Ordering::Relaxed);
