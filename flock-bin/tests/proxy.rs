@@ -218,7 +218,7 @@ fn two_proxies_on_the_same_subnets_do_not_amplify_or_echo() {
     ];
     let from = &net.servers[0];
     eprintln!(
-        "requests  kind        replies  forwarded(p0,p1)  server_side_rx(p0,p1)  server_replies(s0,s1)  client_side_proxied_rx"
+        "PROXY-LOOP requests  kind        replies  forwarded(p0,p1)  server_side_rx(p0,p1)  server_replies(s0,s1)  client_side_proxied_rx"
     );
     for n in [10u64, 20, 40] {
         for (to, msg, kind) in [
@@ -246,7 +246,7 @@ fn two_proxies_on_the_same_subnets_do_not_amplify_or_echo() {
             let proxied_rx = d(0, "already_proxied") + d(1, "already_proxied");
             let server_replies = [s1[0] - s0[0], s1[1] - s0[1]];
             eprintln!(
-                "{n:8}  {msg:15} {replies:7}  {forwarded:?}  {server_rx:?}  {server_replies:?}  {proxied_rx}"
+                "PROXY-LOOP {n:8}  {msg:15} {replies:7}  {forwarded:?}  {server_rx:?}  {server_replies:?}  {proxied_rx}"
             );
             // One forward per request per proxy, nothing more: linear in n.
             assert_eq!(forwarded, [n, n]);
