@@ -211,7 +211,7 @@ fn two_proxies_on_the_same_subnets_do_not_amplify_or_echo() {
     let dir = f::tempdir("proxy-loop");
     let client = net.clients[0].clone();
     let servers = ring(&net.servers, dir.path());
-    let fast = ["--rate", "1000", "--burst", "1000"];
+    let fast = ["--rate", "1000", "--burst", "1000", "--total-rate", "1000"];
     let proxies = [
         ProxyProc::start(&net.routers[0], dir.path(), "proxy0", &fast),
         ProxyProc::start(&net.routers[1], dir.path(), "proxy1", &fast),

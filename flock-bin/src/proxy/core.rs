@@ -11,7 +11,7 @@
 //! 5. anything but `DISCOVER` or plain `DISCOVER_SERVER`: dropped (an already proxied
 //!    `DISCOVER_SERVER:<ip>:<port>` is never forwarded again, which also keeps two
 //!    proxies on the same pair of subnets from feeding each other);
-//! 6. over the client address's rate: dropped;
+//! 6. over the client address's rate, or over the proxy's total rate: dropped;
 //! 7. otherwise forwarded once, as `DISCOVER_SERVER:<client_ip>:<client_port>`, to the
 //!    discovery group on every server-side leg. Servers answer the client directly.
 //!
@@ -134,6 +134,9 @@ pub struct Limits {
     pub burst: f64,
     /// Client IPs tracked by the rate limiter at most.
     pub max_clients: usize,
+    /// Requests per second forwarded in all, whatever their source (as many at once):
+    /// bounds what many client addresses, real or forged, can make the servers send.
+    pub total_rate: f64,
 }
 
 impl Default for Limits {
@@ -142,6 +145,7 @@ impl Default for Limits {
             rate: 2.0,
             burst: 8.0,
             max_clients: 4096,
+            total_rate: 200.0,
         }
     }
 }
@@ -250,6 +254,7 @@ pub struct ProxyCore {
     client_side: Vec<Subnet>,
     server_side: Vec<Subnet>,
     limiter: RateLimiter,
+    total: RateLimiter,
     counters: Counters,
 }
 
@@ -276,6 +281,7 @@ impl ProxyCore {
             client_side,
             server_side,
             limiter: RateLimiter::new(limits.rate, limits.burst, limits.max_clients),
+            total: RateLimiter::new(limits.total_rate, limits.total_rate, 1),
             counters: Counters::default(),
         })
     }
@@ -316,7 +322,7 @@ impl ProxyCore {
             }
             Ok(_) => return Verdict::Drop(Dropped::NotDiscovery),
         };
-        if !self.limiter.allow(ip, 1.0, now) {
+        if !self.limiter.allow(ip, 1.0, now) || !self.total.allow(Ipv4Addr::UNSPECIFIED, 1.0, now) {
             return Verdict::Drop(Dropped::RateLimited);
         }
         Verdict::Forward {
@@ -510,6 +516,7 @@ mod tests {
             rate: 1.0,
             burst: 3.0,
             max_clients: 4,
+            total_rate: 1000.0,
         };
         let mut p = core(limits);
         let t0 = Instant::now();
@@ -539,6 +546,33 @@ mod tests {
     }
 
     #[test]
+    fn many_clients_together_stay_under_the_total_rate() {
+        let limits = Limits {
+            total_rate: 50.0,
+            ..Limits::default()
+        };
+        let mut p = core(limits);
+        let t0 = Instant::now();
+        let mut forwarded = 0;
+        for i in 1..=250u8 {
+            let v = p.handle(t0, addr([10, 1, 0, i], 1), b"DISCOVER");
+            forwarded += u32::from(matches!(v, Verdict::Forward { .. }));
+        }
+        assert_eq!(forwarded, 50);
+        // Half a second later, 25 more.
+        let t1 = t0 + Duration::from_millis(500);
+        let again = (1..=100u8)
+            .filter(|&i| {
+                matches!(
+                    p.handle(t1, addr([10, 1, 0, i], 2), b"DISCOVER"),
+                    Verdict::Forward { .. }
+                )
+            })
+            .count();
+        assert_eq!(again, 25);
+    }
+
+    #[test]
     fn a_burst_forwards_at_most_once_per_request() {
         // Two proxies on the same pair of subnets: each sees the client's requests and
         // the other's forwards; only the client's requests go anywhere.
@@ -546,6 +580,7 @@ mod tests {
             rate: 1000.0,
             burst: 1000.0,
             max_clients: 16,
+            total_rate: 1000.0,
         };
         let mut a = core(limits);
         let mut b = ProxyCore::new(

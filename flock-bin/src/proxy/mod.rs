@@ -72,6 +72,13 @@ pub struct ProxyArgs {
     /// Client IPs tracked by the rate limiter at most.
     #[arg(long, default_value_t = Limits::default().max_clients)]
     pub max_clients: usize,
+    /// Requests forwarded per second in all.
+    #[arg(long, default_value_t = Limits::default().total_rate)]
+    pub total_rate: f64,
+    /// Relay only the multicast `DISCOVER_SERVER`, not broadcast `DISCOVER` (and leave
+    /// port 12345 alone, e.g. for a server on this host bound to 0.0.0.0).
+    #[arg(long)]
+    pub no_broadcast: bool,
     /// Log the counters line this often, in seconds (it is always logged on SIGUSR1).
     #[arg(long, value_name = "SECS")]
     pub stats_interval: Option<u64>,
@@ -190,7 +197,11 @@ impl ProxyOptions {
             rate: args.rate,
             burst: args.burst,
             max_clients: args.max_clients,
+            total_rate: args.total_rate,
         };
+        if args.no_broadcast {
+            opts.broadcast_port = None;
+        }
         opts.stats_interval = args
             .stats_interval
             .filter(|s| *s > 0)
@@ -252,8 +263,10 @@ impl Proxy {
                 let b = udp().map_err(io_err("broadcast socket"))?;
                 b.set_reuse_address(true).map_err(io_err("SO_REUSEADDR"))?;
                 let at = SocketAddrV4::new(Ipv4Addr::BROADCAST, port);
-                b.bind(&SocketAddr::V4(at).into())
-                    .map_err(io_err(format!("bind {at}")))?;
+                b.bind(&SocketAddr::V4(at).into()).map_err(io_err(format!(
+                    "bind {at} (a server on this host bound to 0.0.0.0? give it --bind IP, \
+                     or run the proxy with --no-broadcast)"
+                )))?;
                 Some(into_tokio(b).map_err(io_err("broadcast socket"))?)
             }
         };
