@@ -277,7 +277,19 @@ fn bad_datagrams_on_both_sides_change_nothing_and_are_counted() {
     let stranger = net.add_stranger(Side::Client, 5).expect("stranger");
     let servers = ring(&net.servers[..1], dir.path());
     let server_side = net.servers[1].clone();
-    let proxy = ProxyProc::start(&net.routers[0], dir.path(), "proxy", &[]);
+    let proxy = ProxyProc::start(
+        &net.routers[0],
+        dir.path(),
+        "proxy",
+        &["--stats-interval", "1"],
+    );
+    // The counters line comes by itself every --stats-interval, and on SIGUSR1.
+    wait_for("a periodic counters line", Duration::from_secs(10), || {
+        proxy
+            .log_text()
+            .contains("proxy counters: received=0 ")
+            .then_some(())
+    });
     let from = &net.servers[0];
     let before = (proxy.counters(), discovery_replies(from, &servers[0]));
 
