@@ -245,9 +245,14 @@ impl Proxy {
             subnets(&opts.server_side),
             opts.limits,
         )?;
-        // Multicast: shared with servers on this host, joined on every client-side leg.
+        // Multicast: shared with servers on this host, joined on every client-side leg,
+        // and (IP_MULTICAST_ALL off) deaf to the group on every other interface: what
+        // arrives on a server-side leg, the proxy's own forwards included, never reaches
+        // it.
         let m = udp().map_err(io_err("multicast socket"))?;
         m.set_reuse_address(true).map_err(io_err("SO_REUSEADDR"))?;
+        m.set_multicast_all_v4(false)
+            .map_err(io_err("IP_MULTICAST_ALL"))?;
         let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, opts.discovery_port);
         m.bind(&SocketAddr::V4(any).into())
             .map_err(io_err(format!("bind {any}")))?;
