@@ -2,7 +2,7 @@
 //! whether it is a discovery request worth forwarding, and what goes to the server side.
 //!
 //! Rules, in order (the first that matches decides):
-//! 1. from one of the proxy's own addresses: dropped (its own forwards, looped back);
+//! 1. from one of the proxy's own addresses: dropped;
 //! 2. from a server-side subnet: dropped (nothing goes back to the client side);
 //! 3. from outside every client-side subnet, or from an address no host sends from
 //!    (unspecified, broadcast, multicast, loopback, the subnet's own network or broadcast
@@ -415,7 +415,7 @@ mod tests {
         let mut p = core(Limits::default());
         let now = Instant::now();
         let cases: [(SocketAddrV4, &[u8], Dropped); 5] = [
-            // Its own forward, looped back by multicast loopback.
+            // Its own forward or request.
             (
                 addr([10, 2, 0, 254], 5000),
                 b"DISCOVER_SERVER:10.1.0.7:1",
@@ -603,7 +603,8 @@ mod tests {
                     }
                 }
             }
-            // Each proxy hears both forwards on its server leg (its own by loopback).
+            // Should a proxy hear the forwards on a server leg (the driver keeps the
+            // group out there), it drops them.
             for d in &server_side {
                 for (p, src) in [(&mut a, [10, 2, 0, 254]), (&mut b, [10, 2, 0, 254])] {
                     assert!(matches!(p.handle(now, addr(src, 9), d), Verdict::Drop(_)));
