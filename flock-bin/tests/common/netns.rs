@@ -184,16 +184,20 @@ impl Host {
     }
 }
 
+/// Kills anything still running in namespace `ns`, then deletes it.
+pub fn remove_namespace(ns: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
+    }
+    let _ = ip(&["netns", "del", ns]);
+}
+
 impl Drop for Net {
     fn drop(&mut self) {
         for h in &self.hosts {
-            // Kill anything still running in the namespace, then delete it.
-            if let Ok(out) = Command::new("ip").args(["netns", "pids", &h.ns]).output() {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    let _ = Command::new("kill").args(["-9", pid]).status();
-                }
-            }
-            let _ = ip(&["netns", "del", &h.ns]);
+            remove_namespace(&h.ns);
         }
         let _ = ip(&["netns", "del", &self.bridge_ns]);
     }

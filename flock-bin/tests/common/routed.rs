@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::flock::bin;
-use super::netns::{Host, ip, root_or_skip, wait_for};
+use super::netns::{Host, ip, remove_namespace, root_or_skip, wait_for};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -221,17 +221,7 @@ impl Routed {
 impl Drop for Routed {
     fn drop(&mut self) {
         for ns in &self.namespaces {
-            if let Ok(out) = std::process::Command::new("ip")
-                .args(["netns", "pids", ns])
-                .output()
-            {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    let _ = std::process::Command::new("kill")
-                        .args(["-9", pid])
-                        .status();
-                }
-            }
-            let _ = ip(&["netns", "del", ns]);
+            remove_namespace(ns);
         }
         for br in &self.bridges {
             let _ = ip(&["netns", "del", br]);
