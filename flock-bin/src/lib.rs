@@ -6,6 +6,7 @@
 //!   records in SQLite.
 //! - [`client`]: an embeddable chat [`Client`](client::Client), the machine
 //!   [`flock_proto::client`] on one UDP socket with its state in SQLite.
+//! - [`proxy`]: discovery across subnets (`flock proxy`), as a library type.
 //! - [`ratelimit`]: per-source token buckets.
 //!
 //! # Embedding
@@ -35,6 +36,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod proxy;
 pub mod ratelimit;
 pub mod server;
 

@@ -73,6 +73,8 @@ enum Command {
     /// The web UI on http://127.0.0.1:5000/ (servers, log in, chats, chat).
     #[cfg(feature = "web")]
     Web(flock_bin::web::WebArgs),
+    /// Relay discovery from a client subnet to a server subnet (run on the router).
+    Proxy(flock_bin::proxy::ProxyArgs),
     /// Send raw datagrams and print what comes back (a testing aid).
     #[command(hide = true)]
     SendRaw {
@@ -106,6 +108,7 @@ fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let timeout = Duration::from_secs(1);
     match command {
         Command::Server(args) => server::run(args)?,
+        Command::Proxy(args) => flock_bin::proxy::run(&args)?,
         Command::Status { server, json } => {
             let addr = tools::parse_addr(&server)?;
             if json {

@@ -29,7 +29,8 @@ pub struct Host {
     pub ip: Ipv4Addr,
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
+/// Runs `ip <args>`; its stderr as the error.
+pub fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
         .args(args)
         .output()
@@ -51,14 +52,23 @@ pub fn have_root() -> bool {
     root && (Path::new("/usr/sbin/ip").exists() || Path::new("/sbin/ip").exists())
 }
 
+/// Whether this process can make network namespaces; if not, prints the loud SKIPPED
+/// line for `test`.
+pub fn root_or_skip(test: &str) -> bool {
+    let root = have_root();
+    if !root {
+        eprintln!(
+            "\n*** SKIPPED {test}: needs root to create network namespaces (CI runs it as root) ***\n"
+        );
+    }
+    root
+}
+
 impl Net {
     /// Builds a bridge and `n` hosts. Returns `None` (after printing a loud SKIPPED line)
     /// when not running as root.
     pub fn new(test: &str, n: usize) -> Option<Self> {
-        if !have_root() {
-            eprintln!(
-                "\n*** SKIPPED {test}: needs root to create network namespaces (CI runs it as root) ***\n"
-            );
+        if !root_or_skip(test) {
             return None;
         }
         let k = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -174,16 +184,20 @@ impl Host {
     }
 }
 
+/// Kills anything still running in namespace `ns`, then deletes it.
+pub fn remove_namespace(ns: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
+    }
+    let _ = ip(&["netns", "del", ns]);
+}
+
 impl Drop for Net {
     fn drop(&mut self) {
         for h in &self.hosts {
-            // Kill anything still running in the namespace, then delete it.
-            if let Ok(out) = Command::new("ip").args(["netns", "pids", &h.ns]).output() {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    let _ = Command::new("kill").args(["-9", pid]).status();
-                }
-            }
-            let _ = ip(&["netns", "del", &h.ns]);
+            remove_namespace(&h.ns);
         }
         let _ = ip(&["netns", "del", &self.bridge_ns]);
     }

@@ -17,6 +17,19 @@ pub const WAIT: Duration = Duration::from_secs(40);
 /// The `flock` binary under test.
 pub const FLOCK: &str = env!("CARGO_BIN_EXE_flock");
 
+/// Client timings for tests (`flock chat`, `flock web`): failures are noticed and
+/// retried within a second or two.
+pub const FAST_CLIENT: [&str; 8] = [
+    "--request-timeout-ms",
+    "500",
+    "--keepalive-ms",
+    "500",
+    "--retry-base-ms",
+    "300",
+    "--retry-max-ms",
+    "1500",
+];
+
 /// A child process whose stdout lines are collected; killed on drop.
 pub struct Proc {
     name: String,
