@@ -24,6 +24,7 @@
 //!         Action::Send { to, frame } => { /* frame.encode(&mut buf); socket.send_to(&buf, to) */ }
 //!         Action::Store(op) => { /* persist before performing the following actions */ }
 //!         Action::Event(e) => { /* log */ }
+//!         _ => { /* actions added later */ }
 //!     }
 //! }
 //! // and sleep until the next deadline (never in the past):
@@ -39,6 +40,7 @@
 mod api;
 mod node;
 pub mod sim;
+mod status;
 mod store;
 mod verify;
 
@@ -47,5 +49,6 @@ pub use flock_proto::ring::Peer;
 pub use flock_proto::ring_hash;
 pub use flock_proto::space::{self, MODULUS, dist};
 pub use node::Node;
+pub use status::{NodePhase, Status};
 pub use store::{StoreOp, Table};
 pub use verify::{FakeVerifier, RecordVerifier, RsaVerifier};
