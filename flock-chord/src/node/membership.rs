@@ -153,24 +153,20 @@ impl Node {
             self.counters.inc("drop_unmatched");
             return;
         }
-        match &mut self.phase {
-            Phase::Discovering { offers, .. } => {
-                if offers.len() < MAX_OFFERS {
-                    offers.insert(from, (lo, hi));
-                }
+        if let Phase::Discovering { offers, .. } = &mut self.phase {
+            if offers.len() < MAX_OFFERS {
+                offers.insert(from, (lo, hi));
             }
-            Phase::Probing(probe) => {
-                if probe.offers.len() < MAX_OFFERS {
-                    probe.offers.insert(from, (lo, hi));
-                }
-                // A ring answered: collect the other answers briefly, then join.
-                let soon = now + self.cfg.probe_window / 4;
-                if soon < probe.until {
-                    probe.until = soon;
-                    self.timers.insert(Timer::Discover, soon);
-                }
+        } else if let Phase::Probing(probe) = &mut self.phase {
+            if probe.offers.len() < MAX_OFFERS {
+                probe.offers.insert(from, (lo, hi));
             }
-            _ => {}
+            // A ring answered: collect the other answers briefly, then join.
+            let soon = now + self.cfg.probe_window / 4;
+            if soon < probe.until {
+                probe.until = soon;
+                self.timers.insert(Timer::Discover, soon);
+            }
         }
     }
 

@@ -1,0 +1,190 @@
+//! Socket set-up: the command socket, the broadcast listener, the PING socket and the
+//! multicast discovery listener, and the address the node is known by.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs};
+
+use flock_proto::limits;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tracing::warn;
+
+use super::{ServerError, ServerOptions, io_err};
+
+/// Every socket of a server, bound, and the addresses it starts with.
+pub(crate) struct Sockets {
+    /// The node's identity: the advertised IP and the command port.
+    pub(crate) me: SocketAddrV4,
+    /// The command socket.
+    pub(crate) command: UdpSocket,
+    /// Broadcast listener (bound to one address and broadcasting).
+    pub(crate) broadcast: Option<UdpSocket>,
+    /// The PING-only socket.
+    pub(crate) ping: Option<UdpSocket>,
+    /// The multicast discovery listener.
+    pub(crate) multicast: Option<UdpSocket>,
+    /// Where the node looks for a ring: `--join` targets, then the broadcast address.
+    pub(crate) bootstrap: Vec<SocketAddrV4>,
+    /// Whether it may found a ring when nobody answers (no `--join`, broadcasting).
+    pub(crate) may_found: bool,
+}
+
+impl Sockets {
+    /// Resolves `--join`, binds every socket and picks the advertised address.
+    pub(crate) fn open(opts: &ServerOptions) -> Result<Self, ServerError> {
+        let command = command_socket(SocketAddrV4::new(opts.bind, opts.port))
+            .map_err(io_err(format!("bind {}:{}", opts.bind, opts.port)))?;
+        let port = command
+            .local_addr()
+            .map_err(io_err("local address"))?
+            .port();
+        let joins = opts
+            .join
+            .iter()
+            .map(|j| resolve_v4(j))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ip = match opts.advertise {
+            Some(ip) => ip,
+            None if !opts.bind.is_unspecified() => opts.bind,
+            None => joins
+                .first()
+                .and_then(|j| local_ip_toward(*j))
+                .or_else(|| {
+                    local_ip_toward(SocketAddrV4::new(
+                        limits::DISCOVERY_GROUP,
+                        limits::DISCOVERY_PORT,
+                    ))
+                })
+                .unwrap_or(Ipv4Addr::LOCALHOST),
+        };
+        let broadcasting = !opts.no_broadcast && !opts.bind.is_loopback();
+        let broadcast = if broadcasting && !opts.bind.is_unspecified() {
+            broadcast_socket(port)
+                .inspect_err(|e| warn!("no broadcast listener on 255.255.255.255:{port}: {e}"))
+                .ok()
+        } else {
+            None
+        };
+        let ping_port = opts.ping_port.unwrap_or(if opts.port == 0 {
+            0
+        } else {
+            port.wrapping_add(1)
+        });
+        let ping = if ping_port == 0 {
+            None
+        } else {
+            Some(
+                plain_socket(SocketAddrV4::new(opts.bind, ping_port))
+                    .map_err(io_err(format!("bind PING port {}:{ping_port}", opts.bind)))?,
+            )
+        };
+        let multicast = if opts.no_multicast {
+            None
+        } else {
+            multicast_socket(limits::DISCOVERY_GROUP, limits::DISCOVERY_PORT, opts.bind)
+                .inspect_err(|e| {
+                    warn!(
+                        "no multicast discovery on {}:{}: {e}",
+                        limits::DISCOVERY_GROUP,
+                        limits::DISCOVERY_PORT
+                    )
+                })
+                .ok()
+        };
+        let may_found = joins.is_empty() && broadcasting;
+        let mut bootstrap = joins;
+        if broadcasting {
+            bootstrap.push(SocketAddrV4::new(Ipv4Addr::BROADCAST, port));
+        }
+        Ok(Self {
+            me: SocketAddrV4::new(ip, port),
+            command,
+            broadcast,
+            ping,
+            multicast,
+            bootstrap,
+            may_found,
+        })
+    }
+
+    /// The PING port (0: off).
+    pub(crate) fn ping_port(&self) -> u16 {
+        self.ping
+            .as_ref()
+            .and_then(|s| s.local_addr().ok())
+            .map_or(0, |a| a.port())
+    }
+}
+
+/// The first IPv4 address of `host:port`.
+fn resolve_v4(j: &str) -> Result<SocketAddrV4, ServerError> {
+    j.to_socket_addrs()
+        .map_err(io_err(format!("--join {j}")))?
+        .find_map(|a| match a {
+            SocketAddr::V4(a) => Some(a),
+            SocketAddr::V6(_) => None,
+        })
+        .ok_or_else(|| ServerError::Config(format!("--join {j}: no IPv4 address")))
+}
+
+/// Kernel buffer size asked for on the command socket (bursts of pipelined requests).
+const SOCKET_BUFFER: usize = 4 << 20;
+
+fn udp() -> io::Result<Socket> {
+    Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+}
+
+fn into_tokio(s: Socket) -> io::Result<UdpSocket> {
+    s.set_nonblocking(true)?;
+    UdpSocket::from_std(s.into())
+}
+
+/// The command socket: `bind:port`, broadcast allowed (to send `RING DISCOVER` to
+/// 255.255.255.255), large buffers.
+fn command_socket(bind: SocketAddrV4) -> io::Result<UdpSocket> {
+    let s = udp()?;
+    s.set_broadcast(true)?;
+    // Best effort: the kernel caps these at net.core.[rw]mem_max.
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    s.bind(&SocketAddr::V4(bind).into())?;
+    into_tokio(s)
+}
+
+/// A listener for datagrams sent to 255.255.255.255:`port`. A socket bound to a unicast
+/// address never sees broadcasts, so a node bound to one IP needs this second socket.
+fn broadcast_socket(port: u16) -> io::Result<UdpSocket> {
+    let s = udp()?;
+    s.set_reuse_address(true)?;
+    s.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::BROADCAST, port)).into())?;
+    into_tokio(s)
+}
+
+/// A plain socket (the PING port).
+fn plain_socket(bind: SocketAddrV4) -> io::Result<UdpSocket> {
+    let s = udp()?;
+    s.bind(&SocketAddr::V4(bind).into())?;
+    into_tokio(s)
+}
+
+/// The multicast discovery listener: `group:port`, shared with other servers on the
+/// same host (`SO_REUSEADDR`), joined on `iface` (unspecified: the default interface).
+fn multicast_socket(group: Ipv4Addr, port: u16, iface: Ipv4Addr) -> io::Result<UdpSocket> {
+    let s = udp()?;
+    s.set_reuse_address(true)?;
+    s.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)).into())?;
+    s.join_multicast_v4(&group, &iface)?;
+    s.set_multicast_ttl_v4(flock_proto::limits::DISCOVERY_TTL)?;
+    into_tokio(s)
+}
+
+/// The address this host uses to reach the network: the source address the kernel picks
+/// for a datagram to `toward` (no datagram is sent). `None` if there is no route.
+pub fn local_ip_toward(toward: SocketAddrV4) -> Option<Ipv4Addr> {
+    let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    s.connect(toward).ok()?;
+    match s.local_addr().ok()? {
+        SocketAddr::V4(a) if !a.ip().is_unspecified() => Some(*a.ip()),
+        _ => None,
+    }
+}
