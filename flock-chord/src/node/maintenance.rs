@@ -428,3 +428,65 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use flock_proto::ring::Peer;
+
+    use crate::node::testing::{founder, ms, ring};
+    use crate::sim::Sim;
+
+    #[test]
+    fn a_crashed_node_is_routed_around() {
+        let mut sim = ring(31, 6);
+        sim.crash(Sim::addr(3));
+        sim.run_until_ideal(std::time::Duration::from_secs(20), ms(200))
+            .expect("repaired");
+        let dead: u64 = [0, 1, 2, 4, 5]
+            .iter()
+            .map(|&i| {
+                sim.node(Sim::addr(i))
+                    .expect("node")
+                    .counters()
+                    .get("peer_dead")
+            })
+            .sum();
+        assert!(dead > 0);
+        for i in [0, 1, 2, 4, 5] {
+            let n = sim.node(Sim::addr(i)).expect("node");
+            assert!(n.successors().iter().all(|p| p.addr != Sim::addr(3)));
+        }
+    }
+
+    #[test]
+    fn successor_lists_are_cut_at_ourselves_without_duplicates() {
+        let n = founder();
+        let p = |i: usize| Peer {
+            id: i as u64 * 1000,
+            addr: Sim::addr(i),
+        };
+        let me = Peer {
+            id: 0,
+            addr: Sim::addr(0),
+        };
+        assert_eq!(
+            n.merge_list(p(1), &[p(2), p(1), p(3)]),
+            vec![p(1), p(2), p(3)]
+        );
+        assert_eq!(n.merge_list(p(1), &[p(2), me, p(3)]), vec![p(1), p(2)]);
+        let long: Vec<Peer> = (2..20).map(p).collect();
+        assert_eq!(n.merge_list(p(1), &long).len(), n.config().r);
+    }
+
+    #[test]
+    fn a_lone_node_adopts_a_rectifier_as_both_neighbours() {
+        let mut n = founder();
+        let x = Peer {
+            id: 12_345,
+            addr: Sim::addr(8),
+        };
+        n.rectify(ms(1), x);
+        assert_eq!(n.predecessor(), Some(x));
+        assert_eq!(n.successors(), &[x]);
+    }
+}

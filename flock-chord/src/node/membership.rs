@@ -517,3 +517,181 @@ impl Node {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddrV4;
+
+    use flock_proto::Frame;
+    use flock_proto::ring::RingFrame;
+
+    use crate::node::testing::{drain, events, ms, node_with, ring, sends};
+    use crate::sim::{NetConfig, Sim};
+    use crate::{Config, Event, NodePhase};
+
+    fn probing_config(bootstrap: Vec<SocketAddrV4>) -> Config {
+        Config {
+            may_found: true,
+            bootstrap,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn a_node_alone_founds_after_its_probe_window() {
+        let mut cfg = probing_config(vec![Sim::addr(5)]);
+        cfg.name = "alone".into();
+        let mut n = crate::Node::new(cfg, Sim::addr(0), 3, ms(0), Box::new(crate::FakeVerifier));
+        let mut discovers = 0;
+        let mut founded_at = None;
+        let mut now = ms(0);
+        while founded_at.is_none() {
+            let out = drain(&mut n);
+            discovers += sends(&out)
+                .iter()
+                .filter(|(to, f)| {
+                    *to == Sim::addr(5) && matches!(f, Frame::Ring(RingFrame::Discover { .. }))
+                })
+                .count();
+            if events(&out)
+                .iter()
+                .any(|e| matches!(e, Event::Founded { .. }))
+            {
+                founded_at = Some(now);
+                break;
+            }
+            assert!(
+                !events(&out)
+                    .iter()
+                    .any(|e| matches!(e, Event::Joined { .. }))
+            );
+            assert_eq!(n.status().phase, NodePhase::Probing);
+            now = n.poll_timeout().expect("a timer");
+            n.handle_timeout(now);
+        }
+        let window = n.config().probe_window;
+        let t = founded_at.expect("founded");
+        assert!(t >= window && t <= window + window / 2, "{t:?}");
+        assert!(discovers >= 3, "{discovers}");
+        assert!(n.is_member() && n.range() == (0, flock_proto::space::MODULUS - 1));
+        assert_eq!(n.counters().get("probe_founded"), 1);
+    }
+
+    #[test]
+    fn a_prober_joins_the_ring_that_answers() {
+        let mut sim = Sim::new(4, NetConfig::default(), Config::default());
+        sim.start(Sim::addr(0), Vec::new());
+        sim.node_config.may_found = true;
+        sim.start(Sim::addr(1), vec![Sim::addr(0)]);
+        sim.run_until_ideal(std::time::Duration::from_secs(10), ms(100))
+            .expect("one ring of two");
+        assert_eq!(sim.members().len(), 2);
+        let n = sim.node(Sim::addr(1)).expect("node");
+        assert_eq!(n.counters().get("probe_founded"), 0);
+    }
+
+    /// Nodes started together, each probing every other (a broadcast), form ONE ring:
+    /// the simulator checks "at most one ring" at every step.
+    fn start_together(seed: u64, n: usize) -> Sim {
+        let mut sim = Sim::new(seed, NetConfig::default(), Config::default());
+        sim.node_config.may_found = true;
+        let all: Vec<SocketAddrV4> = (0..n).map(Sim::addr).collect();
+        for &a in &all {
+            let others = all.iter().copied().filter(|b| *b != a).collect();
+            sim.start(a, others);
+        }
+        sim.run_until_ideal(std::time::Duration::from_secs(30), ms(200))
+            .unwrap_or_else(|v| panic!("seed {seed}: {v:?}"));
+        assert_eq!(sim.members().len(), n, "seed {seed}");
+        sim
+    }
+
+    #[test]
+    fn nodes_started_together_form_one_ring() {
+        for seed in 0..12 {
+            let sim = start_together(seed, 6);
+            let founded: u64 = (0..6)
+                .map(|i| {
+                    sim.node(Sim::addr(i))
+                        .expect("node")
+                        .counters()
+                        .get("probe_founded")
+                })
+                .sum();
+            assert_eq!(founded, 1, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn replay_by_seed_is_deterministic() {
+        let view = |sim: &Sim| -> Vec<(u64, (u64, u64))> {
+            (0..5)
+                .map(|i| sim.node(Sim::addr(i)).expect("node"))
+                .map(|n| (n.id(), n.range()))
+                .collect()
+        };
+        let a = start_together(21, 5);
+        let b = start_together(21, 5);
+        assert_eq!(view(&a), view(&b));
+        assert_eq!((a.now, a.delivered), (b.now, b.delivered));
+    }
+
+    #[test]
+    fn lost_probes_found_when_allowed_and_retry_when_not() {
+        // Founding allowed: every probe lost, the node founds.
+        let mut sim = Sim::new(5, NetConfig::default(), Config::default());
+        sim.net.loss = 1.0;
+        sim.node_config.may_found = true;
+        sim.start(Sim::addr(0), vec![Sim::addr(1)]);
+        sim.run_for(ms(3000)).expect("runs");
+        assert!(sim.node(Sim::addr(0)).expect("node").is_member());
+        // Not allowed (a --join target): it keeps asking, and joins once datagrams flow.
+        sim.node_config.may_found = false;
+        sim.start(Sim::addr(1), vec![Sim::addr(0)]);
+        sim.run_for(ms(3000)).expect("runs");
+        let n = sim.node(Sim::addr(1)).expect("node");
+        assert!(!n.is_member() && n.counters().get("discover_retry") > 0);
+        assert_eq!(n.status().phase, NodePhase::Discovering);
+        sim.net.loss = 0.0;
+        sim.run_until_ideal(std::time::Duration::from_secs(20), ms(200))
+            .expect("joins");
+        assert_eq!(sim.members().len(), 2);
+    }
+
+    #[test]
+    fn founding_and_joining_are_told_apart() {
+        let n = node_with(Config::default());
+        assert!(n.is_member());
+        let mut sim = ring(6, 1);
+        sim.start(Sim::addr(1), vec![Sim::addr(0)]);
+        let node = sim.node_mut(Sim::addr(1)).expect("node");
+        assert!(!node.is_member());
+        sim.run_for(ms(1000)).expect("runs");
+        assert!(sim.node(Sim::addr(1)).expect("node").is_member());
+        let mut f = crate::Node::new(
+            Config::default(),
+            Sim::addr(2),
+            1,
+            ms(0),
+            Box::new(crate::FakeVerifier),
+        );
+        let ev = events(&drain(&mut f));
+        assert!(matches!(ev[..], [Event::Founded { lo: 0, .. }]), "{ev:?}");
+    }
+
+    #[test]
+    fn a_leaving_node_falls_silent_and_the_ring_heals() {
+        let mut sim = ring(7, 4);
+        for i in 0..8 {
+            sim.register(Sim::addr(i % 4), Sim::make_record(&format!("user{i}"), 1));
+        }
+        sim.run_for(ms(2000)).expect("runs");
+        sim.leave(Sim::addr(2));
+        sim.run_for(ms(3000)).expect("runs");
+        let n = sim.node(Sim::addr(2)).expect("node");
+        assert!(n.has_left(), "{n:?}");
+        sim.run_until_ideal(std::time::Duration::from_secs(20), ms(200))
+            .expect("heals");
+        sim.check_records(None, ms(2000)).expect("no record lost");
+    }
+}

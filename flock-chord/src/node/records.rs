@@ -433,3 +433,65 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use flock_proto::Frame;
+
+    use crate::node::testing::{drain, founder, ms, ring};
+    use crate::sim::Sim;
+
+    #[test]
+    fn a_registration_lives_on_its_owner_and_r_minus_1_successors() {
+        let mut sim = ring(41, 7);
+        let r = Sim::make_record("alice", 4);
+        sim.register(Sim::addr(5), r.clone());
+        sim.run_for(ms(1500)).expect("runs");
+        let holders = (0..7)
+            .filter(|&i| sim.node(Sim::addr(i)).and_then(|n| n.record("alice")) == Some(&r))
+            .count();
+        assert_eq!(holders, crate::Config::default().r);
+        let owners = (0..7)
+            .filter(|&i| {
+                sim.node(Sim::addr(i))
+                    .is_some_and(|n| n.records().any(|(x, owned)| owned && x.user == "alice"))
+            })
+            .count();
+        assert_eq!(owners, 1);
+    }
+
+    #[test]
+    fn the_range_digest_does_not_depend_on_arrival_order() {
+        let recs: Vec<_> = (0..20)
+            .map(|i| Sim::make_record(&format!("user{i}"), 1))
+            .collect();
+        let mut a = founder();
+        let mut b = founder();
+        let c = Sim::addr(30);
+        for r in &recs {
+            a.handle_datagram(ms(1), c, Frame::Register(r.into()));
+        }
+        for r in recs.iter().rev() {
+            b.handle_datagram(ms(1), c, Frame::Register(r.into()));
+        }
+        drain(&mut a);
+        drain(&mut b);
+        let (sa, sb) = (a.status(), b.status());
+        assert_eq!((sa.digest_records, sa.digest), (20, sb.digest));
+        assert_eq!(a.digest(0, 0).0 + a.digest(1, 0).0, 20);
+    }
+
+    #[test]
+    fn an_unsigned_write_cannot_replace_a_signed_record() {
+        let mut n = founder();
+        let c = Sim::addr(30);
+        let r = Sim::make_record("alice", 2);
+        n.handle_datagram(ms(1), c, Frame::Register((&r).into()));
+        drain(&mut n);
+        let legacy = Frame::decode(b"REGISTER alice 10.0.0.9 4000").expect("decodes");
+        n.handle_datagram(ms(2), c, legacy);
+        drain(&mut n);
+        assert_eq!(n.record("alice"), Some(&r));
+        assert_eq!(n.counters().get("register_refused"), 1);
+    }
+}

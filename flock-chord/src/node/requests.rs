@@ -267,3 +267,123 @@ impl Node {
         self.on_ack(now, from, p);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use flock_proto::Frame;
+    use flock_proto::ring::RingFrame;
+
+    use super::RequestPurpose;
+    use crate::node::testing::{drain, founder, ms, sends};
+    use crate::sim::Sim;
+
+    fn pings_to(actions: &[crate::Action], to: std::net::SocketAddrV4) -> Vec<u64> {
+        sends(actions)
+            .into_iter()
+            .filter_map(|(t, f)| match f {
+                Frame::Ring(RingFrame::Ping { cookie, .. }) if t == to => Some(cookie),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_request_is_resent_until_given_up() {
+        let mut n = founder();
+        let peer = Sim::addr(9);
+        n.request(
+            ms(0),
+            peer,
+            RingFrame::Ping { rid: 5, cookie: 0 },
+            RequestPurpose::Fix,
+        );
+        let mut tries = pings_to(&drain(&mut n), peer).len();
+        let mut now = ms(0);
+        while n.has_pending_purpose(peer, &RequestPurpose::Fix) {
+            now = n.poll_timeout().expect("a deadline").max(now);
+            n.handle_timeout(now);
+            tries += pings_to(&drain(&mut n), peer).len();
+            assert!(now < ms(60_000), "never given up");
+        }
+        assert_eq!(tries as u32, n.config().dead_after);
+    }
+
+    #[test]
+    fn a_cookie_challenge_is_answered_by_resending_with_the_cookie() {
+        let mut n = founder();
+        let peer = Sim::addr(9);
+        n.request(
+            ms(0),
+            peer,
+            RingFrame::Ping { rid: 5, cookie: 0 },
+            RequestPurpose::Fix,
+        );
+        drain(&mut n);
+        n.handle_datagram(
+            ms(1),
+            peer,
+            Frame::Ring(RingFrame::Cookie { rid: 5, cookie: 77 }),
+        );
+        assert_eq!(pings_to(&drain(&mut n), peer), vec![77]);
+        // The next request to that peer carries the cookie from the start.
+        n.request(
+            ms(2),
+            peer,
+            RingFrame::Ping { rid: 6, cookie: 0 },
+            RequestPurpose::Fix,
+        );
+        assert_eq!(pings_to(&drain(&mut n), peer), vec![77]);
+        // An unmatched challenge is counted, not obeyed.
+        n.handle_datagram(
+            ms(3),
+            peer,
+            Frame::Ring(RingFrame::Cookie { rid: 99, cookie: 1 }),
+        );
+        assert!(drain(&mut n).is_empty());
+        assert_eq!(n.counters().get("drop_unmatched"), 1);
+    }
+
+    #[test]
+    fn a_request_needs_the_cookie_issued_to_its_source() {
+        let mut n = founder();
+        let peer = Sim::addr(9);
+        let get = |cookie| Frame::Ring(RingFrame::GetState { rid: 3, cookie });
+        n.handle_datagram(ms(1), peer, get(12345));
+        let out = sends(&drain(&mut n));
+        let [(to, Frame::Ring(RingFrame::Cookie { rid: 3, cookie }))] = out[..] else {
+            panic!("no challenge: {out:?}")
+        };
+        assert_eq!(to, peer);
+        assert_eq!(cookie, n.cookie_for(peer));
+        assert_ne!(
+            cookie,
+            n.cookie_for(Sim::addr(10)),
+            "cookies are per address"
+        );
+        n.handle_datagram(ms(2), peer, get(cookie));
+        let out = sends(&drain(&mut n));
+        assert!(
+            matches!(out[..], [(_, Frame::Ring(RingFrame::State { rid: 3, .. }))]),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn busy_postpones_without_counting_a_try() {
+        let mut n = founder();
+        let peer = Sim::addr(9);
+        n.request(
+            ms(0),
+            peer,
+            RingFrame::Ping { rid: 5, cookie: 0 },
+            RequestPurpose::Fix,
+        );
+        drain(&mut n);
+        for i in 0..10 {
+            n.handle_datagram(ms(i), peer, Frame::Ring(RingFrame::Busy { rid: 5 }));
+        }
+        let p = n.pending.get(&(peer, 5, 0)).expect("still pending");
+        assert_eq!(p.tries, 0);
+        assert_eq!(p.deadline, ms(9) + super::BUSY_RETRY);
+    }
+}

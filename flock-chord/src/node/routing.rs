@@ -496,3 +496,75 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use flock_proto::space::dist;
+    use flock_proto::{Frame, OkReply, Record};
+
+    use crate::node::testing::{drain, founder, ms, ring, sends};
+    use crate::sim::Sim;
+
+    #[test]
+    fn every_node_resolves_every_user() {
+        let mut sim = ring(11, 8);
+        let users: Vec<Record> = (0..6)
+            .map(|i| Sim::make_record(&format!("user{i}"), 3))
+            .collect();
+        for (i, r) in users.iter().enumerate() {
+            sim.register(Sim::addr(i % 8), r.clone());
+        }
+        sim.run_for(ms(2000)).expect("runs");
+        for (i, r) in users.iter().enumerate() {
+            let c = sim.resolve(Sim::addr((i + 3) % 8), &r.user);
+            sim.run_for(ms(1000)).expect("runs");
+            assert_eq!(
+                sim.replies(c),
+                &[Frame::resolved(r).into_owned()],
+                "{}",
+                r.user
+            );
+        }
+    }
+
+    #[test]
+    fn the_next_hop_never_passes_the_key() {
+        let sim = ring(12, 16);
+        for i in 0..16 {
+            let n = sim.node(Sim::addr(i)).expect("node");
+            for k in 0..64u64 {
+                let key = k.wrapping_mul(0x9e37_79b9_7f4a_7c15) % flock_proto::space::MODULUS;
+                if n.owns(key) {
+                    continue;
+                }
+                let p = n.closest_preceding(key, &BTreeSet::new()).expect("a hop");
+                assert!(
+                    dist(n.id, p.id) <= dist(n.id, key),
+                    "{i}: key {key} via {p:?}"
+                );
+            }
+        }
+    }
+
+    /// The design document's 3-field REGISTER: RESOLVE answers `OK <ip> <port>`.
+    #[test]
+    fn an_unsigned_record_resolves_as_ip_and_port() {
+        let mut n = founder();
+        let c = Sim::addr(40);
+        let reg = Frame::decode(b"REGISTER alice 10.0.0.5 4000").expect("decodes");
+        n.handle_datagram(ms(1), c, reg);
+        let out = sends(&drain(&mut n));
+        assert!(
+            matches!(out[..], [(_, Frame::Ok(OkReply::Registered { .. }))]),
+            "{out:?}"
+        );
+        n.handle_datagram(ms(2), c, Frame::decode(b"RESOLVE alice").expect("decodes"));
+        let out = sends(&drain(&mut n));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1.encode_to_vec(), b"OK 10.0.0.5 4000");
+        n.handle_datagram(ms(3), c, Frame::decode(b"RESOLVE bob").expect("decodes"));
+        assert_eq!(sends(&drain(&mut n))[0].1, Frame::not_found());
+    }
+}

@@ -467,3 +467,53 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use flock_proto::ring;
+
+    use super::chunk_records;
+    use crate::node::testing::{ms, ring as sim_ring};
+    use crate::sim::Sim;
+
+    #[test]
+    fn chunks_fit_one_datagram_and_keep_every_record() {
+        let recs: Vec<_> = (0..3000)
+            .map(|i| Sim::make_record(&format!("user{i}"), i + 1))
+            .collect();
+        let chunks = chunk_records(recs.clone());
+        assert!(chunks.len() > 1);
+        for c in &chunks {
+            let size: usize = c.iter().map(ring::record_encoded_len).sum();
+            assert!(size <= ring::CHUNK_BUDGET || c.len() == 1, "{size}");
+        }
+        assert_eq!(chunks.concat(), recs);
+        assert!(chunk_records(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn a_dead_owners_range_is_taken_over_with_its_records() {
+        let mut sim = sim_ring(51, 5);
+        for i in 0..30 {
+            sim.register(Sim::addr(i % 5), Sim::make_record(&format!("user{i}"), 1));
+        }
+        sim.run_for(ms(2000)).expect("runs");
+        assert_eq!(sim.acked().len(), 30);
+        sim.crash(Sim::addr(2));
+        sim.run_until_ideal(std::time::Duration::from_secs(20), ms(200))
+            .expect("repaired");
+        let took: u64 = [0, 1, 3, 4]
+            .iter()
+            .map(|&i| {
+                sim.node(Sim::addr(i))
+                    .expect("node")
+                    .counters()
+                    .get("takeover_done")
+            })
+            .sum();
+        assert!(took > 0);
+        let live = vec![Sim::addr(0), Sim::addr(1), Sim::addr(3), Sim::addr(4)];
+        sim.check_records(Some(live), ms(2000))
+            .expect("every record resolves");
+    }
+}
