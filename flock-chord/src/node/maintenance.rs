@@ -283,12 +283,7 @@ impl Node {
         }
         let old_first = self.succs.first().copied();
         let old_range = self.range();
-        let old_window: Vec<SocketAddrV4> = self
-            .succs
-            .iter()
-            .take(self.cfg.r.saturating_sub(1))
-            .map(|p| p.addr)
-            .collect();
+        let old_window: Vec<SocketAddrV4> = self.replica_holders();
         self.succs = list;
         for p in self.succs.clone() {
             self.note_id(p);
@@ -302,12 +297,7 @@ impl Node {
             self.on_range_change(now, old_range, new_range);
         }
         // New replica holders get our records at once.
-        let new_window: Vec<SocketAddrV4> = self
-            .succs
-            .iter()
-            .take(self.cfg.r.saturating_sub(1))
-            .map(|p| p.addr)
-            .collect();
+        let new_window: Vec<SocketAddrV4> = self.replica_holders();
         if new_window != old_window && self.is_member() && self.takeover.is_none() {
             for a in new_window {
                 if !old_window.contains(&a) {
@@ -433,7 +423,7 @@ impl Node {
 mod tests {
     use flock_proto::ring::Peer;
 
-    use crate::node::testing::{founder, ms, ring};
+    use crate::node::testing::{counter_total, founder, ms, ring};
     use crate::sim::Sim;
 
     #[test]
@@ -442,15 +432,7 @@ mod tests {
         sim.crash(Sim::addr(3));
         sim.run_until_ideal(std::time::Duration::from_secs(20), ms(200))
             .expect("repaired");
-        let dead: u64 = [0, 1, 2, 4, 5]
-            .iter()
-            .map(|&i| {
-                sim.node(Sim::addr(i))
-                    .expect("node")
-                    .counters()
-                    .get("peer_dead")
-            })
-            .sum();
+        let dead = counter_total(&sim, &[0, 1, 2, 4, 5], "peer_dead");
         assert!(dead > 0);
         for i in [0, 1, 2, 4, 5] {
             let n = sim.node(Sim::addr(i)).expect("node");

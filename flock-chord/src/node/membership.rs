@@ -17,17 +17,15 @@ use std::net::SocketAddrV4;
 use std::time::Duration;
 
 use flock_proto::Record;
-use flock_proto::ring::{FindOp, Peer, RingFrame};
+use flock_proto::ring::{Peer, RingFrame};
 use flock_proto::space::{dist, split_point};
 use rand_core::Rng;
 
 use super::requests::RequestPurpose;
-use super::routing::LookupPurpose;
 use super::transfer::{IncomingTransfer, TRANSFER_TIMEOUT, TransferPurpose, chunk_records};
 use super::{Node, Phase, Timer};
 use crate::Table;
 use crate::api::{Event, Now};
-use flock_proto::ring_hash;
 
 /// Most `HERE` offers (and other probers) remembered while discovering.
 const MAX_OFFERS: usize = 256;
@@ -283,13 +281,7 @@ impl Node {
             .map(|e| e.record.clone())
             .collect();
         for r in foreign {
-            let key = ring_hash(&r.user);
-            self.start_lookup(
-                now,
-                LookupPurpose::Finger { index: usize::MAX },
-                key,
-                FindOp::Register { record: r },
-            );
+            self.hand_to_owner(now, r);
         }
         let early: Vec<_> = self.early.drain(..).collect();
         for (from, f) in early {
@@ -525,7 +517,7 @@ mod tests {
     use flock_proto::Frame;
     use flock_proto::ring::RingFrame;
 
-    use crate::node::testing::{drain, events, ms, node_with, ring, sends};
+    use crate::node::testing::{drain, events, ms, node_with, ring, ring_with_users, sends};
     use crate::sim::{NetConfig, Sim};
     use crate::{Config, Event, NodePhase};
 
@@ -681,11 +673,7 @@ mod tests {
 
     #[test]
     fn a_leaving_node_falls_silent_and_the_ring_heals() {
-        let mut sim = ring(7, 4);
-        for i in 0..8 {
-            sim.register(Sim::addr(i % 4), Sim::make_record(&format!("user{i}"), 1));
-        }
-        sim.run_for(ms(2000)).expect("runs");
+        let mut sim = ring_with_users(7, 4, 8);
         sim.leave(Sim::addr(2));
         sim.run_for(ms(3000)).expect("runs");
         let n = sim.node(Sim::addr(2)).expect("node");

@@ -96,12 +96,7 @@ impl Node {
                     self.put(now, record.clone(), None);
                 }
                 // Replicate (also on an idempotent repeat: cheap and heals a lost replica).
-                let targets: Vec<SocketAddrV4> = self
-                    .succs
-                    .iter()
-                    .take(self.cfg.r.saturating_sub(1))
-                    .map(|p| p.addr)
-                    .collect();
+                let targets: Vec<SocketAddrV4> = self.replica_holders();
                 let stored = self
                     .records
                     .get(&record.user)
@@ -294,12 +289,7 @@ impl Node {
         if !self.is_member() || self.takeover.is_some() {
             return;
         }
-        let targets: Vec<SocketAddrV4> = self
-            .succs
-            .iter()
-            .take(self.cfg.r.saturating_sub(1))
-            .map(|p| p.addr)
-            .collect();
+        let targets: Vec<SocketAddrV4> = self.replica_holders();
         for a in targets {
             self.sync_one(now, a);
         }

@@ -287,16 +287,20 @@ mod tests {
             .collect()
     }
 
+    fn ping(n: &mut crate::Node, now: crate::Now, peer: std::net::SocketAddrV4, rid: u64) {
+        n.request(
+            now,
+            peer,
+            RingFrame::Ping { rid, cookie: 0 },
+            RequestPurpose::Fix,
+        );
+    }
+
     #[test]
     fn a_request_is_resent_until_given_up() {
         let mut n = founder();
         let peer = Sim::addr(9);
-        n.request(
-            ms(0),
-            peer,
-            RingFrame::Ping { rid: 5, cookie: 0 },
-            RequestPurpose::Fix,
-        );
+        ping(&mut n, ms(0), peer, 5);
         let mut tries = pings_to(&drain(&mut n), peer).len();
         let mut now = ms(0);
         while n.has_pending_purpose(peer, &RequestPurpose::Fix) {
@@ -312,12 +316,7 @@ mod tests {
     fn a_cookie_challenge_is_answered_by_resending_with_the_cookie() {
         let mut n = founder();
         let peer = Sim::addr(9);
-        n.request(
-            ms(0),
-            peer,
-            RingFrame::Ping { rid: 5, cookie: 0 },
-            RequestPurpose::Fix,
-        );
+        ping(&mut n, ms(0), peer, 5);
         drain(&mut n);
         n.handle_datagram(
             ms(1),
@@ -326,12 +325,7 @@ mod tests {
         );
         assert_eq!(pings_to(&drain(&mut n), peer), vec![77]);
         // The next request to that peer carries the cookie from the start.
-        n.request(
-            ms(2),
-            peer,
-            RingFrame::Ping { rid: 6, cookie: 0 },
-            RequestPurpose::Fix,
-        );
+        ping(&mut n, ms(2), peer, 6);
         assert_eq!(pings_to(&drain(&mut n), peer), vec![77]);
         // An unmatched challenge is counted, not obeyed.
         n.handle_datagram(
@@ -372,12 +366,7 @@ mod tests {
     fn busy_postpones_without_counting_a_try() {
         let mut n = founder();
         let peer = Sim::addr(9);
-        n.request(
-            ms(0),
-            peer,
-            RingFrame::Ping { rid: 5, cookie: 0 },
-            RequestPurpose::Fix,
-        );
+        ping(&mut n, ms(0), peer, 5);
         drain(&mut n);
         for i in 0..10 {
             n.handle_datagram(ms(i), peer, Frame::Ring(RingFrame::Busy { rid: 5 }));

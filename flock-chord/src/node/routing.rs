@@ -27,8 +27,10 @@ pub(super) const FINGERS: usize = 60;
 pub(super) enum LookupPurpose {
     /// A client request, answered to `client`.
     Client { client: SocketAddrV4 },
-    /// Finger refresh (`index` past the table: a record handed to its owner, no answer).
+    /// Finger refresh.
     Finger { index: usize },
+    /// A record handed to its owner (restored, or in a range we gave up): no answer.
+    Handover,
     /// Who owns the key just below our id, i.e. who really is our predecessor: confirms
     /// a claim when there is no live predecessor to ask.
     PredClaim,
@@ -170,7 +172,9 @@ impl Node {
                             to: client,
                             record: record.clone(),
                         }),
-                        LookupPurpose::Finger { .. } | LookupPurpose::PredClaim => None,
+                        LookupPurpose::Finger { .. }
+                        | LookupPurpose::Handover
+                        | LookupPurpose::PredClaim => None,
                     };
                     let record = record.clone();
                     self.hops.record(l.hops);
@@ -256,6 +260,7 @@ impl Node {
                     self.set_pred(Some(owner));
                 }
             }
+            LookupPurpose::Handover => {}
             LookupPurpose::Finger { index } => {
                 if index < FINGERS && owner.addr != self.me && matches!(outcome, Outcome::Node) {
                     self.fingers[index] = Some(owner);
@@ -447,6 +452,27 @@ impl Node {
                 f.id = p.id;
             }
         }
+    }
+
+    /// Sends `record` to its owner through the ring (`FIND ... REGISTER`); the owner
+    /// applies the record rules.
+    pub(super) fn hand_to_owner(&mut self, now: Now, record: Record) {
+        let key = ring_hash(&record.user);
+        self.start_lookup(
+            now,
+            LookupPurpose::Handover,
+            key,
+            FindOp::Register { record },
+        );
+    }
+
+    /// The first `r - 1` successors: where our records are replicated.
+    pub(super) fn replica_holders(&self) -> Vec<SocketAddrV4> {
+        self.succs
+            .iter()
+            .take(self.cfg.r.saturating_sub(1))
+            .map(|p| p.addr)
+            .collect()
     }
 
     /// `REFER rid peer`: the next hop of a lookup.

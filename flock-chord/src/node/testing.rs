@@ -71,3 +71,23 @@ pub(super) fn ring(seed: u64, n: usize) -> Sim {
         .expect("the ring settles");
     sim
 }
+
+/// The sum of counter `name` over the nodes `nodes` (numbers for [`Sim::addr`]).
+pub(super) fn counter_total(sim: &Sim, nodes: &[usize], name: &str) -> u64 {
+    nodes
+        .iter()
+        .filter_map(|&i| sim.node(Sim::addr(i)))
+        .map(|n| n.counters().get(name))
+        .sum()
+}
+
+/// A ring of `n` (seed `seed`) holding `users` registered records, all acknowledged.
+pub(super) fn ring_with_users(seed: u64, n: usize, users: usize) -> Sim {
+    let mut sim = ring(seed, n);
+    for i in 0..users {
+        sim.register(Sim::addr(i % n), Sim::make_record(&format!("user{i}"), 1));
+    }
+    sim.run_for(ms(2000)).expect("runs");
+    assert_eq!(sim.acked().len(), users);
+    sim
+}

@@ -11,17 +11,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
+use flock_proto::Record;
 use flock_proto::ring::{self, RingFrame};
 use flock_proto::space::{MODULUS, dist, in_half_open};
-use flock_proto::{Record, ring_hash};
 use rand_core::Rng;
 
 use super::Node;
 use super::Phase;
 use super::requests::{Pending, RequestPurpose};
-use super::routing::LookupPurpose;
 use crate::api::{Event, Now};
-use flock_proto::ring::FindOp;
 
 /// How long an incomplete incoming transfer is kept.
 pub(super) const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -181,13 +179,7 @@ impl Node {
                 let room = (self.cfg.max_pending / 2).saturating_sub(self.lookups.len());
                 let rest = moved.split_off(moved.len().min(room));
                 for r in moved {
-                    let key = ring_hash(&r.user);
-                    self.start_lookup(
-                        now,
-                        LookupPurpose::Finger { index: usize::MAX },
-                        key,
-                        FindOp::Register { record: r },
-                    );
+                    self.hand_to_owner(now, r);
                 }
                 if !rest.is_empty() {
                     for chunk in chunk_records(rest) {
@@ -473,7 +465,7 @@ mod tests {
     use flock_proto::ring;
 
     use super::chunk_records;
-    use crate::node::testing::{ms, ring as sim_ring};
+    use crate::node::testing::{counter_total, ms, ring_with_users};
     use crate::sim::Sim;
 
     #[test]
@@ -493,24 +485,11 @@ mod tests {
 
     #[test]
     fn a_dead_owners_range_is_taken_over_with_its_records() {
-        let mut sim = sim_ring(51, 5);
-        for i in 0..30 {
-            sim.register(Sim::addr(i % 5), Sim::make_record(&format!("user{i}"), 1));
-        }
-        sim.run_for(ms(2000)).expect("runs");
-        assert_eq!(sim.acked().len(), 30);
+        let mut sim = ring_with_users(51, 5, 30);
         sim.crash(Sim::addr(2));
         sim.run_until_ideal(std::time::Duration::from_secs(20), ms(200))
             .expect("repaired");
-        let took: u64 = [0, 1, 3, 4]
-            .iter()
-            .map(|&i| {
-                sim.node(Sim::addr(i))
-                    .expect("node")
-                    .counters()
-                    .get("takeover_done")
-            })
-            .sum();
+        let took = counter_total(&sim, &[0, 1, 3, 4], "takeover_done");
         assert!(took > 0);
         let live = vec![Sim::addr(0), Sim::addr(1), Sim::addr(3), Sim::addr(4)];
         sim.check_records(Some(live), ms(2000))
