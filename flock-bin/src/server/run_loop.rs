@@ -12,11 +12,20 @@ use flock_store::ServerDb;
 use tokio::net::UdpSocket;
 use tracing::{debug, error, info, warn};
 
-use super::sockets::Sockets;
+use super::sockets::{self, Sockets};
 use super::status::{self, DriverStatus, NetStats};
 use super::verify::{self, CachingVerifier, Job, VerifyPool};
 use super::{ServerError, ServerOptions, Shutdown, io_err};
 use crate::ratelimit::RateLimiter;
+
+/// One encoded datagram of the current drain.
+struct Outgoing {
+    to: SocketAddrV4,
+    /// Its bytes in `Server::outbuf`.
+    bytes: std::ops::Range<usize>,
+    /// A ring frame (sent from the advertised address).
+    ring: bool,
+}
 
 /// The event loop's state.
 struct Server {
@@ -37,9 +46,14 @@ struct Server {
     stats: NetStats,
     /// Encoded frames of the current drain.
     outbuf: Vec<u8>,
-    out: Vec<(SocketAddrV4, std::ops::Range<usize>)>,
+    out: Vec<Outgoing>,
+    /// Source address for ring frames when bound to 0.0.0.0 (see [`sockets::send_from`]):
+    /// peers must see the node at the address it advertises, whatever address they sent to.
+    ring_source: Option<Ipv4Addr>,
     ops: Vec<StoreOp>,
     left: bool,
+    /// Whether the node ever was a ring member (founded or joined).
+    was_member: bool,
     /// Frames whose records the pool has verified (dropped before `pool`).
     verified: Option<tokio::sync::mpsc::Receiver<Job>>,
     pool: Option<VerifyPool>,
@@ -146,8 +160,10 @@ pub(super) async fn serve(
         stats: NetStats::default(),
         outbuf: Vec::with_capacity(1 << 16),
         out: Vec::new(),
+        ring_source: (opts.bind.is_unspecified() && !me.ip().is_unspecified()).then(|| *me.ip()),
         ops: Vec::new(),
         left: false,
+        was_member: false,
         verified,
         pool,
         verifier,
@@ -205,7 +221,11 @@ impl Server {
         self.drain().await;
         loop {
             if self.left {
-                info!("{}: left the ring; stopping", self.name);
+                if self.was_member {
+                    info!("{}: left the ring; stopping", self.name);
+                } else {
+                    info!("{}: never joined a ring; stopping", self.name);
+                }
                 break;
             }
             let wake_at = self
@@ -450,13 +470,21 @@ impl Server {
     fn queue(&mut self, to: SocketAddrV4, frame: &Frame<'_>) {
         let at = self.outbuf.len();
         frame.encode(&mut self.outbuf);
-        self.out.push((to, at..self.outbuf.len()));
+        self.out.push(Outgoing {
+            to,
+            bytes: at..self.outbuf.len(),
+            ring: matches!(frame, Frame::Ring(_)),
+        });
     }
 
     fn queue_raw(&mut self, to: SocketAddrV4, bytes: &[u8]) {
         let at = self.outbuf.len();
         self.outbuf.extend_from_slice(bytes);
-        self.out.push((to, at..self.outbuf.len()));
+        self.out.push(Outgoing {
+            to,
+            bytes: at..self.outbuf.len(),
+            ring: false,
+        });
     }
 
     /// Performs every pending action: stores in one transaction, then the sends.
@@ -486,13 +514,27 @@ impl Server {
                     self.ops.len()
                 );
                 if let Some(at) = first_store_at {
+                    // Only what came before the first store op may go.
                     self.out.truncate(at);
                 }
             }
             self.ops.clear();
         }
-        for (to, range) in std::mem::take(&mut self.out) {
-            let bytes = &self.outbuf[range];
+        for Outgoing { to, bytes, ring } in std::mem::take(&mut self.out) {
+            let bytes = &self.outbuf[bytes];
+            if let Some(src) = self.ring_source.filter(|_| ring) {
+                match sockets::send_from(&self.sock, bytes, to, src).await {
+                    Ok(_) => continue,
+                    Err(e) => {
+                        // Not a local address (e.g. --advertise behind NAT): plain sends.
+                        warn!(
+                            "{}: cannot send from {src} ({e}); sending plainly",
+                            self.name
+                        );
+                        self.ring_source = None;
+                    }
+                }
+            }
             let res = match self.sock.try_send_to(bytes, SocketAddr::V4(to)) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.sock.send_to(bytes, SocketAddr::V4(to)).await
@@ -509,14 +551,20 @@ impl Server {
 
     fn on_event(&mut self, e: Event) {
         match e {
-            Event::Founded { id, lo, hi } => info!(
-                "{} founded a new ring as {} (id {id}): owns [{lo}, {hi}]",
-                self.name, self.me
-            ),
-            Event::Joined { id, lo, hi } => info!(
-                "{} joined the ring as {} (id {id}): owns [{lo}, {hi}]",
-                self.name, self.me
-            ),
+            Event::Founded { id, lo, hi } => {
+                self.was_member = true;
+                info!(
+                    "{} founded a new ring as {} (id {id}): owns [{lo}, {hi}]",
+                    self.name, self.me
+                );
+            }
+            Event::Joined { id, lo, hi } => {
+                self.was_member = true;
+                info!(
+                    "{} joined the ring as {} (id {id}): owns [{lo}, {hi}]",
+                    self.name, self.me
+                );
+            }
             Event::RangeChanged { lo, hi } => info!("{}: range now [{lo}, {hi}]", self.name),
             Event::SuccessorChanged { succ } => match succ {
                 Some(p) => info!("{}: successor {} (id {})", self.name, p.addr, p.id),
@@ -532,7 +580,9 @@ impl Server {
                 self.name
             ),
             Event::Left => {
-                info!("{}: graceful leave finished", self.name);
+                if self.was_member {
+                    info!("{}: graceful leave finished", self.name);
+                }
                 self.left = true;
             }
             Event::Discovery { reply_to, name, .. } => {

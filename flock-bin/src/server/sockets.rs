@@ -188,3 +188,60 @@ pub fn local_ip_toward(toward: SocketAddrV4) -> Option<Ipv4Addr> {
         _ => None,
     }
 }
+
+/// Sends `bytes` to `to` from source address `src` (`IP_PKTINFO`) on a socket bound to
+/// 0.0.0.0, whose replies would otherwise leave from whatever address routes to `to`
+/// (127.0.0.1 for a peer on loopback): a node bound to 0.0.0.0 that advertises its LAN
+/// address must be seen at that address by every peer, or the peer's requests and the
+/// replies it gets do not match (a node joining through 127.0.0.1 never got in).
+#[cfg(target_os = "linux")]
+pub(crate) async fn send_from(
+    sock: &UdpSocket,
+    bytes: &[u8],
+    to: SocketAddrV4,
+    src: Ipv4Addr,
+) -> io::Result<usize> {
+    let control = pktinfo(src);
+    let addr = socket2::SockAddr::from(to);
+    let bufs = [io::IoSlice::new(bytes)];
+    let msg = socket2::MsgHdr::new()
+        .with_addr(&addr)
+        .with_buffers(&bufs)
+        .with_control(&control);
+    sock.async_io(tokio::io::Interest::WRITABLE, || {
+        socket2::SockRef::from(sock).sendmsg(&msg, 0)
+    })
+    .await
+}
+
+/// Elsewhere: a plain send.
+#[cfg(not(target_os = "linux"))]
+pub(crate) async fn send_from(
+    sock: &UdpSocket,
+    bytes: &[u8],
+    to: SocketAddrV4,
+    _src: Ipv4Addr,
+) -> io::Result<usize> {
+    sock.send_to(bytes, SocketAddr::V4(to)).await
+}
+
+/// One `IP_PKTINFO` control message (Linux `struct cmsghdr` + `struct in_pktinfo`) asking
+/// for source address `src`.
+#[cfg(target_os = "linux")]
+fn pktinfo(src: Ipv4Addr) -> Vec<u8> {
+    const IPPROTO_IP: i32 = 0;
+    const IP_PKTINFO: i32 = 8;
+    const PKTINFO_LEN: usize = 12; // ifindex (int), spec_dst, addr (in_addr each)
+    let word = std::mem::size_of::<usize>();
+    let header = word + 8; // cmsg_len (size_t), cmsg_level (int), cmsg_type (int)
+    let len = header + PKTINFO_LEN;
+    let mut out = Vec::with_capacity(len.div_ceil(word) * word);
+    out.extend_from_slice(&len.to_ne_bytes());
+    out.extend_from_slice(&IPPROTO_IP.to_ne_bytes());
+    out.extend_from_slice(&IP_PKTINFO.to_ne_bytes());
+    out.extend_from_slice(&0i32.to_ne_bytes()); // any interface
+    out.extend_from_slice(&src.octets()); // ipi_spec_dst: the source address
+    out.extend_from_slice(&[0; 4]); // ipi_addr: ignored when sending
+    out.resize(len.div_ceil(word) * word, 0);
+    out
+}
