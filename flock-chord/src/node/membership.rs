@@ -139,7 +139,8 @@ impl Node {
             let (lo, hi) = self.range();
             self.send_ring(from, RingFrame::Here { rid, lo, hi });
         } else if let Phase::Probing(probe) = &mut self.phase {
-            if probe.probers.len() < MAX_OFFERS {
+            // Our own broadcast, come back from another of our addresses, is no prober.
+            if rid != self.discover_rid && probe.probers.len() < MAX_OFFERS {
                 probe.probers.insert(from);
             }
         }

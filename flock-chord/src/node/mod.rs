@@ -521,8 +521,8 @@ impl Node {
         }
         // Requests must carry the cookie we issued to their source address: proof that the
         // sender receives at that address, so spoofed sources cannot move state or reflect.
-        if let Some(cookie) = rf.cookie() {
-            if cookie != self.cookie_for(from) {
+        match rf.cookie() {
+            Some(cookie) if cookie != self.cookie_for(from) => {
                 self.counters.inc("cookie_challenge");
                 let c = self.cookie_for(from);
                 self.send_ring(
@@ -532,21 +532,19 @@ impl Node {
                         cookie: c,
                     },
                 );
-                return;
             }
-            self.on_request(now, from, rf);
-            return;
-        }
-        match rf {
-            // A request without a cookie: anyone may ask who is in the ring.
-            RingFrame::Discover { rid } => self.on_discover(from, rid),
-            rf => self.on_reply(now, from, rf),
+            Some(_) => self.on_request(now, from, rf),
+            // The one request without a cookie: anyone may ask who is in the ring (the
+            // answer is one small datagram, to the asker).
+            None if matches!(rf, RingFrame::Discover { .. }) => self.on_request(now, from, rf),
+            None => self.on_reply(now, from, rf),
         }
     }
 
-    /// A request (it carried the right cookie).
+    /// A request (with the right cookie, or a `DISCOVER`).
     fn on_request(&mut self, now: Now, from: SocketAddrV4, rf: RingFrame) {
         match rf {
+            RingFrame::Discover { rid } => self.on_discover(from, rid),
             RingFrame::Ping { rid, .. } => {
                 if self.is_member() {
                     self.send_ring(from, RingFrame::Ack { rid, seq: 0 });
