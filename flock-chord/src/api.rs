@@ -84,8 +84,11 @@ impl Default for Config {
 }
 
 /// One effect for the driver, taken with [`crate::Node::poll_action`] in order.
+///
+/// Exhaustive on purpose (as is [`crate::StoreOp`]): a driver must perform every effect,
+/// so a new one is a breaking change that the driver's `match` reports. [`Event`], which
+/// a driver may only log, is `#[non_exhaustive]`.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub enum Action {
     /// Send `frame` to `to` (from the node's own socket).
     Send {

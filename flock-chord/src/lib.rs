@@ -24,7 +24,6 @@
 //!         Action::Send { to, frame } => { /* frame.encode(&mut buf); socket.send_to(&buf, to) */ }
 //!         Action::Store(op) => { /* persist before performing the following actions */ }
 //!         Action::Event(e) => { /* log */ }
-//!         _ => { /* actions added later */ }
 //!     }
 //! }
 //! // and sleep until the next deadline (never in the past):

@@ -498,7 +498,6 @@ impl Server {
                     self.ops.push(op);
                 }
                 Action::Event(e) => self.on_event(e),
-                other => debug!("{}: unhandled action {other:?}", self.name),
             }
         }
         if !self.ops.is_empty() {
