@@ -33,7 +33,7 @@ impl Sockets {
     /// Resolves `--join`, binds every socket and picks the advertised address.
     pub(crate) fn open(opts: &ServerOptions) -> Result<Self, ServerError> {
         let command = command_socket(SocketAddrV4::new(opts.bind, opts.port))
-            .map_err(io_err(format!("bind {}:{}", opts.bind, opts.port)))?;
+            .map_err(bind_err(opts.bind, opts.port, "--port"))?;
         let port = command
             .local_addr()
             .map_err(io_err("local address"))?
@@ -74,8 +74,11 @@ impl Sockets {
             None
         } else {
             Some(
-                plain_socket(SocketAddrV4::new(opts.bind, ping_port))
-                    .map_err(io_err(format!("bind PING port {}:{ping_port}", opts.bind)))?,
+                plain_socket(SocketAddrV4::new(opts.bind, ping_port)).map_err(bind_err(
+                    opts.bind,
+                    ping_port,
+                    "--ping-port",
+                ))?,
             )
         };
         let multicast = if opts.no_multicast {
@@ -113,6 +116,24 @@ impl Sockets {
             .as_ref()
             .and_then(|s| s.local_addr().ok())
             .map_or(0, |a| a.port())
+    }
+}
+
+/// A bind failure; "in use" names the fix (`option`: the flag that picks the port).
+fn bind_err(
+    ip: Ipv4Addr,
+    port: u16,
+    option: &'static str,
+) -> impl FnOnce(io::Error) -> ServerError {
+    move |e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            ServerError::Config(format!(
+                "{ip}:{port} is already in use ({e}): is another server running here? \
+                 Give this one another port with {option} (and --join the first to form a ring)"
+            ))
+        } else {
+            io_err(format!("bind {ip}:{port}"))(e)
+        }
     }
 }
 
@@ -244,4 +265,30 @@ fn pktinfo(src: Ipv4Addr) -> Vec<u8> {
     out.extend_from_slice(&[0; 4]); // ipi_addr: ignored when sending
     out.resize(len.div_ceil(word) * word, 0);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_in_use_names_the_fix() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let taken = command_socket(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind");
+            let port = taken.local_addr().expect("addr").port();
+            let mut opts = ServerOptions::new("second");
+            opts.bind = Ipv4Addr::LOCALHOST;
+            opts.port = port;
+            let err = Sockets::open(&opts).err().expect("in use").to_string();
+            assert!(
+                err.contains("already in use") && err.contains("--port"),
+                "{err}"
+            );
+            assert!(err.contains("--join"), "{err}");
+        });
+    }
 }
