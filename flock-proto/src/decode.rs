@@ -742,8 +742,26 @@ fn is_token_char(c: char) -> bool {
 }
 
 /// `token = 1*(char other than whitespace or control)`.
+///
+/// Visible ASCII, the common case (names, base64), is scanned byte-wise in chunks (see
+/// [`prefix_len`]); the first other byte, if it is not the end of the token, starts a
+/// multi-byte char and the rest is checked char by char.
 fn token(input: &str) -> PResult<'_, &str> {
-    take_while1(is_token_char).parse(input)
+    let bytes = input.as_bytes();
+    let ascii = prefix_len(bytes, |b| b.wrapping_sub(0x21) < 0x5e);
+    let at = match bytes.get(ascii) {
+        // Every byte before `ascii` is ASCII, so `ascii` is a char boundary.
+        Some(b) if !b.is_ascii() => {
+            let rest = input.get(ascii..).unwrap_or_default();
+            ascii + rest.find(|c| !is_token_char(c)).unwrap_or(rest.len())
+        }
+        // The end, or an ASCII space or control character.
+        _ => ascii,
+    };
+    match at {
+        0 => Err(nom::Err::Error(())),
+        at => Ok((&input[at..], &input[..at])),
+    }
 }
 
 /// `SP 1*(char other than SP)`: one field with the space that precedes it. What the
@@ -822,29 +840,27 @@ fn username(input: &str) -> PResult<'_, &str> {
 fn b64(input: &str) -> PResult<'_, &str> {
     // Byte-wise: every base64 byte is ASCII, so the first byte that is not one is the
     // start of a char and slicing there is safe. Much faster than `take_while1` over chars.
-    match b64_prefix_len(input.as_bytes()) {
+    match prefix_len(input.as_bytes(), is_b64_byte) {
         0 => Err(nom::Err::Error(())),
         at => Ok((&input[at..], &input[..at])),
     }
 }
 
-/// Length of the longest prefix of `bytes` in the standard base64 alphabet.
+/// Length of the longest prefix of `bytes` whose bytes all satisfy `byte_ok`.
 ///
 /// Whole 32-byte chunks are checked without branches (the compiler turns this into SIMD
-/// compares), then the first chunk that fails is searched byte by byte.
-fn b64_prefix_len(bytes: &[u8]) -> usize {
+/// compares for a branch-free `byte_ok`), then the first chunk that fails is searched
+/// byte by byte.
+fn prefix_len(bytes: &[u8], byte_ok: impl Fn(u8) -> bool) -> usize {
     let mut at = 0;
     for chunk in bytes.chunks_exact(32) {
-        if !chunk.iter().fold(true, |ok, &b| ok & is_b64_byte(b)) {
+        if !chunk.iter().fold(true, |ok, &b| ok & byte_ok(b)) {
             break;
         }
         at += 32;
     }
     let tail = bytes.get(at..).unwrap_or_default();
-    at + tail
-        .iter()
-        .position(|&b| !is_b64_byte(b))
-        .unwrap_or(tail.len())
+    at + tail.iter().position(|&b| !byte_ok(b)).unwrap_or(tail.len())
 }
 
 /// Whether `b` is in the standard base64 alphabet (padding included), without branches.
@@ -903,4 +919,26 @@ fn discover_server_proxied(input: &str) -> PResult<'_, SocketAddrV4> {
         |(_, _, ip, _, port)| SocketAddrV4::new(ip, port),
     )
     .parse(input)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The byte-wise `token` and `b64` accept exactly what the char-wise rules do.
+        #[test]
+        fn fast_rules_match_their_definitions(text in "([!-~]{0,40}|\\PC|[ \t\n\u{7f}\u{85}\u{a0}]){0,12}") {
+            let text = text.as_str();
+            prop_assert_eq!(
+                token(text),
+                take_while1::<_, _, ()>(is_token_char).parse(text)
+            );
+            prop_assert_eq!(
+                b64(text),
+                take_while1::<_, _, ()>(|c: char| c.is_ascii() && is_b64_byte(c as u8)).parse(text)
+            );
+        }
+    }
 }

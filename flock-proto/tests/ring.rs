@@ -304,10 +304,19 @@ fn errors_name_the_verb_and_the_field() {
         ("FOUND 1 0 MAYBE", bad("FOUND", "outcome")),
         ("SYNCED 1 2", bad("SYNCED", "want")),
         ("RECORDS 1 0 1 99999999 a", bad("RECORDS", "count")),
-        ("REPLICATE 1 2 1 - 1.2.3.4 5 0 - -", bad("REPLICATE", "user")),
+        (
+            "REPLICATE 1 2 1 - 1.2.3.4 5 0 - -",
+            bad("REPLICATE", "user"),
+        ),
         ("REPLICATE 1 2 1 bob 1.2.3 5 0 - -", bad("REPLICATE", "ip")),
-        ("REPLICATE 1 2 1 bob 1.2.3.4 65536 0 - -", bad("REPLICATE", "port")),
-        ("REPLICATE 1 2 1 bob 1.2.3.4 5 -1 - -", bad("REPLICATE", "version")),
+        (
+            "REPLICATE 1 2 1 bob 1.2.3.4 65536 0 - -",
+            bad("REPLICATE", "port"),
+        ),
+        (
+            "REPLICATE 1 2 1 bob 1.2.3.4 5 -1 - -",
+            bad("REPLICATE", "version"),
+        ),
         ("REPLICATE 1 2 1 bob 1.2.3.4 5 0 -", fields("REPLICATE")),
     ] {
         assert_eq!(ring::decode(text), expected, "{text:?}");

@@ -5,9 +5,7 @@ use std::borrow::Cow;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use flock_proto::validate::validate_username;
-use flock_proto::{
-    AnswerTo, ErrorReply, Frame, LegacyRecord, OkReply, Register, Verb, ring_hash,
-};
+use flock_proto::{AnswerTo, ErrorReply, Frame, LegacyRecord, OkReply, Register, Verb, ring_hash};
 use proptest::prelude::*;
 
 // ---- strategies for valid field values ----------------------------------------------------
