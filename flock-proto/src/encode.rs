@@ -16,21 +16,32 @@ use crate::verbs::Verb;
 
 /// Appends the whole frame to `out`.
 pub(crate) fn frame(frame: &Frame<'_>, out: &mut Vec<u8>) {
+    if let Frame::Ring(ring) = frame {
+        return ring_frame(ring, out);
+    }
+    // The verb, then the fields after it.
+    verb(out, frame.kind());
     match frame {
-        Frame::Discover => verb(out, Verb::Discover),
-        Frame::DiscoverServer { reply_to: None } => verb(out, Verb::DiscoverServer),
+        Frame::Discover
+        | Frame::DiscoverServer { reply_to: None }
+        | Frame::Ping
+        | Frame::Pong
+        | Frame::Range
+        | Frame::Status
+        | Frame::Snapshot
+        | Frame::Checksum
+        | Frame::Join
+        | Frame::Fix
+        | Frame::Kill
+        | Frame::Ring(_) => {}
+        // `DISCOVER_SERVER:<ip>:<port>`: the proxied form glues its field to the verb.
         Frame::DiscoverServer {
             reply_to: Some(addr),
         } => {
-            verb(out, Verb::DiscoverServer);
             out.push(b':');
             socket_addr(out, *addr);
         }
-        Frame::Ping => verb(out, Verb::Ping),
-        Frame::Pong => verb(out, Verb::Pong),
-        Frame::Range => verb(out, Verb::Range),
         Frame::Register(register) => {
-            verb(out, Verb::Register);
             register_fields(out, register);
         }
         Frame::RegisterLegacy {
@@ -38,17 +49,14 @@ pub(crate) fn frame(frame: &Frame<'_>, out: &mut Vec<u8>) {
             ip: addr,
             port,
         } => {
-            verb(out, Verb::Register);
             sp_str(out, user);
             sp_ip(out, *addr);
             sp_num(out, u64::from(*port));
         }
         Frame::Resolve { user } => {
-            verb(out, Verb::Resolve);
             sp_str(out, user);
         }
         Frame::ForwardRegister { answer, register } => {
-            verb(out, Verb::Register);
             match answer {
                 AnswerTo::Addr(addr) => {
                     sp_ip(out, *addr.ip());
@@ -61,61 +69,39 @@ pub(crate) fn frame(frame: &Frame<'_>, out: &mut Vec<u8>) {
             register_fields(out, register);
         }
         Frame::ForwardResolve { answer, user } => {
-            verb(out, Verb::Resolve);
             sp_ip(out, *answer.ip());
             sp_num(out, u64::from(answer.port()));
             sp_str(out, user);
         }
-        Frame::Status => verb(out, Verb::Status),
-        Frame::Snapshot => verb(out, Verb::Snapshot),
-        Frame::Checksum => verb(out, Verb::Checksum),
         Frame::Ok(reply) => ok_reply(out, reply),
         Frame::Error(reply) => error_reply(out, reply),
-        Frame::Join => verb(out, Verb::Join),
         Frame::PredChange { ip: addr } => {
-            verb(out, Verb::PredChange);
             sp_ip(out, *addr);
         }
         Frame::Succ { ips } => {
-            verb(out, Verb::Succ);
             for addr in ips {
                 sp_ip(out, *addr);
             }
         }
-        Frame::Fix => verb(out, Verb::Fix),
-        Frame::Replic(record) => {
-            verb(out, Verb::Replic);
-            legacy_record(out, record);
-        }
-        Frame::Takeover(record) => {
-            verb(out, Verb::Takeover);
-            legacy_record(out, record);
-        }
+        Frame::Replic(record) | Frame::Takeover(record) => legacy_record(out, record),
         Frame::DropReplics { owner } => {
-            verb(out, Verb::DropReplics);
             sp_ip(out, *owner);
         }
-        Frame::Kill => verb(out, Verb::Kill),
-        Frame::Ring(ring) => ring_frame(ring, out),
         Frame::Message {
             sender,
             payload_b64,
         } => {
-            verb(out, Verb::Message);
             sp_str(out, sender);
             sp_str(out, payload_b64);
         }
         Frame::PubkeyReq { requester } => {
-            verb(out, Verb::PubkeyReq);
             sp_str(out, requester);
         }
         Frame::PubkeyRes { user, pubkey_b64 } => {
-            verb(out, Verb::PubkeyRes);
             sp_str(out, user);
             sp_str(out, pubkey_b64);
         }
         Frame::Hello { user, features } => {
-            verb(out, Verb::Hello);
             sp_str(out, user);
             sp_str(out, features);
         }
@@ -125,14 +111,12 @@ pub(crate) fn frame(frame: &Frame<'_>, out: &mut Vec<u8>) {
             payload_b64,
             sig_b64,
         } => {
-            verb(out, Verb::SecureMessage);
             sp_str(out, sender);
             sp_num(out, *id);
             sp_str(out, payload_b64);
             sp_str(out, sig_b64);
         }
         Frame::Ack { from, id, sig_b64 } => {
-            verb(out, Verb::Ack);
             sp_str(out, from);
             sp_num(out, *id);
             sp_str(out, sig_b64);
@@ -162,8 +146,8 @@ fn legacy_record(out: &mut Vec<u8>, r: &LegacyRecord<'_>) {
     }
 }
 
+/// The fields of an `OK` reply (the verb is written already).
 fn ok_reply(out: &mut Vec<u8>, reply: &OkReply<'_>) {
-    verb(out, Verb::Ok);
     match reply {
         OkReply::Range { lo, hi } => {
             sp_num(out, *lo);
@@ -209,8 +193,8 @@ fn ok_reply(out: &mut Vec<u8>, reply: &OkReply<'_>) {
     }
 }
 
+/// The text of an `ERROR` reply (the verb is written already).
 fn error_reply(out: &mut Vec<u8>, reply: &ErrorReply<'_>) {
-    verb(out, Verb::Error);
     let text = reply.text();
     if !text.is_empty() {
         sp_str(out, text);
