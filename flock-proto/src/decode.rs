@@ -1,11 +1,14 @@
-//! The nom grammar of a Flock datagram, one small parser per rule.
+//! The nom grammars of a Flock datagram, one small parser per rule: the client grammar
+//! ([`frame`]) and our ring grammar ([`ring_frame`], the text after `RING `), built on
+//! the same rules.
 //!
 //! Parsers work on the whole datagram as `&str` (UTF-8 is checked once, up front), use
 //! only `nom::*::complete` combinators, and borrow every text field from the input. The
-//! nom error type is `()`: nom never leaks out of this module; each failure is turned into
-//! a [`DecodeError`] naming the verb and the field.
+//! rules' nom error type is `()`, the ring's field combinator's a private [`RingFail`]:
+//! nom never leaks out of this module; each failure is turned into a [`DecodeError`]
+//! naming the verb and the field. Verbs are looked up in the tables of [`crate::verbs`].
 //!
-//! Grammar (ABNF-ish; `SP` is one space, the only separator):
+//! Shared rules (ABNF-ish; `SP` is one space, the only separator):
 //!
 //! ```text
 //! datagram   = verb *(SP field)                   ; no terminator
@@ -19,6 +22,9 @@
 //! b64        = 1*(ALPHA / DIGIT / "+" / "/" / "=")
 //! ans-ip     = ipv4 / "."
 //! ```
+//!
+//! The ring grammar's own rules (`peer`, `record`, `op`, `outcome`, ...) are listed in
+//! [`crate::ring`].
 
 use std::borrow::Cow;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -36,7 +42,7 @@ use nom::{
 
 use crate::error::DecodeError;
 use crate::frame::{AnswerTo, ErrorReply, Frame, LegacyRecord, OkReply, Register};
-use crate::limits::{MAX_FIELDS, USERNAME_MAX_CHARS, USERNAME_MIN_CHARS};
+use crate::limits::{MAX_FIELDS, RING_MAX_LIST, USERNAME_MAX_CHARS, USERNAME_MIN_CHARS};
 use crate::record::Record;
 use crate::ring::{FindError, FindOp, Outcome, Peer, RingFrame, RingVerb, words};
 use crate::validate::{is_username_char, validate_version};
@@ -438,9 +444,6 @@ impl<I> ParseError<I> for RingFail {
 
 type RResult<'a, O> = IResult<&'a str, O, RingFail>;
 
-/// Most entries a peer or record list may announce (bounds allocation on hostile input).
-const MAX_LIST: u64 = 4096;
-
 /// Decodes the text after `RING `: `verb SP rid *(SP field)` (grammar: [`crate::ring`]).
 pub(crate) fn ring_frame(text: &str) -> Result<RingFrame, DecodeError> {
     let (body, word) = verb(text).map_err(|_| DecodeError::UnknownVerb)?;
@@ -714,10 +717,10 @@ fn opt_token(input: &str) -> PResult<'_, &str> {
     map(token, |text| if text == words::NONE { "" } else { text }).parse(input)
 }
 
-/// `count = decimal` up to [`MAX_LIST`].
+/// `count = decimal` up to [`RING_MAX_LIST`].
 fn list_len(input: &str) -> PResult<'_, usize> {
     map_opt(decimal, |n| {
-        (n <= MAX_LIST).then_some(usize::try_from(n).ok()).flatten()
+        usize::try_from(n).ok().filter(|n| *n <= RING_MAX_LIST)
     })
     .parse(input)
 }

@@ -48,7 +48,7 @@
 //!
 //! Text fields (`user`, `pubkey_b64`, `sig_b64`) are tokens (no whitespace, no control
 //! characters); an empty key or signature (an unsigned record) is written `-`. Lists
-//! announce at most 4096 entries.
+//! announce at most [`RING_MAX_LIST`](crate::limits::RING_MAX_LIST) entries.
 //!
 //! # Codec
 //!
@@ -70,8 +70,8 @@ use crate::{DecodeError, Record};
 
 pub use crate::verbs::RingVerb;
 
-/// Largest datagram we ever send (IPv4 UDP payload limit).
-pub const MAX_DATAGRAM: usize = 65507;
+/// Largest datagram we ever send (IPv4 UDP payload limit): [`crate::limits::MAX_DATAGRAM`].
+pub const MAX_DATAGRAM: usize = crate::limits::MAX_DATAGRAM;
 
 /// Byte budget for the records of one `RECORDS` / `REPLICATE` chunk, leaving room for the header.
 pub const CHUNK_BUDGET: usize = 60_000;
