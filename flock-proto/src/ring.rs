@@ -9,9 +9,11 @@
 //!
 //! ```text
 //! frame    = "RING " verb
+//! u64, u32 = decimal              ; canonical (no sign, no leading zero), fits the type
 //! rid      = u64                  ; request id, random per request; replies echo it
 //! cookie   = u64                  ; address-validation cookie the receiver issued, 0 if none
 //! id       = u64                  ; ring position (start of the node's range)
+//! port     = decimal              ; 0..=65535 (unlike the client grammar, 0 is a value)
 //! peer     = id "@" ipv4 ":" port ; a ring member
 //! opt-peer = peer / "-"
 //! peers    = count *(" " peer)
