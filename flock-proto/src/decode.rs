@@ -603,19 +603,27 @@ fn ring_body(verb: RingVerb, input: &str) -> RResult<'_, RingFrame> {
     }
 }
 
-/// `SP field`, the whole field parsed by `rule`: a missing field is
-/// [`RingFail::Fields`], one that `rule` does not match exactly is `Bad(name)`.
+/// `SP field`, the whole field (up to the next space or the end) parsed by `rule`: a
+/// missing or empty field is [`RingFail::Fields`], one that `rule` does not match exactly
+/// is `Bad(name)`.
+///
+/// No rule matches a space, so `rule` runs on the rest of the input directly and must stop
+/// at the field's end: one pass over the field, not a search for its end and then a parse.
 fn sp<'a, O>(
     rule: impl Fn(&'a str) -> PResult<'a, O>,
     name: &'static str,
 ) -> impl Parser<&'a str, Output = O, Error = RingFail> {
     move |input: &'a str| {
-        let (rest, text) = sp_field(input).map_err(|_| nom::Err::Error(RingFail::Fields))?;
-        let (_, out) = all_consuming(&rule)
-            .parse(text)
-            .finish()
-            .map_err(|()| nom::Err::Error(RingFail::Bad(name)))?;
-        Ok((rest, out))
+        let field = input
+            .strip_prefix(' ')
+            .ok_or(nom::Err::Error(RingFail::Fields))?;
+        match rule(field) {
+            Ok((rest, out)) if rest.is_empty() || rest.starts_with(' ') => Ok((rest, out)),
+            _ if field.is_empty() || field.starts_with(' ') => {
+                Err(nom::Err::Error(RingFail::Fields))
+            }
+            _ => Err(nom::Err::Error(RingFail::Bad(name))),
+        }
     }
 }
 
