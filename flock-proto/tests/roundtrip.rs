@@ -252,6 +252,8 @@ proptest! {
     #[test]
     fn every_frame_round_trips(frame in frame()) {
         let bytes = frame.encode_to_vec();
+        // The encoder writes the verb `Frame::verb` names (from the same table).
+        prop_assert!(bytes.starts_with(frame.verb().as_bytes()));
         let decoded = Frame::decode(&bytes);
         prop_assert_eq!(decoded.as_ref(), Ok(&frame), "{:?}", String::from_utf8_lossy(&bytes));
         // Decoding borrows; the owned copy is equal and the bytes are stable.
