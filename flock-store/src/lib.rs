@@ -36,6 +36,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod atrest;
 mod client;
 mod error;
 mod keys;
