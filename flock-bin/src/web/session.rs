@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::client::{Client, ClientError, ClientEvent, discover, now_ms};
+use crate::lookalike;
 
 use super::WebArgs;
 
@@ -220,14 +221,7 @@ impl Session {
                 self.emit("logged_out", json!({}));
                 Ok(json!({}))
             }
-            Op::Chats => match self.client() {
-                Ok(c) => c
-                    .chats(CHATS_LIMIT)
-                    .await
-                    .map(|v| json!(v.iter().map(chat_json).collect::<Vec<_>>()))
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            },
+            Op::Chats => self.chats().await,
             Op::History { peer } => self.history(&peer).await,
             Op::Send { to, text } => self.send(&to, &text).await,
             Op::MarkSeen { peer } => match (self.client(), valid_user(&peer)) {
@@ -380,6 +374,26 @@ impl Session {
         Ok(json!({ "user": user, "registered": registered }))
     }
 
+    /// The chats page, each conversation with its look-alike mark (if any).
+    async fn chats(&self) -> Reply {
+        let c = self.client()?;
+        let chats = c.chats(CHATS_LIMIT).await.map_err(|e| e.to_string())?;
+        let known = known_names(c, &chats).await?;
+        Ok(json!(
+            chats
+                .iter()
+                .map(|chat| {
+                    let mut v = chat_json(chat);
+                    v["lookalike"] = json!(lookalike::describe(
+                        &chat.peer,
+                        known.iter().map(String::as_str)
+                    ));
+                    v
+                })
+                .collect::<Vec<_>>()
+        ))
+    }
+
     async fn history(&self, peer: &str) -> Reply {
         let c = self.client()?;
         valid_user(peer)?;
@@ -398,10 +412,13 @@ impl Session {
         if peer != c.user() {
             c.lookup(peer).await.map_err(|e| e.to_string())?;
         }
+        let chats = c.chats(CHATS_LIMIT).await.map_err(|e| e.to_string())?;
+        let known = known_names(c, &chats).await?;
         Ok(json!({
             "peer": peer,
             "messages": messages.iter().map(message_json).collect::<Vec<_>>(),
             "key": key,
+            "lookalike": lookalike::describe(peer, known.iter().map(String::as_str)),
         }))
     }
 
@@ -554,6 +571,19 @@ fn message_json(m: &Message) -> Value {
         "outgoing": m.direction == Direction::Outgoing,
         "status": m.status.as_str(),
     })
+}
+
+/// Every name the user knows: conversation peers and pinned contacts.
+async fn known_names(c: &Client, chats: &[ChatSummary]) -> Result<Vec<String>, String> {
+    let contacts = c.contacts().await.map_err(|e| e.to_string())?;
+    let mut known: Vec<String> = chats
+        .iter()
+        .map(|c| c.peer.clone())
+        .chain(contacts.into_iter().map(|c| c.user))
+        .collect();
+    known.sort();
+    known.dedup();
+    Ok(known)
 }
 
 fn chat_json(c: &ChatSummary) -> Value {
