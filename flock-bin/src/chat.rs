@@ -475,15 +475,27 @@ async fn show(client: &Client, current: Option<&str>, event: ClientEvent) {
 
 /// Every command, for `/help`: `(usage, what it does)`.
 const COMMANDS: &[(&str, &str)] = &[
-    ("@user", "open a chat with user (then type a line to send it)"),
+    (
+        "@user",
+        "open a chat with user (then type a line to send it)",
+    ),
     ("/back", "leave the chat, back to the menu"),
-    ("/chats", "conversations with unread counts (look-alike names marked)"),
+    (
+        "/chats",
+        "conversations with unread counts (look-alike names marked)",
+    ),
     ("/refresh", "print the open chat again"),
     ("/pending", "messages waiting in the outbox"),
-    ("/accept <user>", "trust user's changed key (sending resumes)"),
+    (
+        "/accept <user>",
+        "trust user's changed key (sending resumes)",
+    ),
     ("/reject <user>", "keep user's old key"),
     ("/servers", "list the servers discovery finds"),
-    ("/servers N|HOST:PORT", "switch to one of them (or to any server)"),
+    (
+        "/servers N|HOST:PORT",
+        "switch to one of them (or to any server)",
+    ),
     ("/help", "this list"),
     ("/quit, /exit", "leave (end of input does too)"),
 ];
@@ -522,7 +534,9 @@ async fn known_names(client: &Client) -> Vec<String> {
 async fn warn_lookalike(client: &Client, peer: &str) {
     let known = known_names(client).await;
     if let Some(why) = lookalike::describe(peer, known.iter().map(String::as_str)) {
-        say(&format!("!! {peer} {why}: make sure this is who you think it is"));
+        say(&format!(
+            "!! {peer} {why}: make sure this is who you think it is"
+        ));
     }
 }
 

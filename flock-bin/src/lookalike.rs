@@ -164,6 +164,9 @@ mod tests {
     #[test]
     fn mixed_script_alone() {
         assert_eq!(check("p\u{430}ypal", []), [Lookalike::MixedScript]);
-        assert_eq!(describe("p\u{430}ypal", []).as_deref(), Some("mixes alphabets"));
+        assert_eq!(
+            describe("p\u{430}ypal", []).as_deref(),
+            Some("mixes alphabets")
+        );
     }
 }

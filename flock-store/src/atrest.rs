@@ -76,7 +76,12 @@ impl KdfParams {
         if parts.next() != Some("scrypt") {
             return Err(bad());
         }
-        let mut num = || parts.next().and_then(|n| n.parse::<u32>().ok()).ok_or_else(bad);
+        let mut num = || {
+            parts
+                .next()
+                .and_then(|n| n.parse::<u32>().ok())
+                .ok_or_else(bad)
+        };
         let (log_n, r, p) = (num()?, num()?, num()?);
         // Bounded, so a tampered file cannot make the open take hours or all memory.
         if !(10..=20).contains(&log_n) || !(1..=16).contains(&r) || !(1..=4).contains(&p) {
@@ -215,7 +220,11 @@ mod tests {
     fn wrong_key_field_or_bytes_do_not_open() {
         let c = cipher("Correct-Horse-1");
         let sealed = c.seal(Field::Key, "K").unwrap();
-        assert!(cipher("Correct-Horse-2").open("t", Field::Key, &sealed).is_err());
+        assert!(
+            cipher("Correct-Horse-2")
+                .open("t", Field::Key, &sealed)
+                .is_err()
+        );
         assert!(c.open("t", Field::Fingerprint, &sealed).is_err());
         let mut flipped = sealed.clone();
         flipped[NONCE_LEN] ^= 1;
@@ -238,7 +247,14 @@ mod tests {
             KdfParams::from_meta(&DEFAULT_KDF.to_meta()).unwrap(),
             DEFAULT_KDF
         );
-        for bad in ["", "scrypt", "scrypt:15:8", "pbkdf2:15:8:1", "scrypt:40:8:1", "scrypt:15:0:1"] {
+        for bad in [
+            "",
+            "scrypt",
+            "scrypt:15:8",
+            "pbkdf2:15:8:1",
+            "scrypt:40:8:1",
+            "scrypt:15:0:1",
+        ] {
             assert!(KdfParams::from_meta(bad).is_err(), "{bad}");
         }
     }

@@ -33,10 +33,7 @@ fn mode(path: &Path) -> u32 {
 fn a_stolen_chats_directory_reveals_no_text_and_no_contacts() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("myself.db");
-    let secrets = [
-        "the-launch-code-is-0000",
-        "meet me under the old bridge",
-    ];
+    let secrets = ["the-launch-code-is-0000", "meet me under the old bridge"];
     {
         let mut db = ClientDb::open(&path, "myself", PASSWORD).unwrap();
         db.insert_incoming_once("alicewonder", secrets[0], 1, 1_000)
@@ -49,10 +46,12 @@ fn a_stolen_chats_directory_reveals_no_text_and_no_contacts() {
             .unwrap();
         // Read while the WAL still holds the writes: the thief may copy it too.
         let bytes = all_bytes(dir.path());
-        for needle in secrets
-            .iter()
-            .chain(&["alicewonder", "bobthebuilder", "QUxJQ0VLRVk=", "fp-alice-123456"])
-        {
+        for needle in secrets.iter().chain(&[
+            "alicewonder",
+            "bobthebuilder",
+            "QUxJQ0VLRVk=",
+            "fp-alice-123456",
+        ]) {
             assert!(!contains(&bytes, needle), "{needle:?} is readable on disk");
         }
         assert!(
@@ -70,10 +69,21 @@ fn a_stolen_chats_directory_reveals_no_text_and_no_contacts() {
     assert_eq!(alice[0].text, secrets[0]);
     assert_eq!(alice[0].author, "alicewonder");
     let bob = db.history("bobthebuilder", 10).unwrap();
-    assert_eq!((bob[0].text.as_str(), bob[0].receiver.as_str()), (secrets[1], "bobthebuilder"));
-    let names: Vec<_> = db.contacts(10).unwrap().into_iter().map(|c| c.user).collect();
+    assert_eq!(
+        (bob[0].text.as_str(), bob[0].receiver.as_str()),
+        (secrets[1], "bobthebuilder")
+    );
+    let names: Vec<_> = db
+        .contacts(10)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.user)
+        .collect();
     assert_eq!(names, ["alicewonder", "bobthebuilder"]);
-    assert_eq!(db.outbox_due(i64::MAX, 10).unwrap()[0].recipient, "bobthebuilder");
+    assert_eq!(
+        db.outbox_due(i64::MAX, 10).unwrap()[0].recipient,
+        "bobthebuilder"
+    );
     let chats = db.chats(10).unwrap();
     assert_eq!(chats.len(), 2);
     assert_eq!(chats[0].peer, "bobthebuilder");
@@ -161,7 +171,10 @@ fn plaintext_rows_of_an_older_file_are_sealed_and_vacuumed() {
         "alicewonder",
         "carolsinger",
     ] {
-        assert!(!contains(&bytes, needle), "{needle:?} survived the migration");
+        assert!(
+            !contains(&bytes, needle),
+            "{needle:?} survived the migration"
+        );
     }
 }
 
@@ -214,10 +227,16 @@ fn a_schema_2_file_with_contacts_is_sealed() {
     assert_eq!(david.pending.unwrap().pubkey_b64, "TkVXS0VZ");
     assert_eq!(db.outbox_due(100, 10).unwrap()[0].recipient, "davidkeys");
     assert_eq!(db.seen_ids_count("davidkeys").unwrap(), 1);
-    assert_eq!(db.history("davidkeys", 10).unwrap()[0].text, "queued-secret");
+    assert_eq!(
+        db.history("davidkeys", 10).unwrap()[0].text,
+        "queued-secret"
+    );
     drop(db);
     let bytes = all_bytes(dir.path());
     for needle in ["davidkeys", "queued-secret", "REFWSURLRVk=", "fp-david"] {
-        assert!(!contains(&bytes, needle), "{needle:?} survived the migration");
+        assert!(
+            !contains(&bytes, needle),
+            "{needle:?} survived the migration"
+        );
     }
 }
