@@ -13,8 +13,8 @@ const PASSWORD: &str = "Correct-Horse-1";
 /// Every byte of every file in `dir` (the database, its WAL and shared memory).
 fn all_bytes(dir: &Path) -> Vec<u8> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        out.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        out.extend(std::fs::read(entry.expect("entry").path()).expect("read file"));
     }
     out
 }
@@ -26,7 +26,11 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 }
 
 fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
 }
 
 #[test]
