@@ -192,10 +192,14 @@ impl Piped {
         self.child.id()
     }
 
+    fn say(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("write");
+    }
+
     /// `/quit`, then waits for the exit.
     fn quit(&mut self) {
-        let stdin = self.child.stdin.as_mut().expect("stdin");
-        writeln!(stdin, "/quit").expect("write");
+        self.say("/quit");
         let deadline = Instant::now() + WAIT;
         while self.child.try_wait().expect("wait").is_none() {
             assert!(Instant::now() < deadline, "did not quit");
@@ -274,4 +278,36 @@ fn verbose_logs_to_stderr_too() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("INFO"), "no log on stderr: {stderr}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("INFO"));
+}
+
+#[test]
+fn lookalike_names_are_flagged_and_the_history_is_sealed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("erin");
+    let mut erin = Piped::spawn(&data, "erin");
+    erin.contains("* logged in as erin");
+    // No server answers: the message waits in the outbox, and alice is a known peer.
+    let secret = "the-vault-code-is-271828";
+    erin.say("@alice");
+    erin.say(secret);
+    erin.contains("* to alice: queued");
+    erin.say("@\u{430}lice");
+    erin.contains("!! \u{430}lice mixes alphabets; looks like alice");
+    erin.say("@Alice");
+    erin.contains("!! Alice differs from alice only by case");
+    erin.say("/chats");
+    erin.contains(&format!("  alice (0 unread): {secret}"));
+    erin.quit();
+
+    // A stolen chats/ directory: no message text, no peer name.
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(data.join("chats")).expect("chats/") {
+        bytes.extend(std::fs::read(entry.expect("entry").path()).expect("read"));
+    }
+    for needle in [secret, "alice"] {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+            "{needle:?} readable in chats/"
+        );
+    }
 }
