@@ -8,6 +8,9 @@ use std::path::Path;
 use flock_store::{ClientDb, StoreError};
 use rusqlite::Connection;
 
+mod common;
+use common::{ORIGINAL_CLIENT_SCHEMA, mode};
+
 const PASSWORD: &str = "Correct-Horse-1";
 
 /// Every byte of every file in `dir` (the database, its WAL and shared memory).
@@ -23,14 +26,6 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path)
-        .expect("metadata")
-        .permissions()
-        .mode()
-        & 0o777
 }
 
 #[test]
@@ -133,26 +128,13 @@ fn plaintext_rows_of_an_older_file_are_sealed_and_vacuumed() {
     {
         // The original implementation's file: plaintext everything.
         let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE messages (
-                 id        INTEGER PRIMARY KEY AUTOINCREMENT,
-                 author    TEXT NOT NULL,
-                 receiver  TEXT NOT NULL,
-                 text      TEXT NOT NULL,
-                 date_time DATETIME DEFAULT CURRENT_TIMESTAMP,
-                 seen      BOOLEAN DEFAULT 0
-             );
-             CREATE TABLE pending_messages (
-                 id         INTEGER PRIMARY KEY AUTOINCREMENT,
-                 recipient  TEXT NOT NULL,
-                 payload    TEXT NOT NULL,
-                 created_at DATETIME DEFAULT CURRENT_TIMESTAMP
-             );
+        conn.execute_batch(&format!(
+            "{ORIGINAL_CLIENT_SCHEMA}
              INSERT INTO messages (author, receiver, text, date_time, seen)
                  VALUES ('alicewonder', 'myself', 'an-old-secret-text', '2024-01-02 03:04:05', 1);
              INSERT INTO pending_messages (recipient, payload, created_at)
-                 VALUES ('carolsinger', 'a-queued-old-secret', 1704164700);",
-        )
+                 VALUES ('carolsinger', 'a-queued-old-secret', 1704164700);"
+        ))
         .unwrap();
     }
     assert!(contains(&all_bytes(dir.path()), "an-old-secret-text"));
@@ -189,15 +171,7 @@ fn a_schema_2_file_with_contacts_is_sealed() {
     let path = dir.path().join("myself.db");
     {
         let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, author TEXT NOT NULL,
-                 receiver TEXT NOT NULL, text TEXT NOT NULL,
-                 date_time DATETIME DEFAULT CURRENT_TIMESTAMP, seen BOOLEAN DEFAULT 0);
-             CREATE TABLE pending_messages (id INTEGER PRIMARY KEY AUTOINCREMENT,
-                 recipient TEXT NOT NULL, payload TEXT NOT NULL,
-                 created_at DATETIME DEFAULT CURRENT_TIMESTAMP);",
-        )
-        .unwrap();
+        conn.execute_batch(ORIGINAL_CLIENT_SCHEMA).unwrap();
     }
     // Let the current build create schema 2 and 3, then put plaintext back as an older
     // build would have written it: a schema-2 file with rows.

@@ -6,6 +6,9 @@ use flock_store::{
 };
 use rusqlite::Connection;
 
+mod common;
+use common::ORIGINAL_CLIENT_SCHEMA;
+
 /// The user's password: unlocks the database's encryption key.
 const PASSWORD: &str = "Correct-Horse-1";
 
@@ -424,21 +427,8 @@ fn migrates_an_original_client_database() {
     let path = dir.path().join("me.db");
     {
         let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE messages (
-                 id        INTEGER PRIMARY KEY AUTOINCREMENT,
-                 author    TEXT NOT NULL,
-                 receiver  TEXT NOT NULL,
-                 text      TEXT NOT NULL,
-                 date_time DATETIME DEFAULT CURRENT_TIMESTAMP,
-                 seen      BOOLEAN DEFAULT 0
-             );
-             CREATE TABLE pending_messages (
-                 id         INTEGER PRIMARY KEY AUTOINCREMENT,
-                 recipient  TEXT NOT NULL,
-                 payload    TEXT NOT NULL,
-                 created_at DATETIME DEFAULT CURRENT_TIMESTAMP
-             );
+        conn.execute_batch(&format!(
+            "{ORIGINAL_CLIENT_SCHEMA}
              INSERT INTO messages (author, receiver, text, date_time, seen)
                  VALUES ('alice', 'myself', 'hello', '2024-01-02 03:04:05', 1);
              INSERT INTO messages (author, receiver, text, date_time, seen)
@@ -446,8 +436,8 @@ fn migrates_an_original_client_database() {
              INSERT INTO messages (author, receiver, text, date_time, seen)
                  VALUES ('bob', 'myself', 'unread', '2024-01-02 03:05:00', 0);
              INSERT INTO pending_messages (recipient, payload, created_at)
-                 VALUES ('carol', 'plaintext in the queue', 1704164700);",
-        )
+                 VALUES ('carol', 'plaintext in the queue', 1704164700);"
+        ))
         .unwrap();
     }
     let base_ms = 1_704_164_645_000; // 2024-01-02T03:04:05Z
