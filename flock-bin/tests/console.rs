@@ -6,19 +6,16 @@
 //! No ring server is needed: the client logs in and registers in the background. Every
 //! wait is a condition with a deadline.
 
-use std::io::{BufRead as _, BufReader, Write as _};
+#[path = "common/proc.rs"]
+mod proc;
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use proc::{FLOCK, Proc, WAIT};
 use rexpect::session::{PtySession, spawn_command};
-
-/// The `flock` binary under test.
-const FLOCK: &str = env!("CARGO_BIN_EXE_flock");
-/// How long any single wait may take.
-const WAIT: Duration = Duration::from_secs(60);
 
 /// Nothing listens here: login does not wait for the server.
 const NO_SERVER: &str = "127.0.0.1:9";
@@ -145,74 +142,16 @@ fn terminal_password_is_hidden_retried_and_confirmed() {
     }
 }
 
-/// A `flock chat` driven through pipes; killed on drop.
-struct Piped {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Piped {
-    fn spawn(data: &Path, user: &str) -> Self {
-        let mut child = chat_command(data, user)
-            .args(["--password", "Sesame-Open-42"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn flock chat");
-        let stdout = child.stdout.take().expect("stdout");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().expect("lock").push(line);
-            }
-        });
-        Self { child, lines }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().expect("lock").clone()
-    }
-
-    fn contains(&self, needle: &str) {
-        let deadline = Instant::now() + WAIT;
-        while !self.lines().iter().any(|l| l.contains(needle)) {
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?}; output:\n{}",
-                self.lines().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn say(&mut self, line: &str) {
-        let stdin = self.child.stdin.as_mut().expect("stdin");
-        writeln!(stdin, "{line}").expect("write");
-    }
-
-    /// `/quit`, then waits for the exit.
-    fn quit(&mut self) {
-        self.say("/quit");
-        let deadline = Instant::now() + WAIT;
-        while self.child.try_wait().expect("wait").is_none() {
-            assert!(Instant::now() < deadline, "did not quit");
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-}
-
-impl Drop for Piped {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `flock chat` driven through pipes (stderr in `<data>.<name>.log`).
+fn piped(data: &Path, user: &str, name: &str) -> Proc {
+    let mut cmd = chat_command(data, user);
+    cmd.args(["--password", "Sesame-Open-42"]);
+    Proc::spawn(
+        name,
+        &mut cmd,
+        &data.with_extension(format!("{name}.log")),
+        false,
+    )
 }
 
 fn mode(path: &Path) -> u32 {
@@ -227,7 +166,7 @@ fn mode(path: &Path) -> u32 {
 fn one_identity_one_running_client() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("bob");
-    let mut first = Piped::spawn(&data, "bob");
+    let mut first = piped(&data, "bob", "first");
     first.contains("* logged in as bob");
 
     // The same identity from the same directory: refused, with the holder named.
@@ -246,9 +185,10 @@ fn one_identity_one_running_client() {
     assert!(!String::from_utf8_lossy(&second.stdout).contains("logged in"));
 
     // Another identity in the same directory is fine.
-    let mut carol = Piped::spawn(&data, "carol");
+    let mut carol = piped(&data, "carol", "carol");
     carol.contains("* logged in as carol");
-    carol.quit();
+    carol.say("/quit");
+    assert!(carol.wait_exit().success());
 
     // Logs went to the file, not to stdout; the private files are private.
     let log = std::fs::read_to_string(data.join("flock-chat.log")).expect("log file");
@@ -260,8 +200,9 @@ fn one_identity_one_running_client() {
     assert_eq!(mode(&data.join("flock-chat.log")), 0o600);
 
     // Once the first has quit, the identity starts again.
-    first.quit();
-    let again = Piped::spawn(&data, "bob");
+    first.say("/quit");
+    assert!(first.wait_exit().success());
+    let again = piped(&data, "bob", "again");
     again.contains("* logged in as bob");
 }
 
@@ -269,22 +210,29 @@ fn one_identity_one_running_client() {
 fn verbose_logs_to_stderr_too() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("dave");
-    let out = chat_command(&data, "dave")
-        .args(["--password", "Sesame-Open-42", "-v"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("chat -v");
-    assert!(out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("INFO"), "no log on stderr: {stderr}");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("INFO"));
+    let stderr = dir.path().join("dave.stderr");
+    let mut cmd = chat_command(&data, "dave");
+    cmd.args(["--password", "Sesame-Open-42", "-v"]);
+    let mut dave = Proc::spawn("dave", &mut cmd, &stderr, false);
+    dave.contains("* logged in as dave");
+    let deadline = Instant::now() + WAIT;
+    while !std::fs::read_to_string(&stderr)
+        .unwrap_or_default()
+        .contains("INFO")
+    {
+        assert!(Instant::now() < deadline, "no log line on stderr");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    dave.say("/quit");
+    assert!(dave.wait_exit().success());
+    assert!(dave.lines().iter().all(|l| !l.contains("INFO")));
 }
 
 #[test]
 fn lookalike_names_are_flagged_and_the_history_is_sealed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("erin");
-    let mut erin = Piped::spawn(&data, "erin");
+    let mut erin = piped(&data, "erin", "erin");
     erin.contains("* logged in as erin");
     // No server answers: the message waits in the outbox, and alice is a known peer.
     let secret = "the-vault-code-is-271828";
@@ -297,7 +245,8 @@ fn lookalike_names_are_flagged_and_the_history_is_sealed() {
     erin.contains("!! Alice differs from alice only by case");
     erin.say("/chats");
     erin.contains(&format!("  alice (0 unread): {secret}"));
-    erin.quit();
+    erin.say("/quit");
+    assert!(erin.wait_exit().success());
 
     // A stolen chats/ directory: no message text, no peer name.
     let mut bytes = Vec::new();
