@@ -48,6 +48,9 @@ pub struct ChatArgs {
 /// The log file in the data directory.
 pub const LOG_FILE: &str = "flock-chat.log";
 
+/// A log file larger than this at start-up is moved to `flock-chat.log.1`.
+const LOG_ROTATE_BYTES: u64 = 8 << 20;
+
 /// Runs the console UI until `/quit` or the end of input. Sets up logging (to
 /// [`LOG_FILE`] in the data directory, and stderr with `-v`) unless the program has
 /// already.
@@ -62,7 +65,8 @@ pub fn run(args: ChatArgs) -> Result<(), Box<dyn std::error::Error>> {
     rt.block_on(chat(args))
 }
 
-/// Log lines to `<data>/flock-chat.log` (`0600`, appended), and to stderr with `-v`;
+/// Log lines to `<data>/flock-chat.log` (`0600`, appended, rotated once at start-up
+/// past 8 MiB), and to stderr with `-v`;
 /// `RUST_LOG` filters as usual (default `info`).
 fn init_logging(data_dir: &Path, verbose: bool) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
@@ -71,11 +75,16 @@ fn init_logging(data_dir: &Path, verbose: bool) -> std::io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(data_dir)?;
+    let path = data_dir.join(LOG_FILE);
+    // Bounded: a log past LOG_ROTATE_BYTES becomes `.1` (replacing the older one).
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() > LOG_ROTATE_BYTES) {
+        std::fs::rename(&path, data_dir.join(format!("{LOG_FILE}.1")))?;
+    }
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
-        .open(data_dir.join(LOG_FILE))?;
+        .open(&path)?;
     let file = std::sync::Mutex::new(file);
     let writer = if verbose {
         BoxMakeWriter::new(file.and(std::io::stderr))
