@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use flock_proto::client::{ConnectionState, Event};
 use flock_proto::limits::MAX_MESSAGE_TEXT;
-use flock_store::{ChatSummary, Direction, KeyDir, Message};
+use flock_store::{ChatSummary, Contact, Direction, KeyDir, Message};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -378,7 +378,8 @@ impl Session {
     async fn chats(&self) -> Reply {
         let c = self.client()?;
         let chats = c.chats(CHATS_LIMIT).await.map_err(|e| e.to_string())?;
-        let known = known_names(c, &chats).await?;
+        let contacts = c.contacts().await.map_err(|e| e.to_string())?;
+        let known = known_names(&chats, &contacts);
         Ok(json!(
             chats
                 .iter()
@@ -402,23 +403,27 @@ impl Session {
             .await
             .map_err(|e| e.to_string())?;
         let contacts = c.contacts().await.map_err(|e| e.to_string())?;
+        let chats = c.chats(CHATS_LIMIT).await.map_err(|e| e.to_string())?;
+        let lookalike = lookalike::describe(
+            peer,
+            known_names(&chats, &contacts).iter().map(String::as_str),
+        );
         let key = contacts.iter().find(|k| k.user == peer).map(|k| {
             json!({
                 "fingerprint": k.fingerprint,
                 "pending": k.pending.as_ref().map(|p| p.fingerprint.clone()),
             })
         });
-        // Refresh the peer's address and key (a change shows up as `key_changed`).
+        // Refresh the peer's address and key (a change shows up as `key_changed`). Last
+        // before the reply: the page applies the reply, then the events it causes.
         if peer != c.user() {
             c.lookup(peer).await.map_err(|e| e.to_string())?;
         }
-        let chats = c.chats(CHATS_LIMIT).await.map_err(|e| e.to_string())?;
-        let known = known_names(c, &chats).await?;
         Ok(json!({
             "peer": peer,
             "messages": messages.iter().map(message_json).collect::<Vec<_>>(),
             "key": key,
-            "lookalike": lookalike::describe(peer, known.iter().map(String::as_str)),
+            "lookalike": lookalike,
         }))
     }
 
@@ -574,16 +579,15 @@ fn message_json(m: &Message) -> Value {
 }
 
 /// Every name the user knows: conversation peers and pinned contacts.
-async fn known_names(c: &Client, chats: &[ChatSummary]) -> Result<Vec<String>, String> {
-    let contacts = c.contacts().await.map_err(|e| e.to_string())?;
+fn known_names(chats: &[ChatSummary], contacts: &[Contact]) -> Vec<String> {
     let mut known: Vec<String> = chats
         .iter()
         .map(|c| c.peer.clone())
-        .chain(contacts.into_iter().map(|c| c.user))
+        .chain(contacts.iter().map(|c| c.user.clone()))
         .collect();
     known.sort();
     known.dedup();
-    Ok(known)
+    known
 }
 
 fn chat_json(c: &ChatSummary) -> Value {
