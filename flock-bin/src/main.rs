@@ -93,8 +93,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    server::init_tracing();
     let cli = Cli::parse();
+    // `flock chat` logs to a file of its own, not between the chat's lines.
+    #[cfg(feature = "console")]
+    let own_log = matches!(cli.command, Command::Chat(_));
+    #[cfg(not(feature = "console"))]
+    let own_log = false;
+    if !own_log {
+        server::init_tracing();
+    }
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
