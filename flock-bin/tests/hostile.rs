@@ -56,8 +56,12 @@ fn drain(s: &UdpSocket, wait: Duration) -> Vec<Vec<u8>> {
     out
 }
 
+/// `STATUS` with the address-cookie round trip (loopback is an admin address).
 fn status(s: &UdpSocket, to: SocketAddrV4) -> serde_json::Value {
-    let r = ask(s, to, b"STATUS", Duration::from_secs(5)).expect("STATUS answered");
+    let first = [flock_bin::tools::COOKIE_PLACEHOLDER, b"STATUS"].concat();
+    let c = ask(s, to, &first, Duration::from_secs(5)).expect("cookie answered");
+    let req = flock_bin::tools::with_cookie(&c, &first).expect("ERROR COOKIE");
+    let r = ask(s, to, &req, Duration::from_secs(5)).expect("STATUS answered");
     let text = String::from_utf8(r).expect("utf-8");
     serde_json::from_str(text.strip_prefix("OK ").expect("OK {json}")).expect("json")
 }

@@ -66,6 +66,10 @@ pub struct ServerArgs {
     /// How long to listen for an existing ring before founding one, in milliseconds.
     #[arg(long, default_value_t = 1200)]
     pub probe_ms: u64,
+    /// Sources (CIDR, repeatable) that may ask STATUS, SNAPSHOT and CHECKSUM once they
+    /// proved their address with a cookie.
+    #[arg(long, value_name = "CIDR", default_value = "127.0.0.0/8")]
+    pub admin_allow: Vec<super::Cidr>,
 }
 
 impl ServerArgs {
@@ -98,6 +102,7 @@ impl From<ServerArgs> for ServerOptions {
             Duration::try_from_secs_f64(a.leave_timeout.max(0.0)).unwrap_or(Duration::ZERO);
         o.verify_threads = a.verify_threads;
         o.probe_window = Duration::from_millis(a.probe_ms);
+        o.admin_allow = a.admin_allow;
         o
     }
 }

@@ -34,10 +34,12 @@
 //! | `sockets` | binding the sockets, the advertised address |
 //! | `run_loop` | the event loop |
 //! | `status` | the JSON of `STATUS` / `SNAPSHOT` / `CHECKSUM` |
+//! | `gate` | address cookies and the anti-amplification credit |
 //! | `verify` | the caching verifier and the verification pool |
 
 #[cfg(feature = "cli")]
 mod args;
+mod gate;
 mod options;
 mod run_loop;
 mod sockets;
@@ -53,7 +55,7 @@ use tracing::info;
 
 #[cfg(feature = "cli")]
 pub use args::{ServerArgs, init_tracing, main_from_env};
-pub use options::ServerOptions;
+pub use options::{Cidr, ServerOptions};
 pub use sockets::local_ip_toward;
 pub use verify::CachingVerifier;
 

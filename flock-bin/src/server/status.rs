@@ -30,6 +30,14 @@ pub(crate) struct NetStats {
     pub(crate) largest_batch: u64,
     pub(crate) pings: u64,
     pub(crate) discovery_replies: u64,
+    /// Proxied `DISCOVER_SERVER`s for an address outside the local subnets.
+    pub(crate) discovery_refused: u64,
+    /// Validated admin requests from outside `--admin-allow`.
+    pub(crate) admin_refused: u64,
+    /// Replies to unvalidated sources replaced by a cookie or dropped.
+    pub(crate) amplification_limited: u64,
+    pub(crate) cookies_sent: u64,
+    pub(crate) cookies_valid: u64,
 }
 
 /// What the driver adds to the node's status.
@@ -79,6 +87,11 @@ pub(crate) fn status_json(s: &Status, d: &DriverStatus<'_>) -> String {
             "largest_batch": n.largest_batch,
             "pings": n.pings,
             "discovery_replies": n.discovery_replies,
+            "discovery_refused": n.discovery_refused,
+            "admin_refused": n.admin_refused,
+            "amplification_limited": n.amplification_limited,
+            "cookies_sent": n.cookies_sent,
+            "cookies_valid": n.cookies_valid,
             "verify_cache_hits": d.verifier.0,
             "verifications": d.verifier.1,
         },
