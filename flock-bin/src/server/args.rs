@@ -70,6 +70,10 @@ pub struct ServerArgs {
     /// proved their address with a cookie.
     #[arg(long, value_name = "CIDR", default_value = "127.0.0.0/8")]
     pub admin_allow: Vec<super::Cidr>,
+    /// Bound of the ring machine's tables (pending requests, lookups, transfers); one
+    /// peer's transfers get 1/16 of it, all transfers others asked for at most half.
+    #[arg(long, default_value_t = 4096)]
+    pub max_pending: usize,
 }
 
 impl ServerArgs {
@@ -103,6 +107,7 @@ impl From<ServerArgs> for ServerOptions {
         o.verify_threads = a.verify_threads;
         o.probe_window = Duration::from_millis(a.probe_ms);
         o.admin_allow = a.admin_allow;
+        o.max_pending = a.max_pending;
         o
     }
 }

@@ -60,6 +60,9 @@ pub struct ServerOptions {
     /// Sources that may ask `STATUS`, `SNAPSHOT` and `CHECKSUM` (after proving their
     /// address with a cookie). Default: loopback.
     pub admin_allow: Vec<Cidr>,
+    /// Bound of the ring machine's tables ([`flock_chord::Config::max_pending`]); a peer's
+    /// transfers get 1/16 of it, all transfers others asked for at most half.
+    pub max_pending: usize,
 }
 
 impl ServerOptions {
@@ -83,6 +86,7 @@ impl ServerOptions {
             verify_threads: None,
             probe_window: Duration::from_millis(1200),
             admin_allow: vec![Cidr::LOOPBACK],
+            max_pending: 4096,
         }
     }
 }
@@ -112,7 +116,9 @@ impl Cidr {
     };
 
     fn mask(self) -> u32 {
-        u32::MAX.checked_shl(32 - u32::from(self.prefix.min(32))).unwrap_or(0)
+        u32::MAX
+            .checked_shl(32 - u32::from(self.prefix.min(32)))
+            .unwrap_or(0)
     }
 
     /// Whether `ip` is inside.

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use flock_chord::{Action, Config, Event, Node, StoreOp};
+use flock_proto::ring::RingFrame;
 use flock_proto::{DecodeError, ErrorReply, Frame, OkReply, limits};
 use flock_store::ServerDb;
 use tokio::net::UdpSocket;
@@ -132,6 +133,7 @@ pub(super) async fn serve(
         may_found: sockets.may_found,
         probe_window: opts.probe_window,
         name: opts.name.clone(),
+        max_pending: opts.max_pending.max(16),
         ..Config::default()
     };
     let mut seed = [0u8; 8];
@@ -437,17 +439,20 @@ impl Server {
             }
             return;
         }
-        if let Frame::DiscoverServer {
-            reply_to: Some(to),
-        } = frame
-        {
+        if let Frame::DiscoverServer { reply_to: Some(to) } = frame {
             if !self.in_scope(from, to) {
                 self.stats.discovery_refused += 1;
                 return;
             }
         }
+        // Authentication before verification: a ring request without its cookie goes
+        // straight to the node, which answers the cookie and verifies nothing.
+        let authentic = match &frame {
+            Frame::Ring(rf) => self.node.cookie_valid(from, rf),
+            _ => true,
+        };
         if let Some(pool) = &self.pool {
-            if verify::carries_records(&frame) {
+            if authentic && verify::carries_records(&frame) {
                 if !pool.submit((from, frame.into_owned())) {
                     self.stats.verify_queue_full += 1;
                 }
@@ -537,11 +542,17 @@ impl Server {
         let at = self.outbuf.len();
         frame.encode(&mut self.outbuf);
         let ring = matches!(frame, Frame::Ring(_));
+        // Ring answers to requests that proved nothing (the cookie challenge, HERE) are
+        // gated too; the rest of the ring protocol answers only proven peers.
+        let gated = match frame {
+            Frame::Ring(RingFrame::Cookie { .. } | RingFrame::Here { .. }) => true,
+            f => !matches!(f, Frame::Ring(_)),
+        };
         self.out.push(Outgoing {
             to,
             bytes: at..self.outbuf.len(),
             ring,
-            gated: !ring,
+            gated,
         });
     }
 
@@ -601,11 +612,11 @@ impl Server {
             if gated {
                 match self.gate.outgoing(now, to, bytes.len()) {
                     Verdict::Pass => {}
-                    Verdict::Cookie => {
+                    Verdict::Cookie if !ring => {
                         cookie = self.gate.cookie_reply(now, to);
                         bytes = &cookie;
                     }
-                    Verdict::Drop => continue,
+                    Verdict::Cookie | Verdict::Drop => continue,
                 }
             }
             if let Some(src) = self.ring_source.filter(|_| ring) {

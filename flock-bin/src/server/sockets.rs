@@ -260,7 +260,11 @@ pub(crate) fn local_subnets() -> Vec<Cidr> {
 
 /// The gateway-less routes of a `/proc/net/route` table (addresses in hex, host order).
 fn parse_routes(table: &str) -> Vec<Cidr> {
-    let hex = |s: &str| u32::from_str_radix(s, 16).ok().map(|v| Ipv4Addr::from(v.to_le_bytes()));
+    let hex = |s: &str| {
+        u32::from_str_radix(s, 16)
+            .ok()
+            .map(|v| Ipv4Addr::from(v.to_le_bytes()))
+    };
     table
         .lines()
         .skip(1)
