@@ -69,7 +69,9 @@ fn no_reply_exceeds_three_times_the_request_from_an_unvalidated_source() {
     let victim = h1.ip;
     let alice = &us[0];
     let key = "TUlJQklqQU5CZ2txaGtpRzl3MEJBUUVGQUFPQ0FROEFNSUlCQ2dLQ0FRRUE=";
+    // Every row from a fresh socket: a fresh source address.
     let requests: Vec<(&str, String)> = vec![
+        ("RESOLVE_REGISTERED", format!("RESOLVE {alice}")),
         ("PING", "PING".into()),
         ("DISCOVER", "DISCOVER".into()),
         ("DISCOVER_SERVER", "DISCOVER_SERVER".into()),
@@ -78,7 +80,6 @@ fn no_reply_exceeds_three_times_the_request_from_an_unvalidated_source() {
             "DISCOVER_SERVER:192.0.2.7:9".into(),
         ),
         ("RANGE", "RANGE".into()),
-        ("RESOLVE_REGISTERED", format!("RESOLVE {alice}")),
         ("RESOLVE_UNKNOWN", "RESOLVE nobody_here".into()),
         ("REGISTER_3FIELD", format!("REGISTER newbie {e} 4000")),
         (
@@ -116,11 +117,18 @@ fn no_reply_exceeds_three_times_the_request_from_an_unvalidated_source() {
             "RING SYNC 17 0 0 1000000000000000002 0 0".into(),
         ),
         ("GARBAGE", "\u{1}\u{2}garbage".into()),
+        // Credit banked by a large request from another port does not pay (the bound is
+        // per source address).
+        ("JUNK_2000_BYTES", "x".repeat(2000)),
+        ("RESOLVE_REGISTERED_AFTER_JUNK", format!("RESOLVE {alice}")),
     ];
     let mut worst: f64 = 0.0;
     let mut rows = Vec::new();
+    let (mut total_in, mut total_out) = (0, 0);
     for (name, msg) in &requests {
         let (bytes_in, bytes_out, first) = one_exchange(&evil, &a, msg);
+        total_in += bytes_in;
+        total_out += bytes_out;
         let ratio = bytes_out as f64 / bytes_in as f64;
         println!(
             "AMPLIFICATION {name:<32} in={bytes_in:>5} out={bytes_out:>6} ratio={ratio:>5.2} first={first:?}"
@@ -128,10 +136,20 @@ fn no_reply_exceeds_three_times_the_request_from_an_unvalidated_source() {
         worst = worst.max(ratio);
         rows.push((name, ratio, first));
     }
-    println!("AMPLIFICATION worst ratio {worst:.2}");
+    let total = total_out as f64 / total_in as f64;
+    println!(
+        "AMPLIFICATION worst ratio {worst:.2}; host total in={total_in} out={total_out} ratio={total:.2}"
+    );
     for (name, ratio, _) in &rows {
         assert!(*ratio <= 3.0, "{name}: {ratio:.2} bytes out per byte in");
     }
+    assert!(total <= 3.0, "the host's total: {total:.2}");
+    let (_, _, first) = rows
+        .iter()
+        .find(|r| *r.0 == "RESOLVE_REGISTERED_AFTER_JUNK")
+        .cloned()
+        .expect("row");
+    assert!(first.starts_with("ERROR COOKIE "), "{first}");
     // The original's client (no cookies) gets the cookie, not the record, for a
     // RESOLVE whose answer is larger than 3x its request.
     let (_, _, first) = rows
@@ -306,4 +324,129 @@ fn a_fetch_flood_leaves_lookups_working_and_records_cost_tokens_before_verificat
         limited + passed_at_most >= 150,
         "{limited} of 150 refused, at most {passed_at_most} may pass"
     );
+}
+
+/// Admission with a cluster key: members holding the key form the ring; a server without
+/// the key, or with another key, never becomes a member; a stranger's ring frames (even
+/// answering cookie challenges) are dropped before the ring machine and change nothing.
+#[test]
+fn with_a_cluster_key_only_key_holders_are_members_and_strangers_change_nothing() {
+    let _serial = serial();
+    let Some(net) = Net::new("cluster_key", 5) else {
+        return;
+    };
+    let dir = f::tempdir("clusterkey");
+    let hosts: Vec<_> = (0..5).map(|i| net.host(i).clone()).collect();
+    let key = dir.path().join("cluster.key");
+    let other = dir.path().join("other.key");
+    let k = key.to_string_lossy().into_owned();
+    let o = other.to_string_lossy().into_owned();
+    assert!(f::flock(&hosts[0], &["keygen", "--cluster", &k]).0);
+    assert!(f::flock(&hosts[0], &["keygen", "--cluster", &o]).0);
+    assert!(
+        !f::flock(&hosts[0], &["keygen", "--cluster", &k]).0,
+        "keygen never overwrites a key"
+    );
+    let n1 = Server::start(
+        &hosts[0],
+        "n1",
+        dir.path(),
+        &["--no-broadcast", "--cluster-key", &k],
+    );
+    let _l1 = LogOnPanic(&n1);
+    let a = n1.addr();
+    wait_member(&hosts[1], &a, Duration::from_secs(20));
+    let n2 = Server::start(
+        &hosts[1],
+        "n2",
+        dir.path(),
+        &["--no-broadcast", "--join", &a, "--cluster-key", &k],
+    );
+    let _l2 = LogOnPanic(&n2);
+    let b = n2.addr();
+    f::wait_ring(&hosts[1], &[a.clone(), b.clone()], Duration::from_secs(30));
+    assert!(
+        !n1.log_tail(200).contains("the ring is open"),
+        "keyed: no warning"
+    );
+    let us = users("keyed", 12);
+    assert!(register(&hosts[1], &a, &dir.path().join("keys"), &us));
+    wait_for("every user resolves", Duration::from_secs(20), || {
+        f::all_resolve(&hosts[1], &b, &us, 2000).then_some(())
+    });
+    let before = f::resolve(&hosts[1], &a, &us, 3000);
+
+    // A server without the key, and one with another key, try to join.
+    let n3 = Server::start(
+        &hosts[2],
+        "n3",
+        dir.path(),
+        &["--no-broadcast", "--join", &a],
+    );
+    let _l3 = LogOnPanic(&n3);
+    let n4 = Server::start(
+        &hosts[3],
+        "n4",
+        dir.path(),
+        &["--no-broadcast", "--join", &a, "--cluster-key", &o],
+    );
+    let _l4 = LogOnPanic(&n4);
+    // A stranger playing every state-changing ring request, answering cookie challenges.
+    let evil = &hosts[4];
+    let e = evil.ip;
+    let pk = "TUlJQklqQU5CZ2txaGtpRzl3MEJBUUVGQUFPQ0FROEFNSUlCQ2dLQ0FRRUE=";
+    let frames: Vec<String> = vec![
+        "RING DISCOVER 10".into(),
+        "RING JOIN 11 0".into(),
+        "RING RECTIFY 12 0 1".into(),
+        format!(
+            "RING REPLICATE 13 0 1 {} {e} 6666 99999999999999999 {pk} c2ln",
+            us[0]
+        ),
+        "RING FETCH 14 0 0 1000000000000000002".into(),
+        format!(
+            "RING FIND 15 0 5 REGISTER {} {e} 6666 99999999999999999 {pk} c2ln",
+            us[1]
+        ),
+        "RING SYNC 16 0 0 1000000000000000002 0 0".into(),
+        format!("RING LEAVE 17 0 0 - 1 1@{e}:12345"),
+        "RAUTH 1 00000000000000000000000000000000 RING JOIN 18 0".into(),
+    ];
+    for to in [&a, &b] {
+        let replies = f::send_raw(evil, to, &frames, true);
+        assert!(
+            replies.trim().is_empty(),
+            "a keyed node answers strangers' ring frames with nothing: {replies}"
+        );
+    }
+    // Give the would-be joiners time to try (several join rounds), then look.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        for s in [&n3, &n4] {
+            let st = status(&hosts[1], &s.addr());
+            assert!(
+                st.as_ref().is_none_or(|st| st["member"] != true),
+                "{} became a member without the key: {st:?}",
+                s.name
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        n3.log_tail(200).contains("the ring is open"),
+        "an unkeyed server warns at start-up"
+    );
+    assert_eq!(
+        f::ring_order(&hosts[1], &[a.clone(), b.clone()]).map(|o| o.len()),
+        Some(2),
+        "the ring is still n1 and n2"
+    );
+    let after = f::resolve(&hosts[1], &a, &us, 3000);
+    assert_eq!(before, after, "records unchanged");
+    let s = status(&hosts[1], &a).expect("status");
+    println!(
+        "CLUSTER_KEY n1 ring_auth_failed={} counters={}",
+        s["net"]["ring_auth_failed"], s["counters"]
+    );
+    assert!(s["net"]["ring_auth_failed"].as_u64().unwrap_or(0) > 0);
 }

@@ -74,6 +74,10 @@ pub struct ServerArgs {
     /// peer's transfers get 1/16 of it, all transfers others asked for at most half.
     #[arg(long, default_value_t = 4096)]
     pub max_pending: usize,
+    /// Cluster key file (`flock keygen --cluster FILE`; one key per line, the first
+    /// sends): only holders of a key are ring members. Without it the ring is open.
+    #[arg(long, value_name = "FILE")]
+    pub cluster_key: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -108,6 +112,7 @@ impl From<ServerArgs> for ServerOptions {
         o.probe_window = Duration::from_millis(a.probe_ms);
         o.admin_allow = a.admin_allow;
         o.max_pending = a.max_pending;
+        o.cluster_key_file = a.cluster_key;
         o
     }
 }

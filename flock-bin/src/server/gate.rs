@@ -4,8 +4,9 @@
 //! until a source has shown that it receives what is sent to it, the server sends it at
 //! most **three times the bytes it received from it** (QUIC's anti-amplification rule,
 //! RFC 9000 section 8): every datagram from `ip:port` earns `3 x len` bytes of credit,
-//! every reply to an unvalidated `ip:port` spends its length. A reply that does not fit
-//! is replaced by the address cookie (`ERROR COOKIE <16 hex>`) if that fits, else dropped.
+//! every reply to an unvalidated `ip:port` spends its length. A reply that does not fit is replaced by the address
+//! cookie (`ERROR COOKIE <16 hex>`) if that fits, else dropped. Loopback sources cannot be
+//! spoofed from outside the host and count as validated.
 //!
 //! The cookie is stateless: the first 8 bytes of HMAC-SHA256 over (period, ip, port) under
 //! a key drawn from OS randomness at start-up; a period is [`PERIOD`], and a cookie of the
@@ -39,13 +40,11 @@ const COOKIE_HEX: usize = 16;
 /// Most bytes of credit a source may hold (three maximal datagrams).
 const MAX_CREDIT: u64 = 3 * 65_536;
 
-/// One source's state.
+/// One source's credit.
 #[derive(Debug, Clone, Copy)]
-struct Source {
-    /// Bytes we may still send to it while it is unvalidated.
-    credit: u64,
-    /// Validated until then (driver time).
-    validated_until: Duration,
+struct Credit {
+    /// Bytes we may still send to its unvalidated addresses.
+    bytes: u64,
     /// Last datagram from it.
     last: Duration,
 }
@@ -62,7 +61,10 @@ pub(crate) struct Admitted<'a> {
 /// Per-source credit and validation, bounded.
 pub(crate) struct Gate {
     key: [u8; 32],
-    sources: BTreeMap<SocketAddrV4, Source>,
+    /// Credit by source address.
+    hosts: BTreeMap<SocketAddrV4, Credit>,
+    /// Validated addresses, until when.
+    validated: BTreeMap<SocketAddrV4, Duration>,
     max_sources: usize,
     /// Replies dropped or replaced by a cookie because the source was unvalidated.
     pub(crate) limited: u64,
@@ -75,7 +77,7 @@ pub(crate) struct Gate {
 impl std::fmt::Debug for Gate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gate")
-            .field("sources", &self.sources.len())
+            .field("hosts", &self.hosts.len())
             .field("limited", &self.limited)
             .finish_non_exhaustive()
     }
@@ -86,7 +88,8 @@ impl Gate {
     pub(crate) fn new(key: [u8; 32], max_sources: usize) -> Self {
         Self {
             key,
-            sources: BTreeMap::new(),
+            hosts: BTreeMap::new(),
+            validated: BTreeMap::new(),
             max_sources: max_sources.max(16),
             limited: 0,
             cookies_sent: 0,
@@ -156,41 +159,49 @@ impl Gate {
         if valid_cookie {
             self.cookies_valid += 1;
         }
-        self.make_room(now, from);
-        let s = self.sources.entry(from).or_insert(Source {
-            credit: 0,
-            validated_until: Duration::ZERO,
+        make_room(&mut self.hosts, self.max_sources, from, |c| {
+            now.saturating_sub(c.last) < PERIOD
+        });
+        let c = self.hosts.entry(from).or_insert(Credit {
+            bytes: 0,
             last: now,
         });
-        s.last = now;
-        s.credit = (s.credit + 3 * data.len() as u64).min(MAX_CREDIT);
+        c.last = now;
+        c.bytes = (c.bytes + 3 * data.len() as u64).min(MAX_CREDIT);
         if valid_cookie {
-            s.validated_until = now + PERIOD;
+            make_room(&mut self.validated, self.max_sources, from, |until| {
+                *until > now
+            });
+            self.validated.insert(from, now + PERIOD);
         }
         Admitted {
             request,
-            validated: s.validated_until > now,
+            validated: self.is_validated(now, from),
         }
+    }
+
+    fn is_validated(&self, now: Duration, addr: SocketAddrV4) -> bool {
+        addr.ip().is_loopback() || self.validated.get(&addr).is_some_and(|u| *u > now)
     }
 
     /// What to send to `to` instead of `len` bytes: `Pass` (send it), `Cookie` (send
     /// [`Gate::cookie_reply`] instead), or `Drop`. Spends the credit.
     pub(crate) fn outgoing(&mut self, now: Duration, to: SocketAddrV4, len: usize) -> Verdict {
         let cookie_len = (b"ERROR COOKIE ".len() + COOKIE_HEX) as u64;
-        let Some(s) = self.sources.get_mut(&to) else {
+        if self.is_validated(now, to) {
+            return Verdict::Pass;
+        }
+        let Some(c) = self.hosts.get_mut(&to) else {
             self.limited += 1;
             return Verdict::Drop;
         };
-        if s.validated_until > now {
-            return Verdict::Pass;
-        }
-        if s.credit >= len as u64 {
-            s.credit -= len as u64;
+        if c.bytes >= len as u64 {
+            c.bytes -= len as u64;
             return Verdict::Pass;
         }
         self.limited += 1;
-        if s.credit >= cookie_len {
-            s.credit -= cookie_len;
+        if c.bytes >= cookie_len {
+            c.bytes -= cookie_len;
             self.cookies_sent += 1;
             Verdict::Cookie
         } else {
@@ -198,27 +209,31 @@ impl Gate {
         }
     }
 
-    /// Keeps the table bounded: forgets idle sources first, then any.
-    fn make_room(&mut self, now: Duration, from: SocketAddrV4) {
-        if self.sources.len() < self.max_sources || self.sources.contains_key(&from) {
-            return;
-        }
-        self.sources
-            .retain(|_, s| s.validated_until > now || now.saturating_sub(s.last) < PERIOD);
-        if self.sources.len() >= self.max_sources {
-            // Under a flood of sources: forget half (they lose credit, never gain it).
-            let keep = self.max_sources / 2;
-            let cut = self.sources.keys().nth(keep).copied();
-            if let Some(cut) = cut {
-                let _ = self.sources.split_off(&cut);
-            }
-        }
-    }
-
-    /// Number of tracked sources.
+    /// Number of tracked hosts and validated addresses.
     #[cfg(test)]
     pub(crate) fn tracked(&self) -> usize {
-        self.sources.len()
+        self.hosts.len() + self.validated.len()
+    }
+}
+
+/// Keeps `map` below `max` entries before `key` is inserted: forgets the entries that are
+/// not `live` first, then half of them (under a flood of sources: they lose credit or
+/// validation, never gain it).
+fn make_room<K: Ord + Copy, V>(
+    map: &mut BTreeMap<K, V>,
+    max: usize,
+    key: K,
+    live: impl Fn(&V) -> bool,
+) {
+    if map.len() < max || map.contains_key(&key) {
+        return;
+    }
+    map.retain(|_, v| live(v));
+    if map.len() >= max {
+        let cut = map.keys().nth(max / 2).copied();
+        if let Some(cut) = cut {
+            let _ = map.split_off(&cut);
+        }
     }
 }
 
@@ -256,6 +271,16 @@ mod tests {
         assert_eq!(g.outgoing(t, a, 20), Verdict::Drop);
         // Never heard from: nothing.
         assert_eq!(g.outgoing(t, addr(2, 1), 1), Verdict::Drop);
+        // Credit is by address: a 700-byte request from one port pays a 600-byte answer
+        // to that port, not to another port of that host.
+        g.admit(t, addr(5, 1000), &[b'x'; 700]);
+        g.admit(t, addr(5, 1001), b"RESOLVE bob");
+        assert_eq!(g.outgoing(t, addr(5, 1001), 600), Verdict::Cookie);
+        assert_eq!(g.outgoing(t, addr(5, 1000), 600), Verdict::Pass);
+        // Loopback cannot be spoofed from outside: always validated.
+        let lo = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9);
+        assert!(g.admit(t, lo, b"STATUS").validated);
+        assert_eq!(g.outgoing(t, lo, 60_000), Verdict::Pass);
     }
 
     #[test]
@@ -272,6 +297,7 @@ mod tests {
         // Another port of the same host, or another host: not validated.
         let b = addr(1, 4001);
         assert!(!g.admit(t, b, req.as_bytes()).validated);
+        assert_eq!(g.outgoing(t, b, 60_000), Verdict::Cookie);
         assert!(!g.admit(t, addr(3, 4000), req.as_bytes()).validated);
         // The placeholder is not a cookie.
         assert!(!g.admit(t, b, b"COOKIE 0000000000000000 STATUS").validated);
@@ -295,8 +321,10 @@ mod tests {
         let mut g = Gate::new([1; 32], 32);
         let t = Duration::from_secs(1);
         for i in 0..1000u16 {
-            g.admit(t, addr(9, i), b"PING");
-            assert!(g.tracked() <= 32);
+            let a = SocketAddrV4::new(Ipv4Addr::from(0x0a00_0000 + u32::from(i)), i);
+            let c = g.cookie(t, a);
+            g.admit(t, a, format!("COOKIE {c} PING").as_bytes());
+            assert!(g.tracked() <= 64);
         }
     }
 }

@@ -63,6 +63,11 @@ pub struct ServerOptions {
     /// Bound of the ring machine's tables ([`flock_chord::Config::max_pending`]); a peer's
     /// transfers get 1/16 of it, all transfers others asked for at most half.
     pub max_pending: usize,
+    /// Cluster keys ([`crate::server::read_keys`]; the first sends): every ring frame is
+    /// authenticated with them and only key holders are members. Empty: an open ring.
+    pub cluster_keys: Vec<[u8; 32]>,
+    /// A key file read at start-up (its keys come after [`ServerOptions::cluster_keys`]).
+    pub cluster_key_file: Option<PathBuf>,
 }
 
 impl ServerOptions {
@@ -87,6 +92,8 @@ impl ServerOptions {
             probe_window: Duration::from_millis(1200),
             admin_allow: vec![Cidr::LOOPBACK],
             max_pending: 4096,
+            cluster_keys: Vec::new(),
+            cluster_key_file: None,
         }
     }
 }

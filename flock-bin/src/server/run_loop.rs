@@ -13,6 +13,7 @@ use flock_store::ServerDb;
 use tokio::net::UdpSocket;
 use tracing::{debug, error, info, warn};
 
+use super::auth::{self, ClusterAuth};
 use super::gate::{Gate, Verdict};
 use super::options::Cidr;
 use super::sockets::{self, Sockets};
@@ -50,6 +51,8 @@ struct Server {
     members: Vec<SocketAddrV4>,
     /// Address validation: nothing is a reflector.
     gate: Gate,
+    /// The cluster key (`None`: an open ring).
+    auth: Option<ClusterAuth>,
     /// Who may ask `STATUS`, `SNAPSHOT`, `CHECKSUM` (once validated).
     admin_allow: Vec<Cidr>,
     /// The directly connected subnets (the scope of a proxied `DISCOVER_SERVER`).
@@ -94,6 +97,11 @@ pub(super) async fn serve(
     let db = ServerDb::open(&db_path)?;
     let records: Vec<_> = db.load()?.into_iter().map(|(r, _)| r).collect();
 
+    let mut keys = opts.cluster_keys.clone();
+    if let Some(file) = &opts.cluster_key_file {
+        keys.extend(auth::read_keys(file).map_err(ServerError::Config)?);
+    }
+    let auth = ClusterAuth::new(keys);
     let sockets = Sockets::open(&opts)?;
     let me = sockets.me;
     let ping_port = sockets.ping_port();
@@ -115,6 +123,12 @@ pub(super) async fn serve(
         db_path.display(),
         records.len(),
     );
+    if auth.is_none() {
+        warn!(
+            "{}: no --cluster-key: the ring is open; anyone who can reach this node can join it and own names (see the threat model in flock-bin's README)",
+            opts.name
+        );
+    }
     if let Some(tx) = ready {
         let _ = tx.send(me);
     }
@@ -134,6 +148,7 @@ pub(super) async fn serve(
         probe_window: opts.probe_window,
         name: opts.name.clone(),
         max_pending: opts.max_pending.max(16),
+        authenticated: auth.is_some(),
         ..Config::default()
     };
     let mut seed = [0u8; 8];
@@ -175,6 +190,7 @@ pub(super) async fn serve(
         members: Vec::new(),
         members_at: start,
         gate: Gate::new(gate_key, 65_536),
+        auth,
         admin_allow: opts.admin_allow.clone(),
         subnets: sockets::local_subnets(),
         subnets_at: start,
@@ -191,6 +207,13 @@ pub(super) async fn serve(
         verifier,
     };
     server.run(shutdown, opts.leave_timeout).await
+}
+
+/// The wall clock in milliseconds since the Unix epoch (the cluster key's replay window).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn recv_job(r: &mut Option<tokio::sync::mpsc::Receiver<Job>>) -> Option<Job> {
@@ -367,10 +390,11 @@ impl Server {
     }
 
     /// Charges `cost` to `from`'s bucket; `false`: drop the datagram. Only ring frames
-    /// from a member's exact address are exempt (a client request "from" a member's IP
+    /// of members are exempt (the caller decides: authenticated with the cluster key, or
+    /// without one from a member's exact address; a client request "from" a member's IP
     /// pays like any other).
-    fn allow(&mut self, from: SocketAddrV4, ring: bool, cost: f64) -> bool {
-        if self.limiter.is_none() || (ring && self.is_member(from)) {
+    fn allow(&mut self, from: SocketAddrV4, cost: f64) -> bool {
+        if self.limiter.is_none() {
             return true;
         }
         let ok = self
@@ -389,8 +413,29 @@ impl Server {
             self.stats.not_ipv4 += 1;
             return;
         };
+        // With a cluster key, ring frames count only when authenticated (before anything
+        // else: they are exempt from the rate limit).
+        let (data, authed) = match self.auth.as_mut() {
+            Some(a) if data.starts_with(auth::PREFIX) => match a.open(wall_ms(), data) {
+                Ok(inner) if inner.starts_with(b"RING ") => (inner, true),
+                _ => {
+                    self.stats.ring_auth_failed += 1;
+                    return;
+                }
+            },
+            Some(_) if data.starts_with(b"RING ") => {
+                self.stats.ring_auth_failed += 1;
+                return;
+            }
+            _ => (data, false),
+        };
         let ring = data.starts_with(b"RING ");
-        if !self.allow(from, ring, 1.0) {
+        let exempt = if self.auth.is_some() {
+            authed
+        } else {
+            ring && self.is_member(from)
+        };
+        if !exempt && !self.allow(from, 1.0) {
             return;
         }
         let now = self.now();
@@ -419,7 +464,7 @@ impl Server {
             // Every record costs a token before any signature is checked.
             f => verify::records_in(f) as f64,
         };
-        if extra > 0.0 && !self.allow(from, ring, extra) {
+        if extra > 0.0 && !exempt && !self.allow(from, extra) {
             return;
         }
         if matches!(frame, Frame::Status | Frame::Snapshot | Frame::Checksum) {
@@ -502,7 +547,7 @@ impl Server {
 
     async fn on_ping(&mut self, from: SocketAddrV4, data: &[u8]) {
         self.stats.datagrams_in += 1;
-        if !self.allow(from, false, 1.0) {
+        if !self.allow(from, 1.0) {
             return;
         }
         if let Ok(Frame::Ping) = Frame::decode(data) {
@@ -517,7 +562,7 @@ impl Server {
 
     async fn on_multicast(&mut self, from: SocketAddrV4, data: &[u8]) {
         self.stats.datagrams_in += 1;
-        if !self.allow(from, false, 1.0) {
+        if !self.allow(from, 1.0) {
             return;
         }
         if let Ok(Frame::DiscoverServer { reply_to }) = Frame::decode(data) {
@@ -540,7 +585,12 @@ impl Server {
     /// Encodes `frame` for sending at the end of this drain.
     fn queue(&mut self, to: SocketAddrV4, frame: &Frame<'_>) {
         let at = self.outbuf.len();
-        frame.encode(&mut self.outbuf);
+        match (&self.auth, frame) {
+            (Some(a), Frame::Ring(_)) => {
+                a.seal(wall_ms(), &frame.encode_to_vec(), &mut self.outbuf)
+            }
+            _ => frame.encode(&mut self.outbuf),
+        }
         let ring = matches!(frame, Frame::Ring(_));
         // Ring answers to requests that proved nothing (the cookie challenge, HERE) are
         // gated too; the rest of the ring protocol answers only proven peers.

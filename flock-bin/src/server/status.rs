@@ -38,6 +38,8 @@ pub(crate) struct NetStats {
     pub(crate) amplification_limited: u64,
     pub(crate) cookies_sent: u64,
     pub(crate) cookies_valid: u64,
+    /// Ring frames without a valid cluster-key tag (or replayed), dropped.
+    pub(crate) ring_auth_failed: u64,
 }
 
 /// What the driver adds to the node's status.
@@ -92,6 +94,7 @@ pub(crate) fn status_json(s: &Status, d: &DriverStatus<'_>) -> String {
             "amplification_limited": n.amplification_limited,
             "cookies_sent": n.cookies_sent,
             "cookies_valid": n.cookies_valid,
+            "ring_auth_failed": n.ring_auth_failed,
             "verify_cache_hits": d.verifier.0,
             "verifications": d.verifier.1,
         },
