@@ -508,14 +508,17 @@ impl Server {
     }
 
     /// Whether a proxied `DISCOVER_SERVER` from `from` asking for an answer at `to` is in
-    /// the multicast scope: both in a directly connected subnet.
+    /// the multicast scope: the proxy that sent it is in a directly connected subnet (or
+    /// on this host). The answer (our IP) is smaller than the request, so its address may
+    /// be anywhere: a discovery proxy answers clients across a router.
     fn in_scope(&mut self, from: SocketAddrV4, to: SocketAddrV4) -> bool {
         if self.subnets_at.elapsed() > Duration::from_secs(10) {
             self.subnets = sockets::local_subnets();
             self.subnets_at = Instant::now();
         }
         let local = |ip: Ipv4Addr| ip.is_loopback() || self.subnets.iter().any(|c| c.contains(ip));
-        local(*from.ip()) && local(*to.ip())
+        let _ = to;
+        local(*from.ip())
     }
 
     /// A frame back from the verification pool (already rate-limited and decoded).
