@@ -451,3 +451,111 @@ fn with_a_cluster_key_only_key_holders_are_members_and_strangers_change_nothing(
     );
     assert!(s["net"]["ring_auth_failed"].as_u64().unwrap_or(0) > 0);
 }
+
+/// Record authority with a cluster key (issue 10, item 1): a stranger plants a forged,
+/// validly signed "alice" (another key, a higher version) on the owner's predecessor and
+/// on every node, by `REPLICATE`, `FIND ... REGISTER` and a client `REGISTER`; it never
+/// resolves, before or after kill -9 of the owner.
+#[test]
+fn a_forged_record_planted_by_a_stranger_never_resolves_with_a_cluster_key() {
+    let _serial = serial();
+    let Some(net) = Net::new("forged_alice", 4) else {
+        return;
+    };
+    let dir = f::tempdir("forged");
+    let hosts: Vec<_> = (0..4).map(|i| net.host(i).clone()).collect();
+    let key = dir
+        .path()
+        .join("cluster.key")
+        .to_string_lossy()
+        .into_owned();
+    assert!(f::flock(&hosts[0], &["keygen", "--cluster", &key]).0);
+    let extra = ["--no-broadcast", "--replicas", "1", "--cluster-key", &key];
+    let mut servers = vec![Server::start(&hosts[0], "n1", dir.path(), &extra)];
+    let a0 = servers[0].addr();
+    wait_member(&hosts[1], &a0, Duration::from_secs(20));
+    for (i, h) in hosts.iter().enumerate().take(3).skip(1) {
+        let mut e = extra.to_vec();
+        e.extend(["--join", &a0]);
+        servers.push(Server::start(h, &format!("n{}", i + 1), dir.path(), &e));
+    }
+    let addrs: Vec<String> = servers.iter().map(Server::addr).collect();
+    f::wait_ring(&hosts[3], &addrs, Duration::from_secs(30));
+    let alice = "alice".to_string();
+    assert!(register(
+        &hosts[3],
+        &a0,
+        &dir.path().join("keys"),
+        &[alice.clone()]
+    ));
+    let real = wait_for("alice resolves", Duration::from_secs(10), || {
+        f::resolve(&hosts[3], &a0, &[alice.clone()], 2000)
+            .remove(&alice)
+            .filter(|r| r.starts_with("OK "))
+    });
+    // Owner and its predecessor, from their ranges.
+    let h = flock_proto::ring_hash("alice");
+    let owner = (0..3)
+        .find(|&i| {
+            let s = status(&hosts[3], &addrs[i]).expect("status");
+            let lo: u64 = s["lo"].as_str().and_then(|v| v.parse().ok()).expect("lo");
+            let hi: u64 = s["hi"].as_str().and_then(|v| v.parse().ok()).expect("hi");
+            if lo <= hi {
+                lo <= h && h <= hi
+            } else {
+                h >= lo || h <= hi
+            }
+        })
+        .expect("an owner");
+    let pred = status(&hosts[3], &addrs[owner]).expect("status")["pred"]
+        .as_str()
+        .map(str::to_owned)
+        .expect("pred");
+
+    // The forgery: alice under another key, a higher version, validly signed.
+    let mallory = flock_crypto::PrivateKey::generate(&mut flock_bin::os_rng()).expect("key");
+    let e = hosts[3].ip;
+    let reg = flock_bin::tools::signed_register(&mallory, "alice", e, 6666, u64::MAX / 4)
+        .expect("signed");
+    let reg = String::from_utf8(reg).expect("text");
+    let fields = reg.strip_prefix("REGISTER ").expect("REGISTER").to_string();
+    let frames = vec![
+        format!("RING REPLICATE 21 0 1 {fields}"),
+        format!("RING FIND 22 0 {h} REGISTER {fields}"),
+        format!("RING RECORDS 23 0 1 1 {fields}"),
+        reg.clone(),
+    ];
+    for to in std::iter::once(&pred).chain(addrs.iter()) {
+        f::send_raw(&hosts[3], to, &frames, true);
+    }
+    let same = || {
+        (0..3).all(|i| {
+            servers[i].pid().is_none()
+                || f::resolve(&hosts[3], &addrs[i], &[alice.clone()], 2000).get(&alice)
+                    == Some(&real)
+        })
+    };
+    assert!(same(), "the forgery never resolves, before the kill");
+    servers[owner].kill9();
+    let t0 = std::time::Instant::now();
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != owner).collect();
+    wait_for("survivors repair", Duration::from_secs(30), || {
+        survivors
+            .iter()
+            .all(|&i| {
+                f::resolve(&hosts[3], &addrs[i], &[alice.clone()], 2000).get(&alice) == Some(&real)
+            })
+            .then_some(())
+    });
+    println!(
+        "FORGED_ALICE owner n{} killed; every survivor resolves the real alice after {:.2} s",
+        owner + 1,
+        t0.elapsed().as_secs_f64()
+    );
+    // And keeps doing so.
+    std::thread::sleep(Duration::from_secs(2));
+    for &i in &survivors {
+        let r = f::resolve(&hosts[3], &addrs[i], &[alice.clone()], 2000);
+        assert_eq!(r.get(&alice), Some(&real), "via n{}", i + 1);
+    }
+}
