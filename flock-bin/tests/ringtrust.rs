@@ -482,14 +482,15 @@ fn a_forged_record_planted_by_a_stranger_never_resolves_with_a_cluster_key() {
     let addrs: Vec<String> = servers.iter().map(Server::addr).collect();
     f::wait_ring(&hosts[3], &addrs, Duration::from_secs(30));
     let alice = "alice".to_string();
+    let just_alice = std::slice::from_ref(&alice);
     assert!(register(
         &hosts[3],
         &a0,
         &dir.path().join("keys"),
-        &[alice.clone()]
+        just_alice
     ));
     let real = wait_for("alice resolves", Duration::from_secs(10), || {
-        f::resolve(&hosts[3], &a0, &[alice.clone()], 2000)
+        f::resolve(&hosts[3], &a0, just_alice, 2000)
             .remove(&alice)
             .filter(|r| r.starts_with("OK "))
     });
@@ -531,8 +532,7 @@ fn a_forged_record_planted_by_a_stranger_never_resolves_with_a_cluster_key() {
     let same = || {
         (0..3).all(|i| {
             servers[i].pid().is_none()
-                || f::resolve(&hosts[3], &addrs[i], &[alice.clone()], 2000).get(&alice)
-                    == Some(&real)
+                || f::resolve(&hosts[3], &addrs[i], just_alice, 2000).get(&alice) == Some(&real)
         })
     };
     assert!(same(), "the forgery never resolves, before the kill");
@@ -542,9 +542,7 @@ fn a_forged_record_planted_by_a_stranger_never_resolves_with_a_cluster_key() {
     wait_for("survivors repair", Duration::from_secs(30), || {
         survivors
             .iter()
-            .all(|&i| {
-                f::resolve(&hosts[3], &addrs[i], &[alice.clone()], 2000).get(&alice) == Some(&real)
-            })
+            .all(|&i| f::resolve(&hosts[3], &addrs[i], just_alice, 2000).get(&alice) == Some(&real))
             .then_some(())
     });
     println!(
@@ -555,7 +553,7 @@ fn a_forged_record_planted_by_a_stranger_never_resolves_with_a_cluster_key() {
     // And keeps doing so.
     std::thread::sleep(Duration::from_secs(2));
     for &i in &survivors {
-        let r = f::resolve(&hosts[3], &addrs[i], &[alice.clone()], 2000);
+        let r = f::resolve(&hosts[3], &addrs[i], just_alice, 2000);
         assert_eq!(r.get(&alice), Some(&real), "via n{}", i + 1);
     }
 }
