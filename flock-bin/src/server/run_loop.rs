@@ -441,7 +441,15 @@ impl Server {
         let now = self.now();
         let admitted = self.gate.admit(now, from, data);
         let validated = admitted.validated;
-        let frame = match Frame::decode(admitted.request) {
+        // `SNAPSHOT <after>`: the next page (the codec knows only the bare form).
+        let (request, after) = match admitted.request.strip_prefix(b"SNAPSHOT ") {
+            Some(a) if a.len() <= 256 => match std::str::from_utf8(a) {
+                Ok(a) => (&b"SNAPSHOT"[..], Some(a.to_owned())),
+                Err(_) => (admitted.request, None),
+            },
+            _ => (admitted.request, None),
+        };
+        let frame = match Frame::decode(request) {
             Ok(f) => f,
             Err(e) => {
                 self.stats.decode_failed += 1;
@@ -479,7 +487,7 @@ impl Server {
                         "admin requests only from --admin-allow addresses".into(),
                     )),
                 );
-            } else if let Some(json) = self.admin_reply(&frame) {
+            } else if let Some(json) = self.admin_reply(&frame, after.as_deref()) {
                 self.queue(from, &Frame::Ok(OkReply::Json(json.into())));
             }
             return;
@@ -528,7 +536,7 @@ impl Server {
     }
 
     /// The JSON answer to `STATUS`, `SNAPSHOT` or `CHECKSUM` (`None`: another frame).
-    fn admin_reply(&mut self, frame: &Frame<'_>) -> Option<String> {
+    fn admin_reply(&mut self, frame: &Frame<'_>, after: Option<&str>) -> Option<String> {
         self.stats.amplification_limited = self.gate.limited;
         self.stats.cookies_sent = self.gate.cookies_sent;
         self.stats.cookies_valid = self.gate.cookies_valid;
@@ -542,7 +550,7 @@ impl Server {
                     uptime_ms: self.start.elapsed().as_millis() as u64,
                 },
             ),
-            Frame::Snapshot => status::snapshot_json(&self.node),
+            Frame::Snapshot => status::snapshot_json(&self.node, after),
             Frame::Checksum => status::checksum_json(&self.node.status()),
             _ => return None,
         })
