@@ -1065,6 +1065,11 @@ fn server_loss_is_reported_and_a_new_server_takes_over() {
             ConnectionState::Registered { server: SERVER_B }
         )))
     );
+    // bob, who lost the same server, moves too (as his driver does): he learns alice's
+    // key from the ring, never from alice herself.
+    let b = sim.idx("bob");
+    sim.nodes[b].client.connect(now, SERVER_B);
+    sim.drain(b);
     assert!(sim.run_until(10_000, |s| delivered(s, "alice", "bob", id)));
 }
 
@@ -1137,6 +1142,242 @@ fn message_written_before_the_key_is_known_survives_a_restart() {
     sim.nodes[a].client.restore_unsealed("bob", id, &text);
     sim.nodes[a].client.handle_timeout(now);
     sim.drain(a);
+    // bob's server is gone too: he looks alice up through another one (a peer's own
+    // PUBKEY_RES never introduces her key).
+    let b = sim.idx("bob");
+    sim.nodes[b].client.connect(now, SERVER_B);
+    sim.drain(b);
     assert!(sim.run_until(20_000, |s| delivered(s, "alice", "bob", id)));
     assert_eq!(sim.nodes[1].db.texts_from("alice"), ["written offline"]);
+}
+
+// ---- issue 9: a contact's key comes only from the ring ---------------------------------
+
+const ATTACKER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 9), 6666);
+
+/// `OK <ip> <port> <key> <version>` as an original server answers `RESOLVE`.
+fn forged_ok(key: &PublicKey) -> Vec<u8> {
+    Frame::Ok(OkReply::Resolved {
+        ip: *ATTACKER.ip(),
+        port: ATTACKER.port(),
+        pubkey_b64: key.to_b64().into(),
+        version: 1,
+    })
+    .encode_to_vec()
+}
+
+fn sent_to(sim: &Sim, from: SocketAddrV4, to: SocketAddrV4, prefix: &str) -> usize {
+    sim.log
+        .iter()
+        .filter(|(f, t, d)| *f == from && *t == to && d.starts_with(prefix.as_bytes()))
+        .count()
+}
+
+fn key_changes(sim: &mut Sim, user: &str) -> usize {
+    sim.node(user)
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::KeyChanged { .. }))
+        .count()
+}
+
+#[test]
+fn forged_lookup_burst_after_a_hello_trigger_changes_nothing() {
+    let mut sim = pair(true);
+    sim.add("frank", key(4), 4, true);
+    assert!(sim.run_until(10_000, |s| s.registered("frank")));
+    let bob_addr = addr(2, 40000);
+    let mallory = key(3).public_key().clone();
+
+    // The trigger: a HELLO naming frank from the attacker's address starts no lookup.
+    sim.inject(ATTACKER, bob_addr, b"HELLO frank ack1".to_vec());
+    sim.run_for(100);
+    assert_eq!(sent_to(&sim, bob_addr, SERVER_A, "RESOLVE frank"), 0);
+    assert_eq!(sim.node("bob").client.pinned_key("frank"), None);
+
+    // bob writes to frank: his lookup is outstanding while a burst of forged answers
+    // arrives before the server's.
+    let id = sim.send("bob", "frank", "for frank only");
+    for _ in 0..50 {
+        sim.inject(ATTACKER, bob_addr, forged_ok(&mallory));
+    }
+    assert!(sim.run_until(10_000, |s| delivered(s, "bob", "frank", id)));
+    let bob = sim.node("bob");
+    assert_eq!(bob.client.pinned_key("frank"), Some(key(4).public_key()));
+    assert!(bob.client.counters().stray_answers >= 50);
+    assert_eq!(key_changes(&mut sim, "bob"), 0);
+    assert_eq!(sent_to(&sim, bob_addr, ATTACKER, "SMESSAGE"), 0);
+    assert_eq!(sent_to(&sim, bob_addr, ATTACKER, "MESSAGE"), 0);
+    assert_eq!(sim.node("frank").db.texts_from("bob"), ["for frank only"]);
+}
+
+#[test]
+fn blind_spray_of_forged_answers_changes_nothing() {
+    let mut sim = pair(true);
+    let alice_addr = addr(1, 40000);
+    let mallory = key(3).public_key().clone();
+    // Sprayed before, during and after alice's first lookup of bob.
+    for _ in 0..20 {
+        sim.inject(ATTACKER, alice_addr, forged_ok(&mallory));
+        sim.inject(ATTACKER, alice_addr, Frame::not_found().encode_to_vec());
+    }
+    sim.run_for(50);
+    let id = sim.send("alice", "bob", "secret");
+    for _ in 0..20 {
+        sim.inject(ATTACKER, alice_addr, forged_ok(&mallory));
+    }
+    assert!(sim.run_until(10_000, |s| delivered(s, "alice", "bob", id)));
+    for _ in 0..20 {
+        sim.inject(ATTACKER, alice_addr, forged_ok(&mallory));
+    }
+    sim.run_for(5_000);
+    let alice = sim.node("alice");
+    assert_eq!(alice.client.pinned_key("bob"), Some(key(2).public_key()));
+    assert_eq!(alice.client.counters().stray_answers, 80);
+    assert_eq!(key_changes(&mut sim, "alice"), 0);
+    // Nothing alice sent ever went to the attacker.
+    assert!(
+        sim.log
+            .iter()
+            .all(|(f, t, _)| !(*f == alice_addr && *t == ATTACKER))
+    );
+    assert_eq!(sim.node("bob").db.texts_from("alice"), ["secret"]);
+}
+
+#[test]
+fn pubkey_res_never_pins_a_key() {
+    let mut sim = pair(true);
+    let bob_addr = addr(2, 40000);
+    let mut rng = TestRng::new(9);
+    // The attacker asks for bob's key as alice: bob answers but asks nothing back.
+    sim.inject(ATTACKER, bob_addr, b"PUBKEY_REQ alice".to_vec());
+    sim.run_for(100);
+    assert_eq!(sent_to(&sim, bob_addr, ATTACKER, "PUBKEY_RES bob"), 1);
+    assert_eq!(sent_to(&sim, bob_addr, ATTACKER, "PUBKEY_REQ"), 0);
+    // Its PUBKEY_RES for alice is not believed.
+    let res = format!("PUBKEY_RES alice {}", key(3).public_key().to_b64());
+    sim.inject(ATTACKER, bob_addr, res.into_bytes());
+    sim.run_for(100);
+    assert_eq!(sim.node("bob").client.pinned_key("alice"), None);
+    assert!(sim.node("bob").client.counters().unconfirmed_keys >= 1);
+    // Its signed message as alice is checked against the ring's key for alice: forged.
+    let payload = seal_b64(&mut rng, key(2).public_key(), b"it's alice").unwrap();
+    let sig = sign_b64(
+        &mut rng,
+        &key(3),
+        smessage_signed_text("alice", "bob", 5, &payload).as_bytes(),
+    )
+    .unwrap();
+    sim.inject(
+        ATTACKER,
+        bob_addr,
+        format!("SMESSAGE alice 5 {payload} {sig}").into_bytes(),
+    );
+    sim.run_for(3_000);
+    assert!(sim.node("bob").db.texts_from("alice").is_empty());
+    assert_eq!(sent_to(&sim, bob_addr, ATTACKER, "ACK"), 0);
+    assert_eq!(
+        sim.node("bob").client.pinned_key("alice"),
+        Some(key(1).public_key())
+    );
+    // The real alice then chats normally, with no key change anywhere.
+    let id = sim.send("alice", "bob", "really me");
+    assert!(sim.run_until(10_000, |s| delivered(s, "alice", "bob", id)));
+    assert_eq!(sim.node("bob").db.texts_from("alice"), ["really me"]);
+    assert_eq!(key_changes(&mut sim, "bob"), 0);
+
+    // Even solicited (bob's probe after a restart asks alice for her key), a PUBKEY_RES
+    // with another key only makes bob ask the ring.
+    let mut swapped = false;
+    sim.filter = Some(Box::new(move |_, _, d| {
+        if d.starts_with(b"PUBKEY_RES alice") && !swapped {
+            swapped = true;
+            *d = format!("PUBKEY_RES alice {}", key(3).public_key().to_b64()).into_bytes();
+        }
+        true
+    }));
+    let b = sim.idx("bob");
+    sim.restart(b, SERVER_A);
+    let id = sim.send("bob", "alice", "after restart");
+    assert!(sim.run_until(10_000, |s| delivered(s, "bob", "alice", id)));
+    assert!(
+        warnings(&mut sim, "bob").contains(&Warning::KeyNotConfirmed {
+            user: "alice".into()
+        })
+    );
+    assert_eq!(
+        sim.node("bob").client.pinned_key("alice"),
+        Some(key(1).public_key())
+    );
+    assert_eq!(key_changes(&mut sim, "bob"), 0);
+}
+
+#[test]
+fn peer_table_is_bounded_and_keeps_pinned_contacts() {
+    let mut sim = pair(true);
+    let b = sim.idx("bob");
+    sim.nodes[b].cfg.max_peers = 8;
+    sim.restart(b, SERVER_A);
+    let id = sim.send("alice", "bob", "pin me");
+    assert!(sim.run_until(10_000, |s| delivered(s, "alice", "bob", id)));
+    let bob_addr = addr(2, 40000);
+    // HELLOs naming 500 strangers leave no state at all.
+    for i in 0..500 {
+        sim.inject(
+            ATTACKER,
+            bob_addr,
+            format!("HELLO user{i} ack1").into_bytes(),
+        );
+    }
+    sim.run_for(100);
+    let before = sim.node("bob").client.peer_count();
+    assert!(before <= 2, "peers {before}");
+    // Signed messages from 50 unknown names: lookups are limited, the table stays bounded.
+    let mut rng = TestRng::new(11);
+    let payload = seal_b64(&mut rng, key(2).public_key(), b"x").unwrap();
+    for i in 0..50 {
+        let sender = format!("user{i}");
+        let sig = sign_b64(
+            &mut rng,
+            &key(3),
+            smessage_signed_text(&sender, "bob", 1, &payload).as_bytes(),
+        )
+        .unwrap();
+        sim.inject(
+            ATTACKER,
+            bob_addr,
+            format!("SMESSAGE {sender} 1 {payload} {sig}").into_bytes(),
+        );
+        sim.run_for(200);
+    }
+    sim.run_for(15_000);
+    let bob = sim.node("bob");
+    assert!(bob.client.peer_count() <= 8, "{}", bob.client.peer_count());
+    assert!(bob.client.counters().peers_evicted > 0);
+    assert_eq!(bob.client.pinned_key("alice"), Some(key(1).public_key()));
+    // alice still gets through.
+    let id = sim.send("alice", "bob", "still here");
+    assert!(sim.run_until(10_000, |s| delivered(s, "alice", "bob", id)));
+}
+
+#[test]
+fn decryptions_are_capped_globally_beside_per_source() {
+    let mut sim = pair(true);
+    let mut rng = TestRng::new(3);
+    let payload = seal_b64(&mut rng, key(3).public_key(), b"not for bob").unwrap();
+    // 20 sources, 20 each: each under its own limit, together over the global one.
+    for s in 0..20u8 {
+        for _ in 0..20 {
+            sim.inject(
+                SocketAddrV4::new(Ipv4Addr::new(10, 0, 3, s), 5000),
+                addr(2, 40000),
+                format!("MESSAGE someone {payload}").into_bytes(),
+            );
+        }
+    }
+    sim.run_for(10);
+    let c = sim.node("bob").client.counters();
+    assert_eq!(c.decrypt_limited_source, 0);
+    assert!(c.decryptions <= 101, "{c:?}");
+    assert_eq!(c.decryptions + c.decrypt_limited_global, 400);
 }

@@ -14,7 +14,8 @@ use super::limiter::Limiter;
 use super::max_text_len;
 use super::peer::{Dialect, Expired, Peer};
 use super::types::{
-    Action, ClientConfig, ConnectionState, Event, SendError, Status, StoreOp, Transmit, Warning,
+    Action, ClientConfig, ConnectionState, Counters, Event, SendError, Status, StoreOp, Transmit,
+    Warning,
 };
 use crate::frame::Frame;
 use crate::validate::validate_username;
@@ -103,8 +104,11 @@ pub struct Client<R> {
     recent_order: VecDeque<(String, u64)>,
     undecodable: u64,
     open_limiter: Limiter,
+    open_global: Limiter,
+    lookup_limiter: Limiter,
     signed_limiter: Limiter,
     reply_limiter: Limiter,
+    counters: Counters,
 }
 
 impl<R> std::fmt::Debug for Client<R> {
@@ -127,6 +131,9 @@ impl<R: CryptoRng> Client<R> {
         let pubkey_b64 = key.public_key().to_b64();
         Ok(Self {
             open_limiter: Limiter::new(cfg.open_rate),
+            open_global: Limiter::new(cfg.open_rate_global),
+            lookup_limiter: Limiter::new(cfg.lookup_rate),
+            counters: Counters::default(),
             signed_limiter: Limiter::new(cfg.signed_rate),
             reply_limiter: Limiter::new(cfg.reply_rate),
             cfg,
@@ -389,8 +396,8 @@ impl<R: CryptoRng> Client<R> {
         match frame {
             Frame::Ping => self.send_frame(from, &Frame::Pong),
             Frame::Pong => self.on_pong(now_ms, from),
-            Frame::Ok(reply) => self.on_ok(now_ms, reply),
-            Frame::Error(reply) => self.on_error(now_ms, reply),
+            Frame::Ok(reply) => self.on_ok(now_ms, from, reply),
+            Frame::Error(reply) => self.on_error(now_ms, from, reply),
             Frame::Message {
                 sender,
                 payload_b64,
@@ -558,6 +565,11 @@ impl<R: CryptoRng> Client<R> {
         }
     }
 
+    /// What was refused or limited so far (forged answers, decryption caps, evictions).
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
     /// Datagrams given to [`Client::handle_datagram`] that did not decode.
     pub fn undecodable(&self) -> u64 {
         self.undecodable
@@ -569,6 +581,43 @@ impl<R: CryptoRng> Client<R> {
     }
 
     // ---- small helpers ------------------------------------------------------------------
+
+    /// Makes sure the machine has state for `user`, named by a datagram from the network:
+    /// when the table is full ([`ClientConfig::max_peers`]) a peer with nothing pinned,
+    /// queued, held or being looked up is forgotten first. `false`: nothing could be
+    /// forgotten, so the datagram is refused. Pinned contacts are never evicted.
+    fn admit_peer(&mut self, user: &str) -> bool {
+        if self.peers.contains_key(user) {
+            return true;
+        }
+        if self.peers.len() >= self.cfg.max_peers.max(1) {
+            let victim = self
+                .peers
+                .iter()
+                .find(|(u, p)| {
+                    p.key.pinned().is_none()
+                        && !p.resolving
+                        && !self.held.contains_key(*u)
+                        && self.outbox.range(of_user(u)).next().is_none()
+                        && self.awaiting_key.range(of_user(u)).next().is_none()
+                })
+                .map(|(u, _)| u.clone());
+            let Some(victim) = victim else {
+                self.counters.peers_refused = self.counters.peers_refused.saturating_add(1);
+                return false;
+            };
+            self.peers.remove(&victim);
+            self.counters.peers_evicted = self.counters.peers_evicted.saturating_add(1);
+        }
+        self.peers.insert(user.to_owned(), Peer::default());
+        true
+    }
+
+    /// Peers the machine keeps state for (bounded by [`ClientConfig::max_peers`] for
+    /// names that come from the network).
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
 
     /// Ids of `user`'s messages waiting for their key.
     fn awaiting_ids(&self, user: &str) -> Vec<u64> {

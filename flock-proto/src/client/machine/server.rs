@@ -7,7 +7,7 @@ use flock_crypto::{CryptoRng, sign_b64};
 
 use super::{Client, InFlight, Request};
 use crate::client::peer::Dialect;
-use crate::client::types::{Action, ConnectionState, Event, KeySource, Transmit, Warning};
+use crate::client::types::{Action, ConnectionState, Event, Transmit, Warning};
 use crate::frame::{ErrorReply, Frame, OkReply, Register};
 use crate::limits::MAX_VERSION;
 
@@ -122,7 +122,24 @@ impl<R: CryptoRng> Client<R> {
         }
     }
 
-    pub(super) fn on_ok(&mut self, now_ms: u64, reply: OkReply<'_>) {
+    /// Whether an answer from `from` may be the answer to the request in flight: it
+    /// must come from the server the request went to, while the request is outstanding.
+    /// Anything else is dropped and counted ([`Counters::stray_answers`]).
+    ///
+    /// [`Counters::stray_answers`]: crate::client::Counters::stray_answers
+    fn answer_expected(&mut self, from: SocketAddrV4) -> bool {
+        let expected =
+            self.in_flight.is_some() && self.server.as_ref().is_some_and(|s| s.addr == from);
+        if !expected {
+            self.counters.stray_answers = self.counters.stray_answers.saturating_add(1);
+        }
+        expected
+    }
+
+    pub(super) fn on_ok(&mut self, now_ms: u64, from: SocketAddrV4, reply: OkReply<'_>) {
+        if !self.answer_expected(from) {
+            return;
+        }
         let Some(flight) = &self.in_flight else {
             return;
         };
@@ -169,7 +186,10 @@ impl<R: CryptoRng> Client<R> {
         }
     }
 
-    pub(super) fn on_error(&mut self, now_ms: u64, reply: ErrorReply<'_>) {
+    pub(super) fn on_error(&mut self, now_ms: u64, from: SocketAddrV4, reply: ErrorReply<'_>) {
+        if !self.answer_expected(from) {
+            return;
+        }
         let Some(flight) = self.in_flight.take() else {
             return;
         };
@@ -209,7 +229,7 @@ impl<R: CryptoRng> Client<R> {
                 self.set_dialect(user, Dialect::from_hello(ext));
             }
         }
-        self.learn_key(now_ms, user, pubkey_b64, KeySource::Resolve);
+        self.learn_key(now_ms, user, pubkey_b64);
         self.seal_awaiting(now_ms, user);
         self.release_held(now_ms, user);
     }
