@@ -193,6 +193,7 @@ async fn print_history(client: &Client, peer: &str) -> Result<(), Box<dyn std::e
         };
         let status = match (m.direction, m.status) {
             (Direction::Outgoing, s) => format!(" ({s})"),
+            _ if !m.authenticated => " (unverified)".to_owned(),
             _ => String::new(),
         };
         say(&format!("  [{}] {who}: {}{status}", clock(m.at_ms), m.text));

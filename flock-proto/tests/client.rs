@@ -91,6 +91,8 @@ pub struct FakeDb {
     pub seen: BTreeSet<(String, u64)>,
     /// Contacts: pinned key, pending key.
     pub contacts: BTreeMap<String, (String, Option<String>)>,
+    /// Contacts known to sign their messages.
+    pub signers: BTreeSet<String>,
 }
 
 impl FakeDb {
@@ -173,9 +175,14 @@ impl FakeDb {
             StoreOp::AcceptKey { user, .. } => {
                 let c = self.contacts.get_mut(&user).expect("contact");
                 c.0 = c.1.take().expect("pending");
+                self.signers.remove(&user);
             }
             StoreOp::RejectKey { user } => {
                 self.contacts.get_mut(&user).expect("contact").1 = None;
+            }
+            StoreOp::Signs { user } => {
+                assert!(self.contacts.contains_key(&user), "a contact");
+                self.signers.insert(user);
             }
         }
         None
@@ -299,6 +306,9 @@ impl Sim {
             client
                 .restore_contact(user, pinned, pending.as_deref())
                 .expect("restore contact");
+        }
+        for user in &n.db.signers {
+            assert!(client.restore_signer(user));
         }
         for ((to, id), (payload, attempts, next)) in &n.db.outbox {
             client.restore_outbox(to, *id, payload, *attempts, *next);
@@ -1380,4 +1390,41 @@ fn decryptions_are_capped_globally_beside_per_source() {
     assert_eq!(c.decrypt_limited_source, 0);
     assert!(c.decryptions <= 101, "{c:?}");
     assert_eq!(c.decryptions + c.decrypt_limited_global, 400);
+}
+
+#[test]
+fn forged_unsigned_message_after_a_restart_is_dropped() {
+    let mut sim = pair(true);
+    let id = sim.send("alice", "bob", "signed hello");
+    assert!(sim.run_until(10_000, |s| delivered(s, "alice", "bob", id)));
+    assert!(sim.node("bob").db.signers.contains("alice"));
+    let b = sim.idx("bob");
+    sim.restart(b, SERVER_A);
+    let mut rng = TestRng::new(21);
+    let payload = seal_b64(&mut rng, key(2).public_key(), b"unsigned lie").unwrap();
+    let bob_addr = addr(2, 40000);
+    sim.inject(
+        ATTACKER,
+        bob_addr,
+        format!("MESSAGE alice {payload}").into_bytes(),
+    );
+    sim.run_for(1_000);
+    assert_eq!(sim.node("bob").db.texts_from("alice"), ["signed hello"]);
+    assert!(
+        warnings(&mut sim, "bob")
+            .iter()
+            .any(|w| matches!(w, Warning::Unauthenticated { claimed, .. } if claimed == "alice"))
+    );
+    assert_eq!(
+        sim.node("bob").client.counters().decryptions,
+        0,
+        "not even opened"
+    );
+    // alice carries on normally.
+    let id = sim.send("alice", "bob", "still me");
+    assert!(sim.run_until(10_000, |s| delivered(s, "alice", "bob", id)));
+    assert_eq!(
+        sim.node("bob").db.texts_from("alice"),
+        ["signed hello", "still me"]
+    );
 }

@@ -53,6 +53,10 @@ pub struct Message {
     pub direction: Direction,
     /// Delivery state.
     pub status: MessageStatus,
+    /// Incoming: signed by the sender's pinned key. An unauthenticated message (the
+    /// original's unsigned format, whose sender anyone could claim to be) stays marked
+    /// so in the history for good. Outgoing messages are ours: always `true`.
+    pub authenticated: bool,
 }
 
 impl Message {
@@ -110,6 +114,12 @@ pub struct Contact {
     pub pinned_at_ms: i64,
     /// A different key seen for this user, not trusted until accepted.
     pub pending: Option<PendingKey>,
+    /// They sign their messages (a signed message or acknowledgement verified with the
+    /// pinned key): unsigned messages claiming to be from them are dropped.
+    pub signs: bool,
+    /// The local user compared safety numbers with them and marked them verified;
+    /// cleared when their key changes.
+    pub verified: bool,
 }
 
 /// A changed key seen for a contact.
@@ -156,8 +166,8 @@ pub fn retry_delay_ms(attempts: u32) -> i64 {
 /// # fn main() -> Result<(), flock_store::StoreError> {
 /// let mut db = ClientDb::open_in_memory("alice")?;
 /// // Incoming, with duplicate suppression on the sender's message id.
-/// assert!(db.insert_incoming_once("bob", "hi alice", 1, 1_000)?.is_some());
-/// assert!(db.insert_incoming_once("bob", "hi alice", 1, 1_001)?.is_none());
+/// assert!(db.insert_incoming_once("bob", "hi alice", 1, 1_000, true)?.is_some());
+/// assert!(db.insert_incoming_once("bob", "hi alice", 1, 1_001, true)?.is_none());
 ///
 /// // Outgoing while bob is offline: only the sealed payload is queued.
 /// let (row, entry) = db.queue_outgoing("bob", "hello", 7, "c2VhbGVk", 2_000)?;
@@ -180,7 +190,7 @@ pub struct ClientDb {
 
 impl ClientDb {
     /// The schema version this build writes; older files are migrated on open.
-    pub const SCHEMA_VERSION: i64 = 2;
+    pub const SCHEMA_VERSION: i64 = 3;
 
     /// Opens or creates `chats/<me>.db` at `path` for user `me`, migrating it.
     ///
@@ -202,7 +212,11 @@ impl ClientDb {
     fn init(mut conn: Connection, me: &str) -> Result<Self> {
         sql::migrate(
             &mut conn,
-            &[&client_v1_original, &|tx| client_v2_extended(tx, me)],
+            &[
+                &client_v1_original,
+                &|tx| client_v2_extended(tx, me),
+                &client_v3_authenticity,
+            ],
         )?;
         let owner: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key = 'owner'", [], |r| {
@@ -252,13 +266,15 @@ impl ClientDb {
 
     // ---- messages -------------------------------------------------------------------
 
-    /// Stores a message received from `from`, unread.
+    /// Stores a message received from `from`, unread; `authenticated`: signed by their
+    /// pinned key (see [`Message::authenticated`]).
     pub fn insert_incoming(
         &mut self,
         from: &str,
         text: &str,
         msg_id: Option<u64>,
         at_ms: i64,
+        authenticated: bool,
     ) -> Result<MessageRow> {
         insert_message(
             &self.conn,
@@ -269,6 +285,7 @@ impl ClientDb {
             msg_id,
             IN,
             MessageStatus::Received,
+            authenticated,
         )
     }
 
@@ -280,6 +297,7 @@ impl ClientDb {
         text: &str,
         msg_id: u64,
         at_ms: i64,
+        authenticated: bool,
     ) -> Result<Option<MessageRow>> {
         let keep = self.seen_ids_per_sender;
         let tx = immediate(&mut self.conn)?;
@@ -295,6 +313,7 @@ impl ClientDb {
             Some(msg_id),
             IN,
             MessageStatus::Received,
+            authenticated,
         )?;
         tx.commit()?;
         Ok(Some(row))
@@ -309,7 +328,9 @@ impl ClientDb {
         status: MessageStatus,
         at_ms: i64,
     ) -> Result<MessageRow> {
-        insert_message(&self.conn, &self.me, to, text, at_ms, msg_id, OUT, status)
+        insert_message(
+            &self.conn, &self.me, to, text, at_ms, msg_id, OUT, status, true,
+        )
     }
 
     /// One message by local row id.
@@ -428,6 +449,7 @@ impl ClientDb {
             Some(msg_id),
             OUT,
             MessageStatus::Queued,
+            true,
         )?;
         let id = outbox_insert(&tx, row, to, msg_id, payload_b64, now_ms, now_ms)?;
         tx.commit()?;
@@ -636,7 +658,7 @@ impl ClientDb {
             .conn
             .prepare_cached(
                 "UPDATE contacts SET pubkey_b64 = pending_pubkey_b64, \
-                 fingerprint = pending_fingerprint, pinned_at = ?2, \
+                 fingerprint = pending_fingerprint, pinned_at = ?2, signs = 0, verified = 0, \
                  pending_pubkey_b64 = NULL, pending_fingerprint = NULL, pending_since = NULL \
                  WHERE user = ?1 AND pending_pubkey_b64 IS NOT NULL",
             )?
@@ -653,6 +675,27 @@ impl ClientDb {
                  pending_since = NULL WHERE user = ?1 AND pending_pubkey_b64 IS NOT NULL",
             )?
             .execute([user])?;
+        Ok(n > 0)
+    }
+
+    /// `user` signs their messages (a verified signed message or acknowledgement):
+    /// from now on, across restarts, unsigned messages claiming to be from them are
+    /// dropped. Until their key is accepted as changed. `false` if `user` is no contact.
+    pub fn set_signs(&mut self, user: &str) -> Result<bool> {
+        let n = self
+            .conn
+            .prepare_cached("UPDATE contacts SET signs = 1 WHERE user = ?1")?
+            .execute([user])?;
+        Ok(n > 0)
+    }
+
+    /// Marks `user` verified (the local user compared safety numbers) or not. Accepting
+    /// a changed key clears it. `false` if `user` is no contact.
+    pub fn set_verified(&mut self, user: &str, verified: bool) -> Result<bool> {
+        let n = self
+            .conn
+            .prepare_cached("UPDATE contacts SET verified = ?2 WHERE user = ?1")?
+            .execute(params![user, verified])?;
         Ok(n > 0)
     }
 
@@ -704,12 +747,12 @@ const IN: &str = "in";
 const OUT: &str = "out";
 
 const MESSAGE_COLUMNS: &str =
-    "id, author, receiver, text, date_time, seen, msg_id, direction, status";
-const MESSAGE_COLUMN_COUNT: usize = 9;
+    "id, author, receiver, text, date_time, seen, msg_id, direction, status, authenticated";
+const MESSAGE_COLUMN_COUNT: usize = 10;
 const OUTBOX_COLUMNS: &str =
     "id, recipient, msg_id, payload_b64, created_at, attempts, next_attempt_at, message_id";
 const CONTACT_COLUMNS: &str = "user, pubkey_b64, fingerprint, pinned_at, \
-     pending_pubkey_b64, pending_fingerprint, pending_since";
+     pending_pubkey_b64, pending_fingerprint, pending_since, signs, verified";
 
 /// Message ids are any `u64`; SQLite integers are `i64`: store the same 64 bits.
 fn msg_id_to_sql(id: u64) -> i64 {
@@ -730,6 +773,7 @@ fn insert_message(
     msg_id: Option<u64>,
     direction: &str,
     status: MessageStatus,
+    authenticated: bool,
 ) -> Result<MessageRow> {
     let (peer, seen) = if direction == IN {
         (author, false)
@@ -738,8 +782,9 @@ fn insert_message(
     };
     conn.prepare_cached(
         "INSERT INTO messages \
-         (author, receiver, text, date_time, seen, msg_id, direction, status, peer) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         (author, receiver, text, date_time, seen, msg_id, direction, status, peer, \
+          authenticated) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         author,
@@ -750,7 +795,8 @@ fn insert_message(
         msg_id.map(msg_id_to_sql),
         direction,
         status.as_str(),
-        peer
+        peer,
+        authenticated
     ])?;
     Ok(MessageRow(conn.last_insert_rowid()))
 }
@@ -847,6 +893,7 @@ fn message_from_row(row: &Row<'_>) -> Result<Message> {
         msg_id: sql::opt_int(row, 6, T)?.map(msg_id_from_sql),
         direction,
         status,
+        authenticated: sql::int(row, 9, T)? != 0,
     })
 }
 
@@ -887,6 +934,8 @@ fn contact_from_row(row: &Row<'_>) -> Result<Contact> {
         fingerprint: sql::text(row, 2, T)?,
         pinned_at_ms: sql::int(row, 3, T)?,
         pending,
+        signs: sql::int(row, 7, T)? != 0,
+        verified: sql::int(row, 8, T)? != 0,
     })
 }
 
@@ -1016,6 +1065,20 @@ fn client_v2_extended(tx: &Transaction<'_>, me: &str) -> Result<()> {
          );",
     )?;
     tx.execute("INSERT INTO meta (key, value) VALUES ('owner', ?1)", [me])?;
+    Ok(())
+}
+
+/// Schema 3: authenticity that survives restarts. Per message whether it was
+/// authenticated (older incoming rows were never checked for it: unauthenticated; our
+/// own outgoing rows: authenticated), per contact whether they sign and whether the
+/// user verified them.
+fn client_v3_authenticity(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE messages ADD COLUMN authenticated INTEGER NOT NULL DEFAULT 0;
+         UPDATE messages SET authenticated = 1 WHERE direction = 'out';
+         ALTER TABLE contacts ADD COLUMN signs INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE contacts ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;",
+    )?;
     Ok(())
 }
 

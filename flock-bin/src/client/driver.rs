@@ -75,6 +75,8 @@ impl Driver {
             let pending = c.pending.as_ref().map(|p| p.pubkey_b64.as_str());
             if let Err(e) = machine.restore_contact(&c.user, &c.pubkey_b64, pending) {
                 tracing::warn!(user = %c.user, error = %e, "unusable stored contact key");
+            } else if c.signs {
+                machine.restore_signer(&c.user);
             }
         }
         let now = now_ms();
@@ -319,8 +321,12 @@ impl Driver {
                 ack,
             } => {
                 let row = match msg_id {
-                    Some(id) => db.insert_incoming_once(&from, &text, id, ms(at_ms))?,
-                    None => Some(db.insert_incoming(&from, &text, None, ms(at_ms))?),
+                    Some(id) => {
+                        db.insert_incoming_once(&from, &text, id, ms(at_ms), authenticated)?
+                    }
+                    None => {
+                        Some(db.insert_incoming(&from, &text, None, ms(at_ms), authenticated)?)
+                    }
                 };
                 // Durable (or a duplicate of something durable): acknowledge.
                 if let Some(ack) = ack {
@@ -359,6 +365,9 @@ impl Driver {
             }
             StoreOp::RejectKey { user } => {
                 db.reject_pending_key(&user)?;
+            }
+            StoreOp::Signs { user } => {
+                db.set_signs(&user)?;
             }
         }
         Ok(())

@@ -553,6 +553,7 @@ fn message_json(m: &Message) -> Value {
         "msg_id": m.msg_id,
         "outgoing": m.direction == Direction::Outgoing,
         "status": m.status.as_str(),
+        "authenticated": m.authenticated,
     })
 }
 

@@ -176,6 +176,19 @@ impl<R: CryptoRng> Client<R> {
         Ok(())
     }
 
+    /// Loads a contact known to sign its messages ([`StoreOp::Signs`]): unsigned
+    /// messages claiming to be from them are dropped. Call after
+    /// [`Client::restore_contact`] for the same user; `false` if they are not a contact.
+    pub fn restore_signer(&mut self, user: &str) -> bool {
+        match self.peers.get_mut(user) {
+            Some(peer) if peer.key.pinned().is_some() => {
+                peer.signs = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Loads an outbox entry (a sealed message not yet delivered) from the database.
     pub fn restore_outbox(
         &mut self,
@@ -650,6 +663,19 @@ impl<R: CryptoRng> Client<R> {
 
     fn event(&mut self, event: Event) {
         self.actions.push_back(Action::Event(event));
+    }
+
+    /// `user` proved they sign their messages: remembered (and stored) once.
+    fn signer(&mut self, user: &str) {
+        let Some(peer) = self.peers.get_mut(user) else {
+            return;
+        };
+        if !peer.signs {
+            peer.signs = true;
+            self.store(StoreOp::Signs {
+                user: user.to_owned(),
+            });
+        }
     }
 
     fn warn(&mut self, warning: Warning) {

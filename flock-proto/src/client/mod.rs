@@ -164,7 +164,9 @@
 //! Unsigned `MESSAGE`s are opened only within [`ClientConfig::open_rate`] per source and
 //! [`ClientConfig::open_rate_global`] for all sources together (RSA decryption of
 //! attacker-chosen bytes, RUSTSEC-2023-0071; both counted in [`Counters`]), and refused outright
-//! when they claim to come from a contact that signs its messages. A signed message is
+//! when they claim to come from a contact that signs its messages (learnt from their
+//! first verified signed message or acknowledgement, stored as [`StoreOp::Signs`] and
+//! given back after a restart with [`Client::restore_signer`]). A signed message is
 //! decrypted only after its signature verified with the sender's pinned key, so nobody
 //! without that key can make us decrypt chosen bytes on that path.
 //!

@@ -28,8 +28,9 @@ pub(super) struct Peer {
     pub(super) dialect: Dialect,
     /// The liveness probe in flight.
     pub(super) probe: Probe,
-    /// A verified signed message or acknowledgement came from this user this session:
-    /// unsigned `MESSAGE`s claiming to be from them are refused.
+    /// A verified signed message or acknowledgement came from this user (stored, and
+    /// restored after a restart): unsigned `MESSAGE`s claiming to be from them are
+    /// refused.
     pub(super) signs: bool,
     /// A `HELLO` (address, `ack1`?) came from an address the ring has not confirmed
     /// yet; believed once a `RESOLVE` gives that address.

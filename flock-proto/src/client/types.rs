@@ -359,6 +359,14 @@ pub enum StoreOp {
         /// Contact.
         user: String,
     },
+    /// `user` signs their messages (a signed message or acknowledgement verified with
+    /// the pinned key, for the first time): remember it across restarts
+    /// (`ClientDb::set_signs`), and give it back with
+    /// [`Client::restore_signer`](super::Client::restore_signer).
+    Signs {
+        /// Contact.
+        user: String,
+    },
 }
 
 /// Where a key came from. A contact's key comes only from the ring: a `PUBKEY_RES`

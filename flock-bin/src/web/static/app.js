@@ -414,7 +414,7 @@
       for (const m of h.messages) {
         this.append({
           outgoing: m.outgoing, text: m.text, at_ms: m.at_ms, status: m.status,
-          msg_id: m.msg_id, authenticated: true,
+          msg_id: m.msg_id, authenticated: m.authenticated,
         }, false);
       }
       show($('no-messages'), h.messages.length === 0);

@@ -184,9 +184,7 @@ impl<R: CryptoRng> Client<R> {
             });
             return;
         }
-        if let Some(peer) = self.peers.get_mut(sender) {
-            peer.signs = true;
-        }
+        self.signer(sender);
         if peer_dialect(&self.peers, sender) != Dialect::Extension {
             self.set_dialect(sender, Dialect::Extension);
             if let Some(peer) = self.peers.get_mut(sender) {
