@@ -169,7 +169,10 @@ impl Client {
             servers = discover(Duration::from_millis(1_500)).await?;
         }
         let first = *servers.first().ok_or(ClientError::NoServer)?;
-        let socket = tokio::net::UdpSocket::bind(opts.bind).await?;
+        let receiving = std::net::UdpSocket::bind(opts.bind)?;
+        let sending = receiving.try_clone()?;
+        sending.set_nonblocking(true)?;
+        let socket = tokio::net::UdpSocket::from_std(sending)?;
         let std::net::SocketAddr::V4(bound) = socket.local_addr()? else {
             return Err(ClientError::NoServer);
         };
@@ -186,11 +189,13 @@ impl Client {
         let keys = KeyDir::new(opts.data_dir.join("keys"), &opts.user)?;
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let inbox = driver::spawn_receiver(receiving)?;
         let driver = Driver::new(
             machine,
             db,
             keys,
             socket,
+            inbox,
             ev_tx,
             servers,
             opts.discovery,
