@@ -48,39 +48,45 @@ pub(crate) fn spawn_receiver(
 fn receive(socket: &std::net::UdpSocket, tx: &mpsc::Sender<Inbound>) {
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let pong = Frame::Pong.encode_to_vec();
+    let mut batch: Vec<Inbound> = Vec::new();
     loop {
-        match socket.recv_from(&mut buf) {
-            Ok((n, SocketAddr::V4(from))) => {
-                let datagram = &buf[..n];
-                if matches!(Frame::decode(datagram), Ok(Frame::Ping)) {
-                    let _ = socket.send_to(&pong, from);
-                    continue;
-                }
-                match tx.try_send((from, datagram.to_vec())) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        tracing::debug!(%from, "client busy: dropped a datagram");
+        // Wait for a datagram, then take whatever else is already there: every `PING`
+        // among them is answered before the driver is woken for any of the rest.
+        let first = socket.recv_from(&mut buf);
+        let more = socket.set_nonblocking(true).is_ok();
+        let mut next = first;
+        loop {
+            match next {
+                Ok((n, SocketAddr::V4(from))) => {
+                    let datagram = &buf[..n];
+                    if matches!(Frame::decode(datagram), Ok(Frame::Ping)) {
+                        let _ = socket.send_to(&pong, from);
+                    } else if batch.len() < INBOX {
+                        batch.push((from, datagram.to_vec()));
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
                 }
+                Ok(_) => {}
+                // Nothing more (or nothing at all: the poll timeout), or an ICMP error
+                // from an earlier send.
+                Err(_) => break,
             }
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                if tx.is_closed() {
-                    return;
+            if !more {
+                break;
+            }
+            next = socket.recv_from(&mut buf);
+        }
+        let _ = socket.set_nonblocking(false);
+        for inbound in batch.drain(..) {
+            match tx.try_send(inbound) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full((from, _))) => {
+                    tracing::debug!(%from, "client busy: dropped a datagram");
                 }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
-            // ICMP errors from earlier sends (port unreachable) and the like.
-            Err(_) => {
-                if tx.is_closed() {
-                    return;
-                }
-            }
+        }
+        if tx.is_closed() {
+            return;
         }
     }
 }
