@@ -93,6 +93,8 @@ pub struct FakeDb {
     pub contacts: BTreeMap<String, (String, Option<String>)>,
     /// Contacts known to sign their messages.
     pub signers: BTreeSet<String>,
+    /// Contacts the user verified.
+    pub verified: BTreeSet<String>,
 }
 
 impl FakeDb {
@@ -176,9 +178,18 @@ impl FakeDb {
                 let c = self.contacts.get_mut(&user).expect("contact");
                 c.0 = c.1.take().expect("pending");
                 self.signers.remove(&user);
+                self.verified.remove(&user);
             }
             StoreOp::RejectKey { user } => {
                 self.contacts.get_mut(&user).expect("contact").1 = None;
+            }
+            StoreOp::Verified { user, verified } => {
+                assert!(self.contacts.contains_key(&user), "a contact");
+                if verified {
+                    self.verified.insert(user);
+                } else {
+                    self.verified.remove(&user);
+                }
             }
             StoreOp::Signs { user } => {
                 assert!(self.contacts.contains_key(&user), "a contact");
@@ -309,6 +320,9 @@ impl Sim {
         }
         for user in &n.db.signers {
             assert!(client.restore_signer(user));
+        }
+        for user in &n.db.verified {
+            assert!(client.restore_verified(user));
         }
         for ((to, id), (payload, attempts, next)) in &n.db.outbox {
             client.restore_outbox(to, *id, payload, *attempts, *next);
@@ -883,6 +897,7 @@ fn key_change_blocks_sending_until_accepted() {
             pinned: key(2).public_key().fingerprint().to_string(),
             new: key(4).public_key().fingerprint().to_string(),
             source: KeySource::Resolve,
+            verified: false,
         })
     );
     let now = sim.now;
@@ -1426,5 +1441,113 @@ fn forged_unsigned_message_after_a_restart_is_dropped() {
     assert_eq!(
         sim.node("bob").db.texts_from("alice"),
         ["signed hello", "still me"]
+    );
+}
+
+#[test]
+fn safety_numbers_match_on_both_sides_and_follow_the_keys() {
+    use flock_proto::client::SafetyNumber;
+    let mut sim = pair(true);
+    let id = sim.send("alice", "bob", "hi");
+    assert!(sim.run_until(10_000, |s| delivered(s, "alice", "bob", id)));
+    let a = sim
+        .node("alice")
+        .client
+        .safety_number("bob")
+        .expect("alice's view");
+    let b = sim
+        .node("bob")
+        .client
+        .safety_number("alice")
+        .expect("bob's view");
+    assert_eq!(a, b, "the same on both sides");
+    assert_eq!(a.digits().len(), 60);
+    assert!(a.digits().bytes().all(|c| c.is_ascii_digit()));
+    assert_eq!(a.to_string().split(' ').count(), 12);
+    assert_eq!(sim.node("alice").client.safety_number("carol"), None);
+    // Either key changing changes it; so does either name.
+    let base = SafetyNumber::new("alice", key(1).public_key(), "bob", key(2).public_key());
+    assert_eq!(a, base);
+    for other in [
+        SafetyNumber::new("alice", key(3).public_key(), "bob", key(2).public_key()),
+        SafetyNumber::new("alice", key(1).public_key(), "bob", key(3).public_key()),
+        SafetyNumber::new("alicia", key(1).public_key(), "bob", key(2).public_key()),
+    ] {
+        assert_ne!(other, base);
+        // Only one half changed: the other party's 30 digits stay.
+        let (x, y) = (base.digits(), other.digits());
+        assert!(
+            x[..30] == y[..30] || x[30..] == y[30..] || x[..30] == y[30..] || x[30..] == y[..30]
+        );
+    }
+}
+
+#[test]
+fn key_change_on_a_verified_contact_is_flagged_and_clears_the_mark() {
+    let mut sim = pair(true);
+    let id = sim.send("alice", "bob", "before");
+    assert!(sim.run_until(10_000, |s| delivered(s, "alice", "bob", id)));
+    let a = sim.idx("alice");
+    assert!(
+        !sim.nodes[a].client.set_verified("carol", true),
+        "no contact"
+    );
+    assert!(sim.nodes[a].client.set_verified("bob", true));
+    sim.drain(a);
+    assert!(sim.nodes[a].db.verified.contains("bob"));
+    // Survives a restart.
+    sim.restart(a, SERVER_A);
+    assert!(sim.nodes[a].client.is_verified("bob"));
+
+    sim.allow_rekey = true;
+    let b = sim.idx("bob");
+    sim.nodes[b].key = key(4);
+    sim.restart(b, SERVER_A);
+    assert!(sim.run_until(10_000, |s| s.registered("bob")));
+    let now = sim.now;
+    sim.nodes[a].client.lookup(now, "bob");
+    sim.drain(a);
+    assert!(sim.run_until(10_000, |s| {
+        s.nodes[a]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::KeyChanged { verified: true, .. }))
+    }));
+    // Blocking: no sending, no verifying the pending key in passing.
+    let now = sim.now;
+    assert!(matches!(
+        sim.nodes[a].client.send(now, "bob", "x"),
+        Err(SendError::KeyChanged { .. })
+    ));
+    assert!(!sim.nodes[a].client.set_verified("bob", true));
+    assert!(sim.nodes[a].client.accept_key(now, "bob"));
+    sim.drain(a);
+    assert!(!sim.nodes[a].client.is_verified("bob"));
+    assert!(!sim.nodes[a].db.verified.contains("bob"));
+    let n = sim.nodes[a].client.safety_number("bob").unwrap();
+    assert_eq!(
+        n,
+        flock_proto::client::SafetyNumber::new(
+            "alice",
+            key(1).public_key(),
+            "bob",
+            key(4).public_key()
+        )
+    );
+}
+
+/// Known answer, computed independently (Python's `hashlib`, the algorithm as documented)
+/// for the interop vector key under two names.
+#[test]
+fn safety_number_known_answer() {
+    let k = key(0);
+    let n = flock_proto::client::SafetyNumber::new("alice", k.public_key(), "bob", k.public_key());
+    assert_eq!(
+        n.digits(),
+        "156019405351441618334303883301763569384351622491070903300689"
+    );
+    assert_eq!(
+        n.to_string(),
+        "15601 94053 51441 61833 43038 83301 76356 93843 51622 49107 09033 00689"
     );
 }

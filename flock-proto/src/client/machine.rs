@@ -13,6 +13,7 @@ use flock_crypto::{CryptoRng, PrivateKey, PublicKey, seal_b64};
 use super::limiter::Limiter;
 use super::max_text_len;
 use super::peer::{Dialect, Expired, Peer};
+use super::safety::SafetyNumber;
 use super::types::{
     Action, ClientConfig, ConnectionState, Counters, Event, SendError, Status, StoreOp, Transmit,
     Warning,
@@ -189,6 +190,18 @@ impl<R: CryptoRng> Client<R> {
         }
     }
 
+    /// Loads a contact the user verified ([`StoreOp::Verified`]). Call after
+    /// [`Client::restore_contact`]; `false` if they are not a contact.
+    pub fn restore_verified(&mut self, user: &str) -> bool {
+        match self.peers.get_mut(user) {
+            Some(peer) if peer.key.pinned().is_some() => {
+                peer.verified = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Loads an outbox entry (a sealed message not yet delivered) from the database.
     pub fn restore_outbox(
         &mut self,
@@ -354,6 +367,7 @@ impl<R: CryptoRng> Client<R> {
         let fingerprint = new.fingerprint().to_string();
         peer.dialect = Dialect::Unknown;
         peer.signs = false;
+        peer.verified = false;
         self.store(StoreOp::AcceptKey {
             user: user.to_owned(),
             at_ms: now_ms,
@@ -386,6 +400,26 @@ impl<R: CryptoRng> Client<R> {
         });
         self.seal_awaiting(now_ms, user);
         self.pump(now_ms);
+        true
+    }
+
+    /// The user compared safety numbers with `user` ([`Client::safety_number`]) and
+    /// marks them verified, or takes the mark back. `false` if `user` has no pinned key,
+    /// or a key change is pending (decide on it first).
+    pub fn set_verified(&mut self, user: &str, verified: bool) -> bool {
+        let Some(peer) = self.peers.get_mut(user) else {
+            return false;
+        };
+        if peer.key.pinned().is_none() || peer.key.pending().is_some() {
+            return false;
+        }
+        if peer.verified != verified {
+            peer.verified = verified;
+            self.store(StoreOp::Verified {
+                user: user.to_owned(),
+                verified,
+            });
+        }
         true
     }
 
@@ -562,6 +596,23 @@ impl<R: CryptoRng> Client<R> {
     /// The key pinned for `user`.
     pub fn pinned_key(&self, user: &str) -> Option<&PublicKey> {
         self.peers.get(user).and_then(|p| p.key.pinned())
+    }
+
+    /// The safety number of our conversation with `user` (our name and key, theirs as
+    /// pinned): what both people compare. `None` without a pinned key.
+    pub fn safety_number(&self, user: &str) -> Option<SafetyNumber> {
+        let theirs = self.pinned_key(user)?;
+        Some(SafetyNumber::new(
+            &self.cfg.user,
+            self.key.public_key(),
+            user,
+            theirs,
+        ))
+    }
+
+    /// Whether the user marked `user` verified (and no new key was accepted since).
+    pub fn is_verified(&self, user: &str) -> bool {
+        self.peers.get(user).is_some_and(|p| p.verified)
     }
 
     /// A changed key seen for `user`, awaiting the user's decision.

@@ -73,6 +73,12 @@
 //! [`Event::KeyChanged`]; sending to that contact fails with [`SendError::KeyChanged`]
 //! and their signed messages are refused until [`Client::accept_key`].
 //!
+//! People check keys themselves with the [`SafetyNumber`] of their conversation
+//! ([`Client::safety_number`]), the same on both sides, and mark a contact verified
+//! ([`Client::set_verified`], stored as [`StoreOp::Verified`]). A key change on a
+//! verified contact says so ([`Event::KeyChanged`]'s `verified`: the interfaces make it
+//! loud) and accepting the new key clears the mark.
+//!
 //! **What the original's servers leave open.** Their answers carry no request id and no
 //! signature, so the source and outstanding checks are all there is: an attacker who can
 //! send from the server's address (IP spoofing, or a position on the path) can still
@@ -177,9 +183,11 @@
 mod limiter;
 mod machine;
 mod peer;
+mod safety;
 mod types;
 
 pub use machine::Client;
+pub use safety::{SAFETY_NUMBER_ITERATIONS, SafetyNumber};
 pub use types::{
     Action, ClientConfig, ConnectionState, Counters, Event, FEATURE_ACK1, KeySource, MessageStatus,
     SendError, Status, StoreOp, Transmit, UnknownStatus, Warning,

@@ -32,6 +32,9 @@ pub(super) struct Peer {
     /// restored after a restart): unsigned `MESSAGE`s claiming to be from them are
     /// refused.
     pub(super) signs: bool,
+    /// The user verified the pinned key (safety numbers); cleared when a new key is
+    /// accepted.
+    pub(super) verified: bool,
     /// A `HELLO` (address, `ack1`?) came from an address the ring has not confirmed
     /// yet; believed once a `RESOLVE` gives that address.
     pub(super) hello_claim: Option<(SocketAddrV4, bool)>,

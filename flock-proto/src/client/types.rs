@@ -367,6 +367,16 @@ pub enum StoreOp {
         /// Contact.
         user: String,
     },
+    /// The user marked `user` verified (compared safety numbers) or took the mark back
+    /// (`ClientDb::set_verified`); give it back with
+    /// [`Client::restore_verified`](super::Client::restore_verified). Accepting a
+    /// changed key clears it (the database's `accept_pending_key` does too).
+    Verified {
+        /// Contact.
+        user: String,
+        /// Verified or not.
+        verified: bool,
+    },
 }
 
 /// Where a key came from. A contact's key comes only from the ring: a `PUBKEY_RES`
@@ -468,6 +478,9 @@ pub enum Event {
         new: String,
         /// Where the new key came from.
         source: KeySource,
+        /// The user had verified the pinned key (compared safety numbers): this is an
+        /// alarm, not a routine reinstall, unless they know why.
+        verified: bool,
     },
     /// The user accepted a new key for `user`.
     KeyAccepted {

@@ -46,6 +46,7 @@ impl<R: CryptoRng> Client<R> {
                 });
             }
             Learned::Changed => {
+                let verified = peer.verified;
                 let pinned = peer
                     .key
                     .pinned()
@@ -62,6 +63,7 @@ impl<R: CryptoRng> Client<R> {
                     pinned,
                     new: fingerprint,
                     source,
+                    verified,
                 });
             }
         }
