@@ -202,6 +202,47 @@ async fn print_history(client: &Client, peer: &str) -> Result<(), Box<dyn std::e
     Ok(())
 }
 
+/// `/verify <user>`: the safety number to compare; `/verify <user> yes` (after comparing)
+/// marks them verified, `/verify <user> no` takes the mark back.
+async fn verify_command(client: &Client, arg: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let mut words = arg.split_whitespace();
+    let (Some(user), answer) = (words.next(), words.next()) else {
+        say("* /verify <user> [yes|no]");
+        return Ok(());
+    };
+    let Some((number, verified)) = client.safety_number(user).await? else {
+        say(&format!(
+            "* no key pinned for {user} yet: open a chat with @{user} first"
+        ));
+        return Ok(());
+    };
+    match answer {
+        None => {
+            let mark = if verified { "verified" } else { "not verified" };
+            say(&format!("* safety number with {user} ({mark}): {number}"));
+            say(&format!(
+                "* compare it with {user} (in person or by call); if it matches: /verify {user} yes"
+            ));
+        }
+        Some(a @ ("yes" | "no")) => {
+            if client.set_verified(user, a == "yes").await? {
+                let mark = if a == "yes" {
+                    "verified"
+                } else {
+                    "not verified"
+                };
+                say(&format!("* {user} is now {mark}"));
+            } else {
+                say(&format!(
+                    "!! cannot verify {user} now (a key change is pending)"
+                ));
+            }
+        }
+        Some(_) => say("* /verify <user> [yes|no]"),
+    }
+    Ok(())
+}
+
 /// `/servers`: list the servers that answer discovery; `/servers N` or
 /// `/servers HOST:PORT` switches to one (the client registers there again).
 async fn servers_command(client: &Client, arg: &str) -> Result<(), Box<dyn std::error::Error>> {
@@ -244,6 +285,10 @@ async fn command(
         }
         say(&format!("* chat with {peer} (/back to leave)"));
         print_history(client, peer).await?;
+        if let Some((number, verified)) = client.safety_number(peer).await? {
+            let mark = if verified { " (verified)" } else { "" };
+            say(&format!("* safety number with {peer}{mark}: {number}"));
+        }
         client.lookup(peer).await?;
         *current = Some(peer.to_owned());
         return Ok(true);
@@ -293,6 +338,7 @@ async fn command(
                 (false, _) => say(&format!("* no key change pending for {user}")),
             }
         }
+        "/verify" => verify_command(client, arg).await?,
         "/servers" => servers_command(client, arg.trim()).await?,
         "/refresh" => match current.as_deref() {
             Some(peer) => print_history(client, peer).await?,
@@ -301,6 +347,7 @@ async fn command(
         "/help" => say(
             "* @user: open a chat; then type to send. /back: menu. /chats: conversations. \
              /pending: outbox. /accept <user>, /reject <user>: decide on a changed key. \
+             /verify <user> [yes|no]: show the safety number, mark verified (or not). \
              /servers [N|HOST:PORT]: list or switch servers. /refresh: reprint the chat. /quit",
         ),
         _ if cmd.starts_with('/') => say(&format!("!! unknown command {cmd} (/help)")),
@@ -357,6 +404,23 @@ async fn show(client: &Client, current: Option<&str>, event: ClientEvent) {
                 user, fingerprint, ..
             } => {
                 say(&format!("* pinned {user}'s key {}", short(&fingerprint)));
+            }
+            Event::KeyChanged {
+                user,
+                pinned,
+                new,
+                verified: true,
+                ..
+            } => {
+                say(&format!(
+                    "!! !! KEY CHANGED for {user}, WHOM YOU VERIFIED: pinned {} but now {}. \
+                     Someone may be impersonating {user}. Sending to {user} is blocked. \
+                     Ask {user} in person; /accept {user} only if they reinstalled, then \
+                     compare safety numbers again (/verify {user}). /reject {user} keeps the \
+                     old key.",
+                    short(&pinned),
+                    short(&new)
+                ));
             }
             Event::KeyChanged {
                 user, pinned, new, ..

@@ -520,3 +520,27 @@ fn reply_timing_opening_vs_garbage() {
     }
     assert!(bob.count(|l| l.contains("<erin (unverified)> timing probe")) >= rounds / 2);
 }
+
+#[test]
+fn console_shows_the_same_safety_number_on_both_sides_and_verifies() {
+    let env = Env::new();
+    let _server = env.server(32500);
+    let mut alice = env.chat("alice", 32500);
+    let mut bob = env.chat("bob", 32500);
+    exchange(&mut alice, "alice", &mut bob, "bob", "hello");
+    let number = |p: &mut Proc, peer: &str| {
+        p.say(&format!("/verify {peer}"));
+        let line = p.contains(&format!("* safety number with {peer} ("));
+        line.rsplit(": ").next().expect("number").to_owned()
+    };
+    let on_alice = number(&mut alice, "bob");
+    let on_bob = number(&mut bob, "alice");
+    assert_eq!(on_alice, on_bob);
+    assert_eq!(on_alice.replace(' ', "").len(), 60);
+    bob.say("/verify alice yes");
+    bob.contains("* alice is now verified");
+    bob.kill();
+    let mut bob = env.chat("bob", 32500);
+    bob.say("@alice");
+    bob.contains(&format!("* safety number with alice (verified): {on_bob}"));
+}

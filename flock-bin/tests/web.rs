@@ -441,6 +441,23 @@ async fn two_users(env: &Env, driver: &str) -> R {
         wait_delivered(&b, "hi alice, got it").await?;
         eprintln!("exchanged after {:?}", started.elapsed());
 
+        // Both pages show the same safety number; bob marks alice verified, for good.
+        const SAFETY_JS: &str = "return !document.getElementById('safety').hidden && \
+             document.getElementById('safety-number').textContent;";
+        b.refresh().await.map_err(|e| e.to_string())?;
+        wait_path(&b, "/chat/alice").await?;
+        let on_a = wait_js(&a, "alice's safety number", SAFETY_JS).await?;
+        let on_b = wait_js(&b, "bob's safety number", SAFETY_JS).await?;
+        if on_a != on_b || on_a.as_str().map(|s| s.replace(' ', "").len()) != Some(60) {
+            return Err(format!("safety numbers {on_a} and {on_b}"));
+        }
+        click(&b, "#verify").await?;
+        const VERIFIED_JS: &str = "return !document.getElementById('safety-verified').hidden;";
+        wait_js(&b, "alice marked verified", VERIFIED_JS).await?;
+        b.refresh().await.map_err(|e| e.to_string())?;
+        wait_path(&b, "/chat/alice").await?;
+        wait_js(&b, "still verified after a reload", VERIFIED_JS).await?;
+
         // Alice on the chats page: bob's next messages show as unread, live.
         click(&a, "#back").await?;
         wait_path(&a, "/chats").await?;

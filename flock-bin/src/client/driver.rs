@@ -153,8 +153,13 @@ impl Driver {
             let pending = c.pending.as_ref().map(|p| p.pubkey_b64.as_str());
             if let Err(e) = machine.restore_contact(&c.user, &c.pubkey_b64, pending) {
                 tracing::warn!(user = %c.user, error = %e, "unusable stored contact key");
-            } else if c.signs {
-                machine.restore_signer(&c.user);
+            } else {
+                if c.signs {
+                    machine.restore_signer(&c.user);
+                }
+                if c.verified {
+                    machine.restore_verified(&c.user);
+                }
             }
         }
         let now = now_ms();
@@ -445,6 +450,9 @@ impl Driver {
             }
             StoreOp::Signs { user } => {
                 db.set_signs(&user)?;
+            }
+            StoreOp::Verified { user, verified } => {
+                db.set_verified(&user, verified)?;
             }
         }
         Ok(())

@@ -41,7 +41,7 @@ pub use discovery::discover;
 pub use driver::now_ms;
 use flock_crypto::PrivateKey;
 pub use flock_proto::client::{
-    ClientConfig, ConnectionState, Event, KeySource, SendError, Status, Warning,
+    ClientConfig, ConnectionState, Event, KeySource, SafetyNumber, SendError, Status, Warning,
 };
 use flock_store::{ChatSummary, ClientDb, Contact, KeyDir, Message, MessageRow, OutboxEntry};
 use tokio::sync::{mpsc, oneshot};
@@ -264,6 +264,32 @@ impl Client {
     pub async fn reject_key(&self, user: &str) -> Result<bool, ClientError> {
         let user = user.to_owned();
         self.machine(move |m, now| m.reject_key(now, &user)).await
+    }
+
+    /// The safety number of the conversation with `user` (both users' names and keys,
+    /// the same on both sides) and whether the user marked them verified; `None` before
+    /// their key is pinned.
+    ///
+    /// # Errors
+    /// [`ClientError::Stopped`].
+    pub async fn safety_number(
+        &self,
+        user: &str,
+    ) -> Result<Option<(SafetyNumber, bool)>, ClientError> {
+        let user = user.to_owned();
+        self.machine(move |m, _| m.safety_number(&user).map(|n| (n, m.is_verified(&user))))
+            .await
+    }
+
+    /// Marks `user` verified (the two people compared their safety numbers) or takes the
+    /// mark back. `false`: no pinned key, or a key change is pending.
+    ///
+    /// # Errors
+    /// [`ClientError::Stopped`].
+    pub async fn set_verified(&self, user: &str, verified: bool) -> Result<bool, ClientError> {
+        let user = user.to_owned();
+        self.machine(move |m, _| m.set_verified(&user, verified))
+            .await
     }
 
     /// Uses `server` from now on (and registers with it).
