@@ -1,5 +1,6 @@
 //! Cost of decoding and encoding typical frames (a signed REGISTER with an RSA-2048 key,
-//! a RESOLVE, a 1 KiB-payload MESSAGE), each next to a baseline over the same datagram:
+//! a RESOLVE, a 1 KiB-payload MESSAGE, a ring `RING RECORDS` chunk of 16 signed records),
+//! each next to a baseline over the same datagram:
 //! `str::split(' ')` collecting the fields (decode) and joining them back with spaces
 //! (encode). Both sides of a pair start from the same bytes; decode includes the UTF-8
 //! check on both sides.
@@ -35,6 +36,20 @@ fn message_datagram() -> Vec<u8> {
     // A sealed 1 KiB text: 2 + 256 + 12 + 1024 + 16 bytes, base64.
     let payload = b64((2 + 256 + 12 + 1024 + 16_usize).div_ceil(3) * 4, 3);
     format!("MESSAGE alice {payload}").into_bytes()
+}
+
+/// A ring record transfer chunk: 16 signed records with RSA-2048-sized keys and signatures.
+fn ring_records_datagram() -> Vec<u8> {
+    let key = b64(flock_proto::limits::PUBKEY_B64_LEN_RSA2048, 4);
+    let sig = b64(flock_proto::limits::SIG_B64_LEN, 5);
+    let mut text = String::from("RING RECORDS 7243991 0 1 16");
+    for i in 0..16 {
+        text.push_str(&format!(
+            " user{i} 10.0.{i}.7 {} 17325504001234567{i:02} {key} {sig}",
+            40000 + i
+        ));
+    }
+    text.into_bytes()
 }
 
 fn split_fields(datagram: &[u8]) -> Vec<&str> {
@@ -86,6 +101,7 @@ fn codec(c: &mut Criterion) {
         ("register", register_datagram()),
         ("resolve", resolve_datagram()),
         ("message", message_datagram()),
+        ("ring_records", ring_records_datagram()),
     ] {
         let mut group = c.benchmark_group(format!("codec/{name}"));
         group.warm_up_time(Duration::from_millis(500));

@@ -217,19 +217,10 @@ pub fn version_now() -> u64 {
         .max(1)
 }
 
-/// The address this host uses toward `server` (what a client registers by default).
+/// The address this host uses toward `server` (what a client registers by default),
+/// loopback when the routing table has none ([`crate::server::local_ip_toward`]).
 pub fn local_ip_toward(server: SocketAddrV4) -> Ipv4Addr {
-    UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-        .and_then(|s| {
-            s.connect(server)?;
-            s.local_addr()
-        })
-        .ok()
-        .and_then(|a| match a {
-            SocketAddr::V4(a) if !a.ip().is_unspecified() => Some(*a.ip()),
-            _ => None,
-        })
-        .unwrap_or(Ipv4Addr::LOCALHOST)
+    crate::server::local_ip_toward(server).unwrap_or(Ipv4Addr::LOCALHOST)
 }
 
 /// `RESOLVE` every user at once (one socket per user, since a reply does not name the

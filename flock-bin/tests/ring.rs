@@ -496,3 +496,47 @@ fn spoofed_ring_frames_from_a_non_member_change_nothing() {
     );
     assert_eq!(f::resolve(&h0, &addrs[0], &us, 3000), before_resolve);
 }
+
+/// The README's one-host example, verbatim but for the data directory: `flock server
+/// node1`, then `flock server node2 --bind 127.0.0.1 --port 23003 --join 127.0.0.1:12345`.
+/// node1 is bound to 0.0.0.0 and advertises its LAN address while node2 reaches it through
+/// 127.0.0.1: node1's ring frames must leave from its advertised address, or node2's
+/// requests and the answers it gets never match (node2 never got in, node1 looped
+/// "stopped answering"). Both end up members of one ring of two, and say which founded.
+#[test]
+fn readme_one_host_commands_form_a_ring() {
+    let _serial = serial();
+    let Some(net) = Net::new("readme_one_host_commands_form_a_ring", 1) else {
+        return;
+    };
+    let h = net.host(0).clone();
+    let dir = f::tempdir("onehost");
+    let mut cl = Cluster::new();
+    let n1 = cl.start(&h, "node1", dir.path(), &["--bind", "-"]);
+    wait_member(&h, "127.0.0.1:12345", Duration::from_secs(20));
+    let node2 = [
+        "--bind",
+        "-",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "23003",
+        "--join",
+        "127.0.0.1:12345",
+    ];
+    let n2 = cl.start(&h, "node2", dir.path(), &node2);
+    wait_member(&h, "127.0.0.1:23003", Duration::from_secs(20));
+    // node1 is known by its advertised address, node2 by its loopback one.
+    let ring = [addr_of(&h), "127.0.0.1:23003".to_string()];
+    wait_ring(&h, &ring, Duration::from_secs(20));
+    for a in ["127.0.0.1:12345", "127.0.0.1:23003"] {
+        let s = status(&h, a).expect("status");
+        assert_eq!(s["member"], true, "{a}: {s}");
+        assert_eq!(s["succs"].as_array().map(Vec::len), Some(1), "{a}: {s}");
+    }
+    let log1 = std::fs::read_to_string(&cl.get(n1).log).unwrap_or_default();
+    let log2 = std::fs::read_to_string(&cl.get(n2).log).unwrap_or_default();
+    assert!(log1.contains("node1 founded a new ring"), "{log1}");
+    assert!(log2.contains("node2 joined the ring"), "{log2}");
+    assert!(!log1.contains("stopped answering"), "{log1}");
+}

@@ -42,6 +42,13 @@ pub struct Config {
     pub bootstrap: Vec<SocketAddrV4>,
     /// How long to collect `HERE` answers before choosing the widest range.
     pub discover_window: Duration,
+    /// Whether a node with a bootstrap list may found a ring when no member answers: it
+    /// probes for [`Config::probe_window`] first (found-or-join, e.g. a server started
+    /// without `--join` that broadcasts). `false`: keep looking until a ring answers.
+    pub may_found: bool,
+    /// How long a probing node listens for a ring before founding one (plus up to half of
+    /// it as a jitter drawn from the seed); its `DISCOVER` is sent three times a window.
+    pub probe_window: Duration,
     /// Longest a lookup for a client may take before it is abandoned (clients wait 3 s).
     pub lookup_timeout: Duration,
     /// Most referrals one lookup follows.
@@ -66,6 +73,8 @@ impl Default for Config {
             fingers: true,
             bootstrap: Vec::new(),
             discover_window: Duration::from_millis(300),
+            may_found: false,
+            probe_window: Duration::from_millis(1200),
             lookup_timeout: Duration::from_millis(2500),
             max_hops: 48,
             max_pending: 4096,
@@ -75,6 +84,10 @@ impl Default for Config {
 }
 
 /// One effect for the driver, taken with [`crate::Node::poll_action`] in order.
+///
+/// Exhaustive on purpose (as is [`crate::StoreOp`]): a driver must perform every effect,
+/// so a new one is a breaking change that the driver's `match` reports. [`Event`], which
+/// a driver may only log, is `#[non_exhaustive]`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Send `frame` to `to` (from the node's own socket).
@@ -92,8 +105,18 @@ pub enum Action {
 
 /// Things the embedding application may want to log or show.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
-    /// The node is a ring member now, owning `[lo, hi]`.
+    /// Nobody answered: the node founded a new ring and owns the whole space `[lo, hi]`.
+    Founded {
+        /// Ring position.
+        id: u64,
+        /// First hash owned.
+        lo: u64,
+        /// Last hash owned (below `lo` when wrapping).
+        hi: u64,
+    },
+    /// The node joined a ring and is a member now, owning `[lo, hi]`.
     Joined {
         /// Ring position.
         id: u64,

@@ -39,6 +39,7 @@
 mod api;
 mod node;
 pub mod sim;
+mod status;
 mod store;
 mod verify;
 
@@ -47,5 +48,6 @@ pub use flock_proto::ring::Peer;
 pub use flock_proto::ring_hash;
 pub use flock_proto::space::{self, MODULUS, dist};
 pub use node::Node;
+pub use status::{NodePhase, Status};
 pub use store::{StoreOp, Table};
 pub use verify::{FakeVerifier, RecordVerifier, RsaVerifier};

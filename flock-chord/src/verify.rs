@@ -37,13 +37,19 @@ impl RecordVerifier for FakeVerifier {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RsaVerifier;
 
+impl RsaVerifier {
+    /// The RSA check alone, with `key` already parsed from `r.pubkey_b64` (a driver that
+    /// caches parsed keys calls this).
+    pub fn verify_with_key(key: &flock_crypto::PublicKey, r: &Record) -> bool {
+        let text = r.signed_text();
+        flock_crypto::verify_b64(key, text.as_bytes(), &r.sig_b64).is_ok()
+    }
+}
+
 impl RecordVerifier for RsaVerifier {
     fn verify(&self, r: &Record) -> bool {
-        let Ok(key) = flock_crypto::PublicKey::from_b64(&r.pubkey_b64) else {
-            return false;
-        };
-        let text = r.signed_text();
-        flock_crypto::verify_b64(&key, text.as_bytes(), &r.sig_b64).is_ok()
+        flock_crypto::PublicKey::from_b64(&r.pubkey_b64)
+            .is_ok_and(|key| Self::verify_with_key(&key, r))
     }
 }
 

@@ -1,11 +1,14 @@
-//! The nom grammar of a Flock datagram, one small parser per rule.
+//! The nom grammars of a Flock datagram, one small parser per rule: the client grammar
+//! ([`frame`]) and our ring grammar ([`ring_frame`], the text after `RING `), built on
+//! the same rules.
 //!
 //! Parsers work on the whole datagram as `&str` (UTF-8 is checked once, up front), use
 //! only `nom::*::complete` combinators, and borrow every text field from the input. The
-//! nom error type is `()`: nom never leaks out of this module; each failure is turned into
-//! a [`DecodeError`] naming the verb and the field.
+//! rules' nom error type is `()`, the ring's field combinator's a private [`RingFail`]:
+//! nom never leaks out of this module; each failure is turned into a [`DecodeError`]
+//! naming the verb and the field. Verbs are looked up in the tables of [`crate::verbs`].
 //!
-//! Grammar (ABNF-ish; `SP` is one space, the only separator):
+//! Shared rules (ABNF-ish; `SP` is one space, the only separator):
 //!
 //! ```text
 //! datagram   = verb *(SP field)                   ; no terminator
@@ -19,6 +22,9 @@
 //! b64        = 1*(ALPHA / DIGIT / "+" / "/" / "=")
 //! ans-ip     = ipv4 / "."
 //! ```
+//!
+//! The ring grammar's own rules (`peer`, `record`, `op`, `outcome`, ...) are listed in
+//! [`crate::ring`].
 
 use std::borrow::Cow;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -29,13 +35,18 @@ use nom::{
     bytes::complete::{tag, take_while1},
     character::complete::{char, digit1},
     combinator::{all_consuming, map, map_opt, value, verify},
-    sequence::preceded,
+    error::{ErrorKind, ParseError},
+    multi::count,
+    sequence::{preceded, separated_pair},
 };
 
 use crate::error::DecodeError;
 use crate::frame::{AnswerTo, ErrorReply, Frame, LegacyRecord, OkReply, Register};
-use crate::limits::{MAX_FIELDS, USERNAME_MAX_CHARS, USERNAME_MIN_CHARS};
+use crate::limits::{MAX_FIELDS, RING_MAX_LIST, USERNAME_MAX_CHARS, USERNAME_MIN_CHARS};
+use crate::record::Record;
+use crate::ring::{FindError, FindOp, Outcome, Peer, RingFrame, RingVerb, words};
 use crate::validate::{is_username_char, validate_version};
+use crate::verbs::Verb;
 
 /// nom's result with the unit error: we only need to know *that* a rule failed.
 type PResult<'a, O> = IResult<&'a str, O, ()>;
@@ -47,104 +58,111 @@ pub(crate) fn frame(text: &str) -> Result<Frame<'_>, DecodeError> {
     if text.is_empty() {
         return Err(DecodeError::Empty);
     }
-    let (args, verb) = verb(text).map_err(|_| DecodeError::UnknownVerb)?;
+    let (args, word) = verb(text).map_err(|_| DecodeError::UnknownVerb)?;
+    let Some(verb) = Verb::from_text(word) else {
+        return discover_server_proxied_frame(word, args);
+    };
+    let name = verb.as_str();
     match verb {
-        "DISCOVER" => none("DISCOVER", args, Frame::Discover),
-        "DISCOVER_SERVER" => none(
-            "DISCOVER_SERVER",
-            args,
-            Frame::DiscoverServer { reply_to: None },
-        ),
-        "PING" => none("PING", args, Frame::Ping),
-        "PONG" => none("PONG", args, Frame::Pong),
-        "RANGE" => none("RANGE", args, Frame::Range),
-        "STATUS" => none("STATUS", args, Frame::Status),
-        "SNAPSHOT" => none("SNAPSHOT", args, Frame::Snapshot),
-        "CHECKSUM" => none("CHECKSUM", args, Frame::Checksum),
-        "JOIN" => none("JOIN", args, Frame::Join),
-        "FIX" => none("FIX", args, Frame::Fix),
-        "KILL" => none("KILL", args, Frame::Kill),
-        "REGISTER" => register_frame(args),
-        "RESOLVE" => resolve_frame(args),
-        "OK" => ok_reply(args).map(Frame::Ok),
-        "ERROR" => error_reply(args).map(Frame::Error),
-        "PRED_CHANGE" => {
-            let [ip] = exact("PRED_CHANGE", args)?;
+        Verb::Discover => none(name, args, Frame::Discover),
+        Verb::DiscoverServer => none(name, args, Frame::DiscoverServer { reply_to: None }),
+        Verb::Ping => none(name, args, Frame::Ping),
+        Verb::Pong => none(name, args, Frame::Pong),
+        Verb::Range => none(name, args, Frame::Range),
+        Verb::Status => none(name, args, Frame::Status),
+        Verb::Snapshot => none(name, args, Frame::Snapshot),
+        Verb::Checksum => none(name, args, Frame::Checksum),
+        Verb::Join => none(name, args, Frame::Join),
+        Verb::Fix => none(name, args, Frame::Fix),
+        Verb::Kill => none(name, args, Frame::Kill),
+        Verb::Register => register_frame(args),
+        Verb::Resolve => resolve_frame(args),
+        Verb::Ok => ok_reply(args).map(Frame::Ok),
+        Verb::Error => error_reply(args).map(Frame::Error),
+        Verb::PredChange => {
+            let [ip] = exact(name, args)?;
             Ok(Frame::PredChange {
-                ip: field("PRED_CHANGE", "ip", ip, ipv4)?,
+                ip: field(name, "ip", ip, ipv4)?,
             })
         }
-        "SUCC" => succ_frame(args),
-        "REPLIC" => legacy_record("REPLIC", args).map(Frame::Replic),
-        "TAKEOVER" => legacy_record("TAKEOVER", args).map(Frame::Takeover),
-        "DROP_REPLICS" => {
-            let [owner] = exact("DROP_REPLICS", args)?;
+        Verb::Succ => succ_frame(args),
+        Verb::Replic => legacy_record(name, args).map(Frame::Replic),
+        Verb::Takeover => legacy_record(name, args).map(Frame::Takeover),
+        Verb::DropReplics => {
+            let [owner] = exact(name, args)?;
             Ok(Frame::DropReplics {
-                owner: field("DROP_REPLICS", "owner_ip", owner, ipv4)?,
+                owner: field(name, "owner_ip", owner, ipv4)?,
             })
         }
-        "RING" => match args.strip_prefix(' ') {
-            Some(rest) => crate::ring::decode(rest).map(Frame::Ring),
-            None => Err(DecodeError::Fields { verb: "RING" }),
+        Verb::Ring => match args.strip_prefix(' ') {
+            Some(rest) => ring_frame(rest).map(Frame::Ring),
+            None => Err(DecodeError::Fields { verb: name }),
         },
-        "MESSAGE" => {
-            let [sender, payload] = exact("MESSAGE", args)?;
+        Verb::Message => {
+            let [sender, payload] = exact(name, args)?;
             Ok(Frame::Message {
-                sender: Cow::Borrowed(field("MESSAGE", "sender", sender, token)?),
-                payload_b64: Cow::Borrowed(field("MESSAGE", "payload_b64", payload, b64)?),
+                sender: Cow::Borrowed(field(name, "sender", sender, token)?),
+                payload_b64: Cow::Borrowed(field(name, "payload_b64", payload, b64)?),
             })
         }
-        "PUBKEY_REQ" => {
-            let [requester] = exact("PUBKEY_REQ", args)?;
+        Verb::PubkeyReq => {
+            let [requester] = exact(name, args)?;
             Ok(Frame::PubkeyReq {
-                requester: Cow::Borrowed(field("PUBKEY_REQ", "requester", requester, token)?),
+                requester: Cow::Borrowed(field(name, "requester", requester, token)?),
             })
         }
-        "PUBKEY_RES" => {
-            let [user, key] = exact("PUBKEY_RES", args)?;
+        Verb::PubkeyRes => {
+            let [user, key] = exact(name, args)?;
             Ok(Frame::PubkeyRes {
-                user: Cow::Borrowed(field("PUBKEY_RES", "user", user, token)?),
-                pubkey_b64: Cow::Borrowed(field("PUBKEY_RES", "pubkey_b64", key, b64)?),
+                user: Cow::Borrowed(field(name, "user", user, token)?),
+                pubkey_b64: Cow::Borrowed(field(name, "pubkey_b64", key, b64)?),
             })
         }
-        "HELLO" => {
-            let [user, features] = exact("HELLO", args)?;
+        Verb::Hello => {
+            let [user, features] = exact(name, args)?;
             Ok(Frame::Hello {
-                user: Cow::Borrowed(field("HELLO", "user", user, token)?),
-                features: Cow::Borrowed(field("HELLO", "features", features, token)?),
+                user: Cow::Borrowed(field(name, "user", user, token)?),
+                features: Cow::Borrowed(field(name, "features", features, token)?),
             })
         }
-        "SMESSAGE" => {
-            let [sender, id, payload, sig] = exact("SMESSAGE", args)?;
+        Verb::SecureMessage => {
+            let [sender, id, payload, sig] = exact(name, args)?;
             Ok(Frame::SecureMessage {
-                sender: Cow::Borrowed(field("SMESSAGE", "sender", sender, token)?),
-                id: field("SMESSAGE", "id", id, decimal)?,
-                payload_b64: Cow::Borrowed(field("SMESSAGE", "payload_b64", payload, b64)?),
-                sig_b64: Cow::Borrowed(field("SMESSAGE", "sig_b64", sig, b64)?),
+                sender: Cow::Borrowed(field(name, "sender", sender, token)?),
+                id: field(name, "id", id, decimal)?,
+                payload_b64: Cow::Borrowed(field(name, "payload_b64", payload, b64)?),
+                sig_b64: Cow::Borrowed(field(name, "sig_b64", sig, b64)?),
             })
         }
-        "ACK" => {
-            let [from, id, sig] = exact("ACK", args)?;
+        Verb::Ack => {
+            let [from, id, sig] = exact(name, args)?;
             Ok(Frame::Ack {
-                from: Cow::Borrowed(field("ACK", "from", from, token)?),
-                id: field("ACK", "id", id, decimal)?,
-                sig_b64: Cow::Borrowed(field("ACK", "sig_b64", sig, b64)?),
+                from: Cow::Borrowed(field(name, "from", from, token)?),
+                id: field(name, "id", id, decimal)?,
+                sig_b64: Cow::Borrowed(field(name, "sig_b64", sig, b64)?),
             })
         }
-        _ if verb.starts_with("DISCOVER_SERVER:") => {
-            let addr = field("DISCOVER_SERVER", "reply_to", verb, discover_server_proxied)?;
-            if args.is_empty() {
-                Ok(Frame::DiscoverServer {
-                    reply_to: Some(addr),
-                })
-            } else {
-                Err(DecodeError::Fields {
-                    verb: "DISCOVER_SERVER",
-                })
-            }
-        }
-        _ => Err(DecodeError::UnknownVerb),
     }
+}
+
+/// `"DISCOVER_SERVER:" ipv4 ":" port`, the one verb with a field glued to it; any other
+/// unknown first word is [`DecodeError::UnknownVerb`].
+fn discover_server_proxied_frame<'a>(word: &str, args: &str) -> Result<Frame<'a>, DecodeError> {
+    let name = Verb::DiscoverServer.as_str();
+    if !word
+        .strip_prefix(name)
+        .is_some_and(|rest| rest.starts_with(':'))
+    {
+        return Err(DecodeError::UnknownVerb);
+    }
+    let addr = field(name, "reply_to", word, discover_server_proxied)?;
+    none(
+        name,
+        args,
+        Frame::DiscoverServer {
+            reply_to: Some(addr),
+        },
+    )
 }
 
 /// The raw reply to `DISCOVER`: the server's name, any non-empty text.
@@ -161,7 +179,7 @@ pub(crate) fn discover_server_reply(text: &str) -> Result<Ipv4Addr, DecodeError>
     if text.is_empty() {
         return Err(DecodeError::Empty);
     }
-    field("DISCOVER_SERVER", "ip", text, ipv4)
+    field(Verb::DiscoverServer.as_str(), "ip", text, ipv4)
 }
 
 // ---- helpers turning nom results into DecodeError ----------------------------------------
@@ -234,7 +252,7 @@ fn fields(mut args: &str) -> Option<Fields<'_>> {
 /// `REGISTER`: 3 fields = the design document's unsigned form, 6 = signed,
 /// 8 = forwarded (`<ans_ip> <ans_port>` first).
 fn register_frame(args: &str) -> Result<Frame<'_>, DecodeError> {
-    const V: &str = "REGISTER";
+    const V: &str = Verb::Register.as_str();
     let fields = fields(args).ok_or(DecodeError::Fields { verb: V })?;
     match *fields.as_slice() {
         [user, ip, port] => Ok(Frame::RegisterLegacy {
@@ -269,7 +287,7 @@ fn register_frame(args: &str) -> Result<Frame<'_>, DecodeError> {
 fn register_fields<'a>(
     [user, ip, port, version, key, sig]: [&'a str; 6],
 ) -> Result<Register<'a>, DecodeError> {
-    const V: &str = "REGISTER";
+    const V: &str = Verb::Register.as_str();
     Ok(Register {
         user: Cow::Borrowed(field(V, "user", user, username)?),
         ip: field(V, "ip", ip, ipv4)?,
@@ -285,7 +303,7 @@ fn register_fields<'a>(
 /// The user is any token: the original answers `ERROR 404 User not found` for a name that
 /// could never have registered, and so must we.
 fn resolve_frame(args: &str) -> Result<Frame<'_>, DecodeError> {
-    const V: &str = "RESOLVE";
+    const V: &str = Verb::Resolve.as_str();
     let fields = fields(args).ok_or(DecodeError::Fields { verb: V })?;
     match *fields.as_slice() {
         [user] => Ok(Frame::Resolve {
@@ -307,7 +325,7 @@ fn resolve_frame(args: &str) -> Result<Frame<'_>, DecodeError> {
 /// IPv4 = legacy resolved; 2 numbers = range; 4 fields starting with an IPv4 = resolved;
 /// 4 fields starting with a number = joined.
 fn ok_reply(args: &str) -> Result<OkReply<'_>, DecodeError> {
-    const V: &str = "OK";
+    const V: &str = Verb::Ok.as_str();
     if args.is_empty() {
         return Ok(OkReply::Bare);
     }
@@ -360,7 +378,9 @@ fn error_reply(args: &str) -> Result<ErrorReply<'_>, DecodeError> {
     }
     match args.strip_prefix(' ') {
         Some(text) if !text.is_empty() => Ok(ErrorReply::from_text(Cow::Borrowed(text))),
-        _ => Err(DecodeError::Fields { verb: "ERROR" }),
+        _ => Err(DecodeError::Fields {
+            verb: Verb::Error.as_str(),
+        }),
     }
 }
 
@@ -368,8 +388,10 @@ fn error_reply(args: &str) -> Result<ErrorReply<'_>, DecodeError> {
 fn succ_frame(mut args: &str) -> Result<Frame<'static>, DecodeError> {
     let mut ips = Vec::new();
     while !args.is_empty() {
-        let (rest, item) = sp_field(args).map_err(|_| DecodeError::Fields { verb: "SUCC" })?;
-        ips.push(field("SUCC", "ip", item, ipv4)?);
+        let (rest, item) = sp_field(args).map_err(|_| DecodeError::Fields {
+            verb: Verb::Succ.as_str(),
+        })?;
+        ips.push(field(Verb::Succ.as_str(), "ip", item, ipv4)?);
         args = rest;
     }
     Ok(Frame::Succ { ips })
@@ -399,6 +421,323 @@ fn legacy_record<'a>(verb: &'static str, args: &'a str) -> Result<LegacyRecord<'
     })
 }
 
+// ---- the ring grammar (`RING ...`) ---------------------------------------------------------
+
+/// Why a ring rule failed; the nom error of the ring grammar, never seen outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RingFail {
+    /// A field is missing, or something follows the last one.
+    Fields,
+    /// This field is present but malformed.
+    Bad(&'static str),
+}
+
+impl<I> ParseError<I> for RingFail {
+    fn from_error_kind(_: I, _: ErrorKind) -> Self {
+        Self::Fields
+    }
+
+    fn append(_: I, _: ErrorKind, other: Self) -> Self {
+        other
+    }
+}
+
+type RResult<'a, O> = IResult<&'a str, O, RingFail>;
+
+/// Decodes the text after `RING `: `verb SP rid *(SP field)` (grammar: [`crate::ring`]).
+pub(crate) fn ring_frame(text: &str) -> Result<RingFrame, DecodeError> {
+    let (body, word) = verb(text).map_err(|_| DecodeError::UnknownVerb)?;
+    let verb = RingVerb::from_text(word).ok_or(DecodeError::UnknownVerb)?;
+    all_consuming(|body| ring_body(verb, body))
+        .parse(body)
+        .finish()
+        .map(|(_, frame)| frame)
+        .map_err(|fail| match fail {
+            RingFail::Fields => DecodeError::Fields {
+                verb: verb.as_str(),
+            },
+            RingFail::Bad(field) => DecodeError::BadField {
+                verb: verb.as_str(),
+                field,
+            },
+        })
+}
+
+/// The fields of `verb`, from `rid` on.
+fn ring_body(verb: RingVerb, input: &str) -> RResult<'_, RingFrame> {
+    let (input, rid) = sp(decimal, "rid").parse(input)?;
+    let u64 = |name| sp(decimal, name);
+    let u32 = |name| sp(decimal_u32, name);
+    match verb {
+        RingVerb::Discover => Ok((input, RingFrame::Discover { rid })),
+        RingVerb::Refuse => Ok((input, RingFrame::Refuse { rid })),
+        RingVerb::Busy => Ok((input, RingFrame::Busy { rid })),
+        RingVerb::Here => map((u64("lo"), u64("hi")), |(lo, hi)| RingFrame::Here {
+            rid,
+            lo,
+            hi,
+        })
+        .parse(input),
+        RingVerb::Cookie => {
+            map(u64("cookie"), |cookie| RingFrame::Cookie { rid, cookie }).parse(input)
+        }
+        RingVerb::Join => map(u64("cookie"), |cookie| RingFrame::Join { rid, cookie }).parse(input),
+        RingVerb::Welcome => map(
+            (u64("id"), u32("chunks"), sp(peer, "pred"), sp_peers),
+            |(id, chunks, pred, succs)| RingFrame::Welcome {
+                rid,
+                id,
+                chunks,
+                pred,
+                succs,
+            },
+        )
+        .parse(input),
+        RingVerb::Records => map(
+            (u32("seq"), u32("total"), sp_records),
+            |(seq, total, records)| RingFrame::Records {
+                rid,
+                seq,
+                total,
+                records,
+            },
+        )
+        .parse(input),
+        RingVerb::Ack => map(u32("seq"), |seq| RingFrame::Ack { rid, seq }).parse(input),
+        RingVerb::GetState => {
+            map(u64("cookie"), |cookie| RingFrame::GetState { rid, cookie }).parse(input)
+        }
+        RingVerb::State => map(
+            (u64("id"), sp(opt_peer, "pred"), sp_peers),
+            |(id, pred, succs)| RingFrame::State {
+                rid,
+                id,
+                pred,
+                succs,
+            },
+        )
+        .parse(input),
+        RingVerb::Rectify => map((u64("cookie"), u64("id")), |(cookie, id)| {
+            RingFrame::Rectify { rid, cookie, id }
+        })
+        .parse(input),
+        RingVerb::Ping => map(u64("cookie"), |cookie| RingFrame::Ping { rid, cookie }).parse(input),
+        RingVerb::Find => map(
+            (u64("cookie"), u64("key"), sp_find_op),
+            |(cookie, key, op)| RingFrame::Find {
+                rid,
+                cookie,
+                key,
+                op,
+            },
+        )
+        .parse(input),
+        RingVerb::Refer => {
+            map(sp(peer, "peer"), |peer| RingFrame::Refer { rid, peer }).parse(input)
+        }
+        RingVerb::Found => map((u64("id"), sp_outcome), |(id, outcome)| RingFrame::Found {
+            rid,
+            id,
+            outcome,
+        })
+        .parse(input),
+        RingVerb::Replicate => map((u64("cookie"), sp_records), |(cookie, records)| {
+            RingFrame::Replicate {
+                rid,
+                cookie,
+                records,
+            }
+        })
+        .parse(input),
+        RingVerb::Sync => map(
+            (
+                u64("cookie"),
+                u64("lo"),
+                u64("hi"),
+                u64("count"),
+                u64("digest"),
+            ),
+            |(cookie, lo, hi, count, digest)| RingFrame::Sync {
+                rid,
+                cookie,
+                lo,
+                hi,
+                count,
+                digest,
+            },
+        )
+        .parse(input),
+        RingVerb::Synced => {
+            map(sp(flag, "want"), |want| RingFrame::Synced { rid, want }).parse(input)
+        }
+        RingVerb::Fetch => map((u64("cookie"), u64("lo"), u64("hi")), |(cookie, lo, hi)| {
+            RingFrame::Fetch {
+                rid,
+                cookie,
+                lo,
+                hi,
+            }
+        })
+        .parse(input),
+        RingVerb::Fix => map(u64("cookie"), |cookie| RingFrame::Fix { rid, cookie }).parse(input),
+        RingVerb::Leave => map(
+            (u64("cookie"), u32("chunks"), sp(opt_peer, "pred"), sp_peers),
+            |(cookie, chunks, pred, succs)| RingFrame::Leave {
+                rid,
+                cookie,
+                chunks,
+                pred,
+                succs,
+            },
+        )
+        .parse(input),
+        RingVerb::Drop => map((u64("cookie"), u64("lo"), u64("hi")), |(cookie, lo, hi)| {
+            RingFrame::Drop {
+                rid,
+                cookie,
+                lo,
+                hi,
+            }
+        })
+        .parse(input),
+    }
+}
+
+/// `SP field`, the whole field (up to the next space or the end) parsed by `rule`: a
+/// missing or empty field is [`RingFail::Fields`], one that `rule` does not match exactly
+/// is `Bad(name)`.
+///
+/// No rule matches a space, so `rule` runs on the rest of the input directly and must stop
+/// at the field's end: one pass over the field, not a search for its end and then a parse.
+fn sp<'a, O>(
+    rule: impl Fn(&'a str) -> PResult<'a, O>,
+    name: &'static str,
+) -> impl Parser<&'a str, Output = O, Error = RingFail> {
+    move |input: &'a str| {
+        let field = input
+            .strip_prefix(' ')
+            .ok_or(nom::Err::Error(RingFail::Fields))?;
+        match rule(field) {
+            Ok((rest, out)) if rest.is_empty() || rest.starts_with(' ') => Ok((rest, out)),
+            _ if field.is_empty() || field.starts_with(' ') => {
+                Err(nom::Err::Error(RingFail::Fields))
+            }
+            _ => Err(nom::Err::Error(RingFail::Bad(name))),
+        }
+    }
+}
+
+/// `peers = count *(SP peer)`.
+fn sp_peers(input: &str) -> RResult<'_, Vec<Peer>> {
+    let (input, n) = sp(list_len, "count").parse(input)?;
+    count(sp(peer, "peer"), n).parse(input)
+}
+
+/// `records = count *(SP record)`.
+fn sp_records(input: &str) -> RResult<'_, Vec<Record>> {
+    let (input, n) = sp(list_len, "count").parse(input)?;
+    count(sp_record, n).parse(input)
+}
+
+/// `record = user SP ipv4 SP port SP version SP (pubkey_b64 / "-") SP (sig_b64 / "-")`,
+/// the only place the ring copies text out of the datagram.
+fn sp_record(input: &str) -> RResult<'_, Record> {
+    map(
+        (
+            sp(record_user, "user"),
+            sp(ipv4, "ip"),
+            sp(decimal_u16, "port"),
+            sp(decimal, "version"),
+            sp(opt_token, "pubkey"),
+            sp(opt_token, "sig"),
+        ),
+        |(user, ip, port, version, pubkey_b64, sig_b64)| Record {
+            user: user.to_owned(),
+            ip,
+            port,
+            version,
+            pubkey_b64: pubkey_b64.to_owned(),
+            sig_b64: sig_b64.to_owned(),
+        },
+    )
+    .parse(input)
+}
+
+/// `op = "LOCATE" / "RESOLVE" SP user / "REGISTER" SP record`.
+fn sp_find_op(input: &str) -> RResult<'_, FindOp> {
+    let (input, word) = sp(token, "op").parse(input)?;
+    match word {
+        words::LOCATE => Ok((input, FindOp::Locate)),
+        words::RESOLVE => map(sp(token, "user"), |user| FindOp::Resolve {
+            user: user.to_owned(),
+        })
+        .parse(input),
+        words::REGISTER => map(sp_record, |record| FindOp::Register { record }).parse(input),
+        _ => Err(nom::Err::Error(RingFail::Bad("op"))),
+    }
+}
+
+/// `outcome = "NODE" / "REC" SP record / "OK" / "ERR" SP code`.
+fn sp_outcome(input: &str) -> RResult<'_, Outcome> {
+    let (input, word) = sp(token, "outcome").parse(input)?;
+    match word {
+        words::NODE => Ok((input, Outcome::Node)),
+        words::REC => map(sp_record, Outcome::Record).parse(input),
+        words::OK => Ok((input, Outcome::Registered)),
+        words::ERR => map(sp(find_error, "code"), Outcome::Error).parse(input),
+        _ => Err(nom::Err::Error(RingFail::Bad("outcome"))),
+    }
+}
+
+/// `code = "404" / "PAYLOAD" / "KEY" / "SIG" / "STALE"` ([`FindError::code`]).
+fn find_error(input: &str) -> PResult<'_, FindError> {
+    map_opt(token, FindError::from_code).parse(input)
+}
+
+/// `peer = id "@" ipv4 ":" port` (any port, 0 included: it is only an address).
+fn peer(input: &str) -> PResult<'_, Peer> {
+    map(
+        separated_pair(
+            decimal,
+            char('@'),
+            separated_pair(ipv4, char(':'), decimal_u16),
+        ),
+        |(id, (ip, port))| Peer {
+            id,
+            addr: SocketAddrV4::new(ip, port),
+        },
+    )
+    .parse(input)
+}
+
+/// `opt-peer = peer / "-"`.
+fn opt_peer(input: &str) -> PResult<'_, Option<Peer>> {
+    alt((value(None, tag(words::NONE)), map(peer, Some))).parse(input)
+}
+
+/// A record's `user`: a token other than `-`.
+fn record_user(input: &str) -> PResult<'_, &str> {
+    verify(token, |user: &str| user != words::NONE).parse(input)
+}
+
+/// `token / "-"`: an optional text field; `-` is the empty text.
+fn opt_token(input: &str) -> PResult<'_, &str> {
+    map(token, |text| if text == words::NONE { "" } else { text }).parse(input)
+}
+
+/// `count = decimal` up to [`RING_MAX_LIST`].
+fn list_len(input: &str) -> PResult<'_, usize> {
+    map_opt(decimal, |n| {
+        usize::try_from(n).ok().filter(|n| *n <= RING_MAX_LIST)
+    })
+    .parse(input)
+}
+
+/// `want = "0" / "1"`.
+fn flag(input: &str) -> PResult<'_, bool> {
+    alt((value(false, char('0')), value(true, char('1')))).parse(input)
+}
+
 // ---- the grammar rules ----------------------------------------------------------------------
 
 /// `verb = 1*(char other than SP)`: the first word. Returns (rest, verb); `rest` is empty
@@ -414,8 +753,26 @@ fn is_token_char(c: char) -> bool {
 }
 
 /// `token = 1*(char other than whitespace or control)`.
+///
+/// Visible ASCII, the common case (names, base64), is scanned byte-wise in chunks (see
+/// [`prefix_len`]); the first other byte, if it is not the end of the token, starts a
+/// multi-byte char and the rest is checked char by char.
 fn token(input: &str) -> PResult<'_, &str> {
-    take_while1(is_token_char).parse(input)
+    let bytes = input.as_bytes();
+    let ascii = prefix_len(bytes, |b| b.wrapping_sub(0x21) < 0x5e);
+    let at = match bytes.get(ascii) {
+        // Every byte before `ascii` is ASCII, so `ascii` is a char boundary.
+        Some(b) if !b.is_ascii() => {
+            let rest = input.get(ascii..).unwrap_or_default();
+            ascii + rest.find(|c| !is_token_char(c)).unwrap_or(rest.len())
+        }
+        // The end, or an ASCII space or control character.
+        _ => ascii,
+    };
+    match at {
+        0 => Err(nom::Err::Error(())),
+        at => Ok((&input[at..], &input[..at])),
+    }
 }
 
 /// `SP 1*(char other than SP)`: one field with the space that precedes it. What the
@@ -447,6 +804,16 @@ fn decimal(input: &str) -> PResult<'_, u64> {
     .parse(input)
 }
 
+/// `decimal` that fits `u32`.
+fn decimal_u32(input: &str) -> PResult<'_, u32> {
+    map_opt(decimal, |n| u32::try_from(n).ok()).parse(input)
+}
+
+/// `decimal` that fits `u16`, 0 included (see [`port_number`] for a port to reply to).
+fn decimal_u16(input: &str) -> PResult<'_, u16> {
+    map_opt(decimal, |n| u16::try_from(n).ok()).parse(input)
+}
+
 /// `octet = decimal` in `0..=255`.
 fn octet(input: &str) -> PResult<'_, u8> {
     map_opt(decimal, |n| u8::try_from(n).ok()).parse(input)
@@ -463,7 +830,7 @@ fn ipv4(input: &str) -> PResult<'_, Ipv4Addr> {
 
 /// `port = decimal` in `1..=65535`.
 fn port_number(input: &str) -> PResult<'_, u16> {
-    map_opt(decimal, |n| u16::try_from(n).ok().filter(|p| *p != 0)).parse(input)
+    verify(decimal_u16, |port| *port != 0).parse(input)
 }
 
 /// `version = decimal` in `1..=i64::MAX` (the original stores a signed 64-bit integer).
@@ -484,29 +851,27 @@ fn username(input: &str) -> PResult<'_, &str> {
 fn b64(input: &str) -> PResult<'_, &str> {
     // Byte-wise: every base64 byte is ASCII, so the first byte that is not one is the
     // start of a char and slicing there is safe. Much faster than `take_while1` over chars.
-    match b64_prefix_len(input.as_bytes()) {
+    match prefix_len(input.as_bytes(), is_b64_byte) {
         0 => Err(nom::Err::Error(())),
         at => Ok((&input[at..], &input[..at])),
     }
 }
 
-/// Length of the longest prefix of `bytes` in the standard base64 alphabet.
+/// Length of the longest prefix of `bytes` whose bytes all satisfy `byte_ok`.
 ///
 /// Whole 32-byte chunks are checked without branches (the compiler turns this into SIMD
-/// compares), then the first chunk that fails is searched byte by byte.
-fn b64_prefix_len(bytes: &[u8]) -> usize {
+/// compares for a branch-free `byte_ok`), then the first chunk that fails is searched
+/// byte by byte.
+fn prefix_len(bytes: &[u8], byte_ok: impl Fn(u8) -> bool) -> usize {
     let mut at = 0;
     for chunk in bytes.chunks_exact(32) {
-        if !chunk.iter().fold(true, |ok, &b| ok & is_b64_byte(b)) {
+        if !chunk.iter().fold(true, |ok, &b| ok & byte_ok(b)) {
             break;
         }
         at += 32;
     }
     let tail = bytes.get(at..).unwrap_or_default();
-    at + tail
-        .iter()
-        .position(|&b| !is_b64_byte(b))
-        .unwrap_or(tail.len())
+    at + tail.iter().position(|&b| !byte_ok(b)).unwrap_or(tail.len())
 }
 
 /// Whether `b` is in the standard base64 alphabet (padding included), without branches.
@@ -555,8 +920,36 @@ fn registered(input: &str) -> PResult<'_, (&str, Ipv4Addr, u16)> {
 /// `"DISCOVER_SERVER:" ipv4 ":" port`: the discovery proxy's form.
 fn discover_server_proxied(input: &str) -> PResult<'_, SocketAddrV4> {
     map(
-        (tag("DISCOVER_SERVER:"), ipv4, char(':'), port_number),
-        |(_, ip, _, port)| SocketAddrV4::new(ip, port),
+        (
+            tag(Verb::DiscoverServer.as_str()),
+            char(':'),
+            ipv4,
+            char(':'),
+            port_number,
+        ),
+        |(_, _, ip, _, port)| SocketAddrV4::new(ip, port),
     )
     .parse(input)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The byte-wise `token` and `b64` accept exactly what the char-wise rules do.
+        #[test]
+        fn fast_rules_match_their_definitions(text in "([!-~]{0,40}|\\PC|[ \t\n\u{7f}\u{85}\u{a0}]){0,12}") {
+            let text = text.as_str();
+            prop_assert_eq!(
+                token(text),
+                take_while1::<_, _, ()>(is_token_char).parse(text)
+            );
+            prop_assert_eq!(
+                b64(text),
+                take_while1::<_, _, ()>(|c: char| c.is_ascii() && is_b64_byte(c as u8)).parse(text)
+            );
+        }
+    }
 }

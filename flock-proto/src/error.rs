@@ -1,7 +1,11 @@
 //! The public decode error.
 
 /// Why a datagram did not decode. nom's types never appear in the public API.
+///
+/// Non-exhaustive: new grammar rules may bring new reasons; match the ones you count and
+/// use [`DecodeError::verb`] for the rest.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The datagram is empty.
     #[error("empty datagram")]

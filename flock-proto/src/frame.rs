@@ -12,6 +12,7 @@ use crate::limits::MAX_DATAGRAM;
 use crate::record::Record;
 use crate::ring::RingFrame;
 use crate::validate::{ValidationError, validate_registration};
+use crate::verbs::Verb;
 
 /// A signed registration: `REGISTER <user> <ip> <port> <version> <pubkey_b64> <sig_b64>`.
 ///
@@ -393,36 +394,41 @@ impl<'a> Frame<'a> {
     /// The frame's first word as sent (`DISCOVER_SERVER` for both discovery forms), for
     /// logs and counters.
     pub fn verb(&self) -> &'static str {
+        self.kind().as_str()
+    }
+
+    /// The frame's verb, as a value of the verb table.
+    pub fn kind(&self) -> Verb {
         match self {
-            Self::Discover => "DISCOVER",
-            Self::DiscoverServer { .. } => "DISCOVER_SERVER",
-            Self::Ping => "PING",
-            Self::Pong => "PONG",
-            Self::Range => "RANGE",
+            Self::Discover => Verb::Discover,
+            Self::DiscoverServer { .. } => Verb::DiscoverServer,
+            Self::Ping => Verb::Ping,
+            Self::Pong => Verb::Pong,
+            Self::Range => Verb::Range,
             Self::Register(_) | Self::RegisterLegacy { .. } | Self::ForwardRegister { .. } => {
-                "REGISTER"
+                Verb::Register
             }
-            Self::Resolve { .. } | Self::ForwardResolve { .. } => "RESOLVE",
-            Self::Status => "STATUS",
-            Self::Snapshot => "SNAPSHOT",
-            Self::Checksum => "CHECKSUM",
-            Self::Ok(_) => "OK",
-            Self::Error(_) => "ERROR",
-            Self::Join => "JOIN",
-            Self::PredChange { .. } => "PRED_CHANGE",
-            Self::Succ { .. } => "SUCC",
-            Self::Fix => "FIX",
-            Self::Replic(_) => "REPLIC",
-            Self::Takeover(_) => "TAKEOVER",
-            Self::DropReplics { .. } => "DROP_REPLICS",
-            Self::Kill => "KILL",
-            Self::Ring(_) => "RING",
-            Self::Message { .. } => "MESSAGE",
-            Self::PubkeyReq { .. } => "PUBKEY_REQ",
-            Self::PubkeyRes { .. } => "PUBKEY_RES",
-            Self::Hello { .. } => "HELLO",
-            Self::SecureMessage { .. } => "SMESSAGE",
-            Self::Ack { .. } => "ACK",
+            Self::Resolve { .. } | Self::ForwardResolve { .. } => Verb::Resolve,
+            Self::Status => Verb::Status,
+            Self::Snapshot => Verb::Snapshot,
+            Self::Checksum => Verb::Checksum,
+            Self::Ok(_) => Verb::Ok,
+            Self::Error(_) => Verb::Error,
+            Self::Join => Verb::Join,
+            Self::PredChange { .. } => Verb::PredChange,
+            Self::Succ { .. } => Verb::Succ,
+            Self::Fix => Verb::Fix,
+            Self::Replic(_) => Verb::Replic,
+            Self::Takeover(_) => Verb::Takeover,
+            Self::DropReplics { .. } => Verb::DropReplics,
+            Self::Kill => Verb::Kill,
+            Self::Ring(_) => Verb::Ring,
+            Self::Message { .. } => Verb::Message,
+            Self::PubkeyReq { .. } => Verb::PubkeyReq,
+            Self::PubkeyRes { .. } => Verb::PubkeyRes,
+            Self::Hello { .. } => Verb::Hello,
+            Self::SecureMessage { .. } => Verb::SecureMessage,
+            Self::Ack { .. } => Verb::Ack,
         }
     }
 

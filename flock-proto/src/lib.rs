@@ -71,6 +71,7 @@ mod record;
 pub mod ring;
 pub mod space;
 pub mod validate;
+mod verbs;
 
 pub use discovery::{
     decode_discover_reply, decode_discover_server_reply, encode_discover_reply,
@@ -81,3 +82,4 @@ pub use frame::{AnswerTo, ErrorReply, Frame, LegacyRecord, OkReply, Register};
 pub use hash::{HASH_MOD, ring_hash, split_range};
 pub use record::{Record, signed_text};
 pub use validate::{ValidationError, validate_username};
+pub use verbs::Verb;

@@ -43,6 +43,10 @@ pub const MAX_VERSION: u64 = i64::MAX as u64;
 /// Most fields any fixed-shape frame has after its verb (the forwarded `REGISTER`).
 pub const MAX_FIELDS: usize = 8;
 
+/// Most entries a ring frame's peer or record list may announce (our bound: a decoder
+/// refuses more, so hostile input cannot make it allocate much).
+pub const RING_MAX_LIST: usize = 4_096;
+
 /// Server command port of the original.
 pub const SERVER_PORT: u16 = 12_345;
 

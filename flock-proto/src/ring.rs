@@ -9,9 +9,11 @@
 //!
 //! ```text
 //! frame    = "RING " verb
+//! u64, u32 = decimal              ; canonical (no sign, no leading zero), fits the type
 //! rid      = u64                  ; request id, random per request; replies echo it
 //! cookie   = u64                  ; address-validation cookie the receiver issued, 0 if none
 //! id       = u64                  ; ring position (start of the node's range)
+//! port     = decimal              ; 0..=65535 (unlike the client grammar, 0 is a value)
 //! peer     = id "@" ipv4 ":" port ; a ring member
 //! opt-peer = peer / "-"
 //! peers    = count *(" " peer)
@@ -45,20 +47,33 @@
 //!
 //! Error codes in `FOUND ... ERR`: `404`, `PAYLOAD`, `KEY`, `SIG`, `STALE` (the original's
 //! five client errors). Records are carried signed, so every receiver re-verifies them.
+//!
+//! Text fields (`user`, `pubkey_b64`, `sig_b64`) are tokens (no whitespace, no control
+//! characters); an empty key or signature (an unsigned record) is written `-`. Lists
+//! announce at most [`RING_MAX_LIST`](crate::limits::RING_MAX_LIST) entries.
+//!
+//! # Codec
+//!
+//! The grammar is parsed by the same nom rules as the client grammar (numbers, IPv4
+//! addresses, tokens, one field per space), one small parser per rule above, and
+//! encoded by the same writers, straight into the caller's buffer; the verbs are listed
+//! once, in [`RingVerb`].
+//!
+//! Unlike [`Frame`](crate::Frame), a [`RingFrame`] owns its fields: the ring's state
+//! machine keeps frames well past the datagram they came in (pending requests,
+//! retransmissions, record transfers split over several datagrams, records it stores),
+//! so a borrowed frame would be copied right away anyway. The parser borrows from the
+//! datagram while it works and copies each text field once, when the frame is built.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 
-use nom::branch::alt;
-use nom::bytes::complete::{tag, take_while1};
-use nom::character::complete::{char, digit1};
-use nom::combinator::{all_consuming, map, map_res, value};
-use nom::sequence::separated_pair;
-use nom::{Finish, IResult, Parser};
-
+use crate::encode::{self, Len};
 use crate::{DecodeError, Record};
 
-/// Largest datagram we ever send (IPv4 UDP payload limit).
-pub const MAX_DATAGRAM: usize = 65507;
+pub use crate::verbs::RingVerb;
+
+/// Largest datagram we ever send (IPv4 UDP payload limit): [`crate::limits::MAX_DATAGRAM`].
+pub const MAX_DATAGRAM: usize = crate::limits::MAX_DATAGRAM;
 
 /// Byte budget for the records of one `RECORDS` / `REPLICATE` chunk, leaving room for the header.
 pub const CHUNK_BUDGET: usize = 60_000;
@@ -355,33 +370,38 @@ impl RingFrame {
         }
     }
 
+    /// The verb, as a value of the verb table.
+    pub fn kind(&self) -> RingVerb {
+        match self {
+            Self::Discover { .. } => RingVerb::Discover,
+            Self::Here { .. } => RingVerb::Here,
+            Self::Cookie { .. } => RingVerb::Cookie,
+            Self::Join { .. } => RingVerb::Join,
+            Self::Welcome { .. } => RingVerb::Welcome,
+            Self::Refuse { .. } => RingVerb::Refuse,
+            Self::Records { .. } => RingVerb::Records,
+            Self::Ack { .. } => RingVerb::Ack,
+            Self::GetState { .. } => RingVerb::GetState,
+            Self::State { .. } => RingVerb::State,
+            Self::Rectify { .. } => RingVerb::Rectify,
+            Self::Ping { .. } => RingVerb::Ping,
+            Self::Find { .. } => RingVerb::Find,
+            Self::Refer { .. } => RingVerb::Refer,
+            Self::Found { .. } => RingVerb::Found,
+            Self::Busy { .. } => RingVerb::Busy,
+            Self::Replicate { .. } => RingVerb::Replicate,
+            Self::Sync { .. } => RingVerb::Sync,
+            Self::Synced { .. } => RingVerb::Synced,
+            Self::Fetch { .. } => RingVerb::Fetch,
+            Self::Fix { .. } => RingVerb::Fix,
+            Self::Leave { .. } => RingVerb::Leave,
+            Self::Drop { .. } => RingVerb::Drop,
+        }
+    }
+
     /// The verb, for counters and logs.
     pub fn verb(&self) -> &'static str {
-        match self {
-            Self::Discover { .. } => "DISCOVER",
-            Self::Here { .. } => "HERE",
-            Self::Cookie { .. } => "COOKIE",
-            Self::Join { .. } => "JOIN",
-            Self::Welcome { .. } => "WELCOME",
-            Self::Refuse { .. } => "REFUSE",
-            Self::Records { .. } => "RECORDS",
-            Self::Ack { .. } => "ACK",
-            Self::GetState { .. } => "GET_STATE",
-            Self::State { .. } => "STATE",
-            Self::Rectify { .. } => "RECTIFY",
-            Self::Ping { .. } => "PING",
-            Self::Find { .. } => "FIND",
-            Self::Refer { .. } => "REFER",
-            Self::Found { .. } => "FOUND",
-            Self::Busy { .. } => "BUSY",
-            Self::Replicate { .. } => "REPLICATE",
-            Self::Sync { .. } => "SYNC",
-            Self::Synced { .. } => "SYNCED",
-            Self::Fetch { .. } => "FETCH",
-            Self::Fix { .. } => "FIX",
-            Self::Leave { .. } => "LEAVE",
-            Self::Drop { .. } => "DROP",
-        }
+        self.kind().as_str()
     }
 
     /// The cookie a request carries, if this verb is a request that carries one.
@@ -422,555 +442,90 @@ impl RingFrame {
 
     /// Appends the whole frame, `RING ` prefix included, to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let mut s = String::with_capacity(64);
-        self.write(&mut s);
-        out.extend_from_slice(s.as_bytes());
+        encode::ring_frame(self, out);
     }
 
-    fn write(&self, s: &mut String) {
-        use std::fmt::Write;
-        s.push_str("RING ");
-        s.push_str(self.verb());
-        let _ = write!(s, " {}", self.rid());
-        if let Some(c) = self.cookie() {
-            let _ = write!(s, " {c}");
-        }
-        match self {
-            Self::Discover { .. }
-            | Self::Refuse { .. }
-            | Self::Busy { .. }
-            | Self::Join { .. }
-            | Self::GetState { .. }
-            | Self::Ping { .. }
-            | Self::Fix { .. } => {}
-            Self::Here { lo, hi, .. } => {
-                let _ = write!(s, " {lo} {hi}");
-            }
-            Self::Cookie { cookie, .. } => {
-                let _ = write!(s, " {cookie}");
-            }
-            Self::Welcome {
-                id,
-                chunks,
-                pred,
-                succs,
-                ..
-            } => {
-                let _ = write!(s, " {id} {chunks} ");
-                write_peer(s, pred);
-                write_peers(s, succs);
-            }
-            Self::Records {
-                seq,
-                total,
-                records,
-                ..
-            } => {
-                let _ = write!(s, " {seq} {total}");
-                write_records(s, records);
-            }
-            Self::Ack { seq, .. } => {
-                let _ = write!(s, " {seq}");
-            }
-            Self::State {
-                id, pred, succs, ..
-            } => {
-                let _ = write!(s, " {id} ");
-                write_opt_peer(s, pred);
-                write_peers(s, succs);
-            }
-            Self::Rectify { id, .. } => {
-                let _ = write!(s, " {id}");
-            }
-            Self::Find { key, op, .. } => {
-                let _ = write!(s, " {key} ");
-                match op {
-                    FindOp::Locate => s.push_str("LOCATE"),
-                    FindOp::Resolve { user } => {
-                        s.push_str("RESOLVE ");
-                        s.push_str(user);
-                    }
-                    FindOp::Register { record } => {
-                        s.push_str("REGISTER ");
-                        write_record(s, record);
-                    }
-                }
-            }
-            Self::Refer { peer, .. } => {
-                s.push(' ');
-                write_peer(s, peer);
-            }
-            Self::Found { id, outcome, .. } => {
-                let _ = write!(s, " {id} ");
-                match outcome {
-                    Outcome::Node => s.push_str("NODE"),
-                    Outcome::Record(r) => {
-                        s.push_str("REC ");
-                        write_record(s, r);
-                    }
-                    Outcome::Registered => s.push_str("OK"),
-                    Outcome::Error(e) => {
-                        s.push_str("ERR ");
-                        s.push_str(match e {
-                            FindError::NotFound => "404",
-                            FindError::InvalidPayload => "PAYLOAD",
-                            FindError::DifferentKey => "KEY",
-                            FindError::InvalidSignature => "SIG",
-                            FindError::StaleVersion => "STALE",
-                        });
-                    }
-                }
-            }
-            Self::Replicate { records, .. } => write_records(s, records),
-            Self::Sync {
-                lo,
-                hi,
-                count,
-                digest,
-                ..
-            } => {
-                let _ = write!(s, " {lo} {hi} {count} {digest}");
-            }
-            Self::Synced { want, .. } => {
-                s.push_str(if *want { " 1" } else { " 0" });
-            }
-            Self::Fetch { lo, hi, .. } | Self::Drop { lo, hi, .. } => {
-                let _ = write!(s, " {lo} {hi}");
-            }
-            Self::Leave {
-                chunks,
-                pred,
-                succs,
-                ..
-            } => {
-                let _ = write!(s, " {chunks} ");
-                write_opt_peer(s, pred);
-                write_peers(s, succs);
-            }
-        }
+    /// [`RingFrame::encode`] into a new buffer of exactly the right size.
+    pub fn encode_to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.encode(&mut out);
+        out
     }
 
-    /// Length of the encoded frame in bytes.
+    /// Length of the encoded frame in bytes (exact; computed without allocating).
     pub fn encoded_len(&self) -> usize {
-        let mut s = String::new();
-        self.write(&mut s);
-        s.len()
+        let mut len = Len::default();
+        encode::ring_frame(self, &mut len);
+        len.0
     }
 }
 
 impl std::fmt::Display for RingFrame {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut s = String::new();
-        self.write(&mut s);
-        f.write_str(&s)
+        let bytes = self.encode_to_vec();
+        // The encoder writes only UTF-8 text fields and ASCII, so this is never lossy.
+        f.write_str(&String::from_utf8_lossy(&bytes))
     }
+}
+
+impl FindError {
+    /// Every error, in wire-code order.
+    const ALL: [Self; 5] = [
+        Self::NotFound,
+        Self::InvalidPayload,
+        Self::DifferentKey,
+        Self::InvalidSignature,
+        Self::StaleVersion,
+    ];
+
+    /// The code written after `FOUND ... ERR`.
+    pub const fn code(self) -> &'static str {
+        match self {
+            Self::NotFound => "404",
+            Self::InvalidPayload => "PAYLOAD",
+            Self::DifferentKey => "KEY",
+            Self::InvalidSignature => "SIG",
+            Self::StaleVersion => "STALE",
+        }
+    }
+
+    /// The error whose code is exactly `code`.
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.code() == code)
+    }
+}
+
+/// The fixed words inside ring frames, shared by the decoder and the encoder.
+pub(crate) mod words {
+    /// `FIND` op: identify yourself.
+    pub(crate) const LOCATE: &str = "LOCATE";
+    /// `FIND` op: look a user up.
+    pub(crate) const RESOLVE: &str = "RESOLVE";
+    /// `FIND` op: store a record.
+    pub(crate) const REGISTER: &str = "REGISTER";
+    /// `FOUND` outcome: answer to `LOCATE`.
+    pub(crate) const NODE: &str = "NODE";
+    /// `FOUND` outcome: a record follows.
+    pub(crate) const REC: &str = "REC";
+    /// `FOUND` outcome: registered.
+    pub(crate) const OK: &str = "OK";
+    /// `FOUND` outcome: an error code follows.
+    pub(crate) const ERR: &str = "ERR";
+    /// A missing peer, key or signature.
+    pub(crate) const NONE: &str = "-";
 }
 
 /// Encoded length of one record inside a `RECORDS` / `REPLICATE` frame (with its separator).
 pub fn record_encoded_len(r: &Record) -> usize {
-    let mut s = String::new();
-    write_record(&mut s, r);
-    s.len() + 1
+    let mut len = Len::default();
+    encode::sp_record(&mut len, r);
+    len.0
 }
-
-fn write_peer(s: &mut String, p: &Peer) {
-    use std::fmt::Write;
-    let _ = write!(s, "{}@{}", p.id, p.addr);
-}
-
-fn write_opt_peer(s: &mut String, p: &Option<Peer>) {
-    match p {
-        Some(p) => write_peer(s, p),
-        None => s.push('-'),
-    }
-}
-
-fn write_peers(s: &mut String, ps: &[Peer]) {
-    use std::fmt::Write;
-    let _ = write!(s, " {}", ps.len());
-    for p in ps {
-        s.push(' ');
-        write_peer(s, p);
-    }
-}
-
-fn write_record(s: &mut String, r: &Record) {
-    use std::fmt::Write;
-    let _ = write!(s, "{} {} {} {} ", r.user, r.ip, r.port, r.version);
-    s.push_str(if r.pubkey_b64.is_empty() {
-        "-"
-    } else {
-        &r.pubkey_b64
-    });
-    s.push(' ');
-    s.push_str(if r.sig_b64.is_empty() {
-        "-"
-    } else {
-        &r.sig_b64
-    });
-}
-
-fn write_records(s: &mut String, rs: &[Record]) {
-    use std::fmt::Write;
-    let _ = write!(s, " {}", rs.len());
-    for r in rs {
-        s.push(' ');
-        write_record(s, r);
-    }
-}
-
-// ---- decoding ---------------------------------------------------------------------------
 
 /// Decodes the text after `RING ` (the dispatcher in the codec strips the prefix).
+///
+/// Numbers must be canonical decimals and addresses dotted quads, so whatever decodes
+/// re-encodes to the same bytes. Bad input never panics.
 pub fn decode(rest: &str) -> Result<RingFrame, DecodeError> {
-    let (verb, body) = match rest.split_once(' ') {
-        Some((v, b)) => (v, b),
-        None => (rest, ""),
-    };
-    let verb: &'static str = match verb {
-        "DISCOVER" => "DISCOVER",
-        "HERE" => "HERE",
-        "COOKIE" => "COOKIE",
-        "JOIN" => "JOIN",
-        "WELCOME" => "WELCOME",
-        "REFUSE" => "REFUSE",
-        "RECORDS" => "RECORDS",
-        "ACK" => "ACK",
-        "GET_STATE" => "GET_STATE",
-        "STATE" => "STATE",
-        "RECTIFY" => "RECTIFY",
-        "PING" => "PING",
-        "FIND" => "FIND",
-        "REFER" => "REFER",
-        "FOUND" => "FOUND",
-        "BUSY" => "BUSY",
-        "REPLICATE" => "REPLICATE",
-        "SYNC" => "SYNC",
-        "SYNCED" => "SYNCED",
-        "FETCH" => "FETCH",
-        "FIX" => "FIX",
-        "LEAVE" => "LEAVE",
-        "DROP" => "DROP",
-        _ => return Err(DecodeError::UnknownVerb),
-    };
-    let mut c = Fields::new(verb, body);
-    let rid = c.u64("rid")?;
-    let frame = match verb {
-        "DISCOVER" => RingFrame::Discover { rid },
-        "HERE" => RingFrame::Here {
-            rid,
-            lo: c.u64("lo")?,
-            hi: c.u64("hi")?,
-        },
-        "COOKIE" => RingFrame::Cookie {
-            rid,
-            cookie: c.u64("cookie")?,
-        },
-        "JOIN" => RingFrame::Join {
-            rid,
-            cookie: c.u64("cookie")?,
-        },
-        "WELCOME" => RingFrame::Welcome {
-            rid,
-            id: c.u64("id")?,
-            chunks: c.u32("chunks")?,
-            pred: c.peer("pred")?,
-            succs: c.peers()?,
-        },
-        "REFUSE" => RingFrame::Refuse { rid },
-        "RECORDS" => RingFrame::Records {
-            rid,
-            seq: c.u32("seq")?,
-            total: c.u32("total")?,
-            records: c.records()?,
-        },
-        "ACK" => RingFrame::Ack {
-            rid,
-            seq: c.u32("seq")?,
-        },
-        "GET_STATE" => RingFrame::GetState {
-            rid,
-            cookie: c.u64("cookie")?,
-        },
-        "STATE" => RingFrame::State {
-            rid,
-            id: c.u64("id")?,
-            pred: c.opt_peer("pred")?,
-            succs: c.peers()?,
-        },
-        "RECTIFY" => RingFrame::Rectify {
-            rid,
-            cookie: c.u64("cookie")?,
-            id: c.u64("id")?,
-        },
-        "PING" => RingFrame::Ping {
-            rid,
-            cookie: c.u64("cookie")?,
-        },
-        "FIND" => {
-            let cookie = c.u64("cookie")?;
-            let key = c.u64("key")?;
-            let op = match c.token("op")? {
-                "LOCATE" => FindOp::Locate,
-                "RESOLVE" => FindOp::Resolve {
-                    user: c.token("user")?.to_owned(),
-                },
-                "REGISTER" => FindOp::Register {
-                    record: c.record()?,
-                },
-                _ => return Err(c.bad("op")),
-            };
-            RingFrame::Find {
-                rid,
-                cookie,
-                key,
-                op,
-            }
-        }
-        "REFER" => RingFrame::Refer {
-            rid,
-            peer: c.peer("peer")?,
-        },
-        "FOUND" => {
-            let id = c.u64("id")?;
-            let outcome = match c.token("outcome")? {
-                "NODE" => Outcome::Node,
-                "REC" => Outcome::Record(c.record()?),
-                "OK" => Outcome::Registered,
-                "ERR" => Outcome::Error(match c.token("code")? {
-                    "404" => FindError::NotFound,
-                    "PAYLOAD" => FindError::InvalidPayload,
-                    "KEY" => FindError::DifferentKey,
-                    "SIG" => FindError::InvalidSignature,
-                    "STALE" => FindError::StaleVersion,
-                    _ => return Err(c.bad("code")),
-                }),
-                _ => return Err(c.bad("outcome")),
-            };
-            RingFrame::Found { rid, id, outcome }
-        }
-        "BUSY" => RingFrame::Busy { rid },
-        "REPLICATE" => RingFrame::Replicate {
-            rid,
-            cookie: c.u64("cookie")?,
-            records: c.records()?,
-        },
-        "SYNC" => RingFrame::Sync {
-            rid,
-            cookie: c.u64("cookie")?,
-            lo: c.u64("lo")?,
-            hi: c.u64("hi")?,
-            count: c.u64("count")?,
-            digest: c.u64("digest")?,
-        },
-        "SYNCED" => RingFrame::Synced {
-            rid,
-            want: match c.token("want")? {
-                "0" => false,
-                "1" => true,
-                _ => return Err(c.bad("want")),
-            },
-        },
-        "FETCH" => RingFrame::Fetch {
-            rid,
-            cookie: c.u64("cookie")?,
-            lo: c.u64("lo")?,
-            hi: c.u64("hi")?,
-        },
-        "FIX" => RingFrame::Fix {
-            rid,
-            cookie: c.u64("cookie")?,
-        },
-        "LEAVE" => RingFrame::Leave {
-            rid,
-            cookie: c.u64("cookie")?,
-            chunks: c.u32("chunks")?,
-            pred: c.opt_peer("pred")?,
-            succs: c.peers()?,
-        },
-        "DROP" => RingFrame::Drop {
-            rid,
-            cookie: c.u64("cookie")?,
-            lo: c.u64("lo")?,
-            hi: c.u64("hi")?,
-        },
-        _ => return Err(DecodeError::UnknownVerb),
-    };
-    c.end()?;
-    Ok(frame)
-}
-
-/// Most list entries a frame may announce (bounds allocation on hostile input).
-const MAX_LIST: usize = 4096;
-
-/// A cursor over the space-separated fields of one frame body.
-struct Fields<'a> {
-    verb: &'static str,
-    rest: Option<&'a str>,
-}
-
-impl<'a> Fields<'a> {
-    fn new(verb: &'static str, body: &'a str) -> Self {
-        Self {
-            verb,
-            rest: Some(body),
-        }
-    }
-
-    fn bad(&self, field: &'static str) -> DecodeError {
-        DecodeError::BadField {
-            verb: self.verb,
-            field,
-        }
-    }
-
-    fn fields(&self) -> DecodeError {
-        DecodeError::Fields { verb: self.verb }
-    }
-
-    /// The next space-separated token (non-empty).
-    fn token(&mut self, _field: &'static str) -> Result<&'a str, DecodeError> {
-        let rest = self.rest.ok_or_else(|| self.fields())?;
-        let (tok, next) = match rest.split_once(' ') {
-            Some((t, n)) => (t, Some(n)),
-            None => (rest, None),
-        };
-        if tok.is_empty() {
-            return Err(self.fields());
-        }
-        self.rest = next;
-        Ok(tok)
-    }
-
-    fn with<T>(
-        &mut self,
-        field: &'static str,
-        p: impl Fn(&'a str) -> IResult<&'a str, T>,
-    ) -> Result<T, DecodeError> {
-        let tok = self.token(field)?;
-        all_consuming(p)
-            .parse(tok)
-            .finish()
-            .map(|(_, v)| v)
-            .map_err(|_: nom::error::Error<&str>| self.bad(field))
-    }
-
-    fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
-        self.with(field, dec_u64)
-    }
-
-    fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
-        self.with(field, dec_u32)
-    }
-
-    fn peer(&mut self, field: &'static str) -> Result<Peer, DecodeError> {
-        self.with(field, peer)
-    }
-
-    fn opt_peer(&mut self, field: &'static str) -> Result<Option<Peer>, DecodeError> {
-        self.with(field, |i| {
-            alt((value(None, tag("-")), map(peer, Some))).parse(i)
-        })
-    }
-
-    fn count(&mut self, field: &'static str) -> Result<usize, DecodeError> {
-        let n = self.u64(field)?;
-        if n as usize > MAX_LIST {
-            return Err(self.bad(field));
-        }
-        Ok(n as usize)
-    }
-
-    fn peers(&mut self) -> Result<Vec<Peer>, DecodeError> {
-        let n = self.count("count")?;
-        let mut v = Vec::with_capacity(n);
-        for _ in 0..n {
-            v.push(self.peer("peer")?);
-        }
-        Ok(v)
-    }
-
-    fn record(&mut self) -> Result<Record, DecodeError> {
-        let user = self.token("user")?;
-        if user == "-" {
-            return Err(self.bad("user"));
-        }
-        let ip = self.with("ip", ipv4)?;
-        let port = self.with("port", dec_u16)?;
-        let version = self.u64("version")?;
-        let key = self.token("pubkey")?;
-        let sig = self.token("sig")?;
-        let dash = |t: &str| {
-            if t == "-" {
-                String::new()
-            } else {
-                t.to_owned()
-            }
-        };
-        Ok(Record {
-            user: user.to_owned(),
-            ip,
-            port,
-            version,
-            pubkey_b64: dash(key),
-            sig_b64: dash(sig),
-        })
-    }
-
-    fn records(&mut self) -> Result<Vec<Record>, DecodeError> {
-        let n = self.count("count")?;
-        let mut v = Vec::with_capacity(n.min(256));
-        for _ in 0..n {
-            v.push(self.record()?);
-        }
-        Ok(v)
-    }
-
-    fn end(&self) -> Result<(), DecodeError> {
-        match self.rest {
-            None => Ok(()),
-            Some(_) => Err(self.fields()),
-        }
-    }
-}
-
-/// `u64 = 1*DIGIT` (canonical: no leading zeros except "0").
-fn dec_u64(i: &str) -> IResult<&str, u64> {
-    map_res(digit1, |d: &str| {
-        if d.len() > 1 && d.starts_with('0') {
-            Err(())
-        } else {
-            d.parse::<u64>().map_err(|_| ())
-        }
-    })
-    .parse(i)
-}
-
-fn dec_u32(i: &str) -> IResult<&str, u32> {
-    map_res(dec_u64, u32::try_from).parse(i)
-}
-
-fn dec_u16(i: &str) -> IResult<&str, u16> {
-    map_res(dec_u64, u16::try_from).parse(i)
-}
-
-/// `ipv4 = dotted quad`, parsed by the standard library (canonical form only).
-fn ipv4(i: &str) -> IResult<&str, Ipv4Addr> {
-    map_res(
-        take_while1(|c: char| c.is_ascii_digit() || c == '.'),
-        |s: &str| s.parse::<Ipv4Addr>(),
-    )
-    .parse(i)
-}
-
-/// `peer = id "@" ipv4 ":" port`.
-fn peer(i: &str) -> IResult<&str, Peer> {
-    map(
-        separated_pair(dec_u64, char('@'), separated_pair(ipv4, char(':'), dec_u16)),
-        |(id, (ip, port))| Peer {
-            id,
-            addr: SocketAddrV4::new(ip, port),
-        },
-    )
-    .parse(i)
+    crate::decode::ring_frame(rest)
 }

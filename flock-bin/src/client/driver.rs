@@ -249,7 +249,8 @@ impl Driver {
 
     fn connect(&mut self, server: SocketAddrV4) {
         if self.follow_route {
-            let ip = crate::tools::local_ip_toward(server);
+            let ip =
+                crate::server::local_ip_toward(server).unwrap_or(std::net::Ipv4Addr::LOCALHOST);
             let port = self.machine.local_addr().port();
             self.machine.set_local_addr(now_ms(), ip, port);
         }

@@ -179,7 +179,7 @@ impl Client {
         let ip = match opts.advertise {
             Some(ip) => ip,
             None if !bound.ip().is_unspecified() => *bound.ip(),
-            None => crate::tools::local_ip_toward(first),
+            None => crate::server::local_ip_toward(first).unwrap_or(std::net::Ipv4Addr::LOCALHOST),
         };
         let mut cfg = opts.config.clone();
         cfg.user.clone_from(&opts.user);

@@ -59,10 +59,16 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ProxyError {
 pub struct ProxyArgs {
     /// The leg on the clients' subnet: an interface (`eth1`), an address of this host
     /// (`10.1.0.254`) or an address with its prefix (`10.1.0.254/24`). Repeatable.
-    #[cfg_attr(feature = "cli", arg(long = "client-side", value_name = "IFACE_OR_IP", required = true))]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long = "client-side", value_name = "IFACE_OR_IP", required = true)
+    )]
     pub client_side: Vec<String>,
     /// The leg on the servers' subnet, in the same forms. Repeatable.
-    #[cfg_attr(feature = "cli", arg(long = "server-side", value_name = "IFACE_OR_IP", required = true))]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long = "server-side", value_name = "IFACE_OR_IP", required = true)
+    )]
     pub server_side: Vec<String>,
     /// Requests forwarded per second per client IP, sustained.
     #[cfg_attr(feature = "cli", arg(long, default_value_t = Limits::default().rate))]

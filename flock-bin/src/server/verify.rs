@@ -8,16 +8,19 @@
 //! - bounded caches of parsed public keys and of the SHA-256 of every (signed text,
 //!   signature) pair already checked, good and bad. The key is a cryptographic hash of
 //!   exactly what was checked, so a cached answer is the answer RSA would give;
-//! - a [`Pool`] of worker threads: the event loop hands it datagrams that carry signed
-//!   records, the workers verify (filling the cache) and hand the datagrams back, and
-//!   the machine's own check is then a cache hit. Its queues are bounded; when full, the
-//!   datagram is dropped (the client retries), never queued without limit.
+//! - a [`VerifyPool`] of worker threads: the event loop hands it the decoded frames that
+//!   carry signed records, the workers verify (filling the cache) and hand the frames
+//!   back, and the machine's own check is then a cache hit. A datagram is decoded once,
+//!   on the event loop. The queues are bounded; when full, the frame is dropped (the
+//!   client retries), never queued without limit.
+//!
+//! The RSA check itself is flock-chord's ([`flock_chord::RsaVerifier::verify_with_key`]).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddrV4;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use flock_chord::RecordVerifier;
+use flock_chord::{RecordVerifier, RsaVerifier};
 use flock_crypto::PublicKey;
 use flock_proto::Frame;
 use flock_proto::Record;
@@ -33,10 +36,10 @@ const MAX_RECENT: usize = 1 << 16;
 /// Most known-bad digests kept.
 const MAX_BAD: usize = 1 << 14;
 
-/// RSA-PSS record verifier with shared, bounded caches (see the module docs). Clones
-/// share the caches.
+/// flock-chord's [`RsaVerifier`] behind shared, bounded caches (see the module docs).
+/// Clones share the caches.
 #[derive(Clone, Default)]
-pub struct RsaVerifier {
+pub struct CachingVerifier {
     cache: Arc<Mutex<Cache>>,
 }
 
@@ -56,17 +59,17 @@ struct Cache {
     verifications: u64,
 }
 
-impl std::fmt::Debug for RsaVerifier {
+impl std::fmt::Debug for CachingVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (hits, verifications) = self.stats();
-        f.debug_struct("RsaVerifier")
+        f.debug_struct("CachingVerifier")
             .field("hits", &hits)
             .field("verifications", &verifications)
             .finish()
     }
 }
 
-impl RsaVerifier {
+impl CachingVerifier {
     /// An empty verifier.
     pub fn new() -> Self {
         Self::default()
@@ -92,7 +95,7 @@ fn digest(text: &str, sig: &str) -> [u8; 32] {
     h.finalize().into()
 }
 
-impl RecordVerifier for RsaVerifier {
+impl RecordVerifier for CachingVerifier {
     fn verify(&self, record: &Record) -> bool {
         if !record.is_signed() || record.sig_b64.is_empty() {
             return false;
@@ -135,9 +138,7 @@ impl RecordVerifier for RsaVerifier {
             }
         };
         // The RSA operation runs without the lock, so pool workers verify in parallel.
-        let ok = key.is_some_and(|k| {
-            flock_crypto::verify_b64(&k, text.as_bytes(), &record.sig_b64).is_ok()
-        });
+        let ok = key.is_some_and(|k| RsaVerifier::verify_with_key(&k, record));
         let mut c = self.lock();
         c.verifications += 1;
         if ok {
@@ -173,19 +174,19 @@ pub(crate) fn carries_records(frame: &Frame<'_>) -> bool {
     }
 }
 
-/// Verifies every signed record of a datagram (results land in the cache).
-fn verify_datagram(verifier: &RsaVerifier, data: &[u8]) {
-    match Frame::decode(data) {
-        Ok(Frame::Register(r)) => {
+/// Verifies every signed record of a frame (results land in the cache).
+fn verify_frame(verifier: &CachingVerifier, frame: &Frame<'_>) {
+    match frame {
+        Frame::Register(r) => {
             verifier.verify(&r.to_record());
         }
-        Ok(Frame::Ring(RingFrame::Find {
+        Frame::Ring(RingFrame::Find {
             op: FindOp::Register { record },
             ..
-        })) => {
-            verifier.verify(&record);
+        }) => {
+            verifier.verify(record);
         }
-        Ok(Frame::Ring(RingFrame::Replicate { records, .. })) => {
+        Frame::Ring(RingFrame::Replicate { records, .. }) => {
             for r in records.iter().filter(|r| r.is_signed()) {
                 verifier.verify(r);
             }
@@ -194,21 +195,21 @@ fn verify_datagram(verifier: &RsaVerifier, data: &[u8]) {
     }
 }
 
-/// A datagram travelling through the pool.
-pub(crate) type Job = (SocketAddrV4, Vec<u8>);
+/// A decoded datagram travelling through the pool, with its source.
+pub(crate) type Job = (SocketAddrV4, Frame<'static>);
 
-/// Worker threads that verify datagrams' records ahead of the event loop.
-pub(crate) struct Pool {
+/// Worker threads that verify frames' records ahead of the event loop.
+pub(crate) struct VerifyPool {
     tx: Option<std::sync::mpsc::SyncSender<Job>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-impl Pool {
-    /// `n` workers sharing `verifier`'s caches; verified datagrams come back on the
-    /// returned receiver. Both queues hold at most `capacity` datagrams.
+impl VerifyPool {
+    /// `n` workers sharing `verifier`'s caches; verified frames come back on the
+    /// returned receiver. Both queues hold at most `capacity` frames.
     pub(crate) fn new(
         n: usize,
-        verifier: &RsaVerifier,
+        verifier: &CachingVerifier,
         capacity: usize,
     ) -> std::io::Result<(Self, tokio::sync::mpsc::Receiver<Job>)> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(capacity);
@@ -229,7 +230,7 @@ impl Pool {
                                 guard.recv()
                             };
                             let Ok(job) = job else { break };
-                            verify_datagram(&v, &job.1);
+                            verify_frame(&v, &job.1);
                             if done.blocking_send(job).is_err() {
                                 break;
                             }
@@ -246,13 +247,13 @@ impl Pool {
         ))
     }
 
-    /// Queues a datagram; `false` if the queue is full (drop it).
+    /// Queues a frame; `false` if the queue is full (drop it).
     pub(crate) fn submit(&self, job: Job) -> bool {
         self.tx.as_ref().is_some_and(|tx| tx.try_send(job).is_ok())
     }
 }
 
-impl Drop for Pool {
+impl Drop for VerifyPool {
     fn drop(&mut self) {
         self.tx.take();
         // Workers blocked on a full result queue exit once the receiver is gone; the
@@ -289,7 +290,7 @@ mod tests {
     fn accepts_valid_rejects_tampered_and_caches_both() {
         let mut rng = ChaCha20Rng::seed_from_u64(1);
         let key = PrivateKey::generate(&mut rng).expect("key");
-        let v = RsaVerifier::new();
+        let v = CachingVerifier::new();
         let good = signed(&key, "alice", 7);
         assert!(v.verify(&good));
         assert!(v.verify(&good), "second time from the cache");
@@ -319,13 +320,13 @@ mod tests {
     fn pool_verifies_ahead_and_returns_every_datagram() {
         let mut rng = ChaCha20Rng::seed_from_u64(2);
         let key = PrivateKey::generate(&mut rng).expect("key");
-        let v = RsaVerifier::new();
-        let (pool, mut rx) = Pool::new(2, &v, 16).expect("pool");
+        let v = CachingVerifier::new();
+        let (pool, mut rx) = VerifyPool::new(2, &v, 16).expect("pool");
         let from: SocketAddrV4 = "127.0.0.1:9".parse().expect("addr");
         let recs: Vec<Record> = (1..=4).map(|i| signed(&key, "bob", i)).collect();
         for r in &recs {
-            let f = Frame::Register(r.into()).encode_to_vec();
-            assert!(carries_records(&Frame::decode(&f).expect("decodes")));
+            let f = Frame::Register(r.into()).into_owned();
+            assert!(carries_records(&f));
             assert!(pool.submit((from, f)));
         }
         for _ in 0..4 {

@@ -1,0 +1,596 @@
+//! Lookup and routing: client requests, `FIND` / `REFER` / `FOUND`, the finger table.
+//!
+//! A lookup ([`Lookup`]) walks the ring iteratively from this node: each hop is a `FIND`
+//! to the known node closest before the key ([`Node::closest_preceding`]), answered by a
+//! `REFER` to a closer node or, by the owner, a `FOUND` with the outcome. What the
+//! outcome is for is the lookup's [`LookupPurpose`].
+
+use std::collections::BTreeSet;
+use std::net::SocketAddrV4;
+
+use flock_proto::ring::{FindError, FindOp, Outcome, Peer, RingFrame};
+use flock_proto::space::{MODULUS, dist, strictly_between};
+use flock_proto::{ErrorReply, Frame, Record, ring_hash};
+use rand_core::Rng;
+
+use super::records::RegisterReplyTo;
+use super::requests::{Pending, RequestPurpose};
+use super::{BUSY_RETRY, Node, Phase};
+use crate::api::Now;
+use crate::verify;
+
+/// Number of finger entries: `2^59 < MODULUS < 2^60`.
+pub(super) const FINGERS: usize = 60;
+
+/// What a lookup is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum LookupPurpose {
+    /// A client request, answered to `client`.
+    Client { client: SocketAddrV4 },
+    /// Finger refresh.
+    Finger { index: usize },
+    /// A record handed to its owner (restored, or in a range we gave up): no answer.
+    Handover,
+    /// Who owns the key just below our id, i.e. who really is our predecessor: confirms
+    /// a claim when there is no live predecessor to ask.
+    PredClaim,
+}
+
+/// A lookup in progress.
+#[derive(Debug, Clone)]
+pub(super) struct Lookup {
+    pub(super) purpose: LookupPurpose,
+    key: u64,
+    op: FindOp,
+    hops: u32,
+    failed: BTreeSet<SocketAddrV4>,
+    pub(super) deadline: Now,
+}
+
+/// The client's `ERROR` reply for an owner's refusal.
+pub(super) fn client_error(e: FindError) -> Frame<'static> {
+    Frame::Error(match e {
+        FindError::NotFound => ErrorReply::NotFound,
+        FindError::InvalidPayload => ErrorReply::InvalidPayload,
+        FindError::DifferentKey => ErrorReply::DifferentKey,
+        FindError::InvalidSignature => ErrorReply::InvalidSignature,
+        FindError::StaleVersion => ErrorReply::StaleVersion,
+    })
+}
+
+impl Node {
+    pub(super) fn on_client(&mut self, now: Now, from: SocketAddrV4, frame: Frame<'static>) {
+        if !self.is_member() {
+            if self.early.len() < self.cfg.max_pending {
+                self.early.push_back((from, frame));
+            }
+            return;
+        }
+        let (key, op) = match frame {
+            Frame::Resolve { user } => (
+                ring_hash(&user),
+                FindOp::Resolve {
+                    user: user.into_owned(),
+                },
+            ),
+            Frame::Register(reg) => {
+                let record = Record {
+                    user: reg.user.into_owned(),
+                    ip: reg.ip,
+                    port: reg.port,
+                    version: reg.version,
+                    pubkey_b64: reg.pubkey_b64.into_owned(),
+                    sig_b64: reg.sig_b64.into_owned(),
+                };
+                // Payload checks at the entry; the owner checks key, signature and version
+                // in the original's order (payload, key, signature, version).
+                if !verify::valid_payload(&record) || !record.is_signed() {
+                    self.send(from, Frame::Error(ErrorReply::InvalidPayload));
+                    return;
+                }
+                (ring_hash(&record.user), FindOp::Register { record })
+            }
+            Frame::RegisterLegacy { user, ip, port } => {
+                let record = Record {
+                    user: user.into_owned(),
+                    ip,
+                    port,
+                    version: 0,
+                    pubkey_b64: String::new(),
+                    sig_b64: String::new(),
+                };
+                if !verify::valid_payload(&record) {
+                    self.send(from, Frame::Error(ErrorReply::InvalidPayload));
+                    return;
+                }
+                (ring_hash(&record.user), FindOp::Register { record })
+            }
+            _ => return,
+        };
+        self.counters.inc("client_requests");
+        self.start_lookup(now, LookupPurpose::Client { client: from }, key, op);
+    }
+
+    pub(super) fn start_lookup(&mut self, now: Now, purpose: LookupPurpose, key: u64, op: FindOp) {
+        if self.lookups.len() >= self.cfg.max_pending {
+            self.counters.inc("lookup_overload");
+            return;
+        }
+        let lid = self.rng.next_u64();
+        self.lookups.insert(
+            lid,
+            Lookup {
+                purpose,
+                key,
+                op,
+                hops: 0,
+                failed: BTreeSet::new(),
+                deadline: now + self.cfg.lookup_timeout,
+            },
+        );
+        self.lookup_step(now, lid);
+    }
+
+    /// Next step of a lookup from our own table: answer locally or ask the closest node.
+    pub(super) fn lookup_step(&mut self, now: Now, lid: u64) {
+        let Some(l) = self.lookups.get(&lid) else {
+            return;
+        };
+        let key = l.key;
+        if self.owns(key) {
+            if self.in_takeover(key) {
+                // Wait for the takeover: a self-addressed deferral re-runs this step.
+                let rid = self.rng.next_u64();
+                // A self-addressed deferral: re-run this step shortly.
+                let key_p = (self.me, rid, 0);
+                let p = Pending {
+                    frame: RingFrame::Busy { rid },
+                    purpose: RequestPurpose::Lookup { lid },
+                    tries: 0,
+                    deadline: now + BUSY_RETRY,
+                };
+                self.deadlines.insert((p.deadline, key_p));
+                self.pending.insert(key_p, p);
+                return;
+            }
+            let Some(l) = self.lookups.remove(&lid) else {
+                return;
+            };
+            let me = Peer {
+                id: self.id,
+                addr: self.me,
+            };
+            match l.op {
+                FindOp::Locate => self.lookup_finish(now, l, me, Outcome::Node),
+                FindOp::Resolve { ref user } => {
+                    let outcome = self.resolve_local(user);
+                    self.lookup_finish(now, l, me, outcome);
+                }
+                FindOp::Register { ref record } => {
+                    let reply_to = match l.purpose {
+                        LookupPurpose::Client { client } => Some(RegisterReplyTo::Client {
+                            to: client,
+                            record: record.clone(),
+                        }),
+                        LookupPurpose::Finger { .. }
+                        | LookupPurpose::Handover
+                        | LookupPurpose::PredClaim => None,
+                    };
+                    let record = record.clone();
+                    self.hops.record(l.hops);
+                    self.register_local(now, record, reply_to);
+                }
+            }
+            return;
+        }
+        let exclude = l.failed.clone();
+        match self.closest_preceding(key, &exclude) {
+            Some(next) => self.lookup_send(now, lid, next.addr),
+            None => {
+                self.lookups.remove(&lid);
+                self.counters.inc("lookup_no_route");
+            }
+        }
+    }
+
+    pub(super) fn lookup_send(&mut self, now: Now, lid: u64, to: SocketAddrV4) {
+        let Some(l) = self.lookups.get_mut(&lid) else {
+            return;
+        };
+        if l.hops >= self.cfg.max_hops || now >= l.deadline {
+            self.lookups.remove(&lid);
+            self.counters.inc("lookup_too_long");
+            return;
+        }
+        l.hops += 1;
+        let frame = RingFrame::Find {
+            rid: 0,
+            cookie: 0,
+            key: l.key,
+            op: l.op.clone(),
+        };
+        let rid = self.rng.next_u64();
+        let frame = match frame {
+            RingFrame::Find { key, op, .. } => RingFrame::Find {
+                rid,
+                cookie: 0,
+                key,
+                op,
+            },
+            f => f,
+        };
+        self.request(now, to, frame, RequestPurpose::Lookup { lid });
+    }
+
+    /// A hop failed (no answer, or a bad referral): try another route.
+    pub(super) fn lookup_fail_hop(&mut self, now: Now, lid: u64, failed: SocketAddrV4) {
+        let Some(l) = self.lookups.get_mut(&lid) else {
+            return;
+        };
+        l.failed.insert(failed);
+        if l.failed.len() > 16 {
+            self.lookups.remove(&lid);
+            self.counters.inc("lookup_failed");
+            return;
+        }
+        self.lookup_step(now, lid);
+    }
+
+    pub(super) fn lookup_done(&mut self, now: Now, lid: u64, owner: Peer, outcome: Outcome) {
+        let Some(l) = self.lookups.remove(&lid) else {
+            return;
+        };
+        self.lookup_finish(now, l, owner, outcome);
+    }
+
+    pub(super) fn lookup_finish(&mut self, _now: Now, l: Lookup, owner: Peer, outcome: Outcome) {
+        match l.purpose {
+            LookupPurpose::PredClaim => {
+                let claims = std::mem::take(&mut self.pred_claims);
+                let confirmed = matches!(outcome, Outcome::Node)
+                    && claims.get(&owner.addr) == Some(&owner.id)
+                    && self
+                        .pred
+                        .is_none_or(|p| strictly_between(p.id, owner.id, self.id));
+                let refused = claims.len() - usize::from(confirmed);
+                if refused > 0 {
+                    self.counters.add("pred_claim_refused", refused as u64);
+                }
+                if confirmed {
+                    self.set_pred(Some(owner));
+                }
+            }
+            LookupPurpose::Handover => {}
+            LookupPurpose::Finger { index } => {
+                if index < FINGERS && owner.addr != self.me && matches!(outcome, Outcome::Node) {
+                    self.fingers[index] = Some(owner);
+                }
+            }
+            LookupPurpose::Client { client } => {
+                self.hops.record(l.hops);
+                self.counters.inc("lookups_done");
+                self.counters.add("lookup_hops", u64::from(l.hops));
+                let reply = match (&l.op, outcome) {
+                    (_, Outcome::Error(e)) => client_error(e),
+                    (FindOp::Resolve { .. }, Outcome::Record(r)) => {
+                        if r.is_signed() && !self.verifier.verify(&r) {
+                            self.counters.inc("bad_record_from_owner");
+                            return;
+                        }
+                        Frame::resolved(&r).into_owned()
+                    }
+                    (FindOp::Register { record }, Outcome::Registered) => {
+                        Frame::registered(record.user.clone(), record.ip, record.port)
+                    }
+                    _ => {
+                        self.counters.inc("lookup_odd_outcome");
+                        return;
+                    }
+                };
+                self.send(client, reply);
+            }
+        }
+    }
+
+    pub(super) fn resolve_local(&self, user: &str) -> Outcome {
+        match self.records.get(user) {
+            Some(e) => Outcome::Record(e.record.clone()),
+            None => Outcome::Error(FindError::NotFound),
+        }
+    }
+
+    /// A FIND from a peer.
+    pub(super) fn on_find(&mut self, now: Now, from: SocketAddrV4, rid: u64, key: u64, op: FindOp) {
+        match self.phase {
+            Phase::Member => {}
+            Phase::Joining { .. } => {
+                self.send_ring(from, RingFrame::Busy { rid });
+                return;
+            }
+            _ => return,
+        }
+        if self.owns(key) {
+            if self.in_takeover(key) {
+                if let Some(t) = &mut self.takeover {
+                    if t.queued.len() < self.cfg.max_pending {
+                        t.queued.push((
+                            from,
+                            RingFrame::Find {
+                                rid,
+                                cookie: 0,
+                                key,
+                                op,
+                            },
+                        ));
+                    } else {
+                        self.send_ring(from, RingFrame::Busy { rid });
+                    }
+                }
+                return;
+            }
+            let outcome = match op {
+                FindOp::Locate => Outcome::Node,
+                FindOp::Resolve { user } => self.resolve_local(&user),
+                FindOp::Register { record } => {
+                    self.register_local(now, record, Some(RegisterReplyTo::Peer { to: from, rid }));
+                    return;
+                }
+            };
+            self.send_ring(
+                from,
+                RingFrame::Found {
+                    rid,
+                    id: self.id,
+                    outcome,
+                },
+            );
+            return;
+        }
+        match self.closest_preceding(key, &BTreeSet::new()) {
+            Some(p) => self.send_ring(from, RingFrame::Refer { rid, peer: p }),
+            None => self.counters.inc("find_no_route"),
+        }
+    }
+
+    pub(super) fn fix_one_finger(&mut self, now: Now) {
+        let Some(s) = self.succs.first().copied() else {
+            self.fingers.iter_mut().for_each(|f| *f = None);
+            return;
+        };
+        // Fingers inside our own range are ourselves: skip to the first useful index.
+        let span = dist(self.id, s.id).max(1);
+        let min_i = (63 - span.leading_zeros()) as usize;
+        if self.next_finger < min_i || self.next_finger >= FINGERS {
+            self.next_finger = min_i;
+        }
+        let i = self.next_finger;
+        self.next_finger += 1;
+        for f in self.fingers.iter_mut().take(min_i) {
+            *f = None;
+        }
+        let target = ((u128::from(self.id) + (1u128 << i)) % u128::from(MODULUS)) as u64;
+        if self
+            .lookups
+            .values()
+            .any(|l| l.purpose == LookupPurpose::Finger { index: i })
+        {
+            return;
+        }
+        self.start_lookup(
+            now,
+            LookupPurpose::Finger { index: i },
+            target,
+            FindOp::Locate,
+        );
+    }
+
+    /// The known node closest before or at `key` (never past it), excluding `exclude`.
+    pub(super) fn closest_preceding(
+        &self,
+        key: u64,
+        exclude: &BTreeSet<SocketAddrV4>,
+    ) -> Option<Peer> {
+        let limit = dist(self.id, key);
+        let fingers = if self.cfg.fingers {
+            &self.fingers[..]
+        } else {
+            &[][..]
+        };
+        self.succs
+            .iter()
+            .chain(fingers.iter().flatten())
+            .filter(|p| p.addr != self.me && !exclude.contains(&p.addr))
+            .filter(|p| {
+                let d = dist(self.id, p.id);
+                d <= limit && d > 0
+            })
+            .max_by_key(|p| dist(self.id, p.id))
+            .copied()
+            .or_else(|| {
+                // Everything known lies past the key (stale view): ask the first successor.
+                self.succs
+                    .iter()
+                    .find(|p| !exclude.contains(&p.addr))
+                    .copied()
+            })
+    }
+
+    pub(super) fn lookups_expire(&mut self, now: Now) {
+        let expired: Vec<u64> = self
+            .lookups
+            .iter()
+            .filter(|(_, l)| l.deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for lid in expired {
+            self.lookups.remove(&lid);
+            self.counters.inc("lookup_expired");
+        }
+    }
+
+    /// Successor list, predecessor or finger.
+    pub(super) fn is_neighbour(&self, a: SocketAddrV4) -> bool {
+        self.succs.iter().any(|p| p.addr == a)
+            || self.pred.is_some_and(|p| p.addr == a)
+            || self.fingers.iter().flatten().any(|p| p.addr == a)
+    }
+
+    pub(super) fn known_id(&self, a: SocketAddrV4) -> Option<u64> {
+        self.succs
+            .iter()
+            .chain(self.pred.iter())
+            .chain(self.fingers.iter().flatten())
+            .find(|p| p.addr == a)
+            .map(|p| p.id)
+    }
+
+    /// Refreshes the id we know for a peer (ids are fixed, but a restarted node at the same
+    /// address gets a new one).
+    pub(super) fn note_id(&mut self, p: Peer) {
+        for f in self.fingers.iter_mut().flatten() {
+            if f.addr == p.addr {
+                f.id = p.id;
+            }
+        }
+    }
+
+    /// Sends `record` to its owner through the ring (`FIND ... REGISTER`); the owner
+    /// applies the record rules.
+    pub(super) fn hand_to_owner(&mut self, now: Now, record: Record) {
+        let key = ring_hash(&record.user);
+        self.start_lookup(
+            now,
+            LookupPurpose::Handover,
+            key,
+            FindOp::Register { record },
+        );
+    }
+
+    /// The first `r - 1` successors: where our records are replicated.
+    pub(super) fn replica_holders(&self) -> Vec<SocketAddrV4> {
+        self.succs
+            .iter()
+            .take(self.cfg.r.saturating_sub(1))
+            .map(|p| p.addr)
+            .collect()
+    }
+
+    /// `REFER rid peer`: the next hop of a lookup.
+    pub(super) fn on_refer(&mut self, now: Now, from: SocketAddrV4, rid: u64, peer: Peer) {
+        let Some(p) = self.take_pending((from, rid, 0)) else {
+            self.counters.inc("drop_unmatched");
+            return;
+        };
+        self.failures.remove(&from);
+        if let RequestPurpose::Lookup { lid } = p.purpose {
+            let key = match &p.frame {
+                RingFrame::Find { key, .. } => *key,
+                _ => return,
+            };
+            // Referrals must make progress towards the key, or they could loop.
+            let from_id = self.known_id(from);
+            let progress = match from_id {
+                Some(fid) => dist(peer.id, key) < dist(fid, key),
+                None => true,
+            };
+            if peer.addr == self.me || !progress {
+                self.counters.inc("lookup_bad_referral");
+                self.lookup_fail_hop(now, lid, from);
+            } else {
+                self.note_id(peer);
+                self.lookup_send(now, lid, peer.addr);
+            }
+        }
+    }
+
+    /// `FOUND rid id outcome`: the owner answered a lookup.
+    pub(super) fn on_found(
+        &mut self,
+        now: Now,
+        from: SocketAddrV4,
+        rid: u64,
+        id: u64,
+        outcome: Outcome,
+    ) {
+        let Some(p) = self.take_pending((from, rid, 0)) else {
+            self.counters.inc("drop_unmatched");
+            return;
+        };
+        self.failures.remove(&from);
+        if let RequestPurpose::Lookup { lid } = p.purpose {
+            self.lookup_done(now, lid, Peer { id, addr: from }, outcome);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use flock_proto::space::dist;
+    use flock_proto::{Frame, OkReply, Record};
+
+    use crate::node::testing::{drain, founder, ms, ring, sends};
+    use crate::sim::Sim;
+
+    #[test]
+    fn every_node_resolves_every_user() {
+        let mut sim = ring(11, 8);
+        let users: Vec<Record> = (0..6)
+            .map(|i| Sim::make_record(&format!("user{i}"), 3))
+            .collect();
+        for (i, r) in users.iter().enumerate() {
+            sim.register(Sim::addr(i % 8), r.clone());
+        }
+        sim.run_for(ms(2000)).expect("runs");
+        for (i, r) in users.iter().enumerate() {
+            let c = sim.resolve(Sim::addr((i + 3) % 8), &r.user);
+            sim.run_for(ms(1000)).expect("runs");
+            assert_eq!(
+                sim.replies(c),
+                &[Frame::resolved(r).into_owned()],
+                "{}",
+                r.user
+            );
+        }
+    }
+
+    #[test]
+    fn the_next_hop_never_passes_the_key() {
+        let sim = ring(12, 16);
+        for i in 0..16 {
+            let n = sim.node(Sim::addr(i)).expect("node");
+            for k in 0..64u64 {
+                let key = k.wrapping_mul(0x9e37_79b9_7f4a_7c15) % flock_proto::space::MODULUS;
+                if n.owns(key) {
+                    continue;
+                }
+                let p = n.closest_preceding(key, &BTreeSet::new()).expect("a hop");
+                assert!(
+                    dist(n.id, p.id) <= dist(n.id, key),
+                    "{i}: key {key} via {p:?}"
+                );
+            }
+        }
+    }
+
+    /// The design document's 3-field REGISTER: RESOLVE answers `OK <ip> <port>`.
+    #[test]
+    fn an_unsigned_record_resolves_as_ip_and_port() {
+        let mut n = founder();
+        let c = Sim::addr(40);
+        let reg = Frame::decode(b"REGISTER alice 10.0.0.5 4000").expect("decodes");
+        n.handle_datagram(ms(1), c, reg);
+        let out = sends(&drain(&mut n));
+        assert!(
+            matches!(out[..], [(_, Frame::Ok(OkReply::Registered { .. }))]),
+            "{out:?}"
+        );
+        n.handle_datagram(ms(2), c, Frame::decode(b"RESOLVE alice").expect("decodes"));
+        let out = sends(&drain(&mut n));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1.encode_to_vec(), b"OK 10.0.0.5 4000");
+        n.handle_datagram(ms(3), c, Frame::decode(b"RESOLVE bob").expect("decodes"));
+        assert_eq!(sends(&drain(&mut n))[0].1, Frame::not_found());
+    }
+}
