@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use flock_crypto::{PrivateKey, PublicKey};
@@ -386,6 +386,8 @@ fn forged_unsigned_message_after_a_restart_is_dropped_or_marked() {
 struct OriginalServer {
     addr: SocketAddrV4,
     stop: Arc<AtomicBool>,
+    /// `RESOLVE`s answered, `LOOKUP`s ignored.
+    counts: Arc<[AtomicU64; 2]>,
 }
 
 impl OriginalServer {
@@ -399,6 +401,8 @@ impl OriginalServer {
         };
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let count = Arc::clone(&counts);
         std::thread::spawn(move || {
             let mut records: BTreeMap<String, (SocketAddrV4, String, u64)> = BTreeMap::new();
             let mut buf = vec![0u8; 65_536];
@@ -419,6 +423,10 @@ impl OriginalServer {
                         );
                         Frame::registered(r.user.to_string(), r.ip, r.port)
                     }
+                    Ok(Frame::Lookup { .. }) => {
+                        count[1].fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                     Ok(Frame::Resolve { user }) => match records.get(&*user) {
                         Some((a, key, version)) => Frame::Ok(OkReply::Resolved {
                             ip: *a.ip(),
@@ -430,10 +438,13 @@ impl OriginalServer {
                     },
                     _ => continue,
                 };
+                if matches!(reply, Frame::Ok(OkReply::Resolved { .. })) {
+                    count[0].fetch_add(1, Ordering::Relaxed);
+                }
                 let _ = socket.send_to(&reply.encode_to_vec(), from);
             }
         });
-        Self { addr, stop }
+        Self { addr, stop, counts }
     }
 }
 
@@ -462,6 +473,10 @@ fn original_format_server_fallback_still_works_and_resists_the_spray() {
     spray.finish();
     assert!(attacker.received().is_empty());
     no_key_change(&alice);
+    // Each client tried the extension once, then asked in the original's way.
+    let [resolved, lookups] = &*server.counts;
+    assert_eq!(lookups.load(Ordering::Relaxed), 2);
+    assert!(resolved.load(Ordering::Relaxed) >= 2);
 }
 
 /// Reply timing for `MESSAGE`s that open vs garbage (well-formed, sealed for another

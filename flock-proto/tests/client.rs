@@ -236,6 +236,7 @@ pub struct Rec {
     pub addr: SocketAddrV4,
     pub pubkey_b64: String,
     pub version: u64,
+    pub sig_b64: String,
 }
 
 pub struct Sim {
@@ -245,6 +246,8 @@ pub struct Sim {
     pub records: BTreeMap<String, Rec>,
     /// Let a name be registered again with a different key (a wiped ring).
     pub allow_rekey: bool,
+    /// The fake ring is an original one: it ignores the lookup extension (`LOOKUP`).
+    pub original_servers: bool,
     pub queue: VecDeque<(SocketAddrV4, SocketAddrV4, Vec<u8>)>,
     /// Every datagram delivered: (from, to, bytes).
     pub log: Vec<(SocketAddrV4, SocketAddrV4, Vec<u8>)>,
@@ -272,6 +275,7 @@ impl Sim {
             servers,
             records: BTreeMap::new(),
             allow_rekey: false,
+            original_servers: false,
             queue: VecDeque::new(),
             log: Vec::new(),
             filter: None,
@@ -408,7 +412,7 @@ impl Sim {
     }
 
     /// The fake ring: REGISTER (signature checked, first key pins the name), RESOLVE,
-    /// PING.
+    /// LOOKUP (unless [`Sim::original_servers`]), PING.
     fn serve(&mut self, from: SocketAddrV4, datagram: &[u8]) -> Option<Vec<u8>> {
         let frame = Frame::decode(datagram).ok()?;
         match frame {
@@ -436,6 +440,7 @@ impl Sim {
                         addr: SocketAddrV4::new(r.ip, r.port),
                         pubkey_b64: r.pubkey_b64.to_string(),
                         version: r.version,
+                        sig_b64: r.sig_b64.to_string(),
                     },
                 );
                 let _ = from;
@@ -451,6 +456,23 @@ impl Sim {
                 .encode_to_vec(),
                 None => Frame::not_found().encode_to_vec(),
             }),
+            Frame::Lookup { user, rid } if !self.original_servers => {
+                Some(match self.records.get(&*user) {
+                    Some(rec) => Frame::Found {
+                        rid,
+                        record: flock_proto::Register {
+                            user: user.clone(),
+                            ip: *rec.addr.ip(),
+                            port: rec.addr.port(),
+                            version: rec.version,
+                            pubkey_b64: rec.pubkey_b64.clone().into(),
+                            sig_b64: rec.sig_b64.clone().into(),
+                        },
+                    }
+                    .encode_to_vec(),
+                    None => Frame::NotFound { rid }.encode_to_vec(),
+                })
+            }
             _ => None,
         }
     }
@@ -533,7 +555,13 @@ use flock_proto::client::{
 use flock_proto::limits::ORIGINAL_CLIENT_MAX_DATAGRAM;
 
 fn pair(bob_extension: bool) -> Sim {
+    pair_on(bob_extension, false)
+}
+
+/// alice and bob registered, with our servers or (`original_servers`) original ones.
+fn pair_on(bob_extension: bool, original_servers: bool) -> Sim {
     let mut sim = Sim::new();
+    sim.original_servers = original_servers;
     sim.add("alice", key(1), 1, true);
     sim.add("bob", key(2), 2, bob_extension);
     assert!(sim.run_until(10_000, |s| s.registered("alice") && s.registered("bob")));
@@ -1180,6 +1208,27 @@ fn message_written_before_the_key_is_known_survives_a_restart() {
 
 const ATTACKER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 9), 6666);
 
+/// `FOUND <rid> <user> <attacker's address and key>`, signed by `key` (the record's own
+/// signature is valid: only the request id and the source give it away).
+fn forged_found(user: &str, rid: u64, key: &PrivateKey) -> Vec<u8> {
+    let mut rng = TestRng::new(rid);
+    let pubkey_b64 = key.public_key().to_b64();
+    let text = registration_text(user, *ATTACKER.ip(), ATTACKER.port(), 1, &pubkey_b64);
+    let sig_b64 = sign_b64(&mut rng, key, text.as_bytes()).expect("sign");
+    Frame::Found {
+        rid,
+        record: flock_proto::Register {
+            user: user.to_owned().into(),
+            ip: *ATTACKER.ip(),
+            port: ATTACKER.port(),
+            version: 1,
+            pubkey_b64: pubkey_b64.into(),
+            sig_b64: sig_b64.into(),
+        },
+    }
+    .encode_to_vec()
+}
+
 /// `OK <ip> <port> <key> <version>` as an original server answers `RESOLVE`.
 fn forged_ok(key: &PublicKey) -> Vec<u8> {
     Frame::Ok(OkReply::Resolved {
@@ -1208,7 +1257,16 @@ fn key_changes(sim: &mut Sim, user: &str) -> usize {
 
 #[test]
 fn forged_lookup_burst_after_a_hello_trigger_changes_nothing() {
-    let mut sim = pair(true);
+    forged_lookup_burst(false);
+}
+
+#[test]
+fn forged_lookup_burst_changes_nothing_with_original_servers() {
+    forged_lookup_burst(true);
+}
+
+fn forged_lookup_burst(original_servers: bool) {
+    let mut sim = pair_on(true, original_servers);
     sim.add("frank", key(4), 4, true);
     assert!(sim.run_until(10_000, |s| s.registered("frank")));
     let bob_addr = addr(2, 40000);
@@ -1218,18 +1276,21 @@ fn forged_lookup_burst_after_a_hello_trigger_changes_nothing() {
     sim.inject(ATTACKER, bob_addr, b"HELLO frank ack1".to_vec());
     sim.run_for(100);
     assert_eq!(sent_to(&sim, bob_addr, SERVER_A, "RESOLVE frank"), 0);
+    assert_eq!(sent_to(&sim, bob_addr, SERVER_A, "LOOKUP frank"), 0);
     assert_eq!(sim.node("bob").client.pinned_key("frank"), None);
 
     // bob writes to frank: his lookup is outstanding while a burst of forged answers
     // arrives before the server's.
     let id = sim.send("bob", "frank", "for frank only");
-    for _ in 0..50 {
+    for rid in 0..50 {
         sim.inject(ATTACKER, bob_addr, forged_ok(&mallory));
+        sim.inject(ATTACKER, bob_addr, forged_found("frank", rid, &key(3)));
     }
     assert!(sim.run_until(10_000, |s| delivered(s, "bob", "frank", id)));
     let bob = sim.node("bob");
     assert_eq!(bob.client.pinned_key("frank"), Some(key(4).public_key()));
-    assert!(bob.client.counters().stray_answers >= 50);
+    assert!(bob.client.counters().stray_answers >= 100);
+    assert_eq!(bob.client.counters().lookup_fallbacks > 0, original_servers);
     assert_eq!(key_changes(&mut sim, "bob"), 0);
     assert_eq!(sent_to(&sim, bob_addr, ATTACKER, "SMESSAGE"), 0);
     assert_eq!(sent_to(&sim, bob_addr, ATTACKER, "MESSAGE"), 0);
@@ -1238,7 +1299,16 @@ fn forged_lookup_burst_after_a_hello_trigger_changes_nothing() {
 
 #[test]
 fn blind_spray_of_forged_answers_changes_nothing() {
-    let mut sim = pair(true);
+    blind_spray(false);
+}
+
+#[test]
+fn blind_spray_changes_nothing_with_original_servers() {
+    blind_spray(true);
+}
+
+fn blind_spray(original_servers: bool) {
+    let mut sim = pair_on(true, original_servers);
     let alice_addr = addr(1, 40000);
     let mallory = key(3).public_key().clone();
     // Sprayed before, during and after alice's first lookup of bob.
@@ -1550,4 +1620,77 @@ fn safety_number_known_answer() {
         n.to_string(),
         "15601 94053 51441 61833 43038 83301 76356 93843 51622 49107 09033 00689"
     );
+}
+
+/// With our servers, an answer must echo the `LOOKUP`'s id and carry the record's
+/// signature over `user|ip|port|version|pubkey` for the name asked: even from the
+/// server's own address, a record for another name or with a bad signature is refused.
+#[test]
+fn lookup_answers_echo_the_id_and_are_signed_for_the_name_asked() {
+    let mut sim = pair(true);
+    let alice_addr = addr(1, 40000);
+    let now = sim.now;
+    sim.nodes[0].client.lookup(now, "bob");
+    sim.drain(0);
+    // The LOOKUP went out; hold the server's answer back by taking the request off the
+    // queue, and answer it ourselves first.
+    let (_, _, lookup) = sim.queue.pop_back().expect("a lookup");
+    let Ok(Frame::Lookup { user, rid }) = Frame::decode(&lookup) else {
+        panic!("not a LOOKUP: {:?}", String::from_utf8_lossy(&lookup));
+    };
+    assert_eq!(user, "bob");
+    // Wrong id, from the server's address: a stray answer.
+    sim.inject(SERVER_A, alice_addr, forged_found("bob", rid ^ 1, &key(3)));
+    // Right id, a validly signed record, but for another name.
+    sim.inject(SERVER_A, alice_addr, forged_found("mallory", rid, &key(3)));
+    // Right id and name, signature by another key than the record's.
+    let mut bad = forged_found("bob", rid, &key(3));
+    let text = String::from_utf8(bad.clone()).unwrap();
+    let sig = sign_b64(&mut TestRng::new(1), &key(4), b"something else").unwrap();
+    let mut parts: Vec<&str> = text.split(' ').collect();
+    *parts.last_mut().unwrap() = &sig;
+    bad = parts.join(" ").into_bytes();
+    sim.inject(SERVER_A, alice_addr, bad);
+    sim.run_for(10);
+    let c = sim.node("alice").client.counters();
+    assert_eq!((c.stray_answers, c.bad_records), (1, 2));
+    assert_eq!(sim.node("alice").client.pinned_key("bob"), None);
+    // The real answer is still awaited and accepted.
+    let a = sim.idx("alice");
+    sim.inject(sim.nodes[a].addr, SERVER_A, lookup);
+    assert!(sim.run_until(5_000, |s| s.nodes[0].client.pinned_key("bob").is_some()));
+    assert_eq!(
+        sim.node("alice").client.pinned_key("bob"),
+        Some(key(2).public_key())
+    );
+    assert_eq!(sim.node("alice").client.counters().lookup_fallbacks, 0);
+}
+
+#[test]
+fn original_servers_are_asked_with_resolve_after_one_unanswered_lookup() {
+    let mut sim = pair_on(true, true);
+    let id = sim.send("alice", "bob", "through an original ring");
+    assert!(sim.run_until(20_000, |s| delivered(s, "alice", "bob", id)));
+    let alice = addr(1, 40000);
+    let asked: Vec<String> = sim
+        .log
+        .iter()
+        .filter(|(f, t, _)| *f == alice && *t == SERVER_A)
+        .map(|(_, _, d)| {
+            String::from_utf8_lossy(d)
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .filter(|v| v == "LOOKUP" || v == "RESOLVE")
+        .collect();
+    // One LOOKUP (unanswered), RESOLVE ever after.
+    assert_eq!(asked.first().map(String::as_str), Some("LOOKUP"));
+    assert_eq!(
+        asked.iter().filter(|v| *v == "LOOKUP").count(),
+        1,
+        "{asked:?}"
+    );
+    assert_eq!(sim.node("alice").client.counters().lookup_fallbacks, 1);
 }

@@ -68,6 +68,9 @@ enum Request {
 #[derive(Debug)]
 struct InFlight {
     request: Request,
+    /// The request id of a `LOOKUP` (the answer must echo it); `None` for `RESOLVE`
+    /// and `REGISTER`.
+    rid: Option<u64>,
     datagram: Vec<u8>,
     deadline_ms: u64,
 }
@@ -79,6 +82,10 @@ struct Server {
     lost: bool,
     failures: u32,
     next_keepalive_ms: u64,
+    /// Whether the server answers the lookup extension (`LOOKUP`): unknown until it
+    /// answers one (`Some(true)`) or lets one time out while otherwise answering
+    /// (`Some(false)`: an original server, asked with `RESOLVE` from then on).
+    lookup_ext: Option<bool>,
 }
 
 /// The sans-IO Flock client: registration, lookup, key pinning, and message delivery
@@ -254,6 +261,11 @@ impl<R: CryptoRng> Client<R> {
             lost: false,
             failures: 0,
             next_keepalive_ms: now_ms,
+            lookup_ext: if self.cfg.lookup_extension {
+                None
+            } else {
+                Some(false)
+            },
         });
         self.event(Event::Connection(ConnectionState::Connecting { server }));
         self.pump(now_ms);
@@ -445,6 +457,8 @@ impl<R: CryptoRng> Client<R> {
             Frame::Pong => self.on_pong(now_ms, from),
             Frame::Ok(reply) => self.on_ok(now_ms, from, reply),
             Frame::Error(reply) => self.on_error(now_ms, from, reply),
+            Frame::Found { rid, record } => self.on_found(now_ms, from, rid, &record),
+            Frame::NotFound { rid } => self.on_not_found(now_ms, from, rid),
             Frame::Message {
                 sender,
                 payload_b64,

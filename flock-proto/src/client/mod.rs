@@ -48,17 +48,30 @@
 //! see [below](#whose-key-only-the-rings)):
 //! `REGISTER <user> <ip> <port> <version> <pubkey_b64> <sig_b64>` with `version` the wall
 //! clock in nanoseconds (kept strictly increasing), sent again after every
-//! [`Client::connect`] and [`Client::set_local_addr`]; `RESOLVE <user>` on first contact,
-//! and again when a peer stops answering; `PING` to the server when idle. After
+//! [`Client::connect`] and [`Client::set_local_addr`]; a lookup on first contact, and
+//! again when a peer stops answering; a lookup of ourselves when idle (the keepalive:
+//! register again if the ring lost or changed our record). A lookup is
+//! `LOOKUP <user> <rid>` (the lookup extension, see below) or, with an original server,
+//! `RESOLVE <user>`. After
 //! [`ClientConfig::server_failures`] unanswered requests the server counts as lost
 //! ([`ConnectionState::Lost`]): the driver finds another and calls [`Client::connect`].
 //!
 //! # Whose key: only the ring's
 //! A contact's key comes only from a lookup the client trusts, never from the contact's
 //! own word or an unsolicited datagram:
-//! - an `OK`/`ERROR` answer counts only if it comes from the server the request went to,
-//!   while that request is outstanding (anything else is dropped and counted in
+//! - an answer counts only if it comes from the server the request went to, while that
+//!   request is outstanding (anything else is dropped and counted in
 //!   [`Counters::stray_answers`]);
+//! - **the lookup extension** (our servers): the request is `LOOKUP <user> <rid>` with an
+//!   unpredictable 64-bit `rid` from the machine's RNG, answered
+//!   `FOUND <rid> <user> <ip> <port> <version> <pubkey_b64> <sig_b64>` or `NOTFOUND <rid>`.
+//!   The answer must echo `rid`, name the user asked about, and carry that record's
+//!   signature over `user|ip|port|version|pubkey_b64` ([`crate::signed_text`]) made with
+//!   the key in it ([`Counters::bad_records`] otherwise; the request stays outstanding).
+//!   A server that registered us but lets a `LOOKUP` go unanswered is an original one:
+//!   it is asked with `RESOLVE` from then on ([`Counters::lookup_fallbacks`],
+//!   [`ClientConfig::lookup_extension`]), and `OK`/`ERROR` answers count only while a
+//!   `RESOLVE` is outstanding;
 //! - a name's first key is pinned only from such an answer. `PUBKEY_RES` may confirm the
 //!   pinned key; a different key in it is reported ([`Warning::KeyNotConfirmed`]) and
 //!   checked with a fresh lookup, never believed; an incoming `PUBKEY_REQ` is answered
@@ -82,7 +95,12 @@
 //! **What the original's servers leave open.** Their answers carry no request id and no
 //! signature, so the source and outstanding checks are all there is: an attacker who can
 //! send from the server's address (IP spoofing, or a position on the path) can still
-//! answer a lookup; and a ring node that lies is believed. With the original's multi-node
+//! answer a lookup, and an answer cannot be told from a late answer to an earlier
+//! request (one request is in flight at a time, which keeps that window small). An
+//! attacker who can make a `LOOKUP` go unanswered (drop it on the path) makes the client
+//! fall back to `RESOLVE` for that server. With either kind of server, a ring node that
+//! lies about a name nobody has pinned yet is believed (the signature only proves that
+//! the key in the record signed it): that is what safety numbers are for. With the original's multi-node
 //! ring, whose owning node answers from a fresh port of its own, such answers are
 //! refused: the lookup times out and is retried (the client asks again, and the server
 //! it uses must own the name or forward the answer through itself).

@@ -35,6 +35,10 @@ pub struct ClientConfig {
     pub max_attempts: Option<u32>,
     /// Advertise and use the `ack1` extension with peers that advertise it too.
     pub extension: bool,
+    /// Look users up with the lookup extension (`LOOKUP <user> <rid>`, answered with the
+    /// signed record and the id echoed) first; `RESOLVE` once the server lets a `LOOKUP`
+    /// go unanswered (an original server). Off: `RESOLVE` only.
+    pub lookup_extension: bool,
     /// Per source address: unsigned `MESSAGE` payloads opened per second (RSA
     /// decryption of attacker-chosen bytes, see RUSTSEC-2023-0071), and the burst.
     pub open_rate: (f64, f64),
@@ -77,6 +81,7 @@ impl ClientConfig {
             retry_max_ms: 30_000,
             max_attempts: None,
             extension: true,
+            lookup_extension: true,
             open_rate: (20.0, 50.0),
             open_rate_global: (50.0, 100.0),
             lookup_rate: (5.0, 20.0),
@@ -412,6 +417,11 @@ pub struct Counters {
     /// Datagrams naming a new peer refused because the peer table is full of contacts
     /// that cannot be evicted.
     pub peers_refused: u64,
+    /// `FOUND` answers refused: the record's signature does not verify, or it names
+    /// another user than the one asked for.
+    pub bad_records: u64,
+    /// Servers that let a `LOOKUP` go unanswered, asked with `RESOLVE` since.
+    pub lookup_fallbacks: u64,
 }
 
 /// The connection to the ring.
