@@ -339,6 +339,7 @@ async fn command(
             }
         }
         "/verify" => verify_command(client, arg).await?,
+        "/counters" => say(&format!("* {:?}", client.counters().await?)),
         "/servers" => servers_command(client, arg.trim()).await?,
         "/refresh" => match current.as_deref() {
             Some(peer) => print_history(client, peer).await?,
@@ -348,6 +349,7 @@ async fn command(
             "* @user: open a chat; then type to send. /back: menu. /chats: conversations. \
              /pending: outbox. /accept <user>, /reject <user>: decide on a changed key. \
              /verify <user> [yes|no]: show the safety number, mark verified (or not). \
+             /counters: what was refused or rate-limited. \
              /servers [N|HOST:PORT]: list or switch servers. /refresh: reprint the chat. /quit",
         ),
         _ if cmd.starts_with('/') => say(&format!("!! unknown command {cmd} (/help)")),

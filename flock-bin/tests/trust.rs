@@ -534,6 +534,29 @@ fn reply_timing_opening_vs_garbage() {
         );
     }
     assert!(bob.count(|l| l.contains("<erin (unverified)> timing probe")) >= rounds / 2);
+    // Then a burst, from the attacker and from a second source: the caps in the counters.
+    let second = UdpSocket::bind("127.0.0.10:0").expect("second source");
+    let message = format!("MESSAGE erin {garbage}");
+    for _ in 0..150 {
+        attacker.send(bob_addr, message.as_bytes());
+        second.send_to(message.as_bytes(), bob_addr).expect("send");
+    }
+    let mut bob = bob;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        bob.say("/counters");
+        std::thread::sleep(Duration::from_millis(200));
+        let line = bob
+            .lines()
+            .into_iter()
+            .rev()
+            .find(|l| l.starts_with("* Counters {"));
+        if let Some(line) = line.filter(|l| !l.contains("decrypt_limited_source: 0,")) {
+            println!("{line}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the burst was never limited");
+    }
 }
 
 #[test]

@@ -41,7 +41,8 @@ pub use discovery::discover;
 pub use driver::now_ms;
 use flock_crypto::PrivateKey;
 pub use flock_proto::client::{
-    ClientConfig, ConnectionState, Event, KeySource, SafetyNumber, SendError, Status, Warning,
+    ClientConfig, ConnectionState, Counters, Event, KeySource, SafetyNumber, SendError, Status,
+    Warning,
 };
 use flock_store::{ChatSummary, ClientDb, Contact, KeyDir, Message, MessageRow, OutboxEntry};
 use tokio::sync::{mpsc, oneshot};
@@ -290,6 +291,15 @@ impl Client {
         let user = user.to_owned();
         self.machine(move |m, _| m.set_verified(&user, verified))
             .await
+    }
+
+    /// What the protocol machine refused or limited so far: stray lookup answers,
+    /// decryptions and the caps on them, peer-table evictions.
+    ///
+    /// # Errors
+    /// [`ClientError::Stopped`].
+    pub async fn counters(&self) -> Result<Counters, ClientError> {
+        self.machine(|m, _| m.counters()).await
     }
 
     /// Uses `server` from now on (and registers with it).
