@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use flock_crypto::{PrivateKey, PublicKey};
 use flock_proto::client::smessage_signed_text;
 use flock_proto::{Frame, OkReply};
-use proc::{FAST_CLIENT, Proc, WAIT};
+use proc::{FAST_CLIENT, Proc, WAIT, wait_pong};
 
 const ATTACKER_IP: &str = "127.0.0.9";
 
@@ -93,34 +93,6 @@ impl Env {
             .expect("public key");
         PublicKey::from_pem(&pem).expect("public key")
     }
-}
-
-/// Waits until `addr` answers PING.
-fn wait_pong(addr: SocketAddrV4) {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("socket");
-    s.set_read_timeout(Some(Duration::from_millis(100)))
-        .expect("timeout");
-    let deadline = Instant::now() + WAIT;
-    let mut buf = [0u8; 64];
-    loop {
-        let _ = s.send_to(b"PING", addr);
-        if let Ok((n, _)) = s.recv_from(&mut buf) {
-            if &buf[..n] == b"PONG" {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "{addr} never answered");
-    }
-}
-
-/// The address a chat process listens on, from its login line.
-fn listen_addr(p: &Proc) -> SocketAddrV4 {
-    let line = p.contains("listening on");
-    line.rsplit(' ')
-        .next()
-        .expect("address")
-        .parse()
-        .expect("address")
 }
 
 fn exchange(from: &mut Proc, from_user: &str, to: &mut Proc, to_user: &str, text: &str) {
@@ -251,7 +223,7 @@ fn forged_lookup_burst_after_a_hello_trigger_fails() {
     let mut bob = env.chat("bob", 32100);
     let mut frank = env.chat("frank", 32100);
     let attacker = Attacker::new();
-    let bob_addr = listen_addr(&bob);
+    let bob_addr = bob.listen_addr();
 
     // The trigger, then a burst of forged answers, and more while bob writes to frank.
     attacker.send(bob_addr, b"HELLO frank ack1");
@@ -292,7 +264,7 @@ fn blind_spray_of_forged_answers_fails() {
     let mut alice = env.chat("alice", 32200);
     let mut carol = env.chat("carol", 32200);
     let attacker = Attacker::new();
-    let spray = attacker.spray(listen_addr(&alice));
+    let spray = attacker.spray(alice.listen_addr());
     // alice writes to a new contact while forged answers rain on her.
     exchange(&mut alice, "alice", &mut carol, "carol", "secret for carol");
     exchange(&mut alice, "alice", &mut carol, "carol", "and another");
@@ -309,7 +281,7 @@ fn pubkey_req_and_res_pin_nothing() {
     let mut alice = env.chat("alice", 32300);
     let mut bob = env.chat("bob", 32300);
     let attacker = Attacker::new();
-    let bob_addr = listen_addr(&bob);
+    let bob_addr = bob.listen_addr();
 
     // As alice: ask bob for his key (he answers but asks nothing back), then offer one.
     attacker.send(bob_addr, b"PUBKEY_REQ alice");
@@ -353,7 +325,7 @@ fn forged_unsigned_message_after_a_restart_is_dropped_or_marked() {
     bob.kill();
 
     let bob = env.chat("bob", 32400);
-    let bob_addr = listen_addr(&bob);
+    let bob_addr = bob.listen_addr();
     let bob_key = env.public_key("bob");
     let attacker = Attacker::new();
     let mut rng = flock_bin::tools::os_rng();
@@ -461,7 +433,7 @@ fn original_format_server_fallback_still_works_and_resists_the_spray() {
     let mut alice = env.chat("alice", server.addr.port());
     let mut bob = env.chat("bob", server.addr.port());
     let attacker = Attacker::new();
-    let spray = attacker.spray(listen_addr(&alice));
+    let spray = attacker.spray(alice.listen_addr());
     exchange(
         &mut alice,
         "alice",
@@ -490,7 +462,7 @@ fn reply_timing_opening_vs_garbage() {
     let env = Env::new();
     let _server = env.server(32600);
     let bob = env.chat("bob", 32600);
-    let bob_addr = listen_addr(&bob);
+    let bob_addr = bob.listen_addr();
     let bob_key = env.public_key("bob");
     let attacker = Attacker::new();
     let mut rng = flock_bin::tools::os_rng();

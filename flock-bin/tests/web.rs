@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Write};
 #[path = "common/proc.rs"]
 mod proc;
 
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -211,20 +211,10 @@ impl Env {
 
 /// Waits until a server answers PING on `port`.
 fn wait_ping(port: u16) {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("socket");
-    s.set_read_timeout(Some(Duration::from_millis(100)))
-        .expect("timeout");
-    let deadline = Instant::now() + WAIT;
-    let mut buf = [0u8; 64];
-    loop {
-        let _ = s.send_to(b"PING", ("127.0.0.1", port));
-        if let Ok((n, _)) = s.recv_from(&mut buf) {
-            if &buf[..n] == b"PONG" {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "server on {port} never answered");
-    }
+    proc::wait_pong(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::LOCALHOST,
+        port,
+    ));
 }
 
 /// A fresh headless chromium session with its own profile directory.

@@ -554,6 +554,21 @@ use flock_proto::client::{
 };
 use flock_proto::limits::ORIGINAL_CLIENT_MAX_DATAGRAM;
 
+/// `SMESSAGE <claimed> <id> ...` sealed for `to_key`, signed by `signer` for `to`.
+fn forged_smessage(
+    rng: &mut TestRng,
+    claimed: &str,
+    to: &str,
+    to_key: &PublicKey,
+    id: u64,
+    signer: &PrivateKey,
+) -> Vec<u8> {
+    let payload = seal_b64(rng, to_key, b"forged").expect("seal");
+    let text = smessage_signed_text(claimed, to, id, &payload);
+    let sig = sign_b64(rng, signer, text.as_bytes()).expect("sign");
+    format!("SMESSAGE {claimed} {id} {payload} {sig}").into_bytes()
+}
+
 fn pair(bob_extension: bool) -> Sim {
     pair_on(bob_extension, false)
 }
@@ -1356,18 +1371,8 @@ fn pubkey_res_never_pins_a_key() {
     assert_eq!(sim.node("bob").client.pinned_key("alice"), None);
     assert!(sim.node("bob").client.counters().unconfirmed_keys >= 1);
     // Its signed message as alice is checked against the ring's key for alice: forged.
-    let payload = seal_b64(&mut rng, key(2).public_key(), b"it's alice").unwrap();
-    let sig = sign_b64(
-        &mut rng,
-        &key(3),
-        smessage_signed_text("alice", "bob", 5, &payload).as_bytes(),
-    )
-    .unwrap();
-    sim.inject(
-        ATTACKER,
-        bob_addr,
-        format!("SMESSAGE alice 5 {payload} {sig}").into_bytes(),
-    );
+    let forged = forged_smessage(&mut rng, "alice", "bob", key(2).public_key(), 5, &key(3));
+    sim.inject(ATTACKER, bob_addr, forged);
     sim.run_for(3_000);
     assert!(sim.node("bob").db.texts_from("alice").is_empty());
     assert_eq!(sent_to(&sim, bob_addr, ATTACKER, "ACK"), 0);
@@ -1429,20 +1434,10 @@ fn peer_table_is_bounded_and_keeps_pinned_contacts() {
     assert!(before <= 2, "peers {before}");
     // Signed messages from 50 unknown names: lookups are limited, the table stays bounded.
     let mut rng = TestRng::new(11);
-    let payload = seal_b64(&mut rng, key(2).public_key(), b"x").unwrap();
     for i in 0..50 {
         let sender = format!("user{i}");
-        let sig = sign_b64(
-            &mut rng,
-            &key(3),
-            smessage_signed_text(&sender, "bob", 1, &payload).as_bytes(),
-        )
-        .unwrap();
-        sim.inject(
-            ATTACKER,
-            bob_addr,
-            format!("SMESSAGE {sender} 1 {payload} {sig}").into_bytes(),
-        );
+        let forged = forged_smessage(&mut rng, &sender, "bob", key(2).public_key(), 1, &key(3));
+        sim.inject(ATTACKER, bob_addr, forged);
         sim.run_for(200);
     }
     sim.run_for(15_000);

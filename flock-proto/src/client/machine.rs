@@ -188,25 +188,20 @@ impl<R: CryptoRng> Client<R> {
     /// messages claiming to be from them are dropped. Call after
     /// [`Client::restore_contact`] for the same user; `false` if they are not a contact.
     pub fn restore_signer(&mut self, user: &str) -> bool {
-        match self.peers.get_mut(user) {
-            Some(peer) if peer.key.pinned().is_some() => {
-                peer.signs = true;
-                true
-            }
-            _ => false,
-        }
+        self.contact_mut(user).map(|p| p.signs = true).is_some()
     }
 
     /// Loads a contact the user verified ([`StoreOp::Verified`]). Call after
     /// [`Client::restore_contact`]; `false` if they are not a contact.
     pub fn restore_verified(&mut self, user: &str) -> bool {
-        match self.peers.get_mut(user) {
-            Some(peer) if peer.key.pinned().is_some() => {
-                peer.verified = true;
-                true
-            }
-            _ => false,
-        }
+        self.contact_mut(user).map(|p| p.verified = true).is_some()
+    }
+
+    /// A peer with a pinned key.
+    fn contact_mut(&mut self, user: &str) -> Option<&mut Peer> {
+        self.peers
+            .get_mut(user)
+            .filter(|p| p.key.pinned().is_some())
     }
 
     /// Loads an outbox entry (a sealed message not yet delivered) from the database.
