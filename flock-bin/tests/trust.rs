@@ -38,8 +38,10 @@ impl Env {
         self.dir.path().join(name)
     }
 
-    /// One `flock server` on 127.0.0.1:`port` (PING on `port + 1`).
-    fn server(&self, port: u16) -> Proc {
+    /// One `flock server` on 127.0.0.1, on two free ports (`port`, PING on `port + 1`):
+    /// other test runs share this machine, so no fixed ports.
+    fn server(&self) -> (Proc, u16) {
+        let port = free_port_pair();
         let args: Vec<String> = [
             "server",
             "s0",
@@ -59,7 +61,7 @@ impl Env {
         .collect();
         let p = Proc::flock("server", &args, &self.path("server.log"));
         wait_pong(SocketAddrV4::new([127, 0, 0, 1].into(), port));
-        p
+        (p, port)
     }
 
     /// `flock chat` for `user` (data in `<dir>/<user>`) using the server on `port`.
@@ -93,6 +95,18 @@ impl Env {
             .expect("public key");
         PublicKey::from_pem(&pem).expect("public key")
     }
+}
+
+/// A port `p` such that UDP `p` and `p + 1` are free on 127.0.0.1 right now.
+fn free_port_pair() -> u16 {
+    for _ in 0..100 {
+        let a = UdpSocket::bind("127.0.0.1:0").expect("socket");
+        let port = a.local_addr().expect("addr").port();
+        if port < u16::MAX && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no two free ports in a row");
 }
 
 fn exchange(from: &mut Proc, from_user: &str, to: &mut Proc, to_user: &str, text: &str) {
@@ -219,9 +233,9 @@ fn no_key_change(p: &Proc) {
 #[test]
 fn forged_lookup_burst_after_a_hello_trigger_fails() {
     let env = Env::new();
-    let _server = env.server(32100);
-    let mut bob = env.chat("bob", 32100);
-    let mut frank = env.chat("frank", 32100);
+    let (_server, port) = env.server();
+    let mut bob = env.chat("bob", port);
+    let mut frank = env.chat("frank", port);
     let attacker = Attacker::new();
     let bob_addr = bob.listen_addr();
 
@@ -260,9 +274,9 @@ fn forged_lookup_burst_after_a_hello_trigger_fails() {
 #[test]
 fn blind_spray_of_forged_answers_fails() {
     let env = Env::new();
-    let _server = env.server(32200);
-    let mut alice = env.chat("alice", 32200);
-    let mut carol = env.chat("carol", 32200);
+    let (_server, port) = env.server();
+    let mut alice = env.chat("alice", port);
+    let mut carol = env.chat("carol", port);
     let attacker = Attacker::new();
     let spray = attacker.spray(alice.listen_addr());
     // alice writes to a new contact while forged answers rain on her.
@@ -277,9 +291,9 @@ fn blind_spray_of_forged_answers_fails() {
 #[test]
 fn pubkey_req_and_res_pin_nothing() {
     let env = Env::new();
-    let _server = env.server(32300);
-    let mut alice = env.chat("alice", 32300);
-    let mut bob = env.chat("bob", 32300);
+    let (_server, port) = env.server();
+    let mut alice = env.chat("alice", port);
+    let mut bob = env.chat("bob", port);
     let attacker = Attacker::new();
     let bob_addr = bob.listen_addr();
 
@@ -318,13 +332,13 @@ fn pubkey_req_and_res_pin_nothing() {
 #[test]
 fn forged_unsigned_message_after_a_restart_is_dropped_or_marked() {
     let env = Env::new();
-    let _server = env.server(32400);
-    let mut dave = env.chat("dave", 32400);
-    let mut bob = env.chat("bob", 32400);
+    let (_server, port) = env.server();
+    let mut dave = env.chat("dave", port);
+    let mut bob = env.chat("bob", port);
     exchange(&mut dave, "dave", &mut bob, "bob", "signed by dave");
     bob.kill();
 
-    let bob = env.chat("bob", 32400);
+    let bob = env.chat("bob", port);
     let bob_addr = bob.listen_addr();
     let bob_key = env.public_key("bob");
     let attacker = Attacker::new();
@@ -339,7 +353,7 @@ fn forged_unsigned_message_after_a_restart_is_dropped_or_marked() {
     bob.contains("<erin (unverified)> unsigned hello");
     bob.kill();
 
-    let mut bob = env.chat("bob", 32400);
+    let mut bob = env.chat("bob", port);
     bob.say("@erin");
     bob.wait_for("erin's history, marked", |l| {
         l.contains("erin: unsigned hello (unverified)")
@@ -460,8 +474,8 @@ fn original_format_server_fallback_still_works_and_resists_the_spray() {
 #[ignore = "a measurement: run by hand with --nocapture"]
 fn reply_timing_opening_vs_garbage() {
     let env = Env::new();
-    let _server = env.server(32600);
-    let bob = env.chat("bob", 32600);
+    let (_server, port) = env.server();
+    let bob = env.chat("bob", port);
     let bob_addr = bob.listen_addr();
     let bob_key = env.public_key("bob");
     let attacker = Attacker::new();
@@ -534,9 +548,9 @@ fn reply_timing_opening_vs_garbage() {
 #[test]
 fn console_shows_the_same_safety_number_on_both_sides_and_verifies() {
     let env = Env::new();
-    let _server = env.server(32500);
-    let mut alice = env.chat("alice", 32500);
-    let mut bob = env.chat("bob", 32500);
+    let (_server, port) = env.server();
+    let mut alice = env.chat("alice", port);
+    let mut bob = env.chat("bob", port);
     exchange(&mut alice, "alice", &mut bob, "bob", "hello");
     let number = |p: &mut Proc, peer: &str| {
         p.say(&format!("/verify {peer}"));
@@ -550,7 +564,7 @@ fn console_shows_the_same_safety_number_on_both_sides_and_verifies() {
     bob.say("/verify alice yes");
     bob.contains("* alice is now verified");
     bob.kill();
-    let mut bob = env.chat("bob", 32500);
+    let mut bob = env.chat("bob", port);
     bob.say("@alice");
     bob.contains(&format!("* safety number with alice (verified): {on_bob}"));
 }

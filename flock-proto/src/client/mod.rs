@@ -100,12 +100,13 @@
 //! attacker who can make a `LOOKUP` go unanswered (drop it on the path) makes the client
 //! fall back to `RESOLVE` for that server. With either kind of server, a ring node that
 //! lies about a name nobody has pinned yet is believed (the signature only proves that
-//! the key in the record signed it): that is what safety numbers are for. With the original's multi-node
-//! ring, whose owning node answers from a fresh port of its own, such answers are
-//! refused: the lookup times out and is retried (the client asks again, and the server
-//! it uses must own the name or forward the answer through itself).
-
-//! With peers, on first contact: `HELLO <me> ack1`, `PUBKEY_REQ <me>` and `PING`.
+//! the key in the record signed it): that is what safety numbers are for. And with the
+//! original's multi-node ring, whose owning node may answer from a fresh port of its
+//! own, such answers are refused as stray: the lookup times out and counts against the
+//! server (the server the client uses must answer through its own socket, as ours do).
+//!
+//! # With peers
+//! On first contact: `HELLO <me> ack1`, `PUBKEY_REQ <me>` and `PING`., on first contact: `HELLO <me> ack1`, `PUBKEY_REQ <me>` and `PING`.
 //! - A peer that answers `HELLO <peer> ack1` gets the **extension**:
 //!   `SMESSAGE <me> <id> <payload_b64> <sig_b64>`, signed (RSA-PSS) over
 //!   [`smessage_signed_text`] `SMESSAGE|sender|recipient|id|payload_b64`; the recipient
