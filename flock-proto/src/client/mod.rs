@@ -195,6 +195,14 @@
 //! decrypted only after its signature verified with the sender's pinned key, so nobody
 //! without that key can make us decrypt chosen bytes on that path.
 //!
+//! No reply depends on whether a payload opened: a failed open is never answered, and
+//! the machine answers `PING` the moment it is handed one. A driver that hands it
+//! datagrams one at a time must still not let a `PONG` wait behind an opening (a `PING`
+//! right after a `MESSAGE` would be answered later when the payload opened and was
+//! stored): answer `PING` on the receive path, before the machine works on what came
+//! before it, as `flock-bin`'s client does on a receive thread of its own (see
+//! `flock_crypto`'s notes on RUSTSEC-2023-0071).
+//!
 //! Text is limited so that `MESSAGE <me> <payload_b64>` fits an original client's
 //! 8191-byte datagram ([`max_text_len`]); longer text is refused with
 //! [`SendError::TooLong`], never cut.
