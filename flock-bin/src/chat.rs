@@ -296,11 +296,53 @@ async fn print_history(client: &Client, peer: &str) -> Result<(), Box<dyn std::e
         };
         let status = match (m.direction, m.status) {
             (Direction::Outgoing, s) => format!(" ({s})"),
+            _ if !m.authenticated => " (unverified)".to_owned(),
             _ => String::new(),
         };
         say(&format!("  [{}] {who}: {}{status}", clock(m.at_ms), m.text));
     }
     client.mark_seen(peer).await?;
+    Ok(())
+}
+
+/// `/verify <user>`: the safety number to compare; `/verify <user> yes` (after comparing)
+/// marks them verified, `/verify <user> no` takes the mark back.
+async fn verify_command(client: &Client, arg: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let mut words = arg.split_whitespace();
+    let (Some(user), answer) = (words.next(), words.next()) else {
+        say("* /verify <user> [yes|no]");
+        return Ok(());
+    };
+    let Some((number, verified)) = client.safety_number(user).await? else {
+        say(&format!(
+            "* no key pinned for {user} yet: open a chat with @{user} first"
+        ));
+        return Ok(());
+    };
+    match answer {
+        None => {
+            let mark = if verified { "verified" } else { "not verified" };
+            say(&format!("* safety number with {user} ({mark}): {number}"));
+            say(&format!(
+                "* compare it with {user} (in person or by call); if it matches: /verify {user} yes"
+            ));
+        }
+        Some(a @ ("yes" | "no")) => {
+            if client.set_verified(user, a == "yes").await? {
+                let mark = if a == "yes" {
+                    "verified"
+                } else {
+                    "not verified"
+                };
+                say(&format!("* {user} is now {mark}"));
+            } else {
+                say(&format!(
+                    "!! cannot verify {user} now (a key change is pending)"
+                ));
+            }
+        }
+        Some(_) => say("* /verify <user> [yes|no]"),
+    }
     Ok(())
 }
 
@@ -347,6 +389,10 @@ async fn command(
         say(&format!("* chat with {peer} (/back to leave)"));
         warn_lookalike(client, peer).await;
         print_history(client, peer).await?;
+        if let Some((number, verified)) = client.safety_number(peer).await? {
+            let mark = if verified { " (verified)" } else { "" };
+            say(&format!("* safety number with {peer}{mark}: {number}"));
+        }
         client.lookup(peer).await?;
         *current = Some(peer.to_owned());
         return Ok(true);
@@ -400,6 +446,8 @@ async fn command(
                 (false, _) => say(&format!("* no key change pending for {user}")),
             }
         }
+        "/verify" => verify_command(client, arg).await?,
+        "/counters" => say(&format!("* {:?}", client.counters().await?)),
         "/servers" => servers_command(client, arg.trim()).await?,
         "/refresh" => match current.as_deref() {
             Some(peer) => print_history(client, peer).await?,
@@ -463,6 +511,23 @@ async fn show(client: &Client, current: Option<&str>, event: ClientEvent) {
                 warn_lookalike(client, &user).await;
             }
             Event::KeyChanged {
+                user,
+                pinned,
+                new,
+                verified: true,
+                ..
+            } => {
+                say(&format!(
+                    "!! !! KEY CHANGED for {user}, WHOM YOU VERIFIED: pinned {} but now {}. \
+                     Someone may be impersonating {user}. Sending to {user} is blocked. \
+                     Ask {user} in person; /accept {user} only if they reinstalled, then \
+                     compare safety numbers again (/verify {user}). /reject {user} keeps the \
+                     old key.",
+                    short(&pinned),
+                    short(&new)
+                ));
+            }
+            Event::KeyChanged {
                 user, pinned, new, ..
             } => {
                 say(&format!(
@@ -500,6 +565,11 @@ const COMMANDS: &[(&str, &str)] = &[
         "trust user's changed key (sending resumes)",
     ),
     ("/reject <user>", "keep user's old key"),
+    (
+        "/verify <user> [yes|no]",
+        "show the safety number; mark user verified (or not)",
+    ),
+    ("/counters", "what was refused or rate-limited"),
     ("/servers", "list the servers discovery finds"),
     (
         "/servers N|HOST:PORT",

@@ -115,30 +115,7 @@ impl Env {
 
 /// Waits until a server answers PING on `port`.
 fn wait_ping(port: u16) {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("socket");
-    s.set_read_timeout(Some(Duration::from_millis(100)))
-        .expect("timeout");
-    let deadline = Instant::now() + WAIT;
-    let mut buf = [0u8; 64];
-    loop {
-        let _ = s.send_to(b"PING", ("127.0.0.1", port));
-        if let Ok((n, _)) = s.recv_from(&mut buf) {
-            if &buf[..n] == b"PONG" {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "server on {port} never answered");
-    }
-}
-
-/// The address a chat process listens on, from its login line.
-fn listen_addr(p: &Proc) -> SocketAddrV4 {
-    let line = p.contains("listening on");
-    line.rsplit(' ')
-        .next()
-        .expect("address")
-        .parse()
-        .expect("address")
+    proc::wait_pong(SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port));
 }
 
 fn exchange(alice: &mut Proc, bob: &mut Proc, text: &str) {
@@ -235,7 +212,7 @@ fn tampered_and_forged_messages_are_rejected() {
     let mut alice = env.chat("alice", "alice", &[31400]);
     let mut bob = env.chat("bob", "bob", &[31402]);
     exchange(&mut alice, &mut bob, "genuine");
-    let bob_addr = listen_addr(&bob);
+    let bob_addr = bob.listen_addr();
     let bob_key = std::fs::read_to_string(env.path("bob/keys/bob/public.pem")).expect("bob key");
     let bob_key = PublicKey::from_pem(&bob_key).expect("bob key");
     let alice_pem = std::fs::read_to_string(env.path("alice/keys/alice/private.pem")).expect("key");

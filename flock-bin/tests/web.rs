@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Write};
 #[path = "common/proc.rs"]
 mod proc;
 
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -211,20 +211,10 @@ impl Env {
 
 /// Waits until a server answers PING on `port`.
 fn wait_ping(port: u16) {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("socket");
-    s.set_read_timeout(Some(Duration::from_millis(100)))
-        .expect("timeout");
-    let deadline = Instant::now() + WAIT;
-    let mut buf = [0u8; 64];
-    loop {
-        let _ = s.send_to(b"PING", ("127.0.0.1", port));
-        if let Ok((n, _)) = s.recv_from(&mut buf) {
-            if &buf[..n] == b"PONG" {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "server on {port} never answered");
-    }
+    proc::wait_pong(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::LOCALHOST,
+        port,
+    ));
 }
 
 /// A fresh headless chromium session with its own profile directory.
@@ -440,6 +430,23 @@ async fn two_users(env: &Env, driver: &str) -> R {
         wait_message(&a, "alice sees bob's reply live", "in:hi alice, got it").await?;
         wait_delivered(&b, "hi alice, got it").await?;
         eprintln!("exchanged after {:?}", started.elapsed());
+
+        // Both pages show the same safety number; bob marks alice verified, for good.
+        const SAFETY_JS: &str = "return !document.getElementById('safety').hidden && \
+             document.getElementById('safety-number').textContent;";
+        b.refresh().await.map_err(|e| e.to_string())?;
+        wait_path(&b, "/chat/alice").await?;
+        let on_a = wait_js(&a, "alice's safety number", SAFETY_JS).await?;
+        let on_b = wait_js(&b, "bob's safety number", SAFETY_JS).await?;
+        if on_a != on_b || on_a.as_str().map(|s| s.replace(' ', "").len()) != Some(60) {
+            return Err(format!("safety numbers {on_a} and {on_b}"));
+        }
+        click(&b, "#verify").await?;
+        const VERIFIED_JS: &str = "return !document.getElementById('safety-verified').hidden;";
+        wait_js(&b, "alice marked verified", VERIFIED_JS).await?;
+        b.refresh().await.map_err(|e| e.to_string())?;
+        wait_path(&b, "/chat/alice").await?;
+        wait_js(&b, "still verified after a reload", VERIFIED_JS).await?;
 
         // Alice on the chats page: bob's next messages show as unread, live.
         click(&a, "#back").await?;

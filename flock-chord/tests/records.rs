@@ -306,3 +306,41 @@ fn status_is_typed_and_admin_frames_are_the_drivers() {
     }
     assert_eq!(n.counters().get("drop_unexpected"), 3);
 }
+
+/// The lookup extension: `LOOKUP <user> <rid>` is answered with the whole signed record
+/// and the id echoed, or `NOTFOUND <rid>` (also for an unsigned legacy record: no key).
+#[test]
+fn lookup_extension_echoes_the_id_and_carries_the_signature() {
+    let mut n = founder(Box::new(FakeVerifier));
+    let c: SocketAddrV4 = "172.16.0.1:5000".parse().unwrap();
+    let alice = fake("alice", "K1", 10, 5000);
+    assert!(matches!(
+        ask(&mut n, c, reg(&alice)),
+        Frame::Ok(OkReply::Registered { .. })
+    ));
+    let lookup = |user: &str, rid| Frame::Lookup {
+        user: user.to_owned().into(),
+        rid,
+    };
+    match ask(&mut n, c, lookup("alice", 0xDEAD_BEEF)) {
+        Frame::Found { rid, record } => {
+            assert_eq!(rid, 0xDEAD_BEEF);
+            assert_eq!(reg(&alice), Frame::Register(record));
+        }
+        f => panic!("{f:?}"),
+    }
+    assert_eq!(
+        ask(&mut n, c, lookup("nobody", 7)),
+        Frame::NotFound { rid: 7 }
+    );
+    let legacy = Frame::RegisterLegacy {
+        user: "bob".into(),
+        ip: Ipv4Addr::new(1, 1, 1, 1),
+        port: 1,
+    };
+    assert!(matches!(
+        ask(&mut n, c, legacy),
+        Frame::Ok(OkReply::Registered { .. })
+    ));
+    assert_eq!(ask(&mut n, c, lookup("bob", 8)), Frame::NotFound { rid: 8 });
+}

@@ -134,6 +134,26 @@ pub(crate) fn frame(text: &str) -> Result<Frame<'_>, DecodeError> {
                 sig_b64: Cow::Borrowed(field(name, "sig_b64", sig, b64)?),
             })
         }
+        Verb::Lookup => {
+            let [user, rid] = exact(name, args)?;
+            Ok(Frame::Lookup {
+                user: Cow::Borrowed(field(name, "user", user, username)?),
+                rid: field(name, "rid", rid, decimal)?,
+            })
+        }
+        Verb::Found => {
+            let [rid, user, ip, port, version, key, sig] = exact(name, args)?;
+            Ok(Frame::Found {
+                rid: field(name, "rid", rid, decimal)?,
+                record: register_fields([user, ip, port, version, key, sig])?,
+            })
+        }
+        Verb::NotFound => {
+            let [rid] = exact(name, args)?;
+            Ok(Frame::NotFound {
+                rid: field(name, "rid", rid, decimal)?,
+            })
+        }
         Verb::Ack => {
             let [from, id, sig] = exact(name, args)?;
             Ok(Frame::Ack {

@@ -44,6 +44,17 @@ pub(crate) fn frame(frame: &Frame<'_>, out: &mut Vec<u8>) {
         Frame::Register(register) => {
             register_fields(out, register);
         }
+        Frame::Lookup { user, rid } => {
+            sp_str(out, user);
+            sp_num(out, *rid);
+        }
+        Frame::Found { rid, record } => {
+            sp_num(out, *rid);
+            register_fields(out, record);
+        }
+        Frame::NotFound { rid } => {
+            sp_num(out, *rid);
+        }
         Frame::RegisterLegacy {
             user,
             ip: addr,

@@ -182,6 +182,14 @@ pub enum Frame<'a> {
         /// Username.
         user: Cow<'a, str>,
     },
+    /// `LOOKUP <user> <rid>`: the lookup extension (our servers; the original's ignore
+    /// the unknown verb). `rid` is an unpredictable request id that the answer echoes.
+    Lookup {
+        /// Username.
+        user: Cow<'a, str>,
+        /// Request id.
+        rid: u64,
+    },
     /// Admin `STATUS`.
     Status,
     /// Admin `SNAPSHOT`.
@@ -194,6 +202,20 @@ pub enum Frame<'a> {
     Ok(OkReply<'a>),
     /// `ERROR ...`.
     Error(ErrorReply<'a>),
+    /// `FOUND <rid> <user> <ip> <port> <version> <pubkey_b64> <sig_b64>`: the answer to
+    /// [`Frame::Lookup`] `rid`, the whole signed record (the signature covers
+    /// [`Register::signed_text`], so the client checks it names the user it asked for).
+    Found {
+        /// The request id being answered.
+        rid: u64,
+        /// The record as registered, signature included.
+        record: Register<'a>,
+    },
+    /// `NOTFOUND <rid>`: the answer to [`Frame::Lookup`] `rid` when nobody has the name.
+    NotFound {
+        /// The request id being answered.
+        rid: u64,
+    },
 
     // ---- the original's server-to-server frames (parsed, never trusted) -----------------
     /// `JOIN`.
@@ -340,6 +362,15 @@ impl<'a> Frame<'a> {
                 answer,
                 user: own(user),
             },
+            Self::Lookup { user, rid } => Frame::Lookup {
+                user: own(user),
+                rid,
+            },
+            Self::Found { rid, record } => Frame::Found {
+                rid,
+                record: record.into_owned(),
+            },
+            Self::NotFound { rid } => Frame::NotFound { rid },
             Self::Status => Frame::Status,
             Self::Snapshot => Frame::Snapshot,
             Self::Checksum => Frame::Checksum,
@@ -429,6 +460,9 @@ impl<'a> Frame<'a> {
             Self::Hello { .. } => Verb::Hello,
             Self::SecureMessage { .. } => Verb::SecureMessage,
             Self::Ack { .. } => Verb::Ack,
+            Self::Lookup { .. } => Verb::Lookup,
+            Self::Found { .. } => Verb::Found,
+            Self::NotFound { .. } => Verb::NotFound,
         }
     }
 

@@ -93,6 +93,9 @@ verbs! {
         Hello = "HELLO",
         SecureMessage = "SMESSAGE",
         Ack = "ACK",
+        Lookup = "LOOKUP",
+        Found = "FOUND",
+        NotFound = "NOTFOUND",
     }
 }
 

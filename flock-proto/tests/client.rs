@@ -91,6 +91,10 @@ pub struct FakeDb {
     pub seen: BTreeSet<(String, u64)>,
     /// Contacts: pinned key, pending key.
     pub contacts: BTreeMap<String, (String, Option<String>)>,
+    /// Contacts known to sign their messages.
+    pub signers: BTreeSet<String>,
+    /// Contacts the user verified.
+    pub verified: BTreeSet<String>,
 }
 
 impl FakeDb {
@@ -173,9 +177,23 @@ impl FakeDb {
             StoreOp::AcceptKey { user, .. } => {
                 let c = self.contacts.get_mut(&user).expect("contact");
                 c.0 = c.1.take().expect("pending");
+                self.signers.remove(&user);
+                self.verified.remove(&user);
             }
             StoreOp::RejectKey { user } => {
                 self.contacts.get_mut(&user).expect("contact").1 = None;
+            }
+            StoreOp::Verified { user, verified } => {
+                assert!(self.contacts.contains_key(&user), "a contact");
+                if verified {
+                    self.verified.insert(user);
+                } else {
+                    self.verified.remove(&user);
+                }
+            }
+            StoreOp::Signs { user } => {
+                assert!(self.contacts.contains_key(&user), "a contact");
+                self.signers.insert(user);
             }
         }
         None
@@ -218,6 +236,7 @@ pub struct Rec {
     pub addr: SocketAddrV4,
     pub pubkey_b64: String,
     pub version: u64,
+    pub sig_b64: String,
 }
 
 pub struct Sim {
@@ -227,6 +246,8 @@ pub struct Sim {
     pub records: BTreeMap<String, Rec>,
     /// Let a name be registered again with a different key (a wiped ring).
     pub allow_rekey: bool,
+    /// The fake ring is an original one: it ignores the lookup extension (`LOOKUP`).
+    pub original_servers: bool,
     pub queue: VecDeque<(SocketAddrV4, SocketAddrV4, Vec<u8>)>,
     /// Every datagram delivered: (from, to, bytes).
     pub log: Vec<(SocketAddrV4, SocketAddrV4, Vec<u8>)>,
@@ -254,6 +275,7 @@ impl Sim {
             servers,
             records: BTreeMap::new(),
             allow_rekey: false,
+            original_servers: false,
             queue: VecDeque::new(),
             log: Vec::new(),
             filter: None,
@@ -299,6 +321,12 @@ impl Sim {
             client
                 .restore_contact(user, pinned, pending.as_deref())
                 .expect("restore contact");
+        }
+        for user in &n.db.signers {
+            assert!(client.restore_signer(user));
+        }
+        for user in &n.db.verified {
+            assert!(client.restore_verified(user));
         }
         for ((to, id), (payload, attempts, next)) in &n.db.outbox {
             client.restore_outbox(to, *id, payload, *attempts, *next);
@@ -384,7 +412,7 @@ impl Sim {
     }
 
     /// The fake ring: REGISTER (signature checked, first key pins the name), RESOLVE,
-    /// PING.
+    /// LOOKUP (unless [`Sim::original_servers`]), PING.
     fn serve(&mut self, from: SocketAddrV4, datagram: &[u8]) -> Option<Vec<u8>> {
         let frame = Frame::decode(datagram).ok()?;
         match frame {
@@ -412,6 +440,7 @@ impl Sim {
                         addr: SocketAddrV4::new(r.ip, r.port),
                         pubkey_b64: r.pubkey_b64.to_string(),
                         version: r.version,
+                        sig_b64: r.sig_b64.to_string(),
                     },
                 );
                 let _ = from;
@@ -427,6 +456,23 @@ impl Sim {
                 .encode_to_vec(),
                 None => Frame::not_found().encode_to_vec(),
             }),
+            Frame::Lookup { user, rid } if !self.original_servers => {
+                Some(match self.records.get(&*user) {
+                    Some(rec) => Frame::Found {
+                        rid,
+                        record: flock_proto::Register {
+                            user: user.clone(),
+                            ip: *rec.addr.ip(),
+                            port: rec.addr.port(),
+                            version: rec.version,
+                            pubkey_b64: rec.pubkey_b64.clone().into(),
+                            sig_b64: rec.sig_b64.clone().into(),
+                        },
+                    }
+                    .encode_to_vec(),
+                    None => Frame::NotFound { rid }.encode_to_vec(),
+                })
+            }
             _ => None,
         }
     }
@@ -508,8 +554,29 @@ use flock_proto::client::{
 };
 use flock_proto::limits::ORIGINAL_CLIENT_MAX_DATAGRAM;
 
+/// `SMESSAGE <claimed> <id> ...` sealed for `to_key`, signed by `signer` for `to`.
+fn forged_smessage(
+    rng: &mut TestRng,
+    claimed: &str,
+    to: &str,
+    to_key: &PublicKey,
+    id: u64,
+    signer: &PrivateKey,
+) -> Vec<u8> {
+    let payload = seal_b64(rng, to_key, b"forged").expect("seal");
+    let text = smessage_signed_text(claimed, to, id, &payload);
+    let sig = sign_b64(rng, signer, text.as_bytes()).expect("sign");
+    format!("SMESSAGE {claimed} {id} {payload} {sig}").into_bytes()
+}
+
 fn pair(bob_extension: bool) -> Sim {
+    pair_on(bob_extension, false)
+}
+
+/// alice and bob registered, with our servers or (`original_servers`) original ones.
+fn pair_on(bob_extension: bool, original_servers: bool) -> Sim {
     let mut sim = Sim::new();
+    sim.original_servers = original_servers;
     sim.add("alice", key(1), 1, true);
     sim.add("bob", key(2), 2, bob_extension);
     assert!(sim.run_until(10_000, |s| s.registered("alice") && s.registered("bob")));
@@ -873,6 +940,7 @@ fn key_change_blocks_sending_until_accepted() {
             pinned: key(2).public_key().fingerprint().to_string(),
             new: key(4).public_key().fingerprint().to_string(),
             source: KeySource::Resolve,
+            verified: false,
         })
     );
     let now = sim.now;
@@ -1065,6 +1133,11 @@ fn server_loss_is_reported_and_a_new_server_takes_over() {
             ConnectionState::Registered { server: SERVER_B }
         )))
     );
+    // bob, who lost the same server, moves too (as his driver does): he learns alice's
+    // key from the ring, never from alice herself.
+    let b = sim.idx("bob");
+    sim.nodes[b].client.connect(now, SERVER_B);
+    sim.drain(b);
     assert!(sim.run_until(10_000, |s| delivered(s, "alice", "bob", id)));
 }
 
@@ -1137,6 +1210,482 @@ fn message_written_before_the_key_is_known_survives_a_restart() {
     sim.nodes[a].client.restore_unsealed("bob", id, &text);
     sim.nodes[a].client.handle_timeout(now);
     sim.drain(a);
+    // bob's server is gone too: he looks alice up through another one (a peer's own
+    // PUBKEY_RES never introduces her key).
+    let b = sim.idx("bob");
+    sim.nodes[b].client.connect(now, SERVER_B);
+    sim.drain(b);
     assert!(sim.run_until(20_000, |s| delivered(s, "alice", "bob", id)));
     assert_eq!(sim.nodes[1].db.texts_from("alice"), ["written offline"]);
+}
+
+// ---- issue 9: a contact's key comes only from the ring ---------------------------------
+
+const ATTACKER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 9), 6666);
+
+/// `FOUND <rid> <user> <attacker's address and key>`, signed by `key` (the record's own
+/// signature is valid: only the request id and the source give it away).
+fn forged_found(user: &str, rid: u64, key: &PrivateKey) -> Vec<u8> {
+    let mut rng = TestRng::new(rid);
+    let pubkey_b64 = key.public_key().to_b64();
+    let text = registration_text(user, *ATTACKER.ip(), ATTACKER.port(), 1, &pubkey_b64);
+    let sig_b64 = sign_b64(&mut rng, key, text.as_bytes()).expect("sign");
+    Frame::Found {
+        rid,
+        record: flock_proto::Register {
+            user: user.to_owned().into(),
+            ip: *ATTACKER.ip(),
+            port: ATTACKER.port(),
+            version: 1,
+            pubkey_b64: pubkey_b64.into(),
+            sig_b64: sig_b64.into(),
+        },
+    }
+    .encode_to_vec()
+}
+
+/// `OK <ip> <port> <key> <version>` as an original server answers `RESOLVE`.
+fn forged_ok(key: &PublicKey) -> Vec<u8> {
+    Frame::Ok(OkReply::Resolved {
+        ip: *ATTACKER.ip(),
+        port: ATTACKER.port(),
+        pubkey_b64: key.to_b64().into(),
+        version: 1,
+    })
+    .encode_to_vec()
+}
+
+fn sent_to(sim: &Sim, from: SocketAddrV4, to: SocketAddrV4, prefix: &str) -> usize {
+    sim.log
+        .iter()
+        .filter(|(f, t, d)| *f == from && *t == to && d.starts_with(prefix.as_bytes()))
+        .count()
+}
+
+fn key_changes(sim: &mut Sim, user: &str) -> usize {
+    sim.node(user)
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::KeyChanged { .. }))
+        .count()
+}
+
+#[test]
+fn forged_lookup_burst_after_a_hello_trigger_changes_nothing() {
+    forged_lookup_burst(false);
+}
+
+#[test]
+fn forged_lookup_burst_changes_nothing_with_original_servers() {
+    forged_lookup_burst(true);
+}
+
+fn forged_lookup_burst(original_servers: bool) {
+    let mut sim = pair_on(true, original_servers);
+    sim.add("frank", key(4), 4, true);
+    assert!(sim.run_until(10_000, |s| s.registered("frank")));
+    let bob_addr = addr(2, 40000);
+    let mallory = key(3).public_key().clone();
+
+    // The trigger: a HELLO naming frank from the attacker's address starts no lookup.
+    sim.inject(ATTACKER, bob_addr, b"HELLO frank ack1".to_vec());
+    sim.run_for(100);
+    assert_eq!(sent_to(&sim, bob_addr, SERVER_A, "RESOLVE frank"), 0);
+    assert_eq!(sent_to(&sim, bob_addr, SERVER_A, "LOOKUP frank"), 0);
+    assert_eq!(sim.node("bob").client.pinned_key("frank"), None);
+
+    // bob writes to frank: his lookup is outstanding while a burst of forged answers
+    // arrives before the server's.
+    let id = sim.send("bob", "frank", "for frank only");
+    for rid in 0..50 {
+        sim.inject(ATTACKER, bob_addr, forged_ok(&mallory));
+        sim.inject(ATTACKER, bob_addr, forged_found("frank", rid, &key(3)));
+    }
+    assert!(sim.run_until(10_000, |s| delivered(s, "bob", "frank", id)));
+    let bob = sim.node("bob");
+    assert_eq!(bob.client.pinned_key("frank"), Some(key(4).public_key()));
+    assert!(bob.client.counters().stray_answers >= 100);
+    assert_eq!(bob.client.counters().lookup_fallbacks > 0, original_servers);
+    assert_eq!(key_changes(&mut sim, "bob"), 0);
+    assert_eq!(sent_to(&sim, bob_addr, ATTACKER, "SMESSAGE"), 0);
+    assert_eq!(sent_to(&sim, bob_addr, ATTACKER, "MESSAGE"), 0);
+    assert_eq!(sim.node("frank").db.texts_from("bob"), ["for frank only"]);
+}
+
+#[test]
+fn blind_spray_of_forged_answers_changes_nothing() {
+    blind_spray(false);
+}
+
+#[test]
+fn blind_spray_changes_nothing_with_original_servers() {
+    blind_spray(true);
+}
+
+fn blind_spray(original_servers: bool) {
+    let mut sim = pair_on(true, original_servers);
+    let alice_addr = addr(1, 40000);
+    let mallory = key(3).public_key().clone();
+    // Sprayed before, during and after alice's first lookup of bob.
+    for _ in 0..20 {
+        sim.inject(ATTACKER, alice_addr, forged_ok(&mallory));
+        sim.inject(ATTACKER, alice_addr, Frame::not_found().encode_to_vec());
+    }
+    sim.run_for(50);
+    let id = sim.send("alice", "bob", "secret");
+    for _ in 0..20 {
+        sim.inject(ATTACKER, alice_addr, forged_ok(&mallory));
+    }
+    assert!(sim.run_until(10_000, |s| delivered(s, "alice", "bob", id)));
+    for _ in 0..20 {
+        sim.inject(ATTACKER, alice_addr, forged_ok(&mallory));
+    }
+    sim.run_for(5_000);
+    let alice = sim.node("alice");
+    assert_eq!(alice.client.pinned_key("bob"), Some(key(2).public_key()));
+    assert_eq!(alice.client.counters().stray_answers, 80);
+    assert_eq!(key_changes(&mut sim, "alice"), 0);
+    // Nothing alice sent ever went to the attacker.
+    assert!(
+        sim.log
+            .iter()
+            .all(|(f, t, _)| !(*f == alice_addr && *t == ATTACKER))
+    );
+    assert_eq!(sim.node("bob").db.texts_from("alice"), ["secret"]);
+}
+
+#[test]
+fn pubkey_res_never_pins_a_key() {
+    let mut sim = pair(true);
+    let bob_addr = addr(2, 40000);
+    let mut rng = TestRng::new(9);
+    // The attacker asks for bob's key as alice: bob answers but asks nothing back.
+    sim.inject(ATTACKER, bob_addr, b"PUBKEY_REQ alice".to_vec());
+    sim.run_for(100);
+    assert_eq!(sent_to(&sim, bob_addr, ATTACKER, "PUBKEY_RES bob"), 1);
+    assert_eq!(sent_to(&sim, bob_addr, ATTACKER, "PUBKEY_REQ"), 0);
+    // Its PUBKEY_RES for alice is not believed.
+    let res = format!("PUBKEY_RES alice {}", key(3).public_key().to_b64());
+    sim.inject(ATTACKER, bob_addr, res.into_bytes());
+    sim.run_for(100);
+    assert_eq!(sim.node("bob").client.pinned_key("alice"), None);
+    assert!(sim.node("bob").client.counters().unconfirmed_keys >= 1);
+    // Its signed message as alice is checked against the ring's key for alice: forged.
+    let forged = forged_smessage(&mut rng, "alice", "bob", key(2).public_key(), 5, &key(3));
+    sim.inject(ATTACKER, bob_addr, forged);
+    sim.run_for(3_000);
+    assert!(sim.node("bob").db.texts_from("alice").is_empty());
+    assert_eq!(sent_to(&sim, bob_addr, ATTACKER, "ACK"), 0);
+    assert_eq!(
+        sim.node("bob").client.pinned_key("alice"),
+        Some(key(1).public_key())
+    );
+    // The real alice then chats normally, with no key change anywhere.
+    let id = sim.send("alice", "bob", "really me");
+    assert!(sim.run_until(10_000, |s| delivered(s, "alice", "bob", id)));
+    assert_eq!(sim.node("bob").db.texts_from("alice"), ["really me"]);
+    assert_eq!(key_changes(&mut sim, "bob"), 0);
+
+    // Even solicited (bob's probe after a restart asks alice for her key), a PUBKEY_RES
+    // with another key only makes bob ask the ring.
+    let mut swapped = false;
+    sim.filter = Some(Box::new(move |_, _, d| {
+        if d.starts_with(b"PUBKEY_RES alice") && !swapped {
+            swapped = true;
+            *d = format!("PUBKEY_RES alice {}", key(3).public_key().to_b64()).into_bytes();
+        }
+        true
+    }));
+    let b = sim.idx("bob");
+    sim.restart(b, SERVER_A);
+    let id = sim.send("bob", "alice", "after restart");
+    assert!(sim.run_until(10_000, |s| delivered(s, "bob", "alice", id)));
+    assert!(
+        warnings(&mut sim, "bob").contains(&Warning::KeyNotConfirmed {
+            user: "alice".into()
+        })
+    );
+    assert_eq!(
+        sim.node("bob").client.pinned_key("alice"),
+        Some(key(1).public_key())
+    );
+    assert_eq!(key_changes(&mut sim, "bob"), 0);
+}
+
+#[test]
+fn peer_table_is_bounded_and_keeps_pinned_contacts() {
+    let mut sim = pair(true);
+    let b = sim.idx("bob");
+    sim.nodes[b].cfg.max_peers = 8;
+    sim.restart(b, SERVER_A);
+    let id = sim.send("alice", "bob", "pin me");
+    assert!(sim.run_until(10_000, |s| delivered(s, "alice", "bob", id)));
+    let bob_addr = addr(2, 40000);
+    // HELLOs naming 500 strangers leave no state at all.
+    for i in 0..500 {
+        sim.inject(
+            ATTACKER,
+            bob_addr,
+            format!("HELLO user{i} ack1").into_bytes(),
+        );
+    }
+    sim.run_for(100);
+    let before = sim.node("bob").client.peer_count();
+    assert!(before <= 2, "peers {before}");
+    // Signed messages from 50 unknown names: lookups are limited, the table stays bounded.
+    let mut rng = TestRng::new(11);
+    for i in 0..50 {
+        let sender = format!("user{i}");
+        let forged = forged_smessage(&mut rng, &sender, "bob", key(2).public_key(), 1, &key(3));
+        sim.inject(ATTACKER, bob_addr, forged);
+        sim.run_for(200);
+    }
+    sim.run_for(15_000);
+    let bob = sim.node("bob");
+    assert!(bob.client.peer_count() <= 8, "{}", bob.client.peer_count());
+    assert!(bob.client.counters().peers_evicted > 0);
+    assert_eq!(bob.client.pinned_key("alice"), Some(key(1).public_key()));
+    // alice still gets through.
+    let id = sim.send("alice", "bob", "still here");
+    assert!(sim.run_until(10_000, |s| delivered(s, "alice", "bob", id)));
+}
+
+#[test]
+fn decryptions_are_capped_globally_beside_per_source() {
+    let mut sim = pair(true);
+    let mut rng = TestRng::new(3);
+    let payload = seal_b64(&mut rng, key(3).public_key(), b"not for bob").unwrap();
+    // 20 sources, 20 each: each under its own limit, together over the global one.
+    for s in 0..20u8 {
+        for _ in 0..20 {
+            sim.inject(
+                SocketAddrV4::new(Ipv4Addr::new(10, 0, 3, s), 5000),
+                addr(2, 40000),
+                format!("MESSAGE someone {payload}").into_bytes(),
+            );
+        }
+    }
+    sim.run_for(10);
+    let c = sim.node("bob").client.counters();
+    assert_eq!(c.decrypt_limited_source, 0);
+    assert!(c.decryptions <= 101, "{c:?}");
+    assert_eq!(c.decryptions + c.decrypt_limited_global, 400);
+}
+
+#[test]
+fn forged_unsigned_message_after_a_restart_is_dropped() {
+    let mut sim = pair(true);
+    let id = sim.send("alice", "bob", "signed hello");
+    assert!(sim.run_until(10_000, |s| delivered(s, "alice", "bob", id)));
+    assert!(sim.node("bob").db.signers.contains("alice"));
+    let b = sim.idx("bob");
+    sim.restart(b, SERVER_A);
+    let mut rng = TestRng::new(21);
+    let payload = seal_b64(&mut rng, key(2).public_key(), b"unsigned lie").unwrap();
+    let bob_addr = addr(2, 40000);
+    sim.inject(
+        ATTACKER,
+        bob_addr,
+        format!("MESSAGE alice {payload}").into_bytes(),
+    );
+    sim.run_for(1_000);
+    assert_eq!(sim.node("bob").db.texts_from("alice"), ["signed hello"]);
+    assert!(
+        warnings(&mut sim, "bob")
+            .iter()
+            .any(|w| matches!(w, Warning::Unauthenticated { claimed, .. } if claimed == "alice"))
+    );
+    assert_eq!(
+        sim.node("bob").client.counters().decryptions,
+        0,
+        "not even opened"
+    );
+    // alice carries on normally.
+    let id = sim.send("alice", "bob", "still me");
+    assert!(sim.run_until(10_000, |s| delivered(s, "alice", "bob", id)));
+    assert_eq!(
+        sim.node("bob").db.texts_from("alice"),
+        ["signed hello", "still me"]
+    );
+}
+
+#[test]
+fn safety_numbers_match_on_both_sides_and_follow_the_keys() {
+    use flock_proto::client::SafetyNumber;
+    let mut sim = pair(true);
+    let id = sim.send("alice", "bob", "hi");
+    assert!(sim.run_until(10_000, |s| delivered(s, "alice", "bob", id)));
+    let a = sim
+        .node("alice")
+        .client
+        .safety_number("bob")
+        .expect("alice's view");
+    let b = sim
+        .node("bob")
+        .client
+        .safety_number("alice")
+        .expect("bob's view");
+    assert_eq!(a, b, "the same on both sides");
+    assert_eq!(a.digits().len(), 60);
+    assert!(a.digits().bytes().all(|c| c.is_ascii_digit()));
+    assert_eq!(a.to_string().split(' ').count(), 12);
+    assert_eq!(sim.node("alice").client.safety_number("carol"), None);
+    // Either key changing changes it; so does either name.
+    let base = SafetyNumber::new("alice", key(1).public_key(), "bob", key(2).public_key());
+    assert_eq!(a, base);
+    for other in [
+        SafetyNumber::new("alice", key(3).public_key(), "bob", key(2).public_key()),
+        SafetyNumber::new("alice", key(1).public_key(), "bob", key(3).public_key()),
+        SafetyNumber::new("alicia", key(1).public_key(), "bob", key(2).public_key()),
+    ] {
+        assert_ne!(other, base);
+        // Only one half changed: the other party's 30 digits stay.
+        let (x, y) = (base.digits(), other.digits());
+        assert!(
+            x[..30] == y[..30] || x[30..] == y[30..] || x[..30] == y[30..] || x[30..] == y[..30]
+        );
+    }
+}
+
+#[test]
+fn key_change_on_a_verified_contact_is_flagged_and_clears_the_mark() {
+    let mut sim = pair(true);
+    let id = sim.send("alice", "bob", "before");
+    assert!(sim.run_until(10_000, |s| delivered(s, "alice", "bob", id)));
+    let a = sim.idx("alice");
+    assert!(
+        !sim.nodes[a].client.set_verified("carol", true),
+        "no contact"
+    );
+    assert!(sim.nodes[a].client.set_verified("bob", true));
+    sim.drain(a);
+    assert!(sim.nodes[a].db.verified.contains("bob"));
+    // Survives a restart.
+    sim.restart(a, SERVER_A);
+    assert!(sim.nodes[a].client.is_verified("bob"));
+
+    sim.allow_rekey = true;
+    let b = sim.idx("bob");
+    sim.nodes[b].key = key(4);
+    sim.restart(b, SERVER_A);
+    assert!(sim.run_until(10_000, |s| s.registered("bob")));
+    let now = sim.now;
+    sim.nodes[a].client.lookup(now, "bob");
+    sim.drain(a);
+    assert!(sim.run_until(10_000, |s| {
+        s.nodes[a]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::KeyChanged { verified: true, .. }))
+    }));
+    // Blocking: no sending, no verifying the pending key in passing.
+    let now = sim.now;
+    assert!(matches!(
+        sim.nodes[a].client.send(now, "bob", "x"),
+        Err(SendError::KeyChanged { .. })
+    ));
+    assert!(!sim.nodes[a].client.set_verified("bob", true));
+    assert!(sim.nodes[a].client.accept_key(now, "bob"));
+    sim.drain(a);
+    assert!(!sim.nodes[a].client.is_verified("bob"));
+    assert!(!sim.nodes[a].db.verified.contains("bob"));
+    let n = sim.nodes[a].client.safety_number("bob").unwrap();
+    assert_eq!(
+        n,
+        flock_proto::client::SafetyNumber::new(
+            "alice",
+            key(1).public_key(),
+            "bob",
+            key(4).public_key()
+        )
+    );
+}
+
+/// Known answer, computed independently (Python's `hashlib`, the algorithm as documented)
+/// for the interop vector key under two names.
+#[test]
+fn safety_number_known_answer() {
+    let k = key(0);
+    let n = flock_proto::client::SafetyNumber::new("alice", k.public_key(), "bob", k.public_key());
+    assert_eq!(
+        n.digits(),
+        "156019405351441618334303883301763569384351622491070903300689"
+    );
+    assert_eq!(
+        n.to_string(),
+        "15601 94053 51441 61833 43038 83301 76356 93843 51622 49107 09033 00689"
+    );
+}
+
+/// With our servers, an answer must echo the `LOOKUP`'s id and carry the record's
+/// signature over `user|ip|port|version|pubkey` for the name asked: even from the
+/// server's own address, a record for another name or with a bad signature is refused.
+#[test]
+fn lookup_answers_echo_the_id_and_are_signed_for_the_name_asked() {
+    let mut sim = pair(true);
+    let alice_addr = addr(1, 40000);
+    let now = sim.now;
+    sim.nodes[0].client.lookup(now, "bob");
+    sim.drain(0);
+    // The LOOKUP went out; hold the server's answer back by taking the request off the
+    // queue, and answer it ourselves first.
+    let (_, _, lookup) = sim.queue.pop_back().expect("a lookup");
+    let Ok(Frame::Lookup { user, rid }) = Frame::decode(&lookup) else {
+        panic!("not a LOOKUP: {:?}", String::from_utf8_lossy(&lookup));
+    };
+    assert_eq!(user, "bob");
+    // Wrong id, from the server's address: a stray answer.
+    sim.inject(SERVER_A, alice_addr, forged_found("bob", rid ^ 1, &key(3)));
+    // Right id, a validly signed record, but for another name.
+    sim.inject(SERVER_A, alice_addr, forged_found("mallory", rid, &key(3)));
+    // Right id and name, signature by another key than the record's.
+    let mut bad = forged_found("bob", rid, &key(3));
+    let text = String::from_utf8(bad.clone()).unwrap();
+    let sig = sign_b64(&mut TestRng::new(1), &key(4), b"something else").unwrap();
+    let mut parts: Vec<&str> = text.split(' ').collect();
+    *parts.last_mut().unwrap() = &sig;
+    bad = parts.join(" ").into_bytes();
+    sim.inject(SERVER_A, alice_addr, bad);
+    sim.run_for(10);
+    let c = sim.node("alice").client.counters();
+    assert_eq!((c.stray_answers, c.bad_records), (1, 2));
+    assert_eq!(sim.node("alice").client.pinned_key("bob"), None);
+    // The real answer is still awaited and accepted.
+    let a = sim.idx("alice");
+    sim.inject(sim.nodes[a].addr, SERVER_A, lookup);
+    assert!(sim.run_until(5_000, |s| s.nodes[0].client.pinned_key("bob").is_some()));
+    assert_eq!(
+        sim.node("alice").client.pinned_key("bob"),
+        Some(key(2).public_key())
+    );
+    assert_eq!(sim.node("alice").client.counters().lookup_fallbacks, 0);
+}
+
+#[test]
+fn original_servers_are_asked_with_resolve_after_one_unanswered_lookup() {
+    let mut sim = pair_on(true, true);
+    let id = sim.send("alice", "bob", "through an original ring");
+    assert!(sim.run_until(20_000, |s| delivered(s, "alice", "bob", id)));
+    let alice = addr(1, 40000);
+    let asked: Vec<String> = sim
+        .log
+        .iter()
+        .filter(|(f, t, _)| *f == alice && *t == SERVER_A)
+        .map(|(_, _, d)| {
+            String::from_utf8_lossy(d)
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .filter(|v| v == "LOOKUP" || v == "RESOLVE")
+        .collect();
+    // One LOOKUP (unanswered), RESOLVE ever after.
+    assert_eq!(asked.first().map(String::as_str), Some("LOOKUP"));
+    assert_eq!(
+        asked.iter().filter(|v| *v == "LOOKUP").count(),
+        1,
+        "{asked:?}"
+    );
+    assert_eq!(sim.node("alice").client.counters().lookup_fallbacks, 1);
 }

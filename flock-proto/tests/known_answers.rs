@@ -275,6 +275,51 @@ fn resolve() {
     );
 }
 
+/// The lookup extension: a verb of its own, so it cannot be confused with the original's
+/// `RESOLVE <user>` or its forwarded `RESOLVE <ans_ip> <ans_port> <user>`.
+#[test]
+fn lookup_extension() {
+    known(
+        "LOOKUP alice 18446744073709551615",
+        Frame::Lookup {
+            user: b("alice"),
+            rid: u64::MAX,
+        },
+    );
+    let (k, s) = (key(), sig());
+    known(
+        &format!("FOUND 7 alice 192.168.1.20 40001 42 {k} {s}"),
+        Frame::Found {
+            rid: 7,
+            record: Register {
+                user: b("alice"),
+                ip: IP,
+                port: 40001,
+                version: 42,
+                pubkey_b64: b(&k),
+                sig_b64: b(&s),
+            },
+        },
+    );
+    known("NOTFOUND 0", Frame::NotFound { rid: 0 });
+    rejected("LOOKUP alice", DecodeError::Fields { verb: "LOOKUP" });
+    rejected(
+        "LOOKUP alice 01",
+        DecodeError::BadField {
+            verb: "LOOKUP",
+            field: "rid",
+        },
+    );
+    rejected("NOTFOUND", DecodeError::Fields { verb: "NOTFOUND" });
+    rejected(
+        &format!("FOUND x alice 192.168.1.20 40001 42 {k} {s}"),
+        DecodeError::BadField {
+            verb: "FOUND",
+            field: "rid",
+        },
+    );
+}
+
 #[test]
 fn ok_replies() {
     known("OK", Frame::Ok(OkReply::Bare));

@@ -148,6 +148,12 @@ fn frame() -> impl Strategy<Value = Frame<'static>> {
             answer,
             user: Cow::Owned(user)
         }),
+        (username(), any::<u64>()).prop_map(|(user, rid)| Frame::Lookup {
+            user: Cow::Owned(user),
+            rid
+        }),
+        (any::<u64>(), register()).prop_map(|(rid, record)| Frame::Found { rid, record }),
+        any::<u64>().prop_map(|rid| Frame::NotFound { rid }),
         ok_reply().prop_map(Frame::Ok),
         error_reply().prop_map(Frame::Error),
     ];

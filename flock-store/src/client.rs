@@ -63,6 +63,10 @@ pub struct Message {
     pub direction: Direction,
     /// Delivery state.
     pub status: MessageStatus,
+    /// Incoming: signed by the sender's pinned key. An unauthenticated message (the
+    /// original's unsigned format, whose sender anyone could claim to be) stays marked
+    /// so in the history for good. Outgoing messages are ours: always `true`.
+    pub authenticated: bool,
 }
 
 impl Message {
@@ -120,6 +124,12 @@ pub struct Contact {
     pub pinned_at_ms: i64,
     /// A different key seen for this user, not trusted until accepted.
     pub pending: Option<PendingKey>,
+    /// They sign their messages (a signed message or acknowledgement verified with the
+    /// pinned key): unsigned messages claiming to be from them are dropped.
+    pub signs: bool,
+    /// The local user compared safety numbers with them and marked them verified;
+    /// cleared when their key changes.
+    pub verified: bool,
 }
 
 /// A changed key seen for a contact.
@@ -166,8 +176,8 @@ pub fn retry_delay_ms(attempts: u32) -> i64 {
 /// # fn main() -> Result<(), flock_store::StoreError> {
 /// let mut db = ClientDb::open_in_memory("alice")?;
 /// // Incoming, with duplicate suppression on the sender's message id.
-/// assert!(db.insert_incoming_once("bob", "hi alice", 1, 1_000)?.is_some());
-/// assert!(db.insert_incoming_once("bob", "hi alice", 1, 1_001)?.is_none());
+/// assert!(db.insert_incoming_once("bob", "hi alice", 1, 1_000, true)?.is_some());
+/// assert!(db.insert_incoming_once("bob", "hi alice", 1, 1_001, true)?.is_none());
 ///
 /// // Outgoing while bob is offline: only the sealed payload is queued.
 /// let (row, entry) = db.queue_outgoing("bob", "hello", 7, "c2VhbGVk", 2_000)?;
@@ -204,7 +214,7 @@ const CHECK_PLAINTEXT: &str = "flock client database";
 
 impl ClientDb {
     /// The schema version this build writes; older files are migrated on open.
-    pub const SCHEMA_VERSION: i64 = 3;
+    pub const SCHEMA_VERSION: i64 = 4;
 
     /// Opens or creates `chats/<me>.db` at `path` for user `me`, unlocking it with
     /// `password` (the user's password: a new file takes a fresh salt), migrating it.
@@ -251,6 +261,7 @@ impl ClientDb {
                 &client_v1_original,
                 &|tx| client_v2_extended(tx, me),
                 &|tx| client_v3_sealed(tx, &cipher, kdf, &salt, &sealed_rows),
+                &client_v4_authenticity,
             ],
         )?;
         let check: Vec<u8> = conn
@@ -315,13 +326,15 @@ impl ClientDb {
 
     // ---- messages -------------------------------------------------------------------
 
-    /// Stores a message received from `from`, unread.
+    /// Stores a message received from `from`, unread; `authenticated`: signed by their
+    /// pinned key (see [`Message::authenticated`]).
     pub fn insert_incoming(
         &mut self,
         from: &str,
         text: &str,
         msg_id: Option<u64>,
         at_ms: i64,
+        authenticated: bool,
     ) -> Result<MessageRow> {
         insert_message(
             &self.conn,
@@ -333,6 +346,7 @@ impl ClientDb {
             msg_id,
             IN,
             MessageStatus::Received,
+            authenticated,
         )
     }
 
@@ -344,6 +358,7 @@ impl ClientDb {
         text: &str,
         msg_id: u64,
         at_ms: i64,
+        authenticated: bool,
     ) -> Result<Option<MessageRow>> {
         let keep = self.seen_ids_per_sender;
         let tx = immediate(&mut self.conn)?;
@@ -360,6 +375,7 @@ impl ClientDb {
             Some(msg_id),
             IN,
             MessageStatus::Received,
+            authenticated,
         )?;
         tx.commit()?;
         Ok(Some(row))
@@ -384,6 +400,7 @@ impl ClientDb {
             msg_id,
             OUT,
             status,
+            true,
         )
     }
 
@@ -506,6 +523,7 @@ impl ClientDb {
             Some(msg_id),
             OUT,
             MessageStatus::Queued,
+            true,
         )?;
         let id = outbox_insert(
             &tx,
@@ -741,7 +759,7 @@ impl ClientDb {
             .conn
             .prepare_cached(
                 "UPDATE contacts SET pubkey_b64 = pending_pubkey_b64, \
-                 fingerprint = pending_fingerprint, pinned_at = ?2, \
+                 fingerprint = pending_fingerprint, pinned_at = ?2, signs = 0, verified = 0, \
                  pending_pubkey_b64 = NULL, pending_fingerprint = NULL, pending_since = NULL \
                  WHERE user = ?1 AND pending_pubkey_b64 IS NOT NULL",
             )?
@@ -758,6 +776,27 @@ impl ClientDb {
                  pending_since = NULL WHERE user = ?1 AND pending_pubkey_b64 IS NOT NULL",
             )?
             .execute([self.cipher.blind(user)])?;
+        Ok(n > 0)
+    }
+
+    /// `user` signs their messages (a verified signed message or acknowledgement):
+    /// from now on, across restarts, unsigned messages claiming to be from them are
+    /// dropped. Until their key is accepted as changed. `false` if `user` is no contact.
+    pub fn set_signs(&mut self, user: &str) -> Result<bool> {
+        let n = self
+            .conn
+            .prepare_cached("UPDATE contacts SET signs = 1 WHERE user = ?1")?
+            .execute([self.cipher.blind(user)])?;
+        Ok(n > 0)
+    }
+
+    /// Marks `user` verified (the local user compared safety numbers) or not. Accepting
+    /// a changed key clears it. `false` if `user` is no contact.
+    pub fn set_verified(&mut self, user: &str, verified: bool) -> Result<bool> {
+        let n = self
+            .conn
+            .prepare_cached("UPDATE contacts SET verified = ?2 WHERE user = ?1")?
+            .execute(params![self.cipher.blind(user), verified])?;
         Ok(n > 0)
     }
 
@@ -809,14 +848,14 @@ const IN: &str = "in";
 const OUT: &str = "out";
 
 const MESSAGE_COLUMNS: &str =
-    "id, author, receiver, text, date_time, seen, msg_id, direction, status";
-const MESSAGE_COLUMN_COUNT: usize = 9;
+    "id, author, receiver, text, date_time, seen, msg_id, direction, status, authenticated";
+const MESSAGE_COLUMN_COUNT: usize = 10;
 /// The outbox with its message, whose sealed `receiver` names the recipient.
 const OUTBOX_JOIN: &str = "outbox o JOIN messages m ON m.id = o.message_id";
 const OUTBOX_COLUMNS: &str = "o.id, m.receiver, o.msg_id, o.payload_b64, o.created_at, \
      o.attempts, o.next_attempt_at, o.message_id";
 const CONTACT_COLUMNS: &str = "name, pubkey_b64, fingerprint, pinned_at, \
-     pending_pubkey_b64, pending_fingerprint, pending_since";
+     pending_pubkey_b64, pending_fingerprint, pending_since, signs, verified";
 
 /// A sealed column (a BLOB from [`RowCipher::seal`]), opened.
 fn sealed(
@@ -872,6 +911,7 @@ fn insert_message(
     msg_id: Option<u64>,
     direction: &str,
     status: MessageStatus,
+    authenticated: bool,
 ) -> Result<MessageRow> {
     let (peer, seen) = if direction == IN {
         (author, false)
@@ -880,8 +920,9 @@ fn insert_message(
     };
     conn.prepare_cached(
         "INSERT INTO messages \
-         (author, receiver, text, date_time, seen, msg_id, direction, status, peer) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         (author, receiver, text, date_time, seen, msg_id, direction, status, peer, \
+          authenticated) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         c.seal(Field::Name, author)?,
@@ -892,7 +933,8 @@ fn insert_message(
         msg_id.map(msg_id_to_sql),
         direction,
         status.as_str(),
-        c.blind(peer)
+        c.blind(peer),
+        authenticated
     ])?;
     Ok(MessageRow(conn.last_insert_rowid()))
 }
@@ -1009,6 +1051,7 @@ fn message_from_row(c: &RowCipher, row: &Row<'_>) -> Result<Message> {
         msg_id: sql::opt_int(row, 6, T)?.map(msg_id_from_sql),
         direction,
         status,
+        authenticated: sql::int(row, 9, T)? != 0,
     })
 }
 
@@ -1049,6 +1092,8 @@ fn contact_from_row(c: &RowCipher, row: &Row<'_>) -> Result<Contact> {
         fingerprint: sealed(c, row, 2, T, Field::Fingerprint)?,
         pinned_at_ms: sql::int(row, 3, T)?,
         pending,
+        signs: sql::int(row, 7, T)? != 0,
+        verified: sql::int(row, 8, T)? != 0,
     })
 }
 
@@ -1265,6 +1310,20 @@ fn client_v3_sealed(
         params![kdf.to_meta(), salt, c.seal(Field::Check, CHECK_PLAINTEXT)?],
     )?;
     sealed_rows.set(converted > 0);
+    Ok(())
+}
+
+/// Schema 4: authenticity that survives restarts. Per message whether it was
+/// authenticated (older incoming rows were never checked for it: unauthenticated; our
+/// own outgoing rows: authenticated), per contact whether they sign and whether the
+/// user verified them.
+fn client_v4_authenticity(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE messages ADD COLUMN authenticated INTEGER NOT NULL DEFAULT 0;
+         UPDATE messages SET authenticated = 1 WHERE direction = 'out';
+         ALTER TABLE contacts ADD COLUMN signs INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE contacts ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;",
+    )?;
     Ok(())
 }
 

@@ -35,7 +35,7 @@ fn a_stolen_chats_directory_reveals_no_text_and_no_contacts() {
     let secrets = ["the-launch-code-is-0000", "meet me under the old bridge"];
     {
         let mut db = ClientDb::open(&path, "myself", PASSWORD).unwrap();
-        db.insert_incoming_once("alicewonder", secrets[0], 1, 1_000)
+        db.insert_incoming_once("alicewonder", secrets[0], 1, 1_000, true)
             .unwrap();
         db.queue_outgoing("bobthebuilder", secrets[1], 7, "c2VhbGVk", 2_000)
             .unwrap();
@@ -93,7 +93,7 @@ fn database_files_are_private() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("myself.db");
     let mut db = ClientDb::open(&path, "myself", PASSWORD).unwrap();
-    db.insert_incoming("alice", "hi", None, 0).unwrap();
+    db.insert_incoming("alice", "hi", None, 0, false).unwrap();
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         let p = entry.unwrap().path();
         assert_eq!(mode(&p), 0o600, "{}", p.display());
@@ -111,7 +111,7 @@ fn a_wrong_password_does_not_open_the_database() {
     let path = dir.path().join("myself.db");
     {
         let mut db = ClientDb::open(&path, "myself", PASSWORD).unwrap();
-        db.insert_incoming("alice", "hi", None, 0).unwrap();
+        db.insert_incoming("alice", "hi", None, 0, false).unwrap();
     }
     assert!(matches!(
         ClientDb::open(&path, "myself", "Correct-Horse-2"),
@@ -173,12 +173,13 @@ fn a_schema_2_file_with_contacts_is_sealed() {
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(ORIGINAL_CLIENT_SCHEMA).unwrap();
     }
-    // Let the current build create schema 2 and 3, then put plaintext back as an older
+    // Let the current build create schemas 2 to 4, then put plaintext back as an older
     // build would have written it: a schema-2 file with rows.
     drop(ClientDb::open(&path, "myself", PASSWORD).unwrap());
     let conn = Connection::open(&path).unwrap();
     conn.execute_batch(
         "DELETE FROM meta WHERE key IN ('kdf', 'salt', 'check');
+         ALTER TABLE messages DROP COLUMN authenticated;
          CREATE TABLE contacts_v2 (user TEXT PRIMARY KEY, pubkey_b64 TEXT NOT NULL,
              fingerprint TEXT NOT NULL, pinned_at INTEGER NOT NULL, pending_pubkey_b64 TEXT,
              pending_fingerprint TEXT, pending_since INTEGER);

@@ -19,7 +19,9 @@ fn db() -> ClientDb {
 #[test]
 fn incoming_and_outgoing_messages() {
     let mut db = db();
-    let a = db.insert_incoming("alice", "hi", Some(7), 1_000).unwrap();
+    let a = db
+        .insert_incoming("alice", "hi", Some(7), 1_000, false)
+        .unwrap();
     let b = db
         .insert_outgoing("alice", "hello", Some(1), MessageStatus::Sent, 2_000)
         .unwrap();
@@ -64,7 +66,9 @@ fn incoming_and_outgoing_messages() {
 #[test]
 fn msg_ids_use_all_64_bits() {
     let mut db = db();
-    let row = db.insert_incoming("alice", "x", Some(u64::MAX), 1).unwrap();
+    let row = db
+        .insert_incoming("alice", "x", Some(u64::MAX), 1, false)
+        .unwrap();
     assert_eq!(db.message(row).unwrap().unwrap().msg_id, Some(u64::MAX));
     let (_, id) = db
         .queue_outgoing("alice", "y", 1 << 63, "PAYLOAD", 5)
@@ -77,13 +81,13 @@ fn history_is_chronological_and_bounded() {
     let mut db = db();
     for i in 0..10 {
         if i % 2 == 0 {
-            db.insert_incoming("alice", &format!("a{i}"), None, i)
+            db.insert_incoming("alice", &format!("a{i}"), None, i, false)
                 .unwrap();
         } else {
             db.insert_outgoing("alice", &format!("a{i}"), None, MessageStatus::Sent, i)
                 .unwrap();
         }
-        db.insert_incoming("bob", &format!("b{i}"), None, i)
+        db.insert_incoming("bob", &format!("b{i}"), None, i, false)
             .unwrap();
     }
     let h = db.history("alice", 4).unwrap();
@@ -100,9 +104,9 @@ fn history_is_chronological_and_bounded() {
 #[test]
 fn chats_page_and_unread_counts() {
     let mut db = db();
-    db.insert_incoming("alice", "a1", None, 1).unwrap();
-    db.insert_incoming("alice", "a2", None, 2).unwrap();
-    db.insert_incoming("bob", "b1", None, 3).unwrap();
+    db.insert_incoming("alice", "a1", None, 1, false).unwrap();
+    db.insert_incoming("alice", "a2", None, 2, false).unwrap();
+    db.insert_incoming("bob", "b1", None, 3, false).unwrap();
     db.insert_outgoing("carol", "c1", None, MessageStatus::Sent, 4)
         .unwrap();
     db.insert_outgoing("alice", "a3", None, MessageStatus::Sent, 5)
@@ -356,11 +360,14 @@ fn duplicate_suppression_is_bounded_per_sender() {
 #[test]
 fn insert_incoming_once_drops_duplicates() {
     let mut db = db();
-    let first = db.insert_incoming_once("alice", "hi", 7, 1).unwrap();
+    let first = db.insert_incoming_once("alice", "hi", 7, 1, true).unwrap();
     assert!(first.is_some());
-    assert_eq!(db.insert_incoming_once("alice", "hi", 7, 2).unwrap(), None);
+    assert_eq!(
+        db.insert_incoming_once("alice", "hi", 7, 2, true).unwrap(),
+        None
+    );
     assert!(
-        db.insert_incoming_once("bob", "hi", 7, 3)
+        db.insert_incoming_once("bob", "hi", 7, 3, true)
             .unwrap()
             .is_some()
     );
@@ -396,7 +403,7 @@ fn file_reopen_and_owner_check() {
     let path = dir.path().join("me.db");
     {
         let mut db = ClientDb::open(&path, "myself", PASSWORD).unwrap();
-        db.insert_incoming("alice", "hi", None, 1).unwrap();
+        db.insert_incoming("alice", "hi", None, 1, false).unwrap();
         db.queue_outgoing("alice", "yo", 1, "P", 2).unwrap();
         db.pin_contact("alice", "K", "F", 3).unwrap();
     }
@@ -456,6 +463,8 @@ fn migrates_an_original_client_database() {
             (base_ms + 1_500, Direction::Outgoing, MessageStatus::Sent)
         );
         assert_eq!(alice[0].id, MessageRow(1), "ids are kept");
+        // The original never checked who sent what: its incoming messages stay marked.
+        assert!(!alice[0].authenticated && alice[1].authenticated);
         assert_eq!(db.unread_count("bob").unwrap(), 1);
         assert_eq!(db.unread_count("alice").unwrap(), 0);
         // The plaintext queue became a visible failed message; nothing plaintext is queued.
@@ -484,7 +493,7 @@ fn migrates_an_original_client_database() {
     drop(conn);
     // Idempotent reopen; new rows get fresh ids after the migrated ones.
     let mut db = ClientDb::open(&path, "myself", PASSWORD).unwrap();
-    let row = db.insert_incoming("alice", "new", None, 0).unwrap();
+    let row = db.insert_incoming("alice", "new", None, 0, false).unwrap();
     assert_eq!(row, MessageRow(5));
     assert_eq!(db.history("alice", 10).unwrap().len(), 3);
 }
@@ -509,7 +518,7 @@ fn corrupt_rows_are_errors() {
     let path = dir.path().join("me.db");
     {
         let mut db = ClientDb::open(&path, "myself", PASSWORD).unwrap();
-        db.insert_incoming("alice", "fine", None, 0).unwrap();
+        db.insert_incoming("alice", "fine", None, 0, false).unwrap();
         db.pin_contact("bob", "K", "F", 0).unwrap();
     }
     // The names are sealed: damage the rows already there.
@@ -579,4 +588,74 @@ fn a_failed_migration_step_leaves_the_file_as_it_was() {
         )
         .unwrap();
     assert_eq!((text.as_str(), tables), ("kept", 0));
+}
+
+#[test]
+fn authenticity_and_signers_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("me.db");
+    {
+        let mut db = ClientDb::open(&path, "myself", PASSWORD).unwrap();
+        db.insert_incoming_once("dave", "signed", 1, 10, true)
+            .unwrap();
+        db.insert_incoming("dave", "unsigned", None, 20, false)
+            .unwrap();
+        db.insert_outgoing("dave", "mine", Some(2), MessageStatus::Queued, 30)
+            .unwrap();
+        assert!(!db.set_signs("dave").unwrap(), "no contact yet");
+        db.pin_contact("dave", "K1", "FP1", 5).unwrap();
+        assert!(db.set_signs("dave").unwrap());
+        assert!(db.set_verified("dave", true).unwrap());
+    }
+    let mut db = ClientDb::open(&path, "myself", PASSWORD).unwrap();
+    let marks: Vec<(String, bool)> = db
+        .history("dave", 10)
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.text, m.authenticated))
+        .collect();
+    assert_eq!(
+        marks,
+        [
+            ("signed".to_owned(), true),
+            ("unsigned".to_owned(), false),
+            ("mine".to_owned(), true)
+        ]
+    );
+    let c = db.contact("dave").unwrap().unwrap();
+    assert!(c.signs && c.verified);
+    // A changed key, once accepted, is neither known to sign nor verified.
+    db.pin_contact("dave", "K2", "FP2", 40).unwrap();
+    assert!(db.accept_pending_key("dave", 50).unwrap());
+    let c = db.contact("dave").unwrap().unwrap();
+    assert!(!c.signs && !c.verified);
+}
+
+#[test]
+fn migrates_a_schema_3_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("me.db");
+    {
+        let mut db = ClientDb::open(&path, "myself", PASSWORD).unwrap();
+        db.insert_incoming("alice", "before", None, 1, true)
+            .unwrap();
+        db.pin_contact("alice", "K1", "FP1", 5).unwrap();
+    }
+    // Back to schema 3 (sealed, no authenticity marks) as an older build left it.
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE messages DROP COLUMN authenticated;
+             ALTER TABLE contacts DROP COLUMN signs;
+             ALTER TABLE contacts DROP COLUMN verified;
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+    }
+    let db = ClientDb::open(&path, "myself", PASSWORD).unwrap();
+    assert_eq!(db.schema_version().unwrap(), 4);
+    let m = &db.history("alice", 10).unwrap()[0];
+    assert!(!m.authenticated, "never checked: marked");
+    let c = db.contact("alice").unwrap().unwrap();
+    assert!(!c.signs && !c.verified);
 }

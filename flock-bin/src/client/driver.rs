@@ -16,6 +16,81 @@ use tokio::time::Instant;
 
 use super::ClientEvent;
 
+/// Datagrams the receive thread hands to the driver at most; beyond it (the driver busy
+/// opening or storing) new datagrams are dropped, as a full socket buffer would.
+const INBOX: usize = 1_024;
+
+/// How often the receive thread checks that the driver is still there.
+const RECV_POLL: Duration = Duration::from_millis(200);
+
+/// A received datagram: source and bytes.
+pub(crate) type Inbound = (SocketAddrV4, Vec<u8>);
+
+/// The socket's receiving side on a thread of its own: it answers `PING` at once and
+/// passes everything else to the driver. A `PONG` therefore never waits for the
+/// machine: not for an RSA decryption, not for a database write, so its timing says
+/// nothing about whether a `MESSAGE` just before it opened (the crate docs of
+/// `flock_crypto` on RUSTSEC-2023-0071: no reply on the path that opens). `socket` is
+/// the receiving handle (blocking); the driver keeps a clone for sending. The thread
+/// ends when the driver drops the receiver.
+pub(crate) fn spawn_receiver(
+    socket: std::net::UdpSocket,
+) -> std::io::Result<mpsc::Receiver<Inbound>> {
+    socket.set_nonblocking(false)?;
+    socket.set_read_timeout(Some(RECV_POLL))?;
+    let (tx, rx) = mpsc::channel(INBOX);
+    std::thread::Builder::new()
+        .name("flock-recv".into())
+        .spawn(move || receive(&socket, &tx))?;
+    Ok(rx)
+}
+
+fn receive(socket: &std::net::UdpSocket, tx: &mpsc::Sender<Inbound>) {
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let pong = Frame::Pong.encode_to_vec();
+    let mut batch: Vec<Inbound> = Vec::new();
+    loop {
+        // Wait for a datagram, then take whatever else is already there: every `PING`
+        // among them is answered before the driver is woken for any of the rest.
+        let first = socket.recv_from(&mut buf);
+        let more = socket.set_nonblocking(true).is_ok();
+        let mut next = first;
+        loop {
+            match next {
+                Ok((n, SocketAddr::V4(from))) => {
+                    let datagram = &buf[..n];
+                    if matches!(Frame::decode(datagram), Ok(Frame::Ping)) {
+                        let _ = socket.send_to(&pong, from);
+                    } else if batch.len() < INBOX {
+                        batch.push((from, datagram.to_vec()));
+                    }
+                }
+                Ok(_) => {}
+                // Nothing more (or nothing at all: the poll timeout), or an ICMP error
+                // from an earlier send.
+                Err(_) => break,
+            }
+            if !more {
+                break;
+            }
+            next = socket.recv_from(&mut buf);
+        }
+        let _ = socket.set_nonblocking(false);
+        for inbound in batch.drain(..) {
+            match tx.try_send(inbound) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full((from, _))) => {
+                    tracing::debug!(%from, "client busy: dropped a datagram");
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        }
+        if tx.is_closed() {
+            return;
+        }
+    }
+}
+
 /// The machine with the driver's RNG.
 pub(crate) type Machine = flock_proto::client::Client<rand_chacha::ChaCha20Rng>;
 
@@ -38,7 +113,9 @@ pub(crate) struct Driver {
     machine: Machine,
     db: ClientDb,
     keys: KeyDir,
+    /// For sending only: the receive thread ([`spawn_receiver`]) reads.
     socket: UdpSocket,
+    inbox: mpsc::Receiver<Inbound>,
     events: mpsc::UnboundedSender<ClientEvent>,
     /// (peer, msg_id) -> database rows of outgoing messages not yet final.
     rows: BTreeMap<(String, u64), (MessageRow, Option<OutboxId>)>,
@@ -65,6 +142,7 @@ impl Driver {
         db: ClientDb,
         keys: KeyDir,
         socket: UdpSocket,
+        inbox: mpsc::Receiver<Inbound>,
         events: mpsc::UnboundedSender<ClientEvent>,
         servers: Vec<SocketAddrV4>,
         discovery: bool,
@@ -75,6 +153,13 @@ impl Driver {
             let pending = c.pending.as_ref().map(|p| p.pubkey_b64.as_str());
             if let Err(e) = machine.restore_contact(&c.user, &c.pubkey_b64, pending) {
                 tracing::warn!(user = %c.user, error = %e, "unusable stored contact key");
+            } else {
+                if c.signs {
+                    machine.restore_signer(&c.user);
+                }
+                if c.verified {
+                    machine.restore_verified(&c.user);
+                }
             }
         }
         let now = now_ms();
@@ -102,6 +187,7 @@ impl Driver {
             db,
             keys,
             socket,
+            inbox,
             events,
             rows,
             candidates: servers.iter().copied().collect(),
@@ -114,7 +200,6 @@ impl Driver {
     }
 
     pub(crate) async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
-        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         loop {
             self.drain().await;
             let timer = self
@@ -123,11 +208,10 @@ impl Driver {
                 .map(|t| Instant::now() + Duration::from_millis(t.saturating_sub(now_ms())));
             let reconnect = self.reconnect_at;
             tokio::select! {
-                r = self.socket.recv_from(&mut buf) => {
-                    if let Ok((n, SocketAddr::V4(from))) = r {
-                        self.on_datagram(from, &buf[..n]);
-                    }
-                }
+                r = self.inbox.recv() => match r {
+                    Some((from, datagram)) => self.on_datagram(from, &datagram),
+                    None => break,
+                },
                 cmd = cmds.recv() => match cmd {
                     None | Some(Cmd::Shutdown) => break,
                     Some(Cmd::Db(f)) => f(&mut self.db),
@@ -320,8 +404,12 @@ impl Driver {
                 ack,
             } => {
                 let row = match msg_id {
-                    Some(id) => db.insert_incoming_once(&from, &text, id, ms(at_ms))?,
-                    None => Some(db.insert_incoming(&from, &text, None, ms(at_ms))?),
+                    Some(id) => {
+                        db.insert_incoming_once(&from, &text, id, ms(at_ms), authenticated)?
+                    }
+                    None => {
+                        Some(db.insert_incoming(&from, &text, None, ms(at_ms), authenticated)?)
+                    }
                 };
                 // Durable (or a duplicate of something durable): acknowledge.
                 if let Some(ack) = ack {
@@ -360,6 +448,12 @@ impl Driver {
             }
             StoreOp::RejectKey { user } => {
                 db.reject_pending_key(&user)?;
+            }
+            StoreOp::Signs { user } => {
+                db.set_signs(&user)?;
+            }
+            StoreOp::Verified { user, verified } => {
+                db.set_verified(&user, verified)?;
             }
         }
         Ok(())

@@ -41,7 +41,8 @@ pub use discovery::discover;
 pub use driver::now_ms;
 use flock_crypto::PrivateKey;
 pub use flock_proto::client::{
-    ClientConfig, ConnectionState, Event, KeySource, SendError, Status, Warning,
+    ClientConfig, ConnectionState, Counters, Event, KeySource, SafetyNumber, SendError, Status,
+    Warning,
 };
 use flock_store::{ChatSummary, ClientDb, Contact, KeyDir, Message, MessageRow, OutboxEntry};
 use tokio::sync::{mpsc, oneshot};
@@ -189,7 +190,10 @@ impl Client {
             servers = discover(Duration::from_millis(1_500)).await?;
         }
         let first = *servers.first().ok_or(ClientError::NoServer)?;
-        let socket = tokio::net::UdpSocket::bind(opts.bind).await?;
+        let receiving = std::net::UdpSocket::bind(opts.bind)?;
+        let sending = receiving.try_clone()?;
+        sending.set_nonblocking(true)?;
+        let socket = tokio::net::UdpSocket::from_std(sending)?;
         let std::net::SocketAddr::V4(bound) = socket.local_addr()? else {
             return Err(ClientError::NoServer);
         };
@@ -206,11 +210,13 @@ impl Client {
         let keys = KeyDir::new(opts.data_dir.join("keys"), &opts.user)?;
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let inbox = driver::spawn_receiver(receiving)?;
         let driver = Driver::new(
             machine,
             db,
             keys,
             socket,
+            inbox,
             ev_tx,
             servers,
             opts.discovery,
@@ -283,6 +289,41 @@ impl Client {
     pub async fn reject_key(&self, user: &str) -> Result<bool, ClientError> {
         let user = user.to_owned();
         self.machine(move |m, now| m.reject_key(now, &user)).await
+    }
+
+    /// The safety number of the conversation with `user` (both users' names and keys,
+    /// the same on both sides) and whether the user marked them verified; `None` before
+    /// their key is pinned.
+    ///
+    /// # Errors
+    /// [`ClientError::Stopped`].
+    pub async fn safety_number(
+        &self,
+        user: &str,
+    ) -> Result<Option<(SafetyNumber, bool)>, ClientError> {
+        let user = user.to_owned();
+        self.machine(move |m, _| m.safety_number(&user).map(|n| (n, m.is_verified(&user))))
+            .await
+    }
+
+    /// Marks `user` verified (the two people compared their safety numbers) or takes the
+    /// mark back. `false`: no pinned key, or a key change is pending.
+    ///
+    /// # Errors
+    /// [`ClientError::Stopped`].
+    pub async fn set_verified(&self, user: &str, verified: bool) -> Result<bool, ClientError> {
+        let user = user.to_owned();
+        self.machine(move |m, _| m.set_verified(&user, verified))
+            .await
+    }
+
+    /// What the protocol machine refused or limited so far: stray lookup answers,
+    /// decryptions and the caps on them, peer-table evictions.
+    ///
+    /// # Errors
+    /// [`ClientError::Stopped`].
+    pub async fn counters(&self) -> Result<Counters, ClientError> {
+        self.machine(|m, _| m.counters()).await
     }
 
     /// Uses `server` from now on (and registers with it).

@@ -80,6 +80,10 @@ pub(crate) enum Op {
     RejectKey {
         user: String,
     },
+    Verify {
+        user: String,
+        verified: bool,
+    },
 }
 
 /// The answer to an [`Op`]: JSON data, or an error text for the user.
@@ -236,6 +240,7 @@ impl Session {
                 },
                 (Err(e), _) | (_, Err(e)) => Err(e),
             },
+            Op::Verify { user, verified } => self.verify(&user, verified).await,
             Op::AcceptKey { user } | Op::RejectKey { user } if valid_user(&user).is_err() => {
                 Err(format!("{user:?} is not a valid username"))
             }
@@ -414,6 +419,7 @@ impl Session {
                 "pending": k.pending.as_ref().map(|p| p.fingerprint.clone()),
             })
         });
+        let safety = c.safety_number(peer).await.map_err(|e| e.to_string())?;
         // Refresh the peer's address and key (a change shows up as `key_changed`). Last
         // before the reply: the page applies the reply, then the events it causes.
         if peer != c.user() {
@@ -424,7 +430,29 @@ impl Session {
             "messages": messages.iter().map(message_json).collect::<Vec<_>>(),
             "key": key,
             "lookalike": lookalike,
+            "safety_number": safety.as_ref().map(|(n, _)| n.to_string()),
+            "verified": safety.is_some_and(|(_, v)| v),
         }))
+    }
+
+    /// The user compared safety numbers with `user` and marks them verified (or not).
+    async fn verify(&self, user: &str, verified: bool) -> Reply {
+        let c = self.client()?;
+        valid_user(user)?;
+        if !c
+            .set_verified(user, verified)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Err(format!(
+                "cannot mark {user} verified now: no key pinned, or a key change is pending"
+            ));
+        }
+        self.emit(
+            "verified_changed",
+            json!({ "user": user, "verified": verified }),
+        );
+        Ok(json!({ "user": user, "verified": verified }))
     }
 
     async fn send(&self, to: &str, text: &str) -> Reply {
@@ -503,10 +531,14 @@ impl Session {
                     json!({ "user": user, "fingerprint": fingerprint }),
                 ),
                 Event::KeyChanged {
-                    user, pinned, new, ..
+                    user,
+                    pinned,
+                    new,
+                    verified,
+                    ..
                 } => self.emit(
                     "key_changed",
-                    json!({ "user": user, "pinned": pinned, "new": new }),
+                    json!({ "user": user, "pinned": pinned, "new": new, "verified": verified }),
                 ),
                 Event::KeyAccepted { user, fingerprint } => self.emit(
                     "key_accepted",
@@ -575,6 +607,7 @@ fn message_json(m: &Message) -> Value {
         "msg_id": m.msg_id,
         "outgoing": m.direction == Direction::Outgoing,
         "status": m.status.as_str(),
+        "authenticated": m.authenticated,
     })
 }
 

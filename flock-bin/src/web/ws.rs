@@ -49,6 +49,12 @@ struct UserData {
 }
 
 #[derive(Deserialize)]
+struct VerifyData {
+    user: String,
+    verified: bool,
+}
+
+#[derive(Deserialize)]
 struct SendData {
     to: String,
     text: String,
@@ -88,6 +94,10 @@ fn parse(text: &str) -> Result<(u64, Op), (u64, String)> {
         "mark_seen" => data::<PeerData>(env.data).map(|d| Op::MarkSeen { peer: d.peer }),
         "accept_key" => data::<UserData>(env.data).map(|d| Op::AcceptKey { user: d.user }),
         "reject_key" => data::<UserData>(env.data).map(|d| Op::RejectKey { user: d.user }),
+        "verify_contact" => data::<VerifyData>(env.data).map(|d| Op::Verify {
+            user: d.user,
+            verified: d.verified,
+        }),
         other => Err(format!(
             "unknown event {:?}",
             other.chars().take(40).collect::<String>()

@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddrV4, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -154,9 +155,37 @@ impl Proc {
         }
     }
 
+    /// The address a `flock chat` process listens on, from its login line.
+    pub fn listen_addr(&self) -> SocketAddrV4 {
+        let line = self.contains("listening on");
+        line.rsplit(' ')
+            .next()
+            .expect("address")
+            .parse()
+            .expect("address")
+    }
+
     /// Kills the child now.
     pub fn kill(self) {
         drop(self);
+    }
+}
+
+/// Waits until `addr` answers `PING` with `PONG`.
+pub fn wait_pong(addr: SocketAddrV4) {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("socket");
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let deadline = Instant::now() + WAIT;
+    let mut buf = [0u8; 64];
+    loop {
+        let _ = s.send_to(b"PING", addr);
+        if let Ok((n, _)) = s.recv_from(&mut buf) {
+            if &buf[..n] == b"PONG" {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{addr} never answered");
     }
 }
 

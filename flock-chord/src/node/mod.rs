@@ -255,9 +255,10 @@ impl Node {
                     self.send(from, Frame::range_reply(lo, hi));
                 }
             }
-            Frame::Register(_) | Frame::RegisterLegacy { .. } | Frame::Resolve { .. } => {
-                self.on_client(now, from, frame.into_owned())
-            }
+            Frame::Register(_)
+            | Frame::RegisterLegacy { .. }
+            | Frame::Resolve { .. }
+            | Frame::Lookup { .. } => self.on_client(now, from, frame.into_owned()),
             Frame::ForwardRegister { .. } | Frame::ForwardResolve { .. } => {
                 // The original's forwarded forms reflect answers to any address: refused.
                 self.counters.inc("refused_forward");

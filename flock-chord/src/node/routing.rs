@@ -10,7 +10,7 @@ use std::net::SocketAddrV4;
 
 use flock_proto::ring::{FindError, FindOp, Outcome, Peer, RingFrame};
 use flock_proto::space::{MODULUS, dist, strictly_between};
-use flock_proto::{ErrorReply, Frame, Record, ring_hash};
+use flock_proto::{ErrorReply, Frame, Record, Register, ring_hash};
 use rand_core::Rng;
 
 use super::records::RegisterReplyTo;
@@ -25,8 +25,12 @@ pub(super) const FINGERS: usize = 60;
 /// What a lookup is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum LookupPurpose {
-    /// A client request, answered to `client`.
-    Client { client: SocketAddrV4 },
+    /// A client request, answered to `client`; `rid` for the lookup extension's
+    /// `LOOKUP` (answered `FOUND`/`NOTFOUND` with the id echoed).
+    Client {
+        client: SocketAddrV4,
+        rid: Option<u64>,
+    },
     /// Finger refresh.
     Finger { index: usize },
     /// A record handed to its owner (restored, or in a range we gave up): no answer.
@@ -58,6 +62,28 @@ pub(super) fn client_error(e: FindError) -> Frame<'static> {
     })
 }
 
+/// The answer to `LOOKUP <user> <rid>`: the whole signed record (`FOUND`), so that the
+/// client checks the signature over `user|ip|port|version|pubkey` itself, or `NOTFOUND`
+/// (also for an unsigned legacy record: it has no key to give).
+pub(super) fn lookup_reply(rid: u64, outcome: Outcome) -> Option<Frame<'static>> {
+    match outcome {
+        Outcome::Record(r) if r.is_signed() => Some(Frame::Found {
+            rid,
+            record: Register {
+                user: r.user.into(),
+                ip: r.ip,
+                port: r.port,
+                version: r.version,
+                pubkey_b64: r.pubkey_b64.into(),
+                sig_b64: r.sig_b64.into(),
+            },
+        }),
+        Outcome::Record(_) | Outcome::Error(FindError::NotFound) => Some(Frame::NotFound { rid }),
+        Outcome::Error(e) => Some(client_error(e)),
+        _ => None,
+    }
+}
+
 impl Node {
     pub(super) fn on_client(&mut self, now: Now, from: SocketAddrV4, frame: Frame<'static>) {
         if !self.is_member() {
@@ -66,6 +92,7 @@ impl Node {
             }
             return;
         }
+        let mut rid = None;
         let (key, op) = match frame {
             Frame::Resolve { user } => (
                 ring_hash(&user),
@@ -73,6 +100,15 @@ impl Node {
                     user: user.into_owned(),
                 },
             ),
+            Frame::Lookup { user, rid: r } => {
+                rid = Some(r);
+                (
+                    ring_hash(&user),
+                    FindOp::Resolve {
+                        user: user.into_owned(),
+                    },
+                )
+            }
             Frame::Register(reg) => {
                 let record = Record {
                     user: reg.user.into_owned(),
@@ -108,7 +144,7 @@ impl Node {
             _ => return,
         };
         self.counters.inc("client_requests");
-        self.start_lookup(now, LookupPurpose::Client { client: from }, key, op);
+        self.start_lookup(now, LookupPurpose::Client { client: from, rid }, key, op);
     }
 
     pub(super) fn start_lookup(&mut self, now: Now, purpose: LookupPurpose, key: u64, op: FindOp) {
@@ -168,7 +204,7 @@ impl Node {
                 }
                 FindOp::Register { ref record } => {
                     let reply_to = match l.purpose {
-                        LookupPurpose::Client { client } => Some(RegisterReplyTo::Client {
+                        LookupPurpose::Client { client, .. } => Some(RegisterReplyTo::Client {
                             to: client,
                             record: record.clone(),
                         }),
@@ -266,25 +302,42 @@ impl Node {
                     self.fingers[index] = Some(owner);
                 }
             }
-            LookupPurpose::Client { client } => {
+            LookupPurpose::Client { client, rid } => {
                 self.hops.record(l.hops);
                 self.counters.inc("lookups_done");
                 self.counters.add("lookup_hops", u64::from(l.hops));
-                let reply = match (&l.op, outcome) {
-                    (_, Outcome::Error(e)) => client_error(e),
-                    (FindOp::Resolve { user }, Outcome::Record(r)) => {
-                        // The answer must be the name asked for, and verify.
-                        if r.user != *user {
-                            self.counters.inc("found_wrong_user");
-                            return;
+                if let (FindOp::Resolve { user }, Outcome::Record(r)) = (&l.op, &outcome) {
+                    // The answer must be the name asked for (and verify, below).
+                    if r.user != *user {
+                        self.counters.inc("found_wrong_user");
+                        return;
+                    }
+                }
+                let reply = match (&l.op, outcome, rid) {
+                    (_, outcome, Some(rid)) => {
+                        if let Outcome::Record(r) = &outcome {
+                            if r.is_signed() && !self.verifier.verify(r) {
+                                self.counters.inc("bad_record_from_owner");
+                                return;
+                            }
                         }
+                        match lookup_reply(rid, outcome) {
+                            Some(reply) => reply,
+                            None => {
+                                self.counters.inc("lookup_odd_outcome");
+                                return;
+                            }
+                        }
+                    }
+                    (_, Outcome::Error(e), None) => client_error(e),
+                    (FindOp::Resolve { .. }, Outcome::Record(r), None) => {
                         if r.is_signed() && !self.verifier.verify(&r) {
                             self.counters.inc("bad_record_from_owner");
                             return;
                         }
                         Frame::resolved(&r).into_owned()
                     }
-                    (FindOp::Register { record }, Outcome::Registered) => {
+                    (FindOp::Register { record }, Outcome::Registered, None) => {
                         Frame::registered(record.user.clone(), record.ip, record.port)
                     }
                     _ => {

@@ -13,8 +13,10 @@ use flock_crypto::{CryptoRng, PrivateKey, PublicKey, seal_b64};
 use super::limiter::Limiter;
 use super::max_text_len;
 use super::peer::{Dialect, Expired, Peer};
+use super::safety::SafetyNumber;
 use super::types::{
-    Action, ClientConfig, ConnectionState, Event, SendError, Status, StoreOp, Transmit, Warning,
+    Action, ClientConfig, ConnectionState, Counters, Event, SendError, Status, StoreOp, Transmit,
+    Warning,
 };
 use crate::frame::Frame;
 use crate::validate::validate_username;
@@ -66,6 +68,9 @@ enum Request {
 #[derive(Debug)]
 struct InFlight {
     request: Request,
+    /// The request id of a `LOOKUP` (the answer must echo it); `None` for `RESOLVE`
+    /// and `REGISTER`.
+    rid: Option<u64>,
     datagram: Vec<u8>,
     deadline_ms: u64,
 }
@@ -77,6 +82,10 @@ struct Server {
     lost: bool,
     failures: u32,
     next_keepalive_ms: u64,
+    /// Whether the server answers the lookup extension (`LOOKUP`): unknown until it
+    /// answers one (`Some(true)`) or lets one time out while otherwise answering
+    /// (`Some(false)`: an original server, asked with `RESOLVE` from then on).
+    lookup_ext: Option<bool>,
 }
 
 /// The sans-IO Flock client: registration, lookup, key pinning, and message delivery
@@ -103,8 +112,11 @@ pub struct Client<R> {
     recent_order: VecDeque<(String, u64)>,
     undecodable: u64,
     open_limiter: Limiter,
+    open_global: Limiter,
+    lookup_limiter: Limiter,
     signed_limiter: Limiter,
     reply_limiter: Limiter,
+    counters: Counters,
 }
 
 impl<R> std::fmt::Debug for Client<R> {
@@ -127,6 +139,9 @@ impl<R: CryptoRng> Client<R> {
         let pubkey_b64 = key.public_key().to_b64();
         Ok(Self {
             open_limiter: Limiter::new(cfg.open_rate),
+            open_global: Limiter::new(cfg.open_rate_global),
+            lookup_limiter: Limiter::new(cfg.lookup_rate),
+            counters: Counters::default(),
             signed_limiter: Limiter::new(cfg.signed_rate),
             reply_limiter: Limiter::new(cfg.reply_rate),
             cfg,
@@ -167,6 +182,26 @@ impl<R: CryptoRng> Client<R> {
         let peer = self.peers.entry(user.to_owned()).or_default();
         peer.key.restore(key, pending);
         Ok(())
+    }
+
+    /// Loads a contact known to sign its messages ([`StoreOp::Signs`]): unsigned
+    /// messages claiming to be from them are dropped. Call after
+    /// [`Client::restore_contact`] for the same user; `false` if they are not a contact.
+    pub fn restore_signer(&mut self, user: &str) -> bool {
+        self.contact_mut(user).map(|p| p.signs = true).is_some()
+    }
+
+    /// Loads a contact the user verified ([`StoreOp::Verified`]). Call after
+    /// [`Client::restore_contact`]; `false` if they are not a contact.
+    pub fn restore_verified(&mut self, user: &str) -> bool {
+        self.contact_mut(user).map(|p| p.verified = true).is_some()
+    }
+
+    /// A peer with a pinned key.
+    fn contact_mut(&mut self, user: &str) -> Option<&mut Peer> {
+        self.peers
+            .get_mut(user)
+            .filter(|p| p.key.pinned().is_some())
     }
 
     /// Loads an outbox entry (a sealed message not yet delivered) from the database.
@@ -221,6 +256,11 @@ impl<R: CryptoRng> Client<R> {
             lost: false,
             failures: 0,
             next_keepalive_ms: now_ms,
+            lookup_ext: if self.cfg.lookup_extension {
+                None
+            } else {
+                Some(false)
+            },
         });
         self.event(Event::Connection(ConnectionState::Connecting { server }));
         self.pump(now_ms);
@@ -334,6 +374,7 @@ impl<R: CryptoRng> Client<R> {
         let fingerprint = new.fingerprint().to_string();
         peer.dialect = Dialect::Unknown;
         peer.signs = false;
+        peer.verified = false;
         self.store(StoreOp::AcceptKey {
             user: user.to_owned(),
             at_ms: now_ms,
@@ -369,6 +410,26 @@ impl<R: CryptoRng> Client<R> {
         true
     }
 
+    /// The user compared safety numbers with `user` ([`Client::safety_number`]) and
+    /// marks them verified, or takes the mark back. `false` if `user` has no pinned key,
+    /// or a key change is pending (decide on it first).
+    pub fn set_verified(&mut self, user: &str, verified: bool) -> bool {
+        let Some(peer) = self.peers.get_mut(user) else {
+            return false;
+        };
+        if peer.key.pinned().is_none() || peer.key.pending().is_some() {
+            return false;
+        }
+        if peer.verified != verified {
+            peer.verified = verified;
+            self.store(StoreOp::Verified {
+                user: user.to_owned(),
+                verified,
+            });
+        }
+        true
+    }
+
     // ---- inputs -------------------------------------------------------------------------
 
     /// One datagram received from `from`: decodes it and hands the frame to
@@ -389,8 +450,10 @@ impl<R: CryptoRng> Client<R> {
         match frame {
             Frame::Ping => self.send_frame(from, &Frame::Pong),
             Frame::Pong => self.on_pong(now_ms, from),
-            Frame::Ok(reply) => self.on_ok(now_ms, reply),
-            Frame::Error(reply) => self.on_error(now_ms, reply),
+            Frame::Ok(reply) => self.on_ok(now_ms, from, reply),
+            Frame::Error(reply) => self.on_error(now_ms, from, reply),
+            Frame::Found { rid, record } => self.on_found(now_ms, from, rid, &record),
+            Frame::NotFound { rid } => self.on_not_found(now_ms, from, rid),
             Frame::Message {
                 sender,
                 payload_b64,
@@ -544,6 +607,23 @@ impl<R: CryptoRng> Client<R> {
         self.peers.get(user).and_then(|p| p.key.pinned())
     }
 
+    /// The safety number of our conversation with `user` (our name and key, theirs as
+    /// pinned): what both people compare. `None` without a pinned key.
+    pub fn safety_number(&self, user: &str) -> Option<SafetyNumber> {
+        let theirs = self.pinned_key(user)?;
+        Some(SafetyNumber::new(
+            &self.cfg.user,
+            self.key.public_key(),
+            user,
+            theirs,
+        ))
+    }
+
+    /// Whether the user marked `user` verified (and no new key was accepted since).
+    pub fn is_verified(&self, user: &str) -> bool {
+        self.peers.get(user).is_some_and(|p| p.verified)
+    }
+
     /// A changed key seen for `user`, awaiting the user's decision.
     pub fn pending_key(&self, user: &str) -> Option<&PublicKey> {
         self.peers.get(user).and_then(|p| p.key.pending())
@@ -558,6 +638,11 @@ impl<R: CryptoRng> Client<R> {
         }
     }
 
+    /// What was refused or limited so far (forged answers, decryption caps, evictions).
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
     /// Datagrams given to [`Client::handle_datagram`] that did not decode.
     pub fn undecodable(&self) -> u64 {
         self.undecodable
@@ -569,6 +654,43 @@ impl<R: CryptoRng> Client<R> {
     }
 
     // ---- small helpers ------------------------------------------------------------------
+
+    /// Makes sure the machine has state for `user`, named by a datagram from the network:
+    /// when the table is full ([`ClientConfig::max_peers`]) a peer with nothing pinned,
+    /// queued, held or being looked up is forgotten first. `false`: nothing could be
+    /// forgotten, so the datagram is refused. Pinned contacts are never evicted.
+    fn admit_peer(&mut self, user: &str) -> bool {
+        if self.peers.contains_key(user) {
+            return true;
+        }
+        if self.peers.len() >= self.cfg.max_peers.max(1) {
+            let victim = self
+                .peers
+                .iter()
+                .find(|(u, p)| {
+                    p.key.pinned().is_none()
+                        && !p.resolving
+                        && !self.held.contains_key(*u)
+                        && self.outbox.range(of_user(u)).next().is_none()
+                        && self.awaiting_key.range(of_user(u)).next().is_none()
+                })
+                .map(|(u, _)| u.clone());
+            let Some(victim) = victim else {
+                self.counters.peers_refused = self.counters.peers_refused.saturating_add(1);
+                return false;
+            };
+            self.peers.remove(&victim);
+            self.counters.peers_evicted = self.counters.peers_evicted.saturating_add(1);
+        }
+        self.peers.insert(user.to_owned(), Peer::default());
+        true
+    }
+
+    /// Peers the machine keeps state for (bounded by [`ClientConfig::max_peers`] for
+    /// names that come from the network).
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
 
     /// Ids of `user`'s messages waiting for their key.
     fn awaiting_ids(&self, user: &str) -> Vec<u64> {
@@ -601,6 +723,19 @@ impl<R: CryptoRng> Client<R> {
 
     fn event(&mut self, event: Event) {
         self.actions.push_back(Action::Event(event));
+    }
+
+    /// `user` proved they sign their messages: remembered (and stored) once.
+    fn signer(&mut self, user: &str) {
+        let Some(peer) = self.peers.get_mut(user) else {
+            return;
+        };
+        if !peer.signs {
+            peer.signs = true;
+            self.store(StoreOp::Signs {
+                user: user.to_owned(),
+            });
+        }
     }
 
     fn warn(&mut self, warning: Warning) {

@@ -44,20 +44,69 @@
 //!
 //! # Protocol
 //! With the ring (one request in flight at a time, because an original server's answers
-//! name neither the request nor the user, and may come from any address):
+//! name neither the request nor the user; they are taken only from the server asked,
+//! see [below](#whose-key-only-the-rings)):
 //! `REGISTER <user> <ip> <port> <version> <pubkey_b64> <sig_b64>` with `version` the wall
 //! clock in nanoseconds (kept strictly increasing), sent again after every
-//! [`Client::connect`] and [`Client::set_local_addr`]; `RESOLVE <user>` on first contact,
-//! and again when a peer stops answering; `PING` to the server when idle. After
+//! [`Client::connect`] and [`Client::set_local_addr`]; a lookup on first contact, and
+//! again when a peer stops answering; a lookup of ourselves when idle (the keepalive:
+//! register again if the ring lost or changed our record). A lookup is
+//! `LOOKUP <user> <rid>` (the lookup extension, see below) or, with an original server,
+//! `RESOLVE <user>`. After
 //! [`ClientConfig::server_failures`] unanswered requests the server counts as lost
 //! ([`ConnectionState::Lost`]): the driver finds another and calls [`Client::connect`].
 //!
-//! Keys are pinned on first use, from `RESOLVE` or from a `PUBKEY_RES` answering our own
-//! `PUBKEY_REQ`. A different key later, from either, is kept pending and reported as
+//! # Whose key: only the ring's
+//! A contact's key comes only from a lookup the client trusts, never from the contact's
+//! own word or an unsolicited datagram:
+//! - an answer counts only if it comes from the server the request went to, while that
+//!   request is outstanding (anything else is dropped and counted in
+//!   [`Counters::stray_answers`]);
+//! - **the lookup extension** (our servers): the request is `LOOKUP <user> <rid>` with an
+//!   unpredictable 64-bit `rid` from the machine's RNG, answered
+//!   `FOUND <rid> <user> <ip> <port> <version> <pubkey_b64> <sig_b64>` or `NOTFOUND <rid>`.
+//!   The answer must echo `rid`, name the user asked about, and carry that record's
+//!   signature over `user|ip|port|version|pubkey_b64` ([`crate::signed_text`]) made with
+//!   the key in it ([`Counters::bad_records`] otherwise; the request stays outstanding).
+//!   A server that registered us but lets a `LOOKUP` go unanswered is an original one:
+//!   it is asked with `RESOLVE` from then on ([`Counters::lookup_fallbacks`],
+//!   [`ClientConfig::lookup_extension`]), and `OK`/`ERROR` answers count only while a
+//!   `RESOLVE` is outstanding;
+//! - a name's first key is pinned only from such an answer. `PUBKEY_RES` may confirm the
+//!   pinned key; a different key in it is reported ([`Warning::KeyNotConfirmed`]) and
+//!   checked with a fresh lookup, never believed; an incoming `PUBKEY_REQ` is answered
+//!   but asks nothing back;
+//! - no lookup starts because a datagram names someone: a `HELLO` from an unknown name
+//!   is answered and forgotten, one from a contact at a new address is believed once a
+//!   lookup made for our own reasons confirms the address. The one lookup an incoming
+//!   datagram may cause is for the sender of a signed message, whose key is needed to
+//!   verify it: limited for all sources together ([`ClientConfig::lookup_rate`]).
+//!
+//! A different key from a trusted lookup is kept pending and reported as
 //! [`Event::KeyChanged`]; sending to that contact fails with [`SendError::KeyChanged`]
 //! and their signed messages are refused until [`Client::accept_key`].
 //!
-//! With peers, on first contact: `HELLO <me> ack1`, `PUBKEY_REQ <me>` and `PING`.
+//! People check keys themselves with the [`SafetyNumber`] of their conversation
+//! ([`Client::safety_number`]), the same on both sides, and mark a contact verified
+//! ([`Client::set_verified`], stored as [`StoreOp::Verified`]). A key change on a
+//! verified contact says so ([`Event::KeyChanged`]'s `verified`: the interfaces make it
+//! loud) and accepting the new key clears the mark.
+//!
+//! **What the original's servers leave open.** Their answers carry no request id and no
+//! signature, so the source and outstanding checks are all there is: an attacker who can
+//! send from the server's address (IP spoofing, or a position on the path) can still
+//! answer a lookup, and an answer cannot be told from a late answer to an earlier
+//! request (one request is in flight at a time, which keeps that window small). An
+//! attacker who can make a `LOOKUP` go unanswered (drop it on the path) makes the client
+//! fall back to `RESOLVE` for that server. With either kind of server, a ring node that
+//! lies about a name nobody has pinned yet is believed (the signature only proves that
+//! the key in the record signed it): that is what safety numbers are for. And with the
+//! original's multi-node ring, whose owning node may answer from a fresh port of its
+//! own, such answers are refused as stray: the lookup times out and counts against the
+//! server (the server the client uses must answer through its own socket, as ours do).
+//!
+//! # With peers
+//! On first contact: `HELLO <me> ack1`, `PUBKEY_REQ <me>` and `PING`., on first contact: `HELLO <me> ack1`, `PUBKEY_REQ <me>` and `PING`.
 //! - A peer that answers `HELLO <peer> ack1` gets the **extension**:
 //!   `SMESSAGE <me> <id> <payload_b64> <sig_b64>`, signed (RSA-PSS) over
 //!   [`smessage_signed_text`] `SMESSAGE|sender|recipient|id|payload_b64`; the recipient
@@ -79,31 +128,37 @@
 //! `PUBKEY_REQ` is out, no key yet), `Pinned` (trusted on first use or accepted),
 //! `Changed` (a different key seen; the pinned one stays until the user decides). At
 //! most one `PUBKEY_REQ` goes to a peer per session; a `PUBKEY_RES` counts only if it
-//! comes from the address the request went to, within 10 s of it.
+//! comes from the address the request went to, within 10 s of it, and then only to
+//! confirm the pinned key.
 //!
 //! | State | Input | New state | Effects |
 //! |---|---|---|---|
-//! | `Unknown` | a probe starts, or the peer sends `PUBKEY_REQ` | `Requested` | send `PUBKEY_REQ` |
-//! | `Requested` | a probe starts, or `PUBKEY_REQ` | `Requested` | none |
-//! | `Pinned`, `Changed`, no request yet | a probe starts | same, request noted | send `PUBKEY_REQ` (shows a key change) |
-//! | `Pinned`, `Changed` | `PUBKEY_REQ`, or a probe after our request | same | none |
-//! | `Unknown`, `Requested` | a key from `RESOLVE` or a solicited `PUBKEY_RES` | `Pinned` | [`StoreOp::PinKey`], [`Event::KeyPinned`] |
-//! | `Pinned` | the pinned key | `Pinned` | none |
-//! | `Pinned` | another key | `Changed` | [`StoreOp::PendingKey`], [`Event::KeyChanged`]; sending blocked |
-//! | `Changed` | the pinned or the pending key | `Changed` | none |
-//! | `Changed` | a third key | `Changed`, the third key pending | [`StoreOp::PendingKey`], [`Event::KeyChanged`] |
+//! | `Unknown` | a probe starts | `Requested` | send `PUBKEY_REQ` |
+//! | `Requested` | a probe starts | `Requested` | none |
+//! | `Pinned`, `Changed`, no request yet | a probe starts | same, request noted | send `PUBKEY_REQ` (checks the pinned key) |
+//! | any | the peer sends `PUBKEY_REQ` | same | answer `PUBKEY_RES` only |
+//! | `Pinned`, `Changed` | a probe after our request | same | none |
+//! | `Unknown`, `Requested` | a key from a trusted lookup | `Pinned` | [`StoreOp::PinKey`], [`Event::KeyPinned`] |
+//! | `Unknown`, `Requested` | any `PUBKEY_RES` | same | none (counted) |
+//! | `Pinned`, `Changed` | a solicited `PUBKEY_RES` with the pinned key | same | none |
+//! | `Pinned`, `Changed` | a solicited `PUBKEY_RES` with another key | same | [`Warning::KeyNotConfirmed`], a lookup |
+//! | `Pinned` | the pinned key from a trusted lookup | `Pinned` | none |
+//! | `Pinned` | another key from a trusted lookup | `Changed` | [`StoreOp::PendingKey`], [`Event::KeyChanged`]; sending blocked |
+//! | `Changed` | the pinned or the pending key from a trusted lookup | `Changed` | none |
+//! | `Changed` | a third key from a trusted lookup | `Changed`, the third key pending | [`StoreOp::PendingKey`], [`Event::KeyChanged`] |
 //! | `Changed` | [`Client::accept_key`] | `Pinned`, the new key | [`StoreOp::AcceptKey`], [`Event::KeyAccepted`]; dialect unknown again; outbox entries sealed for the old key fail |
 //! | `Changed` | [`Client::reject_key`] | `Pinned`, the old key | [`StoreOp::RejectKey`] |
 //! | `Unknown`, `Requested`, `Pinned` | accept or reject | same | none (`false`) |
 //! | any | [`Client::restore_contact`] | `Pinned` or `Changed` | none |
 //!
-//! After any key input from the ring or the peer, messages written before the key was
+//! After any key input from the ring, messages written before the key was
 //! known are sealed ([`StoreOp::Enqueue`]) and signed messages held for it are verified,
 //! unless a changed key is pending.
 //!
 //! **The dialect** (`Unknown`, `Extension`, `Original`) becomes known from a `HELLO`
-//! from the peer's cached address (`ack1` or not), a verified `SMESSAGE`, a `HELLO` from
-//! another address once `RESOLVE` confirms that address, and the probe's outcomes; it is
+//! from the peer's cached address (`ack1` or not), a verified `SMESSAGE`, a contact's
+//! `HELLO` from another address once `RESOLVE` confirms that address, and the probe's
+//! outcomes; it is
 //! unknown again when `RESOLVE` gives a new address or a new key is accepted. Each
 //! change is reported as [`Event::PeerFeatures`].
 //!
@@ -124,17 +179,29 @@
 //! | any | `RESOLVE` gives a new address | `Idle` | dialect unknown |
 //!
 //! While a probe runs, a changed key is pending, or a lookup is under way, the peer's
-//! outbox waits. A `HELLO` is answered unless it answers our own probe, at most once a
-//! second per address.
+//! outbox waits. A contact's `HELLO` is answered unless it answers our own probe, at most
+//! once a second per address; an unknown name's `HELLO` is answered within
+//! [`ClientConfig::reply_rate`] and leaves no state.
 //!
 //! Every `PING` is answered with `PONG`; every `PUBKEY_REQ` with `PUBKEY_RES` (rate
 //! limited per source: the answer is 30 times larger). Incoming payloads that do not
 //! open, or are not UTF-8, are dropped with [`Event::Warning`] and never answered.
-//! Unsigned `MESSAGE`s are opened only within [`ClientConfig::open_rate`] per source
-//! (RSA decryption of attacker-chosen bytes, RUSTSEC-2023-0071), and refused outright
-//! when they claim to come from a contact that signs its messages. A signed message is
+//! Unsigned `MESSAGE`s are opened only within [`ClientConfig::open_rate`] per source and
+//! [`ClientConfig::open_rate_global`] for all sources together (RSA decryption of
+//! attacker-chosen bytes, RUSTSEC-2023-0071; both counted in [`Counters`]), and refused outright
+//! when they claim to come from a contact that signs its messages (learnt from their
+//! first verified signed message or acknowledgement, stored as [`StoreOp::Signs`] and
+//! given back after a restart with [`Client::restore_signer`]). A signed message is
 //! decrypted only after its signature verified with the sender's pinned key, so nobody
 //! without that key can make us decrypt chosen bytes on that path.
+//!
+//! No reply depends on whether a payload opened: a failed open is never answered, and
+//! the machine answers `PING` the moment it is handed one. A driver that hands it
+//! datagrams one at a time must still not let a `PONG` wait behind an opening (a `PING`
+//! right after a `MESSAGE` would be answered later when the payload opened and was
+//! stored): answer `PING` on the receive path, before the machine works on what came
+//! before it, as `flock-bin`'s client does on a receive thread of its own (see
+//! `flock_crypto`'s notes on RUSTSEC-2023-0071).
 //!
 //! Text is limited so that `MESSAGE <me> <payload_b64>` fits an original client's
 //! 8191-byte datagram ([`max_text_len`]); longer text is refused with
@@ -143,11 +210,13 @@
 mod limiter;
 mod machine;
 mod peer;
+mod safety;
 mod types;
 
 pub use machine::Client;
+pub use safety::{SAFETY_NUMBER_ITERATIONS, SafetyNumber};
 pub use types::{
-    Action, ClientConfig, ConnectionState, Event, FEATURE_ACK1, KeySource, MessageStatus,
+    Action, ClientConfig, ConnectionState, Counters, Event, FEATURE_ACK1, KeySource, MessageStatus,
     SendError, Status, StoreOp, Transmit, UnknownStatus, Warning,
 };
 

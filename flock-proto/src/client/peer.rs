@@ -28,9 +28,13 @@ pub(super) struct Peer {
     pub(super) dialect: Dialect,
     /// The liveness probe in flight.
     pub(super) probe: Probe,
-    /// A verified signed message or acknowledgement came from this user this session:
-    /// unsigned `MESSAGE`s claiming to be from them are refused.
+    /// A verified signed message or acknowledgement came from this user (stored, and
+    /// restored after a restart): unsigned `MESSAGE`s claiming to be from them are
+    /// refused.
     pub(super) signs: bool,
+    /// The user verified the pinned key (safety numbers); cleared when a new key is
+    /// accepted.
+    pub(super) verified: bool,
     /// A `HELLO` (address, `ack1`?) came from an address the ring has not confirmed
     /// yet; believed once a `RESOLVE` gives that address.
     pub(super) hello_claim: Option<(SocketAddrV4, bool)>,
@@ -147,25 +151,21 @@ impl<K: PartialEq> PeerKey<K> {
         true
     }
 
-    /// The peer asked for our key from `to`: `true` if we should ask for theirs (only
-    /// when we know nothing of it and have not asked).
-    pub(super) fn answer_request(&mut self, to: SocketAddrV4, now_ms: u64) -> bool {
-        if *self != Self::Unknown {
-            return false;
-        }
-        *self = Self::Requested {
-            req: PubkeyReq { to, at_ms: now_ms },
-        };
-        true
-    }
-
     /// Whether a `PUBKEY_RES` from `from` at `now_ms` answers our request.
     pub(super) fn solicited(&self, from: SocketAddrV4, now_ms: u64) -> bool {
         self.req()
             .is_some_and(|r| r.to == from && now_ms.saturating_sub(r.at_ms) <= PUBKEY_RES_WINDOW_MS)
     }
 
-    /// A key for this peer from `RESOLVE` or a solicited `PUBKEY_RES`.
+    /// Whether a solicited `PUBKEY_RES` naming `key` confirms the pinned key. A peer's
+    /// own word never introduces or changes a key: `false` when nothing is pinned or the
+    /// key differs (the machine then asks the ring).
+    pub(super) fn confirms(&self, key: &K) -> bool {
+        self.pinned() == Some(key)
+    }
+
+    /// A key for this peer from a lookup answered by the server the request went to
+    /// (the only source of a first key or of a key change).
     pub(super) fn learn(&mut self, key: K) -> Learned {
         match std::mem::take(self) {
             Self::Unknown => {
@@ -408,17 +408,9 @@ mod tests {
     }
 
     #[test]
-    fn unknown_answer_request_asks() {
-        let mut k = PeerKey::<u32>::Unknown;
-        assert!(k.answer_request(A, 100));
-        assert_eq!(k, PeerKey::Requested { req: REQ });
-    }
-
-    #[test]
     fn requested_asks_once() {
         let mut k = PeerKey::<u32>::Requested { req: REQ };
         assert!(!k.probe_request(B, 200));
-        assert!(!k.answer_request(B, 200));
         assert_eq!(k, PeerKey::Requested { req: REQ });
     }
 
@@ -473,12 +465,16 @@ mod tests {
     }
 
     #[test]
-    fn known_key_answer_request_does_not_ask() {
-        for mut k in [pinned(1), changed(1, 2)] {
-            let before = k.clone();
-            assert!(!k.answer_request(A, 100));
-            assert_eq!(k, before);
-        }
+    fn only_the_pinned_key_is_confirmed() {
+        assert!(!PeerKey::<u32>::Unknown.confirms(&1));
+        assert!(!PeerKey::<u32>::Requested { req: REQ }.confirms(&1));
+        assert!(pinned(1).confirms(&1));
+        assert!(!pinned(1).confirms(&2));
+        assert!(changed(1, 2).confirms(&1));
+        assert!(
+            !changed(1, 2).confirms(&2),
+            "a pending key is not confirmed"
+        );
     }
 
     #[test]

@@ -35,9 +35,25 @@ pub struct ClientConfig {
     pub max_attempts: Option<u32>,
     /// Advertise and use the `ack1` extension with peers that advertise it too.
     pub extension: bool,
+    /// Look users up with the lookup extension (`LOOKUP <user> <rid>`, answered with the
+    /// signed record and the id echoed) first; `RESOLVE` once the server lets a `LOOKUP`
+    /// go unanswered (an original server). Off: `RESOLVE` only.
+    pub lookup_extension: bool,
     /// Per source address: unsigned `MESSAGE` payloads opened per second (RSA
     /// decryption of attacker-chosen bytes, see RUSTSEC-2023-0071), and the burst.
     pub open_rate: (f64, f64),
+    /// All sources together: unsigned `MESSAGE` payloads opened per second, and the
+    /// burst (beside the per-source [`ClientConfig::open_rate`], so that many sources
+    /// together cannot make us decrypt chosen bytes at will either).
+    pub open_rate_global: (f64, f64),
+    /// All sources together: lookups that incoming datagrams may start per second (a
+    /// signed message from a sender whose key we must learn), and the burst. Lookups
+    /// the user asks for (sending, `lookup`) are not limited.
+    pub lookup_rate: (f64, f64),
+    /// Most peers the machine keeps state for. When full, a peer with nothing pinned,
+    /// queued or held is forgotten to make room; pinned contacts never are, and a new
+    /// name from the network is refused if nothing can be forgotten.
+    pub max_peers: usize,
     /// Per source address: signed `SMESSAGE`s processed per second, and the burst (their
     /// signature is checked against the pinned key before anything is decrypted).
     pub signed_rate: (f64, f64),
@@ -65,7 +81,11 @@ impl ClientConfig {
             retry_max_ms: 30_000,
             max_attempts: None,
             extension: true,
+            lookup_extension: true,
             open_rate: (20.0, 50.0),
+            open_rate_global: (50.0, 100.0),
+            lookup_rate: (5.0, 20.0),
+            max_peers: 1_024,
             signed_rate: (500.0, 1_000.0),
             reply_rate: (20.0, 50.0),
             verify_wait_ms: 10_000,
@@ -344,15 +364,64 @@ pub enum StoreOp {
         /// Contact.
         user: String,
     },
+    /// `user` signs their messages (a signed message or acknowledgement verified with
+    /// the pinned key, for the first time): remember it across restarts
+    /// (`ClientDb::set_signs`), and give it back with
+    /// [`Client::restore_signer`](super::Client::restore_signer).
+    Signs {
+        /// Contact.
+        user: String,
+    },
+    /// The user marked `user` verified (compared safety numbers) or took the mark back
+    /// (`ClientDb::set_verified`); give it back with
+    /// [`Client::restore_verified`](super::Client::restore_verified). Accepting a
+    /// changed key clears it (the database's `accept_pending_key` does too).
+    Verified {
+        /// Contact.
+        user: String,
+        /// Verified or not.
+        verified: bool,
+    },
 }
 
-/// Where a key came from.
+/// Where a key came from. A contact's key comes only from the ring: a `PUBKEY_RES`
+/// may confirm a pinned key, never introduce or change one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeySource {
-    /// A `RESOLVE` answer from the ring.
+    /// A lookup answer from the server the request went to, while it was outstanding.
     Resolve,
-    /// A `PUBKEY_RES` from the peer, answering our `PUBKEY_REQ`.
-    PubkeyRes,
+}
+
+/// What the machine refused or limited, counted since it started
+/// ([`Client::counters`](super::Client::counters)). Nothing here is shown per event:
+/// a spray of forged answers would otherwise flood the user with warnings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// `OK`/`ERROR` answers dropped: not from the server the request went to, or no
+    /// request outstanding.
+    pub stray_answers: u64,
+    /// `PUBKEY_RES` that did not answer our request, or named a key other than the
+    /// pinned one (which only a lookup may change).
+    pub unconfirmed_keys: u64,
+    /// Lookups an unsolicited datagram would have started, refused by the lookup limit.
+    pub lookups_limited: u64,
+    /// RSA decryptions of unsigned payloads done.
+    pub decryptions: u64,
+    /// Unsigned payloads refused by the per-source decryption limit.
+    pub decrypt_limited_source: u64,
+    /// Unsigned payloads refused by the global decryption limit.
+    pub decrypt_limited_global: u64,
+    /// Peers forgotten to make room in the bounded peer table (never a pinned contact).
+    pub peers_evicted: u64,
+    /// Datagrams naming a new peer refused because the peer table is full of contacts
+    /// that cannot be evicted.
+    pub peers_refused: u64,
+    /// `FOUND` answers refused: the record's signature does not verify, or it names
+    /// another user than the one asked for.
+    pub bad_records: u64,
+    /// Servers that let a `LOOKUP` go unanswered, asked with `RESOLVE` since.
+    pub lookup_fallbacks: u64,
 }
 
 /// The connection to the ring.
@@ -419,6 +488,9 @@ pub enum Event {
         new: String,
         /// Where the new key came from.
         source: KeySource,
+        /// The user had verified the pinned key (compared safety numbers): this is an
+        /// alarm, not a routine reinstall, unless they know why.
+        verified: bool,
     },
     /// The user accepted a new key for `user`.
     KeyAccepted {
@@ -487,6 +559,12 @@ pub enum Warning {
         /// Recipient.
         user: String,
     },
+    /// A peer's `PUBKEY_RES` named a key other than the pinned one: not believed (only
+    /// the ring changes a key); a fresh lookup checks it.
+    KeyNotConfirmed {
+        /// Whose key.
+        user: String,
+    },
     /// A key in a `RESOLVE` answer or `PUBKEY_RES` does not parse.
     BadKey {
         /// Whose key.
@@ -526,6 +604,9 @@ impl std::fmt::Display for Warning {
             Self::NotText { from } => format!("dropped a message from {from}: not text"),
             Self::UserNotFound { user } => format!("user {user} is not registered"),
             Self::BadKey { user } => format!("unusable key for {user}"),
+            Self::KeyNotConfirmed { user } => {
+                format!("{user} sent a key that is not the pinned one; checking with the ring")
+            }
         };
         f.write_str(&text)
     }

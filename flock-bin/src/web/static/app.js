@@ -382,6 +382,10 @@
           text.focus();
         }
       });
+      $('verify').addEventListener('click', () => this.verify());
+      Flock.on('verified_changed', (v) => {
+        if (v.user === this.peer) this.showVerified(v.verified);
+      });
       $('key-accept').addEventListener('click', () => this.decide('accept_key'));
       $('key-reject').addEventListener('click', () => this.decide('reject_key'));
 
@@ -398,15 +402,21 @@
         if (s.to === this.peer) this.setStatus(s.msg_id, s.status);
       });
       Flock.on('key_changed', (k) => {
-        if (k.user === this.peer) this.banner(k.pinned, k.new);
+        if (k.user === this.peer) this.banner(k.pinned, k.new, k.verified);
       });
       const clear = (k) => {
         if (k.user === this.peer) show($('key-banner'), false);
       };
-      Flock.on('key_accepted', clear);
+      Flock.on('key_accepted', (k) => {
+        clear(k);
+        if (k.user === this.peer) this.load().catch((err) => setError(err.message));
+      });
       Flock.on('key_rejected', clear);
       Flock.on('key_pinned', (k) => {
-        if (k.user === this.peer) $('peer-key').textContent = 'key ' + shortFp(k.fingerprint);
+        if (k.user !== this.peer) return;
+        $('peer-key').textContent = 'key ' + shortFp(k.fingerprint);
+        // The safety number exists from now on.
+        this.load().catch((err) => setError(err.message));
       });
       Flock.on('resync', () => this.load().catch((err) => setError(err.message)));
       document.addEventListener('visibilitychange', () => {
@@ -420,7 +430,7 @@
       for (const m of h.messages) {
         this.append({
           outgoing: m.outgoing, text: m.text, at_ms: m.at_ms, status: m.status,
-          msg_id: m.msg_id, authenticated: true,
+          msg_id: m.msg_id, authenticated: m.authenticated,
         }, false);
       }
       show($('no-messages'), h.messages.length === 0);
@@ -429,8 +439,16 @@
       this.scroll();
       if (h.key) {
         $('peer-key').textContent = 'key ' + shortFp(h.key.fingerprint);
-        if (h.key.pending) this.banner(h.key.fingerprint, h.key.pending);
+        if (h.key.pending) this.banner(h.key.fingerprint, h.key.pending, h.verified);
         else show($('key-banner'), false);
+      }
+      if (h.safety_number) {
+        $('safety-peer').textContent = this.peer;
+        $('safety-number').textContent = h.safety_number;
+        this.showVerified(h.verified);
+        show($('safety'), true);
+      } else {
+        show($('safety'), false);
       }
       await this.markSeen();
     },
@@ -439,7 +457,21 @@
         await Flock.call('mark_seen', { peer: this.peer });
       } catch (_) { /* shown elsewhere */ }
     },
-    banner(pinned, fresh) {
+    showVerified(verified) {
+      this.verified = verified;
+      show($('safety-verified'), verified);
+      $('verify').textContent = verified ? 'Mark as not verified' : 'Mark as verified';
+      $('verify').setAttribute('aria-pressed', verified ? 'true' : 'false');
+    },
+    async verify() {
+      try {
+        await Flock.call('verify_contact', { user: this.peer, verified: !this.verified });
+      } catch (err) {
+        setError(err.message);
+      }
+    },
+    banner(pinned, fresh, verified = false) {
+      show($('key-was-verified'), verified === true);
       $('key-user').textContent = this.peer;
       $('key-pinned').textContent = shortFp(pinned);
       $('key-new').textContent = shortFp(fresh);

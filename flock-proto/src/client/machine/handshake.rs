@@ -18,13 +18,10 @@ use crate::validate::validate_username;
 const HELLO_REPLY_INTERVAL_MS: u64 = 1_000;
 
 impl<R: CryptoRng> Client<R> {
-    pub(super) fn learn_key(
-        &mut self,
-        now_ms: u64,
-        user: &str,
-        pubkey_b64: &str,
-        source: KeySource,
-    ) {
+    /// A key for `user` from a lookup the server we asked answered: the only way a
+    /// first key is pinned or a key change is noticed.
+    pub(super) fn learn_key(&mut self, now_ms: u64, user: &str, pubkey_b64: &str) {
+        let source = KeySource::Resolve;
         let Ok(key) = PublicKey::from_b64(pubkey_b64) else {
             self.warn(Warning::BadKey {
                 user: user.to_owned(),
@@ -49,6 +46,7 @@ impl<R: CryptoRng> Client<R> {
                 });
             }
             Learned::Changed => {
+                let verified = peer.verified;
                 let pinned = peer
                     .key
                     .pinned()
@@ -65,6 +63,7 @@ impl<R: CryptoRng> Client<R> {
                     pinned,
                     new: fingerprint,
                     source,
+                    verified,
                 });
             }
         }
@@ -101,6 +100,9 @@ impl<R: CryptoRng> Client<R> {
         }
     }
 
+    /// Answers a `PUBKEY_REQ` with our key. Asking for the requester's key back (as
+    /// the original does) would be pointless: a peer's `PUBKEY_RES` never introduces a
+    /// key, and remembering the requester would let anyone grow the peer table.
     pub(super) fn on_pubkey_req(&mut self, now_ms: u64, from: SocketAddrV4, requester: &str) {
         if validate_username(requester).is_err() || requester == self.cfg.user {
             return;
@@ -118,16 +120,6 @@ impl<R: CryptoRng> Client<R> {
             to: from,
             datagram: reply,
         }));
-        let peer = self.peers.entry(requester.to_owned()).or_default();
-        if peer.key.answer_request(from, now_ms) {
-            let me = self.cfg.user.clone();
-            self.send_frame(
-                from,
-                &Frame::PubkeyReq {
-                    requester: Cow::Owned(me),
-                },
-            );
-        }
     }
 
     pub(super) fn on_pubkey_res(
@@ -141,10 +133,27 @@ impl<R: CryptoRng> Client<R> {
             .peers
             .get(user)
             .is_some_and(|p| p.key.solicited(from, now_ms));
-        if solicited {
-            self.learn_key(now_ms, user, pubkey_b64, KeySource::PubkeyRes);
-            self.seal_awaiting(now_ms, user);
-            self.release_held(now_ms, user);
+        if !solicited {
+            self.counters.unconfirmed_keys = self.counters.unconfirmed_keys.saturating_add(1);
+            return;
+        }
+        // The peer's word confirms the pinned key or nothing: a different key (or a key
+        // for someone we have none for) is checked with the ring, never believed.
+        let confirmed = PublicKey::from_b64(pubkey_b64)
+            .is_ok_and(|key| self.peers.get(user).is_some_and(|p| p.key.confirms(&key)));
+        if confirmed {
+            return;
+        }
+        self.counters.unconfirmed_keys = self.counters.unconfirmed_keys.saturating_add(1);
+        if self
+            .peers
+            .get(user)
+            .is_some_and(|p| p.key.pinned().is_some())
+        {
+            self.warn(Warning::KeyNotConfirmed {
+                user: user.to_owned(),
+            });
+            self.request_resolve(user);
         }
     }
 
@@ -199,8 +208,12 @@ impl<R: CryptoRng> Client<R> {
             return;
         }
         let ext = features.split(',').any(|f| f == FEATURE_ACK1);
-        let server_usable = self.server_usable();
-        let peer = self.peers.entry(user.to_owned()).or_default();
+        let Some(peer) = self.peers.get_mut(user) else {
+            // Someone we have no business with yet: greet back, remember nothing, look
+            // nothing up (a name in an unsolicited datagram never starts a lookup).
+            self.send_hello(from);
+            return;
+        };
         // Answer a HELLO unless it answers our own probe; at most once a second per
         // address, so two clients can never greet each other in a loop.
         let reply = !peer.probe.active()
@@ -212,7 +225,8 @@ impl<R: CryptoRng> Client<R> {
         }
         let known_here = peer.addr == Some(from);
         if !known_here {
-            // Unauthenticated: believe it once the ring says the user is at `from`.
+            // Unauthenticated: believe it once the ring says the user is at `from`. The
+            // lookup happens when something is due for them (never just because of it).
             peer.hello_claim = Some((from, ext));
             peer.stale = true;
         }
@@ -228,8 +242,6 @@ impl<R: CryptoRng> Client<R> {
                     }
                 }
             }
-        } else if server_usable {
-            self.request_resolve(user);
         }
         // The peer is online: what waits for it is due now.
         for ((_, _), e) in self.outbox.range_mut(of_user(user)) {

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use flock_crypto::{CryptoRng, open_b64, sign_b64, verify_b64};
 
@@ -49,11 +49,21 @@ impl<R: CryptoRng> Client<R> {
             });
             return;
         }
-        // RSA decryption of bytes anyone can send (RUSTSEC-2023-0071): bounded per source.
+        // RSA decryption of bytes anyone can send (RUSTSEC-2023-0071): bounded per source
+        // and for all sources together.
         if !self.open_limiter.allow(*from.ip(), now_ms) {
+            self.counters.decrypt_limited_source =
+                self.counters.decrypt_limited_source.saturating_add(1);
             self.warn(Warning::RateLimited { from });
             return;
         }
+        if !self.open_global.allow(Ipv4Addr::UNSPECIFIED, now_ms) {
+            self.counters.decrypt_limited_global =
+                self.counters.decrypt_limited_global.saturating_add(1);
+            self.warn(Warning::RateLimited { from });
+            return;
+        }
+        self.counters.decryptions = self.counters.decryptions.saturating_add(1);
         match open_b64(&mut self.rng, &self.key, payload_b64) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => self.store(StoreOp::Incoming {
@@ -84,10 +94,23 @@ impl<R: CryptoRng> Client<R> {
             self.warn(Warning::RateLimited { from });
             return;
         }
-        let peer = self.peers.entry(sender.to_owned()).or_default();
-        if peer.key.pinned().is_none() {
-            // Verify with the key the ring has for the sender, once we have it.
+        let pinned = self
+            .peers
+            .get(sender)
+            .is_some_and(|p| p.key.pinned().is_some());
+        if !pinned {
+            // Verify with the key the ring has for the sender, once we have it: the one
+            // lookup an incoming datagram may start, limited for all sources together.
             if self.held_count >= MAX_HELD {
+                return;
+            }
+            let resolving = self.peers.get(sender).is_some_and(|p| p.resolving);
+            if !resolving && !self.lookup_limiter.allow(Ipv4Addr::UNSPECIFIED, now_ms) {
+                self.counters.lookups_limited = self.counters.lookups_limited.saturating_add(1);
+                self.warn(Warning::RateLimited { from });
+                return;
+            }
+            if !self.admit_peer(sender) {
                 return;
             }
             let held = self.held.entry(sender.to_owned()).or_default();
@@ -161,9 +184,7 @@ impl<R: CryptoRng> Client<R> {
             });
             return;
         }
-        if let Some(peer) = self.peers.get_mut(sender) {
-            peer.signs = true;
-        }
+        self.signer(sender);
         if peer_dialect(&self.peers, sender) != Dialect::Extension {
             self.set_dialect(sender, Dialect::Extension);
             if let Some(peer) = self.peers.get_mut(sender) {

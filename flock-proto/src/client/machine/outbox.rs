@@ -234,8 +234,8 @@ impl<R: CryptoRng> Client<R> {
             return;
         }
         self.outbox.remove(&key);
+        self.signer(user);
         if let Some(peer) = self.peers.get_mut(user) {
-            peer.signs = true;
             peer.stale = false;
         }
         self.store(StoreOp::Delivered {

@@ -3,11 +3,11 @@
 use std::borrow::Cow;
 use std::net::SocketAddrV4;
 
-use flock_crypto::{CryptoRng, sign_b64};
+use flock_crypto::{CryptoRng, PublicKey, sign_b64, verify_b64};
 
 use super::{Client, InFlight, Request};
 use crate::client::peer::Dialect;
-use crate::client::types::{Action, ConnectionState, Event, KeySource, Transmit, Warning};
+use crate::client::types::{Action, ConnectionState, Event, Transmit, Warning};
 use crate::frame::{ErrorReply, Frame, OkReply, Register};
 use crate::limits::MAX_VERSION;
 
@@ -32,24 +32,50 @@ impl<R: CryptoRng> Client<R> {
         let Some(request) = self.requests.pop_front() else {
             return;
         };
-        let datagram = match &request {
+        let (datagram, rid) = match &request {
             Request::Register => match self.register_frame(now_ms) {
-                Some(d) => d,
+                Some(d) => (d, None),
                 None => return,
             },
-            Request::Resolve(user) => Frame::Resolve {
-                user: Cow::Borrowed(user),
-            }
-            .encode_to_vec(),
-            Request::Check => Frame::Resolve {
-                user: Cow::Borrowed(&self.cfg.user),
-            }
-            .encode_to_vec(),
+            Request::Resolve(_) | Request::Check => self.lookup_datagram(&request),
         };
-        self.start_request(now_ms, request, datagram);
+        self.start_request(now_ms, request, rid, datagram);
     }
 
-    pub(super) fn start_request(&mut self, now_ms: u64, request: Request, datagram: Vec<u8>) {
+    /// The lookup for `request` (of a user, or of ourselves as the keepalive): `LOOKUP`
+    /// with a fresh unpredictable request id unless the server is known not to answer
+    /// it, `RESOLVE` then.
+    fn lookup_datagram(&mut self, request: &Request) -> (Vec<u8>, Option<u64>) {
+        let user = match request {
+            Request::Resolve(user) => user.as_str(),
+            Request::Check | Request::Register => self.cfg.user.as_str(),
+        };
+        let extension = self
+            .server
+            .as_ref()
+            .is_some_and(|s| s.lookup_ext != Some(false));
+        if extension {
+            let rid = self.rng.next_u64();
+            let frame = Frame::Lookup {
+                user: Cow::Borrowed(user),
+                rid,
+            };
+            (frame.encode_to_vec(), Some(rid))
+        } else {
+            let frame = Frame::Resolve {
+                user: Cow::Borrowed(user),
+            };
+            (frame.encode_to_vec(), None)
+        }
+    }
+
+    pub(super) fn start_request(
+        &mut self,
+        now_ms: u64,
+        request: Request,
+        rid: Option<u64>,
+        datagram: Vec<u8>,
+    ) {
         let Some(server) = self.server.as_ref().map(|s| s.addr) else {
             return;
         };
@@ -59,6 +85,7 @@ impl<R: CryptoRng> Client<R> {
         }));
         self.in_flight = Some(InFlight {
             request,
+            rid,
             datagram,
             deadline_ms: now_ms.saturating_add(self.cfg.request_timeout_ms),
         });
@@ -89,6 +116,19 @@ impl<R: CryptoRng> Client<R> {
             self.in_flight = None;
             return;
         };
+        // A server that registered us but lets a LOOKUP go unanswered is an original
+        // one: ask it with RESOLVE from now on (the source and outstanding checks are
+        // all that protects those answers, see the module docs).
+        let unanswered_lookup = self.in_flight.as_ref().is_some_and(|f| f.rid.is_some());
+        if unanswered_lookup && server.registered && server.lookup_ext.is_none() {
+            server.lookup_ext = Some(false);
+            self.counters.lookup_fallbacks = self.counters.lookup_fallbacks.saturating_add(1);
+            if let Some(flight) = self.in_flight.take() {
+                let (datagram, rid) = self.lookup_datagram(&flight.request);
+                self.start_request(now_ms, flight.request, rid, datagram);
+            }
+            return;
+        }
         server.failures += 1;
         if server.failures >= self.cfg.server_failures.max(1) {
             server.lost = true;
@@ -102,7 +142,7 @@ impl<R: CryptoRng> Client<R> {
             self.event(Event::Connection(ConnectionState::Lost { server: addr }));
         } else if let Some(flight) = self.in_flight.take() {
             // Try the same request once more.
-            self.start_request(now_ms, flight.request, flight.datagram);
+            self.start_request(now_ms, flight.request, flight.rid, flight.datagram);
         }
     }
 
@@ -122,7 +162,24 @@ impl<R: CryptoRng> Client<R> {
         }
     }
 
-    pub(super) fn on_ok(&mut self, now_ms: u64, reply: OkReply<'_>) {
+    /// Whether an answer from `from` may be the answer to the request in flight: it
+    /// must come from the server the request went to, while the request is outstanding.
+    /// Anything else is dropped and counted ([`Counters::stray_answers`]).
+    ///
+    /// [`Counters::stray_answers`]: crate::client::Counters::stray_answers
+    fn answer_expected(&mut self, from: SocketAddrV4, rid: Option<u64>) -> bool {
+        let expected = self.in_flight.as_ref().is_some_and(|f| f.rid == rid)
+            && self.server.as_ref().is_some_and(|s| s.addr == from);
+        if !expected {
+            self.counters.stray_answers = self.counters.stray_answers.saturating_add(1);
+        }
+        expected
+    }
+
+    pub(super) fn on_ok(&mut self, now_ms: u64, from: SocketAddrV4, reply: OkReply<'_>) {
+        if !self.answer_expected(from, None) {
+            return;
+        }
         let Some(flight) = &self.in_flight else {
             return;
         };
@@ -137,7 +194,7 @@ impl<R: CryptoRng> Client<R> {
                 }
             }
             (
-                Request::Resolve(user),
+                Request::Resolve(_) | Request::Check,
                 OkReply::Resolved {
                     ip,
                     port,
@@ -145,31 +202,26 @@ impl<R: CryptoRng> Client<R> {
                     ..
                 },
             ) => {
-                let user = user.clone();
-                self.in_flight = None;
+                let Some(flight) = self.in_flight.take() else {
+                    return;
+                };
                 self.server_alive(now_ms);
-                self.resolved(now_ms, &user, SocketAddrV4::new(ip, port), &pubkey_b64);
-            }
-            (
-                Request::Check,
-                OkReply::Resolved {
-                    ip,
-                    port,
-                    pubkey_b64,
-                    ..
-                },
-            ) => {
-                self.in_flight = None;
-                self.server_alive(now_ms);
-                if (ip, port) != (self.cfg.ip, self.cfg.port) || pubkey_b64 != self.pubkey_b64 {
-                    self.reregister();
-                }
+                let addr = SocketAddrV4::new(ip, port);
+                self.lookup_answered(now_ms, flight.request, addr, &pubkey_b64);
             }
             _ => {}
         }
     }
 
-    pub(super) fn on_error(&mut self, now_ms: u64, reply: ErrorReply<'_>) {
+    pub(super) fn on_error(&mut self, now_ms: u64, from: SocketAddrV4, reply: ErrorReply<'_>) {
+        if !self.answer_expected(from, None) {
+            return;
+        }
+        self.on_error_answer(now_ms, reply);
+    }
+
+    /// The server refused the request in flight (`ERROR`, or `NOTFOUND` to a `LOOKUP`).
+    fn on_error_answer(&mut self, now_ms: u64, reply: ErrorReply<'_>) {
         let Some(flight) = self.in_flight.take() else {
             return;
         };
@@ -185,6 +237,72 @@ impl<R: CryptoRng> Client<R> {
                 }
                 self.not_resolved(now_ms, &user);
             }
+        }
+    }
+
+    /// `FOUND <rid> <record>`: the answer to our `LOOKUP`, if it echoes its id, comes from
+    /// the server asked, names the user asked about and carries that user's signature
+    /// over `user|ip|port|version|pubkey` (checked with the key in the record: the
+    /// key's holder registered this address).
+    pub(super) fn on_found(
+        &mut self,
+        now_ms: u64,
+        from: SocketAddrV4,
+        rid: u64,
+        record: &Register<'_>,
+    ) {
+        if !self.answer_expected(from, Some(rid)) {
+            return;
+        }
+        let asked = match self.in_flight.as_ref().map(|f| &f.request) {
+            Some(Request::Resolve(user)) => user.clone(),
+            Some(Request::Check) => self.cfg.user.clone(),
+            Some(Request::Register) | None => return,
+        };
+        let signed = record.user == asked.as_str()
+            && PublicKey::from_b64(&record.pubkey_b64).is_ok_and(|key| {
+                verify_b64(&key, record.signed_text().as_bytes(), &record.sig_b64).is_ok()
+            });
+        if !signed {
+            // Left in flight: it times out like an unanswered request.
+            self.counters.bad_records = self.counters.bad_records.saturating_add(1);
+            self.warn(Warning::BadKey { user: asked });
+            return;
+        }
+        if let Some(s) = self.server.as_mut() {
+            s.lookup_ext = Some(true);
+        }
+        let Some(flight) = self.in_flight.take() else {
+            return;
+        };
+        self.server_alive(now_ms);
+        let addr = SocketAddrV4::new(record.ip, record.port);
+        self.lookup_answered(now_ms, flight.request, addr, &record.pubkey_b64);
+    }
+
+    /// `NOTFOUND <rid>`: the answer to our `LOOKUP` if it echoes its id and comes from
+    /// the server asked.
+    pub(super) fn on_not_found(&mut self, now_ms: u64, from: SocketAddrV4, rid: u64) {
+        if !self.answer_expected(from, Some(rid)) {
+            return;
+        }
+        if let Some(s) = self.server.as_mut() {
+            s.lookup_ext = Some(true);
+        }
+        self.on_error_answer(now_ms, ErrorReply::NotFound);
+    }
+
+    /// A user's record, from the server asked: for a contact, their address and key;
+    /// for our own keepalive, whether the ring still has our record.
+    fn lookup_answered(&mut self, now_ms: u64, request: Request, addr: SocketAddrV4, key: &str) {
+        match request {
+            Request::Resolve(user) => self.resolved(now_ms, &user, addr, key),
+            Request::Check => {
+                if addr != self.local_addr() || key != self.pubkey_b64 {
+                    self.reregister();
+                }
+            }
+            Request::Register => {}
         }
     }
 
@@ -209,7 +327,7 @@ impl<R: CryptoRng> Client<R> {
                 self.set_dialect(user, Dialect::from_hello(ext));
             }
         }
-        self.learn_key(now_ms, user, pubkey_b64, KeySource::Resolve);
+        self.learn_key(now_ms, user, pubkey_b64);
         self.seal_awaiting(now_ms, user);
         self.release_held(now_ms, user);
     }
