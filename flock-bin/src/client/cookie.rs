@@ -43,7 +43,8 @@ impl Cookies {
     }
 
     /// Takes a datagram from `from`: `None` if it is not a cookie reply (hand it to the
-    /// machine). For a cookie reply, `Some(resend)`: the last request to `from` with the
+    /// machine). A cookie reply is never handed on; one from an address we sent nothing
+    /// to is ignored. Otherwise `Some(resend)`: the last request to `from` with the
     /// new cookie, if there is one and the cookie is new (a repeated cookie is not
     /// answered again, so a server and a client can never ping-pong).
     pub(crate) fn incoming(
@@ -53,6 +54,10 @@ impl Cookies {
     ) -> Option<Option<Vec<u8>>> {
         let cookie = parse_reply(datagram)?;
         self.received += 1;
+        if !self.last_sent.contains_key(&from) {
+            // Unsolicited: we asked that address nothing; ignore it.
+            return Some(None);
+        }
         if self.cookies.len() >= MAX_REMEMBERED && !self.cookies.contains_key(&from) {
             self.cookies.clear();
         }
@@ -113,6 +118,12 @@ mod tests {
             "not hex"
         );
         assert_eq!(c.received, 0);
+        // A cookie from an address we never sent to is swallowed, not adopted.
+        assert_eq!(
+            c.incoming(addr(9), b"ERROR COOKIE 0123456789abcdef"),
+            Some(None)
+        );
+        assert_eq!(c.outgoing(addr(9), b"PING"), b"PING");
     }
 
     #[test]
