@@ -5,20 +5,25 @@
 //! unread counts, `/pending` shows the outbox, `/accept <user>` and `/reject <user>`
 //! decide about a changed key, `/servers` lists (or switches to) the servers discovery finds,
 //! `/refresh` reprints the open chat, `/quit` exits. Incoming messages appear as they arrive.
-//! Works the same with a terminal or a pipe on stdin (one command or message per line).
+//! Works the same with a terminal or a pipe on stdin (one command or message per line);
+//! on a terminal the password is read without echo. Log lines go to
+//! `<data>/flock-chat.log` (and to stderr too with `-v`), never between chat lines.
+//! Times are local.
 //!
 //! Output lines start with a marker so scripts can follow along: `<user> text` for a
 //! message, `* ...` for information, `!! ...` for anything that needs attention.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal as _, Write};
 use std::net::SocketAddrV4;
+use std::path::Path;
 use std::time::Duration;
 
 use flock_proto::client::{ConnectionState, Event, Status};
 use flock_store::{Direction, KeyDir};
 use tokio::sync::mpsc;
 
-use crate::client::{Client, ClientArgs, ClientEvent, discover};
+use crate::client::{Client, ClientArgs, ClientError, ClientEvent, discover};
+use crate::lookalike;
 
 /// Options of `flock chat`.
 #[derive(Debug, Clone, clap::Args)]
@@ -35,25 +40,83 @@ pub struct ChatArgs {
     /// Do not create a new identity if none exists.
     #[arg(long)]
     pub no_create: bool,
+    /// Also print log lines on stderr (they always go to `<data>/flock-chat.log`).
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
-/// Runs the console UI until `/quit` or the end of input.
+/// The log file in the data directory.
+pub const LOG_FILE: &str = "flock-chat.log";
+
+/// A log file larger than this at start-up is moved to `flock-chat.log.1`.
+const LOG_ROTATE_BYTES: u64 = 8 << 20;
+
+/// Runs the console UI until `/quit` or the end of input. Sets up logging (to
+/// [`LOG_FILE`] in the data directory, and stderr with `-v`) unless the program has
+/// already.
 ///
 /// # Errors
 /// Login failures and unusable input or output.
 pub fn run(args: ChatArgs) -> Result<(), Box<dyn std::error::Error>> {
+    init_logging(&args.client.data_dir, args.verbose)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(chat(args))
 }
 
+/// Log lines to `<data>/flock-chat.log` (`0600`, appended, rotated once at start-up
+/// past 8 MiB), and to stderr with `-v`;
+/// `RUST_LOG` filters as usual (default `info`).
+fn init_logging(data_dir: &Path, verbose: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)?;
+    let path = data_dir.join(LOG_FILE);
+    // Bounded: a log past LOG_ROTATE_BYTES becomes `.1` (replacing the older one).
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() > LOG_ROTATE_BYTES) {
+        std::fs::rename(&path, data_dir.join(format!("{LOG_FILE}.1")))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&path)?;
+    let file = std::sync::Mutex::new(file);
+    let writer = if verbose {
+        BoxMakeWriter::new(file.and(std::io::stderr))
+    } else {
+        BoxMakeWriter::new(file)
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(writer)
+        .with_ansi(false)
+        .try_init();
+    Ok(())
+}
+
+/// Standard input: read in place while logging in (so a terminal's password can be
+/// read without echo, and nothing else consumes it), then by a thread feeding a channel.
 struct Ui {
-    lines: mpsc::UnboundedReceiver<String>,
+    tty: bool,
 }
 
 impl Ui {
-    fn start() -> Self {
+    fn new() -> Self {
+        Self {
+            tty: std::io::stdin().is_terminal(),
+        }
+    }
+
+    /// Hands stdin to a reader thread (after login: input then races chat events).
+    fn start(self) -> mpsc::UnboundedReceiver<String> {
         let (tx, rx) = mpsc::unbounded_channel();
         std::thread::spawn(move || {
             let stdin = std::io::stdin();
@@ -64,14 +127,32 @@ impl Ui {
                 }
             }
         });
-        Self { lines: rx }
+        rx
     }
 
-    async fn ask(&mut self, prompt: &str) -> Option<String> {
+    /// The next line after `prompt`; `None` at the end of input. Nothing else runs
+    /// while logging in, so the read blocks in place.
+    fn ask(&mut self, prompt: &str) -> Option<String> {
         say(prompt);
-        self.lines.recv().await.map(|l| l.trim().to_owned())
+        let mut line = String::new();
+        match std::io::stdin().lock().read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(line.trim().to_owned()),
+        }
+    }
+
+    /// A password: without echo on a terminal, a plain line from a pipe.
+    fn ask_secret(&mut self, prompt: &str) -> Option<String> {
+        if self.tty {
+            return rpassword::prompt_password(format!("{prompt} ")).ok();
+        }
+        self.ask(prompt)
     }
 }
+
+/// Passwords for a new identity must be at least this strong.
+const WEAK_PASSWORD: &str =
+    "a password needs at least 8 characters with upper case, lower case and a digit";
 
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
@@ -95,7 +176,6 @@ async fn pick_server(ui: &mut Ui) -> Result<SocketAddrV4, Box<dyn std::error::Er
         }
         let answer = ui
             .ask("pick a server (number or HOST:PORT), r to rescan:")
-            .await
             .ok_or("no server chosen")?;
         if let Some(s) = answer
             .parse::<usize>()
@@ -117,8 +197,24 @@ fn strong_password(p: &str) -> bool {
         && p.chars().any(|c| c.is_ascii_digit())
 }
 
+/// A new identity's password: asked until it is strong enough and typed the same twice.
+async fn new_password(ui: &mut Ui) -> Result<String, Box<dyn std::error::Error>> {
+    loop {
+        let password = ui.ask_secret("new password:").ok_or("no password")?;
+        if !strong_password(&password) {
+            say(&format!("!! {WEAK_PASSWORD}; try again"));
+            continue;
+        }
+        let again = ui.ask_secret("confirm password:").ok_or("no password")?;
+        if again == password {
+            return Ok(password);
+        }
+        say("!! the passwords differ; try again");
+    }
+}
+
 async fn chat(args: ChatArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let mut ui = Ui::start();
+    let mut ui = Ui::new();
     let mut servers: Vec<SocketAddrV4> = Vec::new();
     for s in &args.client.servers {
         servers.push(parse_server(s).ok_or_else(|| format!("bad server address {s:?}"))?);
@@ -131,7 +227,7 @@ async fn chat(args: ChatArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let user = match args.user.clone() {
         Some(u) => u,
-        None => ui.ask("username:").await.ok_or("no username")?,
+        None => ui.ask("username:").ok_or("no username")?,
     };
     flock_proto::validate_username(&user).map_err(|e| format!("invalid username {user:?}: {e}"))?;
     let exists = KeyDir::new(args.client.data_dir.join("keys"), &user)?.exists();
@@ -145,29 +241,36 @@ async fn chat(args: ChatArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         say(&format!("* creating a new identity for {user}"));
     }
-    let password = match args.password.clone() {
-        Some(p) => p,
-        None => ui.ask("password:").await.ok_or("no password")?,
+    let mut client = loop {
+        let password = match args.password.clone() {
+            Some(p) if !exists && !strong_password(&p) => return Err(WEAK_PASSWORD.into()),
+            Some(p) => p,
+            None if exists => ui.ask_secret("password:").ok_or("no password")?,
+            None => new_password(&mut ui).await?,
+        };
+        let mut opts = args.client.options(&user, &password);
+        opts.servers.clone_from(&servers);
+        opts.create = !args.no_create;
+        match Client::login(opts).await {
+            Ok(client) => break client,
+            // A typed password may be mistyped: ask again.
+            Err(ClientError::WrongPassword(_)) if args.password.is_none() => {
+                say(&format!("!! wrong password for {user}; try again"));
+            }
+            Err(e) => return Err(e.into()),
+        }
     };
-    if !exists && !strong_password(&password) {
-        return Err(
-            "password: at least 8 characters with upper case, lower case and a digit".into(),
-        );
-    }
-    let mut opts = args.client.options(&user, &password);
-    opts.servers = servers;
-    opts.create = !args.no_create;
-    let mut client = Client::login(opts).await?;
     say(&format!(
         "* logged in as {user}, listening on {}",
         client.local_addr()
     ));
-    say("* @user opens a chat, /back, /chats, /pending, /accept <user>, /help, /quit");
+    say("* @user opens a chat; /help lists every command");
+    let mut lines = ui.start();
 
     let mut current: Option<String> = None;
     loop {
         tokio::select! {
-            line = ui.lines.recv() => {
+            line = lines.recv() => {
                 let Some(line) = line else { break };
                 if !command(&client, &mut current, line.trim()).await? {
                     break;
@@ -284,6 +387,7 @@ async fn command(
             return Ok(true);
         }
         say(&format!("* chat with {peer} (/back to leave)"));
+        warn_lookalike(client, peer).await;
         print_history(client, peer).await?;
         if let Some((number, verified)) = client.safety_number(peer).await? {
             let mark = if verified { " (verified)" } else { "" };
@@ -305,9 +409,13 @@ async fn command(
             if chats.is_empty() {
                 say("* no conversations yet");
             }
+            let known = known_names(client).await;
             for c in chats {
+                let mark = lookalike::describe(&c.peer, known.iter().map(String::as_str))
+                    .map(|why| format!(" [!! {why}]"))
+                    .unwrap_or_default();
                 say(&format!(
-                    "  {} ({} unread): {}",
+                    "  {}{mark} ({} unread): {}",
                     c.peer, c.unread, c.last.text
                 ));
             }
@@ -345,13 +453,7 @@ async fn command(
             Some(peer) => print_history(client, peer).await?,
             None => say("* open a chat first: @user"),
         },
-        "/help" => say(
-            "* @user: open a chat; then type to send. /back: menu. /chats: conversations. \
-             /pending: outbox. /accept <user>, /reject <user>: decide on a changed key. \
-             /verify <user> [yes|no]: show the safety number, mark verified (or not). \
-             /counters: what was refused or rate-limited. \
-             /servers [N|HOST:PORT]: list or switch servers. /refresh: reprint the chat. /quit",
-        ),
+        "/help" => help(),
         _ if cmd.starts_with('/') => say(&format!("!! unknown command {cmd} (/help)")),
         _ => match current {
             Some(peer) => match client.send(peer, line).await {
@@ -406,6 +508,7 @@ async fn show(client: &Client, current: Option<&str>, event: ClientEvent) {
                 user, fingerprint, ..
             } => {
                 say(&format!("* pinned {user}'s key {}", short(&fingerprint)));
+                warn_lookalike(client, &user).await;
             }
             Event::KeyChanged {
                 user,
@@ -444,12 +547,94 @@ async fn show(client: &Client, current: Option<&str>, event: ClientEvent) {
     }
 }
 
+/// Every command, for `/help`: `(usage, what it does)`.
+const COMMANDS: &[(&str, &str)] = &[
+    (
+        "@user",
+        "open a chat with user (then type a line to send it)",
+    ),
+    ("/back", "leave the chat, back to the menu"),
+    (
+        "/chats",
+        "conversations with unread counts (look-alike names marked)",
+    ),
+    ("/refresh", "print the open chat again"),
+    ("/pending", "messages waiting in the outbox"),
+    (
+        "/accept <user>",
+        "trust user's changed key (sending resumes)",
+    ),
+    ("/reject <user>", "keep user's old key"),
+    (
+        "/verify <user> [yes|no]",
+        "show the safety number to compare with user; mark them verified (or not)",
+    ),
+    (
+        "/counters",
+        "what was refused or rate-limited (forged answers, decryptions)",
+    ),
+    ("/servers", "list the servers discovery finds"),
+    (
+        "/servers N|HOST:PORT",
+        "switch to one of them (or to any server)",
+    ),
+    ("/help", "this list"),
+    ("/quit, /exit", "leave (end of input does too)"),
+];
+
+fn help() {
+    say("* commands:");
+    let width = COMMANDS.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
+    for (cmd, what) in COMMANDS {
+        say(&format!("  {cmd:<width$}  {what}"));
+    }
+}
+
+/// Conversation peers and pinned contacts (empty if the database cannot say).
+async fn known_names(client: &Client) -> Vec<String> {
+    let mut known: Vec<String> = client
+        .chats(1_000)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.peer)
+        .chain(
+            client
+                .contacts()
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.user),
+        )
+        .collect();
+    known.sort();
+    known.dedup();
+    known
+}
+
+/// One `!!` line when `peer` is a look-alike of a known name or mixes alphabets.
+async fn warn_lookalike(client: &Client, peer: &str) {
+    let known = known_names(client).await;
+    if let Some(why) = lookalike::describe(peer, known.iter().map(String::as_str)) {
+        say(&format!(
+            "!! {peer} {why}: make sure this is who you think it is"
+        ));
+    }
+}
+
 fn short(fingerprint: &str) -> &str {
     fingerprint.get(..16).unwrap_or(fingerprint)
 }
 
-/// `HH:MM` (UTC) of a Unix-ms time.
+/// A Unix-ms time in local time: `HH:MM` today, `YYYY-MM-DD HH:MM` on another day.
 fn clock(at_ms: i64) -> String {
-    let secs = at_ms.div_euclid(1_000).rem_euclid(86_400);
-    format!("{:02}:{:02}", secs / 3_600, secs / 60 % 60)
+    use chrono::{Local, TimeZone as _};
+    let Some(at) = Local.timestamp_millis_opt(at_ms).single() else {
+        return "--:--".to_owned();
+    };
+    if at.date_naive() == Local::now().date_naive() {
+        at.format("%H:%M").to_string()
+    } else {
+        at.format("%Y-%m-%d %H:%M").to_string()
+    }
 }

@@ -44,6 +44,8 @@ pub mod server;
 pub mod bench;
 #[cfg(feature = "console")]
 pub mod chat;
+#[cfg(any(feature = "console", feature = "web"))]
+pub mod lookalike;
 #[cfg(feature = "cli")]
 pub mod tools;
 #[cfg(feature = "web")]

@@ -20,6 +20,12 @@ struct Cli {
 enum Command {
     /// Run a ring server (commands on UDP 12345, PING on 12346, multicast discovery).
     Server(server::ServerArgs),
+    /// Make a cluster key file for `flock server --cluster-key FILE`.
+    Keygen {
+        /// Where to write the new key (refuses to overwrite).
+        #[arg(long, value_name = "FILE")]
+        cluster: PathBuf,
+    },
     /// Print the ring as a node sees it (nodes, ranges, successors, record counts).
     Status {
         /// The node to ask.
@@ -93,8 +99,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    server::init_tracing();
     let cli = Cli::parse();
+    // `flock chat` logs to a file of its own, not between the chat's lines.
+    #[cfg(feature = "console")]
+    let own_log = matches!(cli.command, Command::Chat(_));
+    #[cfg(not(feature = "console"))]
+    let own_log = false;
+    if !own_log {
+        server::init_tracing();
+    }
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -108,6 +121,7 @@ fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let timeout = Duration::from_secs(1);
     match command {
         Command::Server(args) => server::run(args)?,
+        Command::Keygen { cluster } => server::write_cluster_key(&cluster)?,
         Command::Proxy(args) => flock_bin::proxy::run(&args)?,
         Command::Status { server, json } => {
             let addr = tools::parse_addr(&server)?;

@@ -34,8 +34,29 @@ pub fn parse_addr(s: &str) -> Result<SocketAddrV4, ToolError> {
         .ok_or_else(|| ToolError::Protocol(format!("{s}: no IPv4 address")))
 }
 
+/// A request prefix that asks for an address cookie: as long as a real cookie, so the
+/// server's `ERROR COOKIE <c>` is never larger than the request (see the server's
+/// *Address cookies*).
+pub const COOKIE_PLACEHOLDER: &[u8] = b"COOKIE 0000000000000000 ";
+
+/// If `reply` is a server's `ERROR COOKIE <c>`: `request` again, carrying `<c>` (in
+/// place of a placeholder or an older cookie).
+pub fn with_cookie(reply: &[u8], request: &[u8]) -> Option<Vec<u8>> {
+    let cookie = reply.strip_prefix(b"ERROR COOKIE ")?;
+    let bare = request
+        .strip_prefix(b"COOKIE ")
+        .and_then(|r| r.splitn(2, |b| *b == b' ').nth(1))
+        .unwrap_or(request);
+    let mut out = b"COOKIE ".to_vec();
+    out.extend_from_slice(cookie);
+    out.push(b' ');
+    out.extend_from_slice(bare);
+    Some(out)
+}
+
 /// Sends `request` to `server` and returns the first datagram that comes back (from any
-/// address, as the original's clients accept), retrying `tries` times.
+/// address, as the original's clients accept), retrying `tries` times. An address cookie
+/// (`ERROR COOKIE <c>`) makes it resend the request carrying the cookie.
 pub fn request(
     server: SocketAddrV4,
     request: &[u8],
@@ -45,10 +66,25 @@ pub fn request(
     let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
     sock.set_read_timeout(Some(timeout))?;
     let mut buf = vec![0u8; 1 << 16];
+    let mut request = request.to_vec();
+    let mut cookies = 0;
     for _ in 0..tries.max(1) {
-        sock.send_to(request, server)?;
+        sock.send_to(&request, server)?;
         match sock.recv_from(&mut buf) {
-            Ok((n, _)) => return Ok(buf[..n].to_vec()),
+            Ok((n, _)) => match with_cookie(&buf[..n], &request) {
+                // At most twice (a cookie may expire between two sends).
+                Some(again) if cookies < 2 => {
+                    cookies += 1;
+                    request = again;
+                    sock.send_to(&request, server)?;
+                    if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                        if with_cookie(&buf[..n], &request).is_none() {
+                            return Ok(buf[..n].to_vec());
+                        }
+                    }
+                }
+                _ => return Ok(buf[..n].to_vec()),
+            },
             Err(e)
                 if matches!(
                     e.kind(),
@@ -65,7 +101,9 @@ pub fn request(
 
 /// The `STATUS` JSON of one node.
 pub fn status(server: SocketAddrV4, timeout: Duration) -> Result<serde_json::Value, ToolError> {
-    let reply = request(server, b"STATUS", timeout, 3)?;
+    let mut req = COOKIE_PLACEHOLDER.to_vec();
+    req.extend_from_slice(b"STATUS");
+    let reply = request(server, &req, timeout, 3)?;
     match Frame::decode(&reply) {
         Ok(Frame::Ok(OkReply::Json(j))) => serde_json::from_str(&j)
             .map_err(|e| ToolError::Protocol(format!("bad STATUS JSON: {e}"))),
@@ -266,8 +304,13 @@ pub fn resolve_many(
             }
             match s.recv_from(&mut buf) {
                 Ok((n, _)) => {
-                    out[i] = Some(String::from_utf8_lossy(&buf[..n]).into_owned());
                     got = true;
+                    if let Some(again) = with_cookie(&buf[..n], &reqs[i]) {
+                        let _ = s.send_to(&again, server);
+                        reqs[i] = again;
+                    } else {
+                        out[i] = Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => {}

@@ -56,8 +56,14 @@ fn drain(s: &UdpSocket, wait: Duration) -> Vec<Vec<u8>> {
     out
 }
 
+/// `STATUS` as the tools ask it, with the address-cookie round trip if the server wants it
+/// (loopback is an admin address and counts as validated).
 fn status(s: &UdpSocket, to: SocketAddrV4) -> serde_json::Value {
-    let r = ask(s, to, b"STATUS", Duration::from_secs(5)).expect("STATUS answered");
+    let first = [flock_bin::tools::COOKIE_PLACEHOLDER, b"STATUS"].concat();
+    let mut r = ask(s, to, &first, Duration::from_secs(5)).expect("STATUS answered");
+    if let Some(req) = flock_bin::tools::with_cookie(&r, &first) {
+        r = ask(s, to, &req, Duration::from_secs(5)).expect("STATUS answered");
+    }
     let text = String::from_utf8(r).expect("utf-8");
     serde_json::from_str(text.strip_prefix("OK ").expect("OK {json}")).expect("json")
 }

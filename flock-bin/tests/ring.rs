@@ -201,16 +201,31 @@ fn original_acceptance_scenario() {
 }
 
 /// Kills `k` adjacent nodes of a 6-node ring with SIGKILL; every record must resolve
-/// again through every survivor. Prints the recovery time.
-fn kill_adjacent(k: usize) {
+/// again through every survivor. Prints the recovery time. `keyed`: the ring uses a
+/// cluster key.
+fn kill_adjacent(k: usize, keyed: bool) {
     let _serial = serial();
-    let test = format!("kill9_{k}_adjacent_of_6");
+    let test = format!(
+        "kill9_{k}_adjacent_of_6{}",
+        if keyed { "_keyed" } else { "" }
+    );
     let Some(net) = Net::new(&test, 6) else {
         return;
     };
     let dir = f::tempdir(&test);
+    let key = dir
+        .path()
+        .join("cluster.key")
+        .to_string_lossy()
+        .into_owned();
+    let extra: Vec<&str> = if keyed {
+        assert!(f::flock(net.host(0), &["keygen", "--cluster", &key]).0);
+        vec!["--cluster-key", &key]
+    } else {
+        Vec::new()
+    };
     let mut cl = Cluster::new();
-    let order = form_ring(&net, &mut cl, dir.path(), 6, &[]);
+    let order = form_ring(&net, &mut cl, dir.path(), 6, &extra);
     let us = users("user", 30);
     let keys = dir.path().join("keys");
     for (i, chunk) in us.chunks(5).enumerate() {
@@ -248,7 +263,7 @@ fn kill_adjacent(k: usize) {
     );
     let secs = t0.elapsed().as_secs_f64();
     eprintln!(
-        "RECOVERY: kill -9 of {k} adjacent node(s) of 6 ({owned_before} records owned by them): \
+        "RECOVERY: kill -9 of {k} adjacent node(s) of 6 ({owned_before} records owned by them, cluster key: {keyed}): \
          all 30 records resolve again after {secs:.2} s"
     );
     for &s in &survivors {
@@ -267,18 +282,23 @@ fn kill_adjacent(k: usize) {
 }
 
 #[test]
+fn kill9_two_adjacent_of_six_with_a_cluster_key_loses_nothing() {
+    kill_adjacent(2, true);
+}
+
+#[test]
 fn kill9_one_node_of_six_loses_nothing() {
-    kill_adjacent(1);
+    kill_adjacent(1, false);
 }
 
 #[test]
 fn kill9_two_adjacent_of_six_loses_nothing() {
-    kill_adjacent(2);
+    kill_adjacent(2, false);
 }
 
 #[test]
 fn kill9_three_adjacent_of_six_loses_nothing() {
-    kill_adjacent(3);
+    kill_adjacent(3, false);
 }
 
 #[test]

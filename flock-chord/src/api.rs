@@ -57,6 +57,10 @@ pub struct Config {
     pub max_pending: usize,
     /// Name reported in `STATUS`.
     pub name: String,
+    /// Every ring frame this node receives was authenticated by its driver (a cluster
+    /// key): members are trusted to be who they say, so requests need no address cookie
+    /// (no `COOKIE` round trip). `false` (default): an open ring, cookies required.
+    pub authenticated: bool,
 }
 
 impl Default for Config {
@@ -79,6 +83,7 @@ impl Default for Config {
             max_hops: 48,
             max_pending: 4096,
             name: String::from("flock"),
+            authenticated: false,
         }
     }
 }

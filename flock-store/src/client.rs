@@ -1,10 +1,20 @@
 //! The client database, `chats/<user>.db`: chat history, the sealed outbox, pinned
 //! contact keys and duplicate suppression.
+//!
+//! Private at rest: message text, usernames and contact keys are stored sealed
+//! (AES-256-GCM under a key derived from the user's password, see [`crate::atrest`]);
+//! the columns SQL selects on (`peer`, `contacts.user`, `outbox.recipient`,
+//! `seen_ids.sender`) hold keyed hashes of the names instead. The file is created `0600`.
 
+use std::cell::Cell;
+use std::fs::OpenOptions;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
+use crate::atrest::{DEFAULT_KDF, Field, KdfParams, RowCipher, SALT_LEN, random_fill};
 use crate::error::{Result, StoreError, corrupt};
 use crate::sql;
 use crate::username::validate_username;
@@ -184,40 +194,89 @@ pub fn retry_delay_ms(attempts: u32) -> i64 {
 /// ```
 pub struct ClientDb {
     conn: Connection,
+    cipher: RowCipher,
     me: String,
     seen_ids_per_sender: u32,
 }
 
+/// Where the database's keys come from.
+enum Unlock<'a> {
+    /// Derived from the password and the salt stored in the file.
+    Password(&'a str),
+    /// Random (in memory: nothing is at rest).
+    Random,
+}
+
+/// Mode of the database file (SQLite gives its `-wal` and `-shm` files the same).
+const DB_MODE: u32 = 0o600;
+/// What the `check` value in `meta` seals: opening it proves the password.
+const CHECK_PLAINTEXT: &str = "flock client database";
+
 impl ClientDb {
     /// The schema version this build writes; older files are migrated on open.
-    pub const SCHEMA_VERSION: i64 = 3;
+    pub const SCHEMA_VERSION: i64 = 4;
 
-    /// Opens or creates `chats/<me>.db` at `path` for user `me`, migrating it.
+    /// Opens or creates `chats/<me>.db` at `path` for user `me`, unlocking it with
+    /// `password` (the user's password: a new file takes a fresh salt), migrating it.
     ///
-    /// A file from the original implementation is upgraded in place: its messages keep
-    /// their ids, and its plaintext `pending_messages` become outgoing messages with
-    /// status [`MessageStatus::Failed`] (shown to the user, who may resend) and the
-    /// plaintext queue is dropped. Opening another user's file is refused.
-    pub fn open(path: impl AsRef<Path>, me: &str) -> Result<Self> {
+    /// The file and its `-wal`/`-shm` companions are made `0600`. A file from the
+    /// original implementation is upgraded in place: its messages keep their ids, and
+    /// its plaintext `pending_messages` become outgoing messages with status
+    /// [`MessageStatus::Failed`] (shown to the user, who may resend) and the plaintext
+    /// queue is dropped. Plaintext rows of an older file are sealed and the file is
+    /// vacuumed, so no plaintext stays behind in free pages. Opening another user's file
+    /// is refused, and a wrong password is [`StoreError::WrongPassword`].
+    pub fn open(path: impl AsRef<Path>, me: &str, password: &str) -> Result<Self> {
         validate_username(me)?;
-        Self::init(sql::open_file(path.as_ref())?, me)
+        let path = path.as_ref();
+        restrict_files(path)?;
+        Self::init(sql::open_file(path)?, me, Unlock::Password(password))
     }
 
-    /// A private in-memory database for user `me`.
+    /// A private in-memory database for user `me` (sealed under a random key).
     pub fn open_in_memory(me: &str) -> Result<Self> {
         validate_username(me)?;
-        Self::init(sql::open_memory()?, me)
+        Self::init(sql::open_memory()?, me, Unlock::Random)
     }
 
-    fn init(mut conn: Connection, me: &str) -> Result<Self> {
+    fn init(mut conn: Connection, me: &str, unlock: Unlock<'_>) -> Result<Self> {
+        // Overwrite deleted content, so an old plaintext row does not linger in a page.
+        conn.pragma_update(None, "secure_delete", true)?;
+        let (kdf, salt) = match stored_kdf(&conn)? {
+            Some(stored) => stored,
+            None => {
+                let mut salt = vec![0u8; SALT_LEN];
+                random_fill(&mut salt)?;
+                (DEFAULT_KDF, salt)
+            }
+        };
+        let cipher = match unlock {
+            Unlock::Password(password) => RowCipher::derive(password, &salt, kdf)?,
+            Unlock::Random => RowCipher::random()?,
+        };
+        let sealed_rows = Cell::new(false);
         sql::migrate(
             &mut conn,
             &[
                 &client_v1_original,
                 &|tx| client_v2_extended(tx, me),
-                &client_v3_authenticity,
+                &|tx| client_v3_sealed(tx, &cipher, kdf, &salt, &sealed_rows),
+                &client_v4_authenticity,
             ],
         )?;
+        let check: Vec<u8> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'check'", [], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .ok_or_else(|| corrupt("meta", "no password check value"))?;
+        if !matches!(cipher.open("meta", Field::Check, &check), Ok(t) if t == CHECK_PLAINTEXT) {
+            return Err(StoreError::WrongPassword);
+        }
+        if sealed_rows.get() {
+            // The plaintext the migration replaced: out of free pages and the WAL.
+            conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
+        }
         let owner: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key = 'owner'", [], |r| {
                 r.get(0)
@@ -237,6 +296,7 @@ impl ClientDb {
         }
         Ok(Self {
             conn,
+            cipher,
             me: me.to_owned(),
             seen_ids_per_sender: DEFAULT_SEEN_IDS_PER_SENDER,
         })
@@ -278,6 +338,7 @@ impl ClientDb {
     ) -> Result<MessageRow> {
         insert_message(
             &self.conn,
+            &self.cipher,
             from,
             &self.me,
             text,
@@ -301,11 +362,12 @@ impl ClientDb {
     ) -> Result<Option<MessageRow>> {
         let keep = self.seen_ids_per_sender;
         let tx = immediate(&mut self.conn)?;
-        if !seen_insert(&tx, from, msg_id, at_ms, keep)? {
+        if !seen_insert(&tx, &self.cipher, from, msg_id, at_ms, keep)? {
             return Ok(None);
         }
         let row = insert_message(
             &tx,
+            &self.cipher,
             from,
             &self.me,
             text,
@@ -329,7 +391,16 @@ impl ClientDb {
         at_ms: i64,
     ) -> Result<MessageRow> {
         insert_message(
-            &self.conn, &self.me, to, text, at_ms, msg_id, OUT, status, true,
+            &self.conn,
+            &self.cipher,
+            &self.me,
+            to,
+            text,
+            at_ms,
+            msg_id,
+            OUT,
+            status,
+            true,
         )
     }
 
@@ -339,7 +410,9 @@ impl ClientDb {
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"
         ))?;
         let mut rows = stmt.query([id.0])?;
-        rows.next()?.map(message_from_row).transpose()
+        rows.next()?
+            .map(|r| message_from_row(&self.cipher, r))
+            .transpose()
     }
 
     /// Sets a message's delivery status.
@@ -371,10 +444,10 @@ impl ClientDb {
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE peer = ?1 AND id < ?2 \
              ORDER BY id DESC LIMIT ?3"
         ))?;
-        let mut rows = stmt.query(params![peer, before.0, limit])?;
+        let mut rows = stmt.query(params![self.cipher.blind(peer), before.0, limit])?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
-            out.push(message_from_row(row)?);
+            out.push(message_from_row(&self.cipher, row)?);
         }
         out.reverse();
         Ok(out)
@@ -387,7 +460,7 @@ impl ClientDb {
             .prepare_cached(
                 "UPDATE messages SET seen = 1 WHERE peer = ?1 AND direction = 'in' AND seen = 0",
             )?
-            .execute([peer])?;
+            .execute([self.cipher.blind(peer)])?;
         Ok(n as u64)
     }
 
@@ -398,7 +471,7 @@ impl ClientDb {
             .prepare_cached(
                 "SELECT COUNT(*) FROM messages WHERE peer = ?1 AND direction = 'in' AND seen = 0",
             )?
-            .query_row([peer], |r| r.get(0))?;
+            .query_row([self.cipher.blind(peer)], |r| r.get(0))?;
         u64::try_from(n).map_err(|_| corrupt("messages", format!("negative count {n}")))
     }
 
@@ -416,7 +489,7 @@ impl ClientDb {
         let mut rows = stmt.query([limit])?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
-            let last = message_from_row(row)?;
+            let last = message_from_row(&self.cipher, row)?;
             let unread = sql::uint(row, MESSAGE_COLUMN_COUNT, "messages")?;
             out.push(ChatSummary {
                 peer: last.peer().to_owned(),
@@ -442,6 +515,7 @@ impl ClientDb {
         let tx = immediate(&mut self.conn)?;
         let row = insert_message(
             &tx,
+            &self.cipher,
             &self.me,
             to,
             text,
@@ -451,7 +525,16 @@ impl ClientDb {
             MessageStatus::Queued,
             true,
         )?;
-        let id = outbox_insert(&tx, row, to, msg_id, payload_b64, now_ms, now_ms)?;
+        let id = outbox_insert(
+            &tx,
+            &self.cipher,
+            row,
+            to,
+            msg_id,
+            payload_b64,
+            now_ms,
+            now_ms,
+        )?;
         tx.commit()?;
         Ok((row, id))
     }
@@ -476,6 +559,7 @@ impl ClientDb {
         }
         let id = outbox_insert(
             &tx,
+            &self.cipher,
             message,
             recipient,
             msg_id,
@@ -490,13 +574,13 @@ impl ClientDb {
     /// Up to `limit` entries due at `now_ms`, earliest due first.
     pub fn outbox_due(&self, now_ms: i64, limit: u32) -> Result<Vec<OutboxEntry>> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE next_attempt_at <= ?1 \
-             ORDER BY next_attempt_at, id LIMIT ?2"
+            "SELECT {OUTBOX_COLUMNS} FROM {OUTBOX_JOIN} WHERE o.next_attempt_at <= ?1 \
+             ORDER BY o.next_attempt_at, o.id LIMIT ?2"
         ))?;
         let mut rows = stmt.query(params![now_ms, limit])?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
-            out.push(outbox_from_row(row)?);
+            out.push(outbox_from_row(&self.cipher, row)?);
         }
         Ok(out)
     }
@@ -504,10 +588,12 @@ impl ClientDb {
     /// One outbox entry.
     pub fn outbox_get(&self, id: OutboxId) -> Result<Option<OutboxEntry>> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = ?1"
+            "SELECT {OUTBOX_COLUMNS} FROM {OUTBOX_JOIN} WHERE o.id = ?1"
         ))?;
         let mut rows = stmt.query([id.0])?;
-        rows.next()?.map(outbox_from_row).transpose()
+        rows.next()?
+            .map(|r| outbox_from_row(&self.cipher, r))
+            .transpose()
     }
 
     /// Entries in the outbox.
@@ -549,6 +635,7 @@ impl ClientDb {
     /// outgoing message exists (an unknown or repeated acknowledgement changes nothing
     /// beyond the first).
     pub fn delivered(&mut self, recipient: &str, msg_id: u64) -> Result<bool> {
+        let recipient = self.cipher.blind(recipient);
         let tx = immediate(&mut self.conn)?;
         tx.prepare_cached("DELETE FROM outbox WHERE recipient = ?1 AND msg_id = ?2")?
             .execute(params![recipient, msg_id_to_sql(msg_id)])?;
@@ -591,23 +678,33 @@ impl ClientDb {
         fingerprint: &str,
         now_ms: i64,
     ) -> Result<PinOutcome> {
+        let c = &self.cipher;
         let tx = immediate(&mut self.conn)?;
-        let pinned: Option<String> = tx
+        let pinned: Option<Vec<u8>> = tx
             .prepare_cached("SELECT pubkey_b64 FROM contacts WHERE user = ?1")?
-            .query_row([user], |r| r.get(0))
+            .query_row([c.blind(user)], |r| r.get(0))
             .optional()?;
+        let pinned = pinned
+            .map(|k| c.open("contacts", Field::Key, &k))
+            .transpose()?;
         let outcome = match pinned {
             None => {
                 tx.prepare_cached(
-                    "INSERT INTO contacts (user, pubkey_b64, fingerprint, pinned_at) \
-                     VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO contacts (user, name, pubkey_b64, fingerprint, pinned_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?
-                .execute(params![user, pubkey_b64, fingerprint, now_ms])?;
+                .execute(params![
+                    c.blind(user),
+                    c.seal(Field::Name, user)?,
+                    c.seal(Field::Key, pubkey_b64)?,
+                    c.seal(Field::Fingerprint, fingerprint)?,
+                    now_ms
+                ])?;
                 PinOutcome::Pinned
             }
             Some(key) if key == pubkey_b64 => PinOutcome::Unchanged,
             Some(_) => {
-                set_pending(&tx, user, pubkey_b64, fingerprint, now_ms)?;
+                set_pending(&tx, c, user, pubkey_b64, fingerprint, now_ms)?;
                 PinOutcome::KeyChanged
             }
         };
@@ -620,11 +717,14 @@ impl ClientDb {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {CONTACT_COLUMNS} FROM contacts WHERE user = ?1"
         ))?;
-        let mut rows = stmt.query([user])?;
-        rows.next()?.map(contact_from_row).transpose()
+        let mut rows = stmt.query([self.cipher.blind(user)])?;
+        rows.next()?
+            .map(|r| contact_from_row(&self.cipher, r))
+            .transpose()
     }
 
-    /// Up to `limit` contacts, ordered by username.
+    /// Up to `limit` contacts, ordered by username (the names are sealed: which
+    /// `limit` contacts of a longer list is unspecified).
     pub fn contacts(&self, limit: u32) -> Result<Vec<Contact>> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {CONTACT_COLUMNS} FROM contacts ORDER BY user LIMIT ?1"
@@ -632,8 +732,9 @@ impl ClientDb {
         let mut rows = stmt.query([limit])?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
-            out.push(contact_from_row(row)?);
+            out.push(contact_from_row(&self.cipher, row)?);
         }
+        out.sort_by(|a, b| a.user.cmp(&b.user));
         Ok(out)
     }
 
@@ -646,7 +747,7 @@ impl ClientDb {
         now_ms: i64,
     ) -> Result<()> {
         let tx = immediate(&mut self.conn)?;
-        set_pending(&tx, user, pubkey_b64, fingerprint, now_ms)?;
+        set_pending(&tx, &self.cipher, user, pubkey_b64, fingerprint, now_ms)?;
         tx.commit()?;
         Ok(())
     }
@@ -662,7 +763,7 @@ impl ClientDb {
                  pending_pubkey_b64 = NULL, pending_fingerprint = NULL, pending_since = NULL \
                  WHERE user = ?1 AND pending_pubkey_b64 IS NOT NULL",
             )?
-            .execute(params![user, now_ms])?;
+            .execute(params![self.cipher.blind(user), now_ms])?;
         Ok(n > 0)
     }
 
@@ -674,7 +775,7 @@ impl ClientDb {
                 "UPDATE contacts SET pending_pubkey_b64 = NULL, pending_fingerprint = NULL, \
                  pending_since = NULL WHERE user = ?1 AND pending_pubkey_b64 IS NOT NULL",
             )?
-            .execute([user])?;
+            .execute([self.cipher.blind(user)])?;
         Ok(n > 0)
     }
 
@@ -685,7 +786,7 @@ impl ClientDb {
         let n = self
             .conn
             .prepare_cached("UPDATE contacts SET signs = 1 WHERE user = ?1")?
-            .execute([user])?;
+            .execute([self.cipher.blind(user)])?;
         Ok(n > 0)
     }
 
@@ -695,7 +796,7 @@ impl ClientDb {
         let n = self
             .conn
             .prepare_cached("UPDATE contacts SET verified = ?2 WHERE user = ?1")?
-            .execute(params![user, verified])?;
+            .execute(params![self.cipher.blind(user), verified])?;
         Ok(n > 0)
     }
 
@@ -711,7 +812,7 @@ impl ClientDb {
     ) -> Result<bool> {
         let keep = self.seen_ids_per_sender;
         let tx = immediate(&mut self.conn)?;
-        let fresh = seen_insert(&tx, sender, msg_id, now_ms, keep)?;
+        let fresh = seen_insert(&tx, &self.cipher, sender, msg_id, now_ms, keep)?;
         tx.commit()?;
         Ok(fresh)
     }
@@ -721,7 +822,7 @@ impl ClientDb {
         let n: i64 = self
             .conn
             .prepare_cached("SELECT COUNT(*) FROM seen_ids WHERE sender = ?1")?
-            .query_row([sender], |r| r.get(0))?;
+            .query_row([self.cipher.blind(sender)], |r| r.get(0))?;
         u64::try_from(n).map_err(|_| corrupt("seen_ids", format!("negative count {n}")))
     }
 }
@@ -749,10 +850,46 @@ const OUT: &str = "out";
 const MESSAGE_COLUMNS: &str =
     "id, author, receiver, text, date_time, seen, msg_id, direction, status, authenticated";
 const MESSAGE_COLUMN_COUNT: usize = 10;
-const OUTBOX_COLUMNS: &str =
-    "id, recipient, msg_id, payload_b64, created_at, attempts, next_attempt_at, message_id";
-const CONTACT_COLUMNS: &str = "user, pubkey_b64, fingerprint, pinned_at, \
+/// The outbox with its message, whose sealed `receiver` names the recipient.
+const OUTBOX_JOIN: &str = "outbox o JOIN messages m ON m.id = o.message_id";
+const OUTBOX_COLUMNS: &str = "o.id, m.receiver, o.msg_id, o.payload_b64, o.created_at, \
+     o.attempts, o.next_attempt_at, o.message_id";
+const CONTACT_COLUMNS: &str = "name, pubkey_b64, fingerprint, pinned_at, \
      pending_pubkey_b64, pending_fingerprint, pending_since, signs, verified";
+
+/// A sealed column (a BLOB from [`RowCipher::seal`]), opened.
+fn sealed(
+    c: &RowCipher,
+    row: &Row<'_>,
+    idx: usize,
+    table: &'static str,
+    field: Field,
+) -> Result<String> {
+    match row.get_ref(idx)? {
+        ValueRef::Blob(bytes) => c.open(table, field, bytes),
+        other => Err(corrupt(
+            table,
+            format!(
+                "column {idx}: expected a sealed value, found {:?}",
+                other.data_type()
+            ),
+        )),
+    }
+}
+
+/// A nullable sealed column.
+fn opt_sealed(
+    c: &RowCipher,
+    row: &Row<'_>,
+    idx: usize,
+    table: &'static str,
+    field: Field,
+) -> Result<Option<String>> {
+    match row.get_ref(idx)? {
+        ValueRef::Null => Ok(None),
+        _ => sealed(c, row, idx, table, field).map(Some),
+    }
+}
 
 /// Message ids are any `u64`; SQLite integers are `i64`: store the same 64 bits.
 fn msg_id_to_sql(id: u64) -> i64 {
@@ -766,6 +903,7 @@ fn msg_id_from_sql(id: i64) -> u64 {
 #[allow(clippy::too_many_arguments)]
 fn insert_message(
     conn: &Connection,
+    c: &RowCipher,
     author: &str,
     receiver: &str,
     text: &str,
@@ -787,22 +925,24 @@ fn insert_message(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
-        author,
-        receiver,
-        text,
+        c.seal(Field::Name, author)?,
+        c.seal(Field::Name, receiver)?,
+        c.seal(Field::Text, text)?,
         at_ms,
         seen,
         msg_id.map(msg_id_to_sql),
         direction,
         status.as_str(),
-        peer,
+        c.blind(peer),
         authenticated
     ])?;
     Ok(MessageRow(conn.last_insert_rowid()))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn outbox_insert(
     conn: &Connection,
+    c: &RowCipher,
     message: MessageRow,
     recipient: &str,
     msg_id: u64,
@@ -816,7 +956,7 @@ fn outbox_insert(
          VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
     )?
     .execute(params![
-        recipient,
+        c.blind(recipient),
         msg_id_to_sql(msg_id),
         payload_b64,
         now_ms,
@@ -828,33 +968,51 @@ fn outbox_insert(
 
 fn set_pending(
     conn: &Connection,
+    c: &RowCipher,
     user: &str,
     pubkey_b64: &str,
     fingerprint: &str,
     now_ms: i64,
 ) -> Result<()> {
-    // Keep the first-seen time when the same changed key is reported again.
-    let n = conn
-        .prepare_cached(
-            "UPDATE contacts SET \
-               pending_since = CASE WHEN pending_pubkey_b64 IS ?2 THEN pending_since ELSE ?4 END, \
-               pending_pubkey_b64 = ?2, pending_fingerprint = ?3 \
-             WHERE user = ?1",
-        )?
-        .execute(params![user, pubkey_b64, fingerprint, now_ms])?;
-    if n == 0 {
+    let blind = c.blind(user);
+    let current: Option<(Option<Vec<u8>>, Option<i64>)> = conn
+        .prepare_cached("SELECT pending_pubkey_b64, pending_since FROM contacts WHERE user = ?1")?
+        .query_row([&blind], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((pending, since)) = current else {
         return Err(StoreError::NotFound(format!("contact {user:?}")));
-    }
+    };
+    // Keep the first-seen time when the same changed key is reported again.
+    let same = match pending {
+        Some(k) => c.open("contacts", Field::Key, &k)? == pubkey_b64,
+        None => false,
+    };
+    let since = match since {
+        Some(t) if same => t,
+        _ => now_ms,
+    };
+    conn.prepare_cached(
+        "UPDATE contacts SET pending_since = ?4, pending_pubkey_b64 = ?2, \
+         pending_fingerprint = ?3 WHERE user = ?1",
+    )?
+    .execute(params![
+        blind,
+        c.seal(Field::Key, pubkey_b64)?,
+        c.seal(Field::Fingerprint, fingerprint)?,
+        since
+    ])?;
     Ok(())
 }
 
 fn seen_insert(
     conn: &Connection,
+    c: &RowCipher,
     sender: &str,
     msg_id: u64,
     now_ms: i64,
     keep: u32,
 ) -> Result<bool> {
+    let sender = c.blind(sender);
     let n = conn
         .prepare_cached(
             "INSERT INTO seen_ids (sender, msg_id, seen_at) VALUES (?1, ?2, ?3) \
@@ -873,7 +1031,7 @@ fn seen_insert(
     Ok(true)
 }
 
-fn message_from_row(row: &Row<'_>) -> Result<Message> {
+fn message_from_row(c: &RowCipher, row: &Row<'_>) -> Result<Message> {
     const T: &str = "messages";
     let direction = match sql::text(row, 7, T)?.as_str() {
         IN => Direction::Incoming,
@@ -885,9 +1043,9 @@ fn message_from_row(row: &Row<'_>) -> Result<Message> {
         .map_err(|e| corrupt(T, e.to_string()))?;
     Ok(Message {
         id: MessageRow(sql::int(row, 0, T)?),
-        author: sql::text(row, 1, T)?,
-        receiver: sql::text(row, 2, T)?,
-        text: sql::text(row, 3, T)?,
+        author: sealed(c, row, 1, T, Field::Name)?,
+        receiver: sealed(c, row, 2, T, Field::Name)?,
+        text: sealed(c, row, 3, T, Field::Text)?,
         at_ms: sql::int(row, 4, T)?,
         seen: sql::int(row, 5, T)? != 0,
         msg_id: sql::opt_int(row, 6, T)?.map(msg_id_from_sql),
@@ -897,12 +1055,12 @@ fn message_from_row(row: &Row<'_>) -> Result<Message> {
     })
 }
 
-fn outbox_from_row(row: &Row<'_>) -> Result<OutboxEntry> {
+fn outbox_from_row(c: &RowCipher, row: &Row<'_>) -> Result<OutboxEntry> {
     const T: &str = "outbox";
     let attempts = sql::int(row, 5, T)?;
     Ok(OutboxEntry {
         id: OutboxId(sql::int(row, 0, T)?),
-        recipient: sql::text(row, 1, T)?,
+        recipient: sealed(c, row, 1, T, Field::Name)?,
         msg_id: msg_id_from_sql(sql::int(row, 2, T)?),
         payload_b64: sql::text(row, 3, T)?,
         created_at_ms: sql::int(row, 4, T)?,
@@ -913,11 +1071,11 @@ fn outbox_from_row(row: &Row<'_>) -> Result<OutboxEntry> {
     })
 }
 
-fn contact_from_row(row: &Row<'_>) -> Result<Contact> {
+fn contact_from_row(c: &RowCipher, row: &Row<'_>) -> Result<Contact> {
     const T: &str = "contacts";
     let pending = match (
-        sql::opt_text(row, 4, T)?,
-        sql::opt_text(row, 5, T)?,
+        opt_sealed(c, row, 4, T, Field::Key)?,
+        opt_sealed(c, row, 5, T, Field::Fingerprint)?,
         sql::opt_int(row, 6, T)?,
     ) {
         (None, None, None) => None,
@@ -929,9 +1087,9 @@ fn contact_from_row(row: &Row<'_>) -> Result<Contact> {
         _ => return Err(corrupt(T, "partial pending key")),
     };
     Ok(Contact {
-        user: sql::text(row, 0, T)?,
-        pubkey_b64: sql::text(row, 1, T)?,
-        fingerprint: sql::text(row, 2, T)?,
+        user: sealed(c, row, 0, T, Field::Name)?,
+        pubkey_b64: sealed(c, row, 1, T, Field::Key)?,
+        fingerprint: sealed(c, row, 2, T, Field::Fingerprint)?,
         pinned_at_ms: sql::int(row, 3, T)?,
         pending,
         signs: sql::int(row, 7, T)? != 0,
@@ -1068,17 +1226,173 @@ fn client_v2_extended(tx: &Transaction<'_>, me: &str) -> Result<()> {
     Ok(())
 }
 
-/// Schema 3: authenticity that survives restarts. Per message whether it was
+/// Schema 4: authenticity that survives restarts. Per message whether it was
 /// authenticated (older incoming rows were never checked for it: unauthenticated; our
 /// own outgoing rows: authenticated), per contact whether they sign and whether the
 /// user verified them.
-fn client_v3_authenticity(tx: &Transaction<'_>) -> Result<()> {
+fn client_v4_authenticity(tx: &Transaction<'_>) -> Result<()> {
     tx.execute_batch(
         "ALTER TABLE messages ADD COLUMN authenticated INTEGER NOT NULL DEFAULT 0;
          UPDATE messages SET authenticated = 1 WHERE direction = 'out';
          ALTER TABLE contacts ADD COLUMN signs INTEGER NOT NULL DEFAULT 0;
          ALTER TABLE contacts ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;",
     )?;
+    Ok(())
+}
+
+/// Schema 3: private at rest. Seals every stored message text and username and every
+/// contact key (a `name` column holds the contact's sealed username), replaces the
+/// names SQL selects on by blind indexes, and records the key derivation (`kdf`,
+/// `salt`) and a password check value in `meta`. Sets `sealed_rows` when it converted
+/// existing rows (the caller then vacuums the old plaintext away).
+fn client_v3_sealed(
+    tx: &Transaction<'_>,
+    c: &RowCipher,
+    kdf: KdfParams,
+    salt: &[u8],
+    sealed_rows: &Cell<bool>,
+) -> Result<()> {
+    let mut converted = 0usize;
+    {
+        let mut read = tx.prepare("SELECT id, author, receiver, text, peer FROM messages")?;
+        let mut write = tx.prepare(
+            "UPDATE messages SET author = ?2, receiver = ?3, text = ?4, peer = ?5 WHERE id = ?1",
+        )?;
+        let mut rows = read.query([])?;
+        while let Some(row) = rows.next()? {
+            const T: &str = "messages";
+            write.execute(params![
+                sql::int(row, 0, T)?,
+                c.seal(Field::Name, &sql::text(row, 1, T)?)?,
+                c.seal(Field::Name, &sql::text(row, 2, T)?)?,
+                c.seal(Field::Text, &sql::text(row, 3, T)?)?,
+                c.blind(&sql::text(row, 4, T)?),
+            ])?;
+            converted += 1;
+        }
+    }
+    tx.execute_batch("ALTER TABLE contacts ADD COLUMN name BLOB;")?;
+    {
+        let mut read = tx.prepare(
+            "SELECT user, pubkey_b64, fingerprint, pending_pubkey_b64, pending_fingerprint \
+             FROM contacts",
+        )?;
+        let mut write = tx.prepare(
+            "UPDATE contacts SET user = ?2, name = ?3, pubkey_b64 = ?4, fingerprint = ?5, \
+             pending_pubkey_b64 = ?6, pending_fingerprint = ?7 WHERE user = ?1",
+        )?;
+        let mut rows = read.query([])?;
+        while let Some(row) = rows.next()? {
+            const T: &str = "contacts";
+            let user = sql::text(row, 0, T)?;
+            let pending_key = sql::opt_text(row, 3, T)?;
+            let pending_fp = sql::opt_text(row, 4, T)?;
+            write.execute(params![
+                user,
+                c.blind(&user),
+                c.seal(Field::Name, &user)?,
+                c.seal(Field::Key, &sql::text(row, 1, T)?)?,
+                c.seal(Field::Fingerprint, &sql::text(row, 2, T)?)?,
+                pending_key.map(|k| c.seal(Field::Key, &k)).transpose()?,
+                pending_fp
+                    .map(|f| c.seal(Field::Fingerprint, &f))
+                    .transpose()?,
+            ])?;
+            converted += 1;
+        }
+    }
+    for (table, column) in [("outbox", "recipient"), ("seen_ids", "sender")] {
+        let names: Vec<String> = {
+            let mut read = tx.prepare(&format!("SELECT DISTINCT {column} FROM {table}"))?;
+            let mut rows = read.query([])?;
+            let mut names = Vec::new();
+            while let Some(row) = rows.next()? {
+                names.push(sql::text(row, 0, table)?);
+            }
+            names
+        };
+        let mut write = tx.prepare(&format!(
+            "UPDATE {table} SET {column} = ?2 WHERE {column} = ?1"
+        ))?;
+        for name in &names {
+            write.execute(params![name, c.blind(name)])?;
+        }
+        converted += names.len();
+    }
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('kdf', ?1), ('salt', ?2), ('check', ?3)",
+        params![kdf.to_meta(), salt, c.seal(Field::Check, CHECK_PLAINTEXT)?],
+    )?;
+    sealed_rows.set(converted > 0);
+    Ok(())
+}
+
+/// The key derivation recorded in a schema-3 file: `None` for a new or older file.
+fn stored_kdf(conn: &Connection) -> Result<Option<(KdfParams, Vec<u8>)>> {
+    let has_meta: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_meta {
+        return Ok(None);
+    }
+    let get = |key: &str| -> Result<Option<ValueRefOwned>> {
+        Ok(conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+                Ok(match r.get_ref(0)? {
+                    ValueRef::Text(t) => ValueRefOwned::Text(String::from_utf8_lossy(t).into()),
+                    ValueRef::Blob(b) => ValueRefOwned::Blob(b.to_vec()),
+                    _ => ValueRefOwned::Other,
+                })
+            })
+            .optional()?)
+    };
+    match (get("kdf")?, get("salt")?) {
+        (None, None) => Ok(None),
+        (Some(ValueRefOwned::Text(kdf)), Some(ValueRefOwned::Blob(salt))) if !salt.is_empty() => {
+            Ok(Some((KdfParams::from_meta(&kdf)?, salt)))
+        }
+        _ => Err(corrupt("meta", "unreadable kdf or salt")),
+    }
+}
+
+/// A `meta` value read back.
+enum ValueRefOwned {
+    Text(String),
+    Blob(Vec<u8>),
+    Other,
+}
+
+/// Creates the database file `0600` if missing, and takes group and other access away
+/// from it and from its `-wal`, `-shm` and `-journal` files if they exist.
+fn restrict_files(path: &Path) -> Result<()> {
+    let io = |p: &Path, source| StoreError::Io {
+        path: p.to_owned(),
+        source,
+    };
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(DB_MODE)
+        .open(path)
+        .map_err(|e| io(path, e))?;
+    let name = path.as_os_str().to_owned();
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut file = name.clone();
+        file.push(suffix);
+        let file = Path::new(&file);
+        match std::fs::metadata(file) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(file, std::fs::Permissions::from_mode(DB_MODE))
+                    .map_err(|e| io(file, e))?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(file, e)),
+        }
+    }
     Ok(())
 }
 

@@ -58,6 +58,14 @@ pub enum StoreError {
     #[error("invalid username {0:?}: must be 3-20 letters, digits or '_'")]
     InvalidUsername(String),
 
+    /// The password does not unlock the client database's encryption key.
+    #[error("wrong password for this client database")]
+    WrongPassword,
+
+    /// The operating system's random generator failed.
+    #[error("random generator failed: {0}")]
+    Random(String),
+
     /// The row to update does not exist.
     #[error("not found: {0}")]
     NotFound(String),

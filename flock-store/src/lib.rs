@@ -5,7 +5,9 @@
 //!   the ring machine emits, one durable transaction per batch, and loads them back
 //!   after a restart.
 //! - [`ClientDb`]: a client's `chats/<user>.db` (messages, the sealed outbox, pinned
-//!   contact keys, duplicate suppression).
+//!   contact keys, duplicate suppression), private at rest: message text, names and
+//!   keys sealed with AES-256-GCM under a key derived from the user's password
+//!   (scrypt), names looked up by keyed hashes, the file `0600`.
 //! - [`KeyDir`]: `keys/<user>/private.pem`, `public.pem`, `contacts/<peer>.pem`.
 //!
 //! Both databases run in WAL mode with `synchronous=FULL`, migrate their schema on open
@@ -36,6 +38,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod atrest;
 mod client;
 mod error;
 mod keys;

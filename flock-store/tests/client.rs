@@ -6,6 +6,12 @@ use flock_store::{
 };
 use rusqlite::Connection;
 
+mod common;
+use common::ORIGINAL_CLIENT_SCHEMA;
+
+/// The user's password: unlocks the database's encryption key.
+const PASSWORD: &str = "Correct-Horse-1";
+
 fn db() -> ClientDb {
     ClientDb::open_in_memory("myself").expect("open in memory")
 }
@@ -396,13 +402,13 @@ fn file_reopen_and_owner_check() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("me.db");
     {
-        let mut db = ClientDb::open(&path, "myself").unwrap();
+        let mut db = ClientDb::open(&path, "myself", PASSWORD).unwrap();
         db.insert_incoming("alice", "hi", None, 1, false).unwrap();
         db.queue_outgoing("alice", "yo", 1, "P", 2).unwrap();
         db.pin_contact("alice", "K", "F", 3).unwrap();
     }
     {
-        let db = ClientDb::open(&path, "myself").unwrap();
+        let db = ClientDb::open(&path, "myself", PASSWORD).unwrap();
         assert_eq!(db.schema_version().unwrap(), ClientDb::SCHEMA_VERSION);
         assert!(db.integrity_check().unwrap());
         assert_eq!(db.history("alice", 10).unwrap().len(), 2);
@@ -414,7 +420,7 @@ fn file_reopen_and_owner_check() {
             .unwrap();
         assert_eq!(mode, "wal");
     }
-    match ClientDb::open(&path, "other") {
+    match ClientDb::open(&path, "other", PASSWORD) {
         Err(StoreError::WrongOwner { expected, found }) => {
             assert_eq!((expected.as_str(), found.as_str()), ("other", "myself"));
         }
@@ -428,21 +434,8 @@ fn migrates_an_original_client_database() {
     let path = dir.path().join("me.db");
     {
         let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE messages (
-                 id        INTEGER PRIMARY KEY AUTOINCREMENT,
-                 author    TEXT NOT NULL,
-                 receiver  TEXT NOT NULL,
-                 text      TEXT NOT NULL,
-                 date_time DATETIME DEFAULT CURRENT_TIMESTAMP,
-                 seen      BOOLEAN DEFAULT 0
-             );
-             CREATE TABLE pending_messages (
-                 id         INTEGER PRIMARY KEY AUTOINCREMENT,
-                 recipient  TEXT NOT NULL,
-                 payload    TEXT NOT NULL,
-                 created_at DATETIME DEFAULT CURRENT_TIMESTAMP
-             );
+        conn.execute_batch(&format!(
+            "{ORIGINAL_CLIENT_SCHEMA}
              INSERT INTO messages (author, receiver, text, date_time, seen)
                  VALUES ('alice', 'myself', 'hello', '2024-01-02 03:04:05', 1);
              INSERT INTO messages (author, receiver, text, date_time, seen)
@@ -450,13 +443,13 @@ fn migrates_an_original_client_database() {
              INSERT INTO messages (author, receiver, text, date_time, seen)
                  VALUES ('bob', 'myself', 'unread', '2024-01-02 03:05:00', 0);
              INSERT INTO pending_messages (recipient, payload, created_at)
-                 VALUES ('carol', 'plaintext in the queue', 1704164700);",
-        )
+                 VALUES ('carol', 'plaintext in the queue', 1704164700);"
+        ))
         .unwrap();
     }
     let base_ms = 1_704_164_645_000; // 2024-01-02T03:04:05Z
     {
-        let db = ClientDb::open(&path, "myself").unwrap();
+        let db = ClientDb::open(&path, "myself", PASSWORD).unwrap();
         assert_eq!(db.schema_version().unwrap(), ClientDb::SCHEMA_VERSION);
         let alice = db.history("alice", 10).unwrap();
         assert_eq!(alice.len(), 2);
@@ -499,7 +492,7 @@ fn migrates_an_original_client_database() {
     assert_eq!(pending_tables, 0);
     drop(conn);
     // Idempotent reopen; new rows get fresh ids after the migrated ones.
-    let mut db = ClientDb::open(&path, "myself").unwrap();
+    let mut db = ClientDb::open(&path, "myself", PASSWORD).unwrap();
     let row = db.insert_incoming("alice", "new", None, 0, false).unwrap();
     assert_eq!(row, MessageRow(5));
     assert_eq!(db.history("alice", 10).unwrap().len(), 3);
@@ -514,7 +507,7 @@ fn refuses_a_newer_schema() {
         .pragma_update(None, "user_version", ClientDb::SCHEMA_VERSION + 1)
         .unwrap();
     assert!(matches!(
-        ClientDb::open(&path, "myself"),
+        ClientDb::open(&path, "myself", PASSWORD),
         Err(StoreError::SchemaTooNew { found, .. }) if found == ClientDb::SCHEMA_VERSION + 1
     ));
 }
@@ -523,17 +516,20 @@ fn refuses_a_newer_schema() {
 fn corrupt_rows_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("me.db");
-    drop(ClientDb::open(&path, "myself").unwrap());
+    {
+        let mut db = ClientDb::open(&path, "myself", PASSWORD).unwrap();
+        db.insert_incoming("alice", "fine", None, 0, false).unwrap();
+        db.pin_contact("bob", "K", "F", 0).unwrap();
+    }
+    // The names are sealed: damage the rows already there.
     let conn = Connection::open(&path).unwrap();
     conn.execute_batch(
-        "INSERT INTO messages (author, receiver, text, date_time, seen, direction, status, peer)
-             VALUES ('alice', 'myself', x'ff', 0, 0, 'in', 'received', 'alice');
-         INSERT INTO contacts (user, pubkey_b64, fingerprint, pinned_at, pending_pubkey_b64)
-             VALUES ('bob', 'K', 'F', 'not a time', NULL);",
+        "UPDATE messages SET text = x'ff';
+         UPDATE contacts SET pinned_at = 'not a time';",
     )
     .unwrap();
     drop(conn);
-    let db = ClientDb::open(&path, "myself").unwrap();
+    let db = ClientDb::open(&path, "myself", PASSWORD).unwrap();
     assert!(matches!(
         db.history("alice", 10),
         Err(StoreError::Corrupt { .. })
@@ -575,7 +571,7 @@ fn a_failed_migration_step_leaves_the_file_as_it_was() {
         .unwrap();
     }
     assert!(matches!(
-        ClientDb::open(&path, "myself"),
+        ClientDb::open(&path, "myself", PASSWORD),
         Err(StoreError::Sqlite(_))
     ));
     let conn = Connection::open(&path).unwrap();
@@ -599,7 +595,7 @@ fn authenticity_and_signers_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("me.db");
     {
-        let mut db = ClientDb::open(&path, "myself").unwrap();
+        let mut db = ClientDb::open(&path, "myself", PASSWORD).unwrap();
         db.insert_incoming_once("dave", "signed", 1, 10, true)
             .unwrap();
         db.insert_incoming("dave", "unsigned", None, 20, false)
@@ -611,7 +607,7 @@ fn authenticity_and_signers_survive_a_reopen() {
         assert!(db.set_signs("dave").unwrap());
         assert!(db.set_verified("dave", true).unwrap());
     }
-    let mut db = ClientDb::open(&path, "myself").unwrap();
+    let mut db = ClientDb::open(&path, "myself", PASSWORD).unwrap();
     let marks: Vec<(String, bool)> = db
         .history("dave", 10)
         .unwrap()
@@ -636,28 +632,28 @@ fn authenticity_and_signers_survive_a_reopen() {
 }
 
 #[test]
-fn migrates_a_schema_2_database() {
+fn migrates_a_schema_3_database() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("me.db");
     {
-        let mut db = ClientDb::open(&path, "myself").unwrap();
+        let mut db = ClientDb::open(&path, "myself", PASSWORD).unwrap();
         db.insert_incoming("alice", "before", None, 1, true)
             .unwrap();
         db.pin_contact("alice", "K1", "FP1", 5).unwrap();
     }
-    // Back to schema 2 as an older build left it.
+    // Back to schema 3 as an older build left it.
     {
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(
             "ALTER TABLE messages DROP COLUMN authenticated;
              ALTER TABLE contacts DROP COLUMN signs;
              ALTER TABLE contacts DROP COLUMN verified;
-             PRAGMA user_version = 2;",
+             PRAGMA user_version = 3;",
         )
         .unwrap();
     }
-    let db = ClientDb::open(&path, "myself").unwrap();
-    assert_eq!(db.schema_version().unwrap(), 3);
+    let db = ClientDb::open(&path, "myself", PASSWORD).unwrap();
+    assert_eq!(db.schema_version().unwrap(), ClientDb::SCHEMA_VERSION);
     let m = &db.history("alice", 10).unwrap()[0];
     assert!(!m.authenticated, "never checked: marked");
     let c = db.contact("alice").unwrap().unwrap();

@@ -4,16 +4,11 @@ use std::os::unix::fs::PermissionsExt;
 
 use flock_store::{KeyDir, StoreError, validate_username};
 
+mod common;
+use common::mode;
+
 const PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n";
 const PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n";
-
-fn mode(path: &std::path::Path) -> u32 {
-    std::fs::metadata(path)
-        .expect("metadata")
-        .permissions()
-        .mode()
-        & 0o777
-}
 
 #[test]
 fn layout_and_round_trip() {

@@ -118,6 +118,17 @@ pub enum ClientError {
     /// The client has stopped.
     #[error("the client has stopped")]
     Stopped,
+    /// Another client runs this identity from this data directory.
+    #[error(
+        "{user} is already running from this data directory ({holder}); quit that client \
+         first, or use another --data-dir"
+    )]
+    AlreadyRunning {
+        /// The username.
+        user: String,
+        /// Who holds the lock (`process <pid>`, as the lock file says).
+        holder: String,
+    },
 }
 
 /// Something that happened, for the application.
@@ -161,10 +172,19 @@ impl Client {
     /// A missing identity (with `create` off), a wrong password, an unusable database or
     /// socket, or no server.
     pub async fn login(opts: ClientOptions) -> Result<Self, ClientError> {
+        flock_store::validate_username(&opts.user)?;
+        let chats = private_dir(&opts.data_dir.join("chats"))?;
+        let lock = lock_identity(&chats, &opts.user)?;
         let key = load_identity(&opts)?;
-        let chats = opts.data_dir.join("chats");
-        std::fs::create_dir_all(&chats)?;
-        let db = ClientDb::open(chats.join(format!("{}.db", opts.user)), &opts.user)?;
+        let db = ClientDb::open(
+            chats.join(format!("{}.db", opts.user)),
+            &opts.user,
+            &opts.password,
+        )
+        .map_err(|e| match e {
+            flock_store::StoreError::WrongPassword => ClientError::WrongPassword(opts.user.clone()),
+            e => e.into(),
+        })?;
         let mut servers = opts.servers.clone();
         if servers.is_empty() && opts.discovery {
             servers = discover(Duration::from_millis(1_500)).await?;
@@ -202,7 +222,11 @@ impl Client {
             opts.discovery,
             opts.advertise.is_none() && bound.ip().is_unspecified(),
         )?;
-        let task = tokio::spawn(driver.run(cmd_rx));
+        // The lock is held for as long as the driver runs.
+        let task = tokio::spawn(async move {
+            driver.run(cmd_rx).await;
+            drop(lock);
+        });
         Ok(Self {
             user: opts.user,
             local: SocketAddrV4::new(ip, bound.port()),
@@ -403,6 +427,51 @@ impl Drop for Client {
     fn drop(&mut self) {
         let _ = self.cmds.send(Cmd::Shutdown);
     }
+}
+
+/// Creates `dir` (and its parents) if missing, and makes it `0700`: chat history is
+/// nobody else's business.
+fn private_dir(dir: &std::path::Path) -> Result<PathBuf, ClientError> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(dir.to_owned())
+}
+
+/// One identity, one running client: an exclusive OS lock on `chats/<user>.lock`, held
+/// until the client stops (the OS releases it if the process dies). The file names the
+/// holder's process id for the message a second start prints.
+fn lock_identity(chats: &std::path::Path, user: &str) -> Result<std::fs::File, ClientError> {
+    use fs4::fs_std::FileExt as _;
+    use std::io::{Read as _, Seek as _, Write as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = chats.join(format!("{user}.lock"));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)?;
+    if !file.try_lock_exclusive()? {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = match holder.trim() {
+            "" => "another process".to_owned(),
+            pid => format!("process {pid}"),
+        };
+        return Err(ClientError::AlreadyRunning {
+            user: user.to_owned(),
+            holder,
+        });
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    Ok(file)
 }
 
 /// Loads `keys/<user>/private.pem` (decrypting it with the password), or creates a new

@@ -66,6 +66,18 @@ pub struct ServerArgs {
     /// How long to listen for an existing ring before founding one, in milliseconds.
     #[arg(long, default_value_t = 1200)]
     pub probe_ms: u64,
+    /// Sources (CIDR, repeatable) that may ask STATUS, SNAPSHOT and CHECKSUM once they
+    /// proved their address with a cookie.
+    #[arg(long, value_name = "CIDR", default_value = "127.0.0.0/8")]
+    pub admin_allow: Vec<super::Cidr>,
+    /// Bound of the ring machine's tables (pending requests, lookups, transfers); one
+    /// peer's transfers get 1/16 of it, all transfers others asked for at most half.
+    #[arg(long, default_value_t = 4096)]
+    pub max_pending: usize,
+    /// Cluster key file (`flock keygen --cluster FILE`; one key per line, the first
+    /// sends): only holders of a key are ring members. Without it the ring is open.
+    #[arg(long, value_name = "FILE")]
+    pub cluster_key: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -98,6 +110,9 @@ impl From<ServerArgs> for ServerOptions {
             Duration::try_from_secs_f64(a.leave_timeout.max(0.0)).unwrap_or(Duration::ZERO);
         o.verify_threads = a.verify_threads;
         o.probe_window = Duration::from_millis(a.probe_ms);
+        o.admin_allow = a.admin_allow;
+        o.max_pending = a.max_pending;
+        o.cluster_key_file = a.cluster_key;
         o
     }
 }

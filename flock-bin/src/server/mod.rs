@@ -34,10 +34,14 @@
 //! | `sockets` | binding the sockets, the advertised address |
 //! | `run_loop` | the event loop |
 //! | `status` | the JSON of `STATUS` / `SNAPSHOT` / `CHECKSUM` |
+//! | `gate` | address cookies and the anti-amplification credit |
+//! | `auth` | the cluster key: HMAC over every ring frame, replay window |
 //! | `verify` | the caching verifier and the verification pool |
 
 #[cfg(feature = "cli")]
 mod args;
+mod auth;
+mod gate;
 mod options;
 mod run_loop;
 mod sockets;
@@ -53,7 +57,8 @@ use tracing::info;
 
 #[cfg(feature = "cli")]
 pub use args::{ServerArgs, init_tracing, main_from_env};
-pub use options::ServerOptions;
+pub use auth::{KEY_LEN, new_key_file, parse_keys, read_keys};
+pub use options::{Cidr, ServerOptions};
 pub use sockets::local_ip_toward;
 pub use verify::CachingVerifier;
 
@@ -74,6 +79,20 @@ pub enum ServerError {
     /// A bad option.
     #[error("{0}")]
     Config(String),
+}
+
+/// Writes a new random cluster key to `path` (`flock keygen --cluster FILE`); refuses to
+/// overwrite an existing file.
+pub fn write_cluster_key(path: &std::path::Path) -> Result<(), ServerError> {
+    let mut key = [0u8; KEY_LEN];
+    getrandom::fill(&mut key).map_err(|e| ServerError::Config(format!("OS randomness: {e}")))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io_err(format!("create {}", path.display())))?;
+    std::io::Write::write_all(&mut f, new_key_file(&key).as_bytes())
+        .map_err(io_err(format!("write {}", path.display())))
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ServerError {

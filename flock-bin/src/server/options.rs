@@ -57,6 +57,17 @@ pub struct ServerOptions {
     pub verify_threads: Option<usize>,
     /// How long to listen for an existing ring before founding one.
     pub probe_window: Duration,
+    /// Sources that may ask `STATUS`, `SNAPSHOT` and `CHECKSUM` (after proving their
+    /// address with a cookie). Default: loopback.
+    pub admin_allow: Vec<Cidr>,
+    /// Bound of the ring machine's tables ([`flock_chord::Config::max_pending`]); a peer's
+    /// transfers get 1/16 of it, all transfers others asked for at most half.
+    pub max_pending: usize,
+    /// Cluster keys ([`crate::server::read_keys`]; the first sends): every ring frame is
+    /// authenticated with them and only key holders are members. Empty: an open ring.
+    pub cluster_keys: Vec<[u8; 32]>,
+    /// A key file read at start-up (its keys come after [`ServerOptions::cluster_keys`]).
+    pub cluster_key_file: Option<PathBuf>,
 }
 
 impl ServerOptions {
@@ -79,7 +90,68 @@ impl ServerOptions {
             leave_timeout: Duration::from_secs(3),
             verify_threads: None,
             probe_window: Duration::from_millis(1200),
+            admin_allow: vec![Cidr::LOOPBACK],
+            max_pending: 4096,
+            cluster_keys: Vec::new(),
+            cluster_key_file: None,
         }
+    }
+}
+
+/// An IPv4 prefix, `a.b.c.d/n` (a bare address is `/32`).
+///
+/// ```
+/// use flock_bin::server::Cidr;
+///
+/// let c: Cidr = "10.1.0.0/16".parse().unwrap();
+/// assert!(c.contains("10.1.200.3".parse().unwrap()));
+/// assert!(!c.contains("10.2.0.1".parse().unwrap()));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// The network address.
+    pub addr: Ipv4Addr,
+    /// Prefix length, 0 to 32.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// `127.0.0.0/8`.
+    pub const LOOPBACK: Self = Self {
+        addr: Ipv4Addr::new(127, 0, 0, 0),
+        prefix: 8,
+    };
+
+    fn mask(self) -> u32 {
+        u32::MAX
+            .checked_shl(32 - u32::from(self.prefix.min(32)))
+            .unwrap_or(0)
+    }
+
+    /// Whether `ip` is inside.
+    pub fn contains(self, ip: Ipv4Addr) -> bool {
+        (u32::from(ip) ^ u32::from(self.addr)) & self.mask() == 0
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (ip, prefix) = s.split_once('/').unwrap_or((s, "32"));
+        let addr: Ipv4Addr = ip.parse().map_err(|e| format!("{s}: {e}"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| format!("{s}: prefix length 0 to 32"))?;
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
     }
 }
 

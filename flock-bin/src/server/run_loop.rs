@@ -7,11 +7,15 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use flock_chord::{Action, Config, Event, Node, StoreOp};
+use flock_proto::ring::RingFrame;
 use flock_proto::{DecodeError, ErrorReply, Frame, OkReply, limits};
 use flock_store::ServerDb;
 use tokio::net::UdpSocket;
 use tracing::{debug, error, info, warn};
 
+use super::auth::{self, ClusterAuth};
+use super::gate::{Gate, Verdict};
+use super::options::Cidr;
 use super::sockets::{self, Sockets};
 use super::status::{self, DriverStatus, NetStats};
 use super::verify::{self, CachingVerifier, Job, VerifyPool};
@@ -25,6 +29,9 @@ struct Outgoing {
     bytes: std::ops::Range<usize>,
     /// A ring frame (sent from the advertised address).
     ring: bool,
+    /// Subject to the anti-amplification gate (every reply but ring frames and answers to
+    /// a proxied `DISCOVER_SERVER`, which has its own rule).
+    gated: bool,
 }
 
 /// The event loop's state.
@@ -39,8 +46,18 @@ struct Server {
     mcast: Option<UdpSocket>,
     start: Instant,
     limiter: Option<RateLimiter>,
-    /// Ring members' addresses (exempt from the per-source limit), refreshed often.
-    members: Vec<Ipv4Addr>,
+    /// Ring members' addresses (their ring frames are exempt from the per-source limit),
+    /// refreshed often.
+    members: Vec<SocketAddrV4>,
+    /// Address validation: nothing is a reflector.
+    gate: Gate,
+    /// The cluster key (`None`: an open ring).
+    auth: Option<ClusterAuth>,
+    /// Who may ask `STATUS`, `SNAPSHOT`, `CHECKSUM` (once validated).
+    admin_allow: Vec<Cidr>,
+    /// The directly connected subnets (the scope of a proxied `DISCOVER_SERVER`).
+    subnets: Vec<Cidr>,
+    subnets_at: Instant,
     members_at: Instant,
     batch: usize,
     stats: NetStats,
@@ -80,6 +97,11 @@ pub(super) async fn serve(
     let db = ServerDb::open(&db_path)?;
     let records: Vec<_> = db.load()?.into_iter().map(|(r, _)| r).collect();
 
+    let mut keys = opts.cluster_keys.clone();
+    if let Some(file) = &opts.cluster_key_file {
+        keys.extend(auth::read_keys(file).map_err(ServerError::Config)?);
+    }
+    let auth = ClusterAuth::new(keys);
     let sockets = Sockets::open(&opts)?;
     let me = sockets.me;
     let ping_port = sockets.ping_port();
@@ -101,6 +123,12 @@ pub(super) async fn serve(
         db_path.display(),
         records.len(),
     );
+    if auth.is_none() {
+        warn!(
+            "{}: no --cluster-key: the ring is open; anyone who can reach this node can join it and own names (see the threat model in flock-bin's README)",
+            opts.name
+        );
+    }
     if let Some(tx) = ready {
         let _ = tx.send(me);
     }
@@ -119,10 +147,15 @@ pub(super) async fn serve(
         may_found: sockets.may_found,
         probe_window: opts.probe_window,
         name: opts.name.clone(),
+        max_pending: opts.max_pending.max(16),
+        authenticated: auth.is_some(),
         ..Config::default()
     };
     let mut seed = [0u8; 8];
     getrandom::fill(&mut seed).map_err(|e| ServerError::Config(format!("OS randomness: {e}")))?;
+    let mut gate_key = [0u8; 32];
+    getrandom::fill(&mut gate_key)
+        .map_err(|e| ServerError::Config(format!("OS randomness: {e}")))?;
     let threads = opts.verify_threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
@@ -156,6 +189,11 @@ pub(super) async fn serve(
         limiter,
         members: Vec::new(),
         members_at: start,
+        gate: Gate::new(gate_key, 65_536),
+        auth,
+        admin_allow: opts.admin_allow.clone(),
+        subnets: sockets::local_subnets(),
+        subnets_at: start,
         batch: opts.batch.max(1),
         stats: NetStats::default(),
         outbuf: Vec::with_capacity(1 << 16),
@@ -169,6 +207,13 @@ pub(super) async fn serve(
         verifier,
     };
     server.run(shutdown, opts.leave_timeout).await
+}
+
+/// The wall clock in milliseconds since the Unix epoch (the cluster key's replay window).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn recv_job(r: &mut Option<tokio::sync::mpsc::Receiver<Job>>) -> Option<Job> {
@@ -319,24 +364,24 @@ impl Server {
         Ok(())
     }
 
-    /// Whether `ip` is a ring member we know (exempt from the per-source limit).
-    fn is_member(&mut self, ip: Ipv4Addr) -> bool {
+    /// Whether `addr` (ip and port) is a ring member we know.
+    fn is_member(&mut self, addr: SocketAddrV4) -> bool {
         if self.members_at.elapsed() > Duration::from_millis(500) {
             self.refresh_members();
         }
-        self.members.contains(&ip)
+        self.members.contains(&addr)
     }
 
     fn refresh_members(&mut self) {
-        let me = *self.me.ip();
-        let mut m: Vec<Ipv4Addr> = self
+        let me = self.me;
+        let mut m: Vec<SocketAddrV4> = self
             .node
             .successors()
             .iter()
             .chain(self.node.predecessor().iter())
-            .map(|p| *p.addr.ip())
-            .chain(self.node.fingers().iter().map(|p| *p.addr.ip()))
-            .filter(|ip| *ip != me)
+            .map(|p| p.addr)
+            .chain(self.node.fingers().iter().map(|p| p.addr))
+            .filter(|a| *a != me)
             .collect();
         m.sort_unstable();
         m.dedup();
@@ -344,15 +389,18 @@ impl Server {
         self.members_at = Instant::now();
     }
 
-    /// Charges `cost` to `from`'s bucket; `false`: drop the datagram.
-    fn allow(&mut self, from: Ipv4Addr, cost: f64) -> bool {
-        if self.limiter.is_none() || self.is_member(from) {
+    /// Charges `cost` to `from`'s bucket; `false`: drop the datagram. Only ring frames
+    /// of members are exempt (the caller decides: authenticated with the cluster key, or
+    /// without one from a member's exact address; a client request "from" a member's IP
+    /// pays like any other).
+    fn allow(&mut self, from: SocketAddrV4, cost: f64) -> bool {
+        if self.limiter.is_none() {
             return true;
         }
         let ok = self
             .limiter
             .as_mut()
-            .is_some_and(|l| l.allow(from, cost, Instant::now()));
+            .is_some_and(|l| l.allow(*from.ip(), cost, Instant::now()));
         if !ok {
             self.stats.rate_limited += 1;
         }
@@ -365,10 +413,43 @@ impl Server {
             self.stats.not_ipv4 += 1;
             return;
         };
-        if !self.allow(*from.ip(), 1.0) {
+        // With a cluster key, ring frames count only when authenticated (before anything
+        // else: they are exempt from the rate limit).
+        let (data, authed) = match self.auth.as_mut() {
+            Some(a) if data.starts_with(auth::PREFIX) => match a.open(wall_ms(), data) {
+                Ok(inner) if inner.starts_with(b"RING ") => (inner, true),
+                _ => {
+                    self.stats.ring_auth_failed += 1;
+                    return;
+                }
+            },
+            Some(_) if data.starts_with(b"RING ") => {
+                self.stats.ring_auth_failed += 1;
+                return;
+            }
+            _ => (data, false),
+        };
+        let ring = data.starts_with(b"RING ");
+        let exempt = if self.auth.is_some() {
+            authed
+        } else {
+            ring && self.is_member(from)
+        };
+        if !exempt && !self.allow(from, 1.0) {
             return;
         }
-        let frame = match Frame::decode(data) {
+        let now = self.now();
+        let admitted = self.gate.admit(now, from, data);
+        let validated = admitted.validated;
+        // `SNAPSHOT <after>`: the next page (the codec knows only the bare form).
+        let (request, after) = match admitted.request.strip_prefix(b"SNAPSHOT ") {
+            Some(a) if a.len() <= 256 => match std::str::from_utf8(a) {
+                Ok(a) => (&b"SNAPSHOT"[..], Some(a.to_owned())),
+                Err(_) => (admitted.request, None),
+            },
+            _ => (admitted.request, None),
+        };
+        let frame = match Frame::decode(request) {
             Ok(f) => f,
             Err(e) => {
                 self.stats.decode_failed += 1;
@@ -385,28 +466,67 @@ impl Server {
                 return;
             }
         };
-        let extra = match frame {
+        let extra = match &frame {
             Frame::Register(_) | Frame::RegisterLegacy { .. } => 4.0,
             Frame::Status | Frame::Snapshot | Frame::Checksum => 4.0,
-            _ => 0.0,
+            // Every record costs a token before any signature is checked.
+            f => verify::records_in(f) as f64,
         };
-        if extra > 0.0 && !self.allow(*from.ip(), extra) {
+        if extra > 0.0 && !exempt && !self.allow(from, extra) {
             return;
         }
-        if let Some(json) = self.admin_reply(&frame) {
-            self.queue(from, &Frame::Ok(OkReply::Json(json.into())));
+        if matches!(frame, Frame::Status | Frame::Snapshot | Frame::Checksum) {
+            if !validated {
+                let cookie = self.gate.cookie_reply(now, from);
+                self.queue_raw(from, &cookie, true);
+            } else if !self.admin_allow.iter().any(|c| c.contains(*from.ip())) {
+                self.stats.admin_refused += 1;
+                self.queue(
+                    from,
+                    &Frame::Error(ErrorReply::Other(
+                        "admin requests only from --admin-allow addresses".into(),
+                    )),
+                );
+            } else if let Some(json) = self.admin_reply(&frame, after.as_deref()) {
+                self.queue(from, &Frame::Ok(OkReply::Json(json.into())));
+            }
             return;
         }
+        if let Frame::DiscoverServer { reply_to: Some(to) } = frame {
+            if !self.in_scope(from, to) {
+                self.stats.discovery_refused += 1;
+                return;
+            }
+        }
+        // Authentication before verification: a ring request without its cookie goes
+        // straight to the node, which answers the cookie and verifies nothing.
+        let authentic = match &frame {
+            Frame::Ring(rf) => self.node.cookie_valid(from, rf),
+            _ => true,
+        };
         if let Some(pool) = &self.pool {
-            if verify::carries_records(&frame) {
+            if authentic && verify::carries_records(&frame) {
                 if !pool.submit((from, frame.into_owned())) {
                     self.stats.verify_queue_full += 1;
                 }
                 return;
             }
         }
-        let now = self.now();
         self.node.handle_datagram(now, from, frame);
+    }
+
+    /// Whether a proxied `DISCOVER_SERVER` from `from` asking for an answer at `to` is in
+    /// the multicast scope: the proxy that sent it is in a directly connected subnet (or
+    /// on this host). The answer (our IP) is smaller than the request, so its address may
+    /// be anywhere: a discovery proxy answers clients across a router.
+    fn in_scope(&mut self, from: SocketAddrV4, to: SocketAddrV4) -> bool {
+        if self.subnets_at.elapsed() > Duration::from_secs(10) {
+            self.subnets = sockets::local_subnets();
+            self.subnets_at = Instant::now();
+        }
+        let local = |ip: Ipv4Addr| ip.is_loopback() || self.subnets.iter().any(|c| c.contains(ip));
+        let _ = to;
+        local(*from.ip())
     }
 
     /// A frame back from the verification pool (already rate-limited and decoded).
@@ -416,7 +536,10 @@ impl Server {
     }
 
     /// The JSON answer to `STATUS`, `SNAPSHOT` or `CHECKSUM` (`None`: another frame).
-    fn admin_reply(&self, frame: &Frame<'_>) -> Option<String> {
+    fn admin_reply(&mut self, frame: &Frame<'_>, after: Option<&str>) -> Option<String> {
+        self.stats.amplification_limited = self.gate.limited;
+        self.stats.cookies_sent = self.gate.cookies_sent;
+        self.stats.cookies_valid = self.gate.cookies_valid;
         Some(match frame {
             Frame::Status => status::status_json(
                 &self.node.status(),
@@ -427,7 +550,7 @@ impl Server {
                     uptime_ms: self.start.elapsed().as_millis() as u64,
                 },
             ),
-            Frame::Snapshot => status::snapshot_json(&self.node),
+            Frame::Snapshot => status::snapshot_json(&self.node, after),
             Frame::Checksum => status::checksum_json(&self.node.status()),
             _ => return None,
         })
@@ -435,7 +558,7 @@ impl Server {
 
     async fn on_ping(&mut self, from: SocketAddrV4, data: &[u8]) {
         self.stats.datagrams_in += 1;
-        if !self.allow(*from.ip(), 1.0) {
+        if !self.allow(from, 1.0) {
             return;
         }
         if let Ok(Frame::Ping) = Frame::decode(data) {
@@ -450,11 +573,15 @@ impl Server {
 
     async fn on_multicast(&mut self, from: SocketAddrV4, data: &[u8]) {
         self.stats.datagrams_in += 1;
-        if !self.allow(*from.ip(), 1.0) {
+        if !self.allow(from, 1.0) {
             return;
         }
         if let Ok(Frame::DiscoverServer { reply_to }) = Frame::decode(data) {
             let to = reply_to.unwrap_or(from);
+            if !self.in_scope(from, to) {
+                self.stats.discovery_refused += 1;
+                return;
+            }
             let mut out = Vec::with_capacity(16);
             flock_proto::encode_discover_server_reply(*self.me.ip(), &mut out);
             self.stats.discovery_replies += 1;
@@ -469,21 +596,35 @@ impl Server {
     /// Encodes `frame` for sending at the end of this drain.
     fn queue(&mut self, to: SocketAddrV4, frame: &Frame<'_>) {
         let at = self.outbuf.len();
-        frame.encode(&mut self.outbuf);
+        match (&self.auth, frame) {
+            (Some(a), Frame::Ring(_)) => {
+                a.seal(wall_ms(), &frame.encode_to_vec(), &mut self.outbuf)
+            }
+            _ => frame.encode(&mut self.outbuf),
+        }
+        let ring = matches!(frame, Frame::Ring(_));
+        // Ring answers to requests that proved nothing (the cookie challenge, HERE) are
+        // gated too; the rest of the ring protocol answers only proven peers.
+        let gated = match frame {
+            Frame::Ring(RingFrame::Cookie { .. } | RingFrame::Here { .. }) => true,
+            f => !matches!(f, Frame::Ring(_)),
+        };
         self.out.push(Outgoing {
             to,
             bytes: at..self.outbuf.len(),
-            ring: matches!(frame, Frame::Ring(_)),
+            ring,
+            gated,
         });
     }
 
-    fn queue_raw(&mut self, to: SocketAddrV4, bytes: &[u8]) {
+    fn queue_raw(&mut self, to: SocketAddrV4, bytes: &[u8], gated: bool) {
         let at = self.outbuf.len();
         self.outbuf.extend_from_slice(bytes);
         self.out.push(Outgoing {
             to,
             bytes: at..self.outbuf.len(),
             ring: false,
+            gated,
         });
     }
 
@@ -519,8 +660,26 @@ impl Server {
             }
             self.ops.clear();
         }
-        for Outgoing { to, bytes, ring } in std::mem::take(&mut self.out) {
-            let bytes = &self.outbuf[bytes];
+        let now = self.now();
+        for Outgoing {
+            to,
+            bytes,
+            ring,
+            gated,
+        } in std::mem::take(&mut self.out)
+        {
+            let cookie;
+            let mut bytes = &self.outbuf[bytes];
+            if gated {
+                match self.gate.outgoing(now, to, bytes.len()) {
+                    Verdict::Pass => {}
+                    Verdict::Cookie if !ring => {
+                        cookie = self.gate.cookie_reply(now, to);
+                        bytes = &cookie;
+                    }
+                    Verdict::Cookie | Verdict::Drop => continue,
+                }
+            }
             if let Some(src) = self.ring_source.filter(|_| ring) {
                 match sockets::send_from(&self.sock, bytes, to, src).await {
                     Ok(_) => continue,
@@ -584,7 +743,11 @@ impl Server {
                 }
                 self.left = true;
             }
-            Event::Discovery { reply_to, name, .. } => {
+            Event::Discovery {
+                from,
+                reply_to,
+                name,
+            } => {
                 let mut out = Vec::with_capacity(32);
                 if name {
                     flock_proto::encode_discover_reply(&self.name, &mut out);
@@ -592,7 +755,8 @@ impl Server {
                     flock_proto::encode_discover_server_reply(*self.me.ip(), &mut out);
                 }
                 self.stats.discovery_replies += 1;
-                self.queue_raw(reply_to, &out);
+                // The proxied form was checked for scope on the way in.
+                self.queue_raw(reply_to, &out, reply_to == from);
             }
             other => debug!("{}: {other:?}", self.name),
         }

@@ -9,7 +9,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tracing::warn;
 
-use super::{ServerError, ServerOptions, io_err};
+use super::{Cidr, ServerError, ServerOptions, io_err};
 
 /// Every socket of a server, bound, and the addresses it starts with.
 pub(crate) struct Sockets {
@@ -249,6 +249,34 @@ pub(crate) async fn send_from(
 /// One `IP_PKTINFO` control message (Linux `struct cmsghdr` + `struct in_pktinfo`) asking
 /// for source address `src`.
 #[cfg(target_os = "linux")]
+/// The directly connected IPv4 subnets: the routes without a gateway in
+/// `/proc/net/route` (Linux). Elsewhere, or if it cannot be read: none (only loopback is
+/// then local).
+pub(crate) fn local_subnets() -> Vec<Cidr> {
+    std::fs::read_to_string("/proc/net/route")
+        .map(|t| parse_routes(&t))
+        .unwrap_or_default()
+}
+
+/// The gateway-less routes of a `/proc/net/route` table (addresses in hex, host order).
+fn parse_routes(table: &str) -> Vec<Cidr> {
+    let hex = |s: &str| {
+        u32::from_str_radix(s, 16)
+            .ok()
+            .map(|v| Ipv4Addr::from(v.to_le_bytes()))
+    };
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (dest, gw, mask) = (hex(f.get(1)?)?, hex(f.get(2)?)?, hex(f.get(7)?)?);
+            let prefix = u32::from(mask).leading_ones() as u8;
+            (gw.is_unspecified() && prefix > 0).then_some(Cidr { addr: dest, prefix })
+        })
+        .collect()
+}
+
 fn pktinfo(src: Ipv4Addr) -> Vec<u8> {
     const IPPROTO_IP: i32 = 0;
     const IP_PKTINFO: i32 = 8;
@@ -290,5 +318,20 @@ mod tests {
             );
             assert!(err.contains("--join"), "{err}");
         });
+    }
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+
+    #[test]
+    fn connected_routes_are_the_local_subnets() {
+        let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+            eth0\t00000000\t0100000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+            eth0\t0000000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        let c = parse_routes(table);
+        assert_eq!(c, vec!["10.0.0.0/24".parse::<Cidr>().unwrap()]);
+        assert!(parse_routes("garbage\nx y z").is_empty());
     }
 }

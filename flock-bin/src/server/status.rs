@@ -8,8 +8,8 @@ use flock_chord::{Node, Status};
 use flock_store::Counts;
 use serde_json::{Map, Value, json};
 
-/// Most bytes of usernames (plus a fixed allowance per record) a `SNAPSHOT` lists: it
-/// must fit one datagram.
+/// Most bytes of usernames (plus a fixed allowance per record) one `SNAPSHOT` page lists:
+/// it must fit one datagram.
 const SNAPSHOT_BUDGET: usize = 48_000;
 
 /// The server's own counters (the ring machine keeps its own).
@@ -30,6 +30,16 @@ pub(crate) struct NetStats {
     pub(crate) largest_batch: u64,
     pub(crate) pings: u64,
     pub(crate) discovery_replies: u64,
+    /// Proxied `DISCOVER_SERVER`s for an address outside the local subnets.
+    pub(crate) discovery_refused: u64,
+    /// Validated admin requests from outside `--admin-allow`.
+    pub(crate) admin_refused: u64,
+    /// Replies to unvalidated sources replaced by a cookie or dropped.
+    pub(crate) amplification_limited: u64,
+    pub(crate) cookies_sent: u64,
+    pub(crate) cookies_valid: u64,
+    /// Ring frames without a valid cluster-key tag (or replayed), dropped.
+    pub(crate) ring_auth_failed: u64,
 }
 
 /// What the driver adds to the node's status.
@@ -79,6 +89,12 @@ pub(crate) fn status_json(s: &Status, d: &DriverStatus<'_>) -> String {
             "largest_batch": n.largest_batch,
             "pings": n.pings,
             "discovery_replies": n.discovery_replies,
+            "discovery_refused": n.discovery_refused,
+            "admin_refused": n.admin_refused,
+            "amplification_limited": n.amplification_limited,
+            "cookies_sent": n.cookies_sent,
+            "cookies_valid": n.cookies_valid,
+            "ring_auth_failed": n.ring_auth_failed,
             "verify_cache_hits": d.verifier.0,
             "verifications": d.verifier.1,
         },
@@ -93,18 +109,22 @@ pub(crate) fn status_json(s: &Status, d: &DriverStatus<'_>) -> String {
     v.to_string()
 }
 
-/// `SNAPSHOT`: the records held (as many as fit one datagram), by user.
-pub(crate) fn snapshot_json(node: &Node) -> String {
+/// `SNAPSHOT` (or `SNAPSHOT <after>`): one page of the records held, by user, starting
+/// after user `<after>`; `next` names the user to ask after for the following page
+/// (absent on the last page), `records` counts them all.
+pub(crate) fn snapshot_json(node: &Node, after: Option<&str>) -> String {
     let mut users = Map::new();
     let mut size = 0usize;
     let mut total = 0usize;
+    let mut next = None;
     for (r, owned) in node.records() {
         total += 1;
-        if size > SNAPSHOT_BUDGET {
+        if next.is_some() || after.is_some_and(|a| r.user.as_str() <= a) {
             continue;
         }
         size += r.user.len() + 64;
-        if size > SNAPSHOT_BUDGET {
+        if size > SNAPSHOT_BUDGET && !users.is_empty() {
+            next = users.keys().next_back().cloned();
             continue;
         }
         users.insert(
@@ -117,12 +137,15 @@ pub(crate) fn snapshot_json(node: &Node) -> String {
             }),
         );
     }
-    json!({
+    let mut v = json!({
         "node": node.addr().to_string(),
         "records": total,
         "users": users,
-    })
-    .to_string()
+    });
+    if let (Some(n), Some(obj)) = (next, v.as_object_mut()) {
+        obj.insert("next".into(), n.into());
+    }
+    v.to_string()
 }
 
 /// `CHECKSUM`: the digest of the records in the owned range.
@@ -191,6 +214,59 @@ mod tests {
         }
     }
 
+    #[test]
+    fn snapshot_pages_cover_every_record_once() {
+        let me: SocketAddrV4 = "10.0.0.1:12345".parse().expect("addr");
+        let recs: Vec<Record> = (0..2000)
+            .map(|i| {
+                let mut r = Record {
+                    user: format!("user{i:05}"),
+                    ip: Ipv4Addr::new(10, 1, 2, 3),
+                    port: 5000,
+                    version: 10,
+                    pubkey_b64: "K1".into(),
+                    sig_b64: String::new(),
+                };
+                r.sig_b64 = FakeVerifier::sign(&r);
+                r
+            })
+            .collect();
+        let mut n = Node::restore(
+            Config::default(),
+            me,
+            7,
+            Duration::ZERO,
+            Box::new(FakeVerifier),
+            recs,
+        );
+        while n.poll_action().is_some() {}
+        let (mut seen, mut after, mut pages) = (Vec::new(), None::<String>, 0);
+        loop {
+            let j = snapshot_json(&n, after.as_deref());
+            assert!(j.len() < 60_000, "a page fits a datagram");
+            let v: Value = serde_json::from_str(&j).expect("json");
+            assert_eq!(v["records"], 2000);
+            let page: Vec<String> = v["users"]
+                .as_object()
+                .expect("users")
+                .keys()
+                .cloned()
+                .collect();
+            assert!(!page.is_empty());
+            seen.extend(page);
+            pages += 1;
+            match v.get("next").and_then(Value::as_str) {
+                Some(next) => after = Some(next.to_owned()),
+                None => break,
+            }
+            assert!(pages < 100);
+        }
+        assert!(pages > 1, "{pages}");
+        let mut unique = seen.clone();
+        unique.dedup();
+        assert_eq!((seen.len(), unique.len()), (2000, 2000));
+    }
+
     /// Moved from flock-chord's records test when the node stopped rendering JSON.
     #[test]
     fn admin_json_is_compact_with_sorted_keys() {
@@ -198,7 +274,11 @@ mod tests {
         let s = n.status();
         let net = NetStats::default();
         let d = driver(&net);
-        for j in [status_json(&s, &d), snapshot_json(&n), checksum_json(&s)] {
+        for j in [
+            status_json(&s, &d),
+            snapshot_json(&n, None),
+            checksum_json(&s),
+        ] {
             assert_compact_sorted(&j);
         }
         let j = checksum_json(&s);
@@ -234,7 +314,7 @@ mod tests {
         assert_eq!(v["net"]["verifications"], 5);
         assert_eq!(v["stored"]["owned"], 1);
         assert_eq!(v["uptime_ms"], 9);
-        let snap: Value = serde_json::from_str(&snapshot_json(&n)).expect("json");
+        let snap: Value = serde_json::from_str(&snapshot_json(&n, None)).expect("json");
         assert_eq!(snap["users"]["alice"]["port"], 5000);
         assert_eq!(snap["users"]["alice"]["owned"], true);
         assert_eq!(snap["records"], 1);

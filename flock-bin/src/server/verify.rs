@@ -174,6 +174,21 @@ pub(crate) fn carries_records(frame: &Frame<'_>) -> bool {
     }
 }
 
+/// How many records a frame carries (each costs a rate-limit token before any
+/// signature is checked).
+pub(crate) fn records_in(frame: &Frame<'_>) -> usize {
+    match frame {
+        Frame::Ring(RingFrame::Replicate { records, .. } | RingFrame::Records { records, .. }) => {
+            records.len()
+        }
+        Frame::Ring(RingFrame::Find {
+            op: FindOp::Register { .. },
+            ..
+        }) => 1,
+        _ => 0,
+    }
+}
+
 /// Verifies every signed record of a frame (results land in the cache).
 fn verify_frame(verifier: &CachingVerifier, frame: &Frame<'_>) {
     match frame {

@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use flock_proto::client::{ConnectionState, Event};
 use flock_proto::limits::MAX_MESSAGE_TEXT;
-use flock_store::{ChatSummary, Direction, KeyDir, Message};
+use flock_store::{ChatSummary, Contact, Direction, KeyDir, Message};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::client::{Client, ClientError, ClientEvent, discover, now_ms};
+use crate::lookalike;
 
 use super::WebArgs;
 
@@ -224,14 +225,7 @@ impl Session {
                 self.emit("logged_out", json!({}));
                 Ok(json!({}))
             }
-            Op::Chats => match self.client() {
-                Ok(c) => c
-                    .chats(CHATS_LIMIT)
-                    .await
-                    .map(|v| json!(v.iter().map(chat_json).collect::<Vec<_>>()))
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            },
+            Op::Chats => self.chats().await,
             Op::History { peer } => self.history(&peer).await,
             Op::Send { to, text } => self.send(&to, &text).await,
             Op::MarkSeen { peer } => match (self.client(), valid_user(&peer)) {
@@ -385,6 +379,27 @@ impl Session {
         Ok(json!({ "user": user, "registered": registered }))
     }
 
+    /// The chats page, each conversation with its look-alike mark (if any).
+    async fn chats(&self) -> Reply {
+        let c = self.client()?;
+        let chats = c.chats(CHATS_LIMIT).await.map_err(|e| e.to_string())?;
+        let contacts = c.contacts().await.map_err(|e| e.to_string())?;
+        let known = known_names(&chats, &contacts);
+        Ok(json!(
+            chats
+                .iter()
+                .map(|chat| {
+                    let mut v = chat_json(chat);
+                    v["lookalike"] = json!(lookalike::describe(
+                        &chat.peer,
+                        known.iter().map(String::as_str)
+                    ));
+                    v
+                })
+                .collect::<Vec<_>>()
+        ))
+    }
+
     async fn history(&self, peer: &str) -> Reply {
         let c = self.client()?;
         valid_user(peer)?;
@@ -393,6 +408,11 @@ impl Session {
             .await
             .map_err(|e| e.to_string())?;
         let contacts = c.contacts().await.map_err(|e| e.to_string())?;
+        let chats = c.chats(CHATS_LIMIT).await.map_err(|e| e.to_string())?;
+        let lookalike = lookalike::describe(
+            peer,
+            known_names(&chats, &contacts).iter().map(String::as_str),
+        );
         let key = contacts.iter().find(|k| k.user == peer).map(|k| {
             json!({
                 "fingerprint": k.fingerprint,
@@ -400,7 +420,8 @@ impl Session {
             })
         });
         let safety = c.safety_number(peer).await.map_err(|e| e.to_string())?;
-        // Refresh the peer's address and key (a change shows up as `key_changed`).
+        // Refresh the peer's address and key (a change shows up as `key_changed`). Last
+        // before the reply: the page applies the reply, then the events it causes.
         if peer != c.user() {
             c.lookup(peer).await.map_err(|e| e.to_string())?;
         }
@@ -410,6 +431,7 @@ impl Session {
             "key": key,
             "safety_number": safety.as_ref().map(|(n, _)| n.to_string()),
             "verified": safety.is_some_and(|(_, v)| v),
+            "lookalike": lookalike,
         }))
     }
 
@@ -587,6 +609,18 @@ fn message_json(m: &Message) -> Value {
         "status": m.status.as_str(),
         "authenticated": m.authenticated,
     })
+}
+
+/// Every name the user knows: conversation peers and pinned contacts.
+fn known_names(chats: &[ChatSummary], contacts: &[Contact]) -> Vec<String> {
+    let mut known: Vec<String> = chats
+        .iter()
+        .map(|c| c.peer.clone())
+        .chain(contacts.iter().map(|c| c.user.clone()))
+        .collect();
+    known.sort();
+    known.dedup();
+    known
 }
 
 fn chat_json(c: &ChatSummary) -> Value {

@@ -48,10 +48,23 @@ impl Server {
             vec!["--bind", &ip]
         };
         let extra = if bind.is_empty() { &extra[2..] } else { extra };
+        // The test networks' hosts ask STATUS of each other (10.<subnet>.0.0/24), and
+        // a host of itself over loopback.
+        let admin: &[&str] = if extra.contains(&"--admin-allow") {
+            &[]
+        } else {
+            &[
+                "--admin-allow",
+                "127.0.0.0/8",
+                "--admin-allow",
+                "10.0.0.0/8",
+            ]
+        };
         let child = host
             .command(bin())
             .args(["server", name])
             .args(&bind)
+            .args(admin)
             .arg("--data-dir")
             .arg(data)
             .args(extra)

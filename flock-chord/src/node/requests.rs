@@ -55,6 +55,16 @@ pub(super) struct Pending {
     pub(super) deadline: Now,
 }
 
+/// One peer may keep at most `max_pending / PEER_SHARE` entries of the pending table busy
+/// with work it caused (the chunks of a transfer it asked for).
+pub(super) const PEER_SHARE: usize = 16;
+
+/// Work caused by others may fill at most `max_pending - max_pending / RESERVED_SHARE`
+/// (lookups for clients) or half of it (transfers others asked for): the rest is reserved
+/// for the node's own requests (stabilize, rectify, takeover fetches, replication, leave)
+/// and, for transfers, for the lookups.
+pub(super) const RESERVED_SHARE: usize = 4;
+
 /// Key of an outstanding request: (peer, rid, chunk seq). `seq` is 0 for the request
 /// itself and `k + 1` for chunk `k` of a transfer.
 pub(super) type RequestKey = (SocketAddrV4, u64, u32);
@@ -68,7 +78,11 @@ impl Node {
         mut frame: RingFrame,
         purpose: RequestPurpose,
     ) {
-        if self.pending.len() >= self.cfg.max_pending {
+        let cap = match purpose {
+            RequestPurpose::Lookup { .. } => self.remote_cap(),
+            _ => self.cfg.max_pending,
+        };
+        if self.pending.len() >= cap {
             self.counters.inc("pending_overload");
             return;
         }
@@ -86,6 +100,41 @@ impl Node {
         }
         self.deadlines.insert((p.deadline, key));
         self.pending.insert(key, p);
+    }
+
+    /// How much of the pending table work caused by others may fill.
+    fn remote_cap(&self) -> usize {
+        self.cfg.max_pending - self.cfg.max_pending / RESERVED_SHARE
+    }
+
+    /// Whether `n` more pending entries for work `to` asked for fit its quota and leave
+    /// the reserve free; counts the refusal if not.
+    pub(super) fn room_for_peer(&mut self, to: SocketAddrV4, n: usize) -> bool {
+        let peer_cap = (self.cfg.max_pending / PEER_SHARE).max(1);
+        let to_peer = self
+            .pending
+            .range((to, 0, 0)..=(to, u64::MAX, u32::MAX))
+            .count();
+        if self.pending.len() + n > self.cfg.max_pending / 2 {
+            self.counters.inc("pending_reserved");
+            false
+        } else if to_peer + n > peer_cap {
+            self.counters.inc("peer_quota");
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Whether a ring request carries the cookie this node issued to `from` (replies
+    /// carry none and pass). A request that does not is answered with the cookie and
+    /// nothing else, so a driver checks this before expensive work on the frame's behalf
+    /// (verifying its signatures).
+    pub fn cookie_valid(&self, from: SocketAddrV4, frame: &RingFrame) -> bool {
+        match frame.cookie() {
+            Some(c) => self.cfg.authenticated || c == self.cookie_for(from),
+            None => true,
+        }
     }
 
     pub(super) fn take_pending(&mut self, key: RequestKey) -> Option<Pending> {

@@ -306,6 +306,13 @@ impl Node {
                 self.hops.record(l.hops);
                 self.counters.inc("lookups_done");
                 self.counters.add("lookup_hops", u64::from(l.hops));
+                // The answer must be the name asked for (and verify, below).
+                if let (FindOp::Resolve { user }, Outcome::Record(r)) = (&l.op, &outcome) {
+                    if r.user != *user {
+                        self.counters.inc("found_wrong_user");
+                        return;
+                    }
+                }
                 let reply = match (&l.op, outcome, rid) {
                     (_, outcome, Some(rid)) => {
                         if let Outcome::Record(r) = &outcome {
@@ -623,6 +630,34 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The entry node answers a client only with a record of the name it asked for (a
+    /// member that answers with another name's record is counted, not believed).
+    #[test]
+    fn an_answer_for_another_name_is_refused() {
+        let mut sim = ring(13, 2);
+        let r = Sim::make_record("alice", 3);
+        sim.register(Sim::addr(0), r.clone());
+        sim.run_for(ms(2000)).expect("runs");
+        let key = super::ring_hash("alice");
+        let (owner, other) = if sim.node(Sim::addr(0)).expect("node").owns(key) {
+            (Sim::addr(0), Sim::addr(1))
+        } else {
+            (Sim::addr(1), Sim::addr(0))
+        };
+        let c = sim.resolve(other, "alice");
+        sim.run_for(ms(1000)).expect("runs");
+        assert_eq!(sim.replies(c), &[Frame::resolved(&r).into_owned()]);
+        // The owner now lies: its answer names someone else.
+        if let Some(e) = sim.node_mut(owner).expect("node").records.get_mut("alice") {
+            e.record.user = "mallory".into();
+        }
+        let c = sim.resolve(other, "alice");
+        sim.run_for(ms(1000)).expect("runs");
+        assert!(sim.replies(c).is_empty(), "{:?}", sim.replies(c));
+        let n = sim.node(other).expect("node");
+        assert_eq!(n.counters().get("found_wrong_user"), 1);
     }
 
     /// The design document's 3-field REGISTER: RESOLVE answers `OK <ip> <port>`.

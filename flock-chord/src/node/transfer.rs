@@ -435,6 +435,10 @@ impl Node {
             return;
         }
         let chunks = chunk_records(self.records_in(lo, hi));
+        // Bounded work per source: its quota of the pending table, never the reserve.
+        if !self.room_for_peer(from, chunks.len().max(1)) {
+            return;
+        }
         self.send_chunks(now, from, rid, chunks);
     }
 
@@ -481,6 +485,44 @@ mod tests {
         }
         assert_eq!(chunks.concat(), recs);
         assert!(chunk_records(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn a_fetch_flood_gets_its_quota_and_never_the_reserve() {
+        use crate::node::requests::{PEER_SHARE, RESERVED_SHARE};
+        use crate::node::testing::{drain, founder};
+        use flock_proto::Frame;
+        let mut n = founder();
+        let max = n.config().max_pending;
+        let fetch = |n: &crate::Node, from, rid| {
+            Frame::Ring(ring::RingFrame::Fetch {
+                rid,
+                cookie: n.cookie_for(from),
+                lo: 0,
+                hi: 1_000_000_000_000_000_002,
+            })
+        };
+        // One source asking again and again: its share, no more.
+        let evil = Sim::addr(9);
+        for rid in 0..5_000 {
+            let f = fetch(&n, evil, rid);
+            n.handle_datagram(ms(1), evil, f);
+        }
+        drain(&mut n);
+        let to_evil = n.pending.keys().filter(|k| k.0 == evil).count();
+        assert_eq!(to_evil, max / PEER_SHARE);
+        assert!(n.counters().get("peer_quota") > 0);
+        // Many sources: together they never take the reserve.
+        for src in 10..200usize {
+            let from = Sim::addr(src);
+            for rid in 0..300 {
+                let f = fetch(&n, from, rid);
+                n.handle_datagram(ms(2), from, f);
+            }
+        }
+        drain(&mut n);
+        assert!(n.pending.len() <= max / 2 && max / 2 < max - max / RESERVED_SHARE);
+        assert!(n.counters().get("pending_reserved") > 0);
     }
 
     #[test]

@@ -312,7 +312,13 @@
         const avatar = el('span', 'avatar', [...c.peer][0].toUpperCase());
         const body = el('span', 'chat-body');
         const top = el('span', 'chat-top');
-        top.append(el('span', 'peer', c.peer), el('time', 'when', clock(c.last.at_ms)));
+        top.append(el('span', 'peer', c.peer));
+        if (c.lookalike) {
+          const mark = el('span', 'badge lookalike', '\u26a0 ' + c.lookalike);
+          mark.title = 'Check who this is: the name ' + c.lookalike;
+          top.append(mark);
+        }
+        top.append(el('time', 'when', clock(c.last.at_ms)));
         const bottom = el('span', 'chat-bottom');
         const last = el('span', 'last');
         if (c.last.outgoing) last.append(el('span', 'you', 'You: '));
@@ -428,6 +434,8 @@
         }, false);
       }
       show($('no-messages'), h.messages.length === 0);
+      $('peer-lookalike').textContent = h.lookalike ? '\u26a0 ' + h.lookalike : '';
+      show($('peer-lookalike'), Boolean(h.lookalike));
       this.scroll();
       if (h.key) {
         $('peer-key').textContent = 'key ' + shortFp(h.key.fingerprint);

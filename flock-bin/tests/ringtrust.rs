@@ -1,0 +1,559 @@
+//! Issue 10 with real `flock server` processes in network namespaces: the ring is not a
+//! reflector (bytes out per byte in from a source that never proved its address, for
+//! every request type), admin requests need a proven address from `--admin-allow`, and
+//! the legitimate flows (our tools' cookie round trip) still work. Needs root (skips
+//! loudly without).
+
+mod common {
+    pub mod flock;
+    pub mod netns;
+}
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::flock::{self as f, Server, register, status, users, wait_member};
+use common::netns::{Net, wait_for};
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Prints the server's log if the test fails.
+struct LogOnPanic<'a>(&'a Server);
+
+impl Drop for LogOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- log of {} ----\n{}", self.0.name, self.0.log_tail(60));
+        }
+    }
+}
+
+/// Sends `msg` once from a fresh socket on `host` (a source that never proved its
+/// address) and returns (bytes in, bytes out) as the server saw them.
+fn one_exchange(host: &common::netns::Host, addr: &str, msg: &str) -> (usize, usize, String) {
+    let out = f::send_raw(host, addr, &[msg.to_string()], false);
+    let bytes: usize = out.lines().map(str::len).sum();
+    let first = out.lines().next().unwrap_or("").chars().take(60).collect();
+    (msg.len(), bytes, first)
+}
+
+#[test]
+fn no_reply_exceeds_three_times_the_request_from_an_unvalidated_source() {
+    let _serial = serial();
+    let Some(net) = Net::new("no_reply_exceeds_three_times", 3) else {
+        return;
+    };
+    let dir = f::tempdir("amplification");
+    let (h0, h1, evil) = (
+        net.host(0).clone(),
+        net.host(1).clone(),
+        net.host(2).clone(),
+    );
+    let server = Server::start(&h0, "n1", dir.path(), &["--no-broadcast"]);
+    let _log = LogOnPanic(&server);
+    let a = server.addr();
+    // `flock status` from another host works: the cookie round trip is transparent.
+    wait_member(&h1, &a, Duration::from_secs(20));
+    let us = users("amp", 40);
+    assert!(register(&h1, &a, &dir.path().join("keys"), &us));
+    // `flock resolve` (our tools) gets every record through the cookie.
+    wait_for("every user resolves", Duration::from_secs(20), || {
+        f::all_resolve(&h1, &a, &us, 2000).then_some(())
+    });
+
+    let e = evil.ip;
+    let victim = h1.ip;
+    let alice = &us[0];
+    let key = "TUlJQklqQU5CZ2txaGtpRzl3MEJBUUVGQUFPQ0FROEFNSUlCQ2dLQ0FRRUE=";
+    // Every row from a fresh socket: a fresh source address.
+    let requests: Vec<(&str, String)> = vec![
+        ("RESOLVE_REGISTERED", format!("RESOLVE {alice}")),
+        ("PING", "PING".into()),
+        ("DISCOVER", "DISCOVER".into()),
+        ("DISCOVER_SERVER", "DISCOVER_SERVER".into()),
+        (
+            // From the local subnet: in scope, answered to that address with a reply
+            // smaller than the request (the third party gets < 1 byte per byte).
+            "DISCOVER_SERVER_PROXIED_TO_THIRD_PARTY",
+            "DISCOVER_SERVER:192.0.2.7:9".into(),
+        ),
+        ("RANGE", "RANGE".into()),
+        ("RESOLVE_UNKNOWN", "RESOLVE nobody_here".into()),
+        ("REGISTER_3FIELD", format!("REGISTER newbie {e} 4000")),
+        (
+            "REGISTER_BADSIG",
+            format!("REGISTER evil {e} 6666 99 {key} c2ln"),
+        ),
+        ("STATUS", "STATUS".into()),
+        ("SNAPSHOT", "SNAPSHOT".into()),
+        ("CHECKSUM", "CHECKSUM".into()),
+        (
+            "STATUS_COOKIE_PLACEHOLDER",
+            "COOKIE 0000000000000000 STATUS".into(),
+        ),
+        (
+            "SNAPSHOT_FORGED_COOKIE",
+            "COOKIE 0123456789abcdef SNAPSHOT".into(),
+        ),
+        ("FORWARDED_RESOLVE", format!("RESOLVE {victim} 9 {alice}")),
+        ("JOIN", "JOIN".into()),
+        ("PRED_CHANGE", format!("PRED_CHANGE {e}")),
+        ("KILL", "KILL".into()),
+        ("RING_DISCOVER", "RING DISCOVER 7".into()),
+        ("RING_JOIN", "RING JOIN 11 0".into()),
+        ("RING_GET_STATE", "RING GET_STATE 12 0".into()),
+        ("RING_PING", "RING PING 13 0".into()),
+        ("RING_FIX_SHORTEST", "RING FIX 1 0".into()),
+        ("RING_RECTIFY", "RING RECTIFY 14 0 1".into()),
+        (
+            "RING_FIND_RESOLVE",
+            format!("RING FIND 15 0 5 RESOLVE {alice}"),
+        ),
+        ("RING_FETCH", "RING FETCH 16 0 0 1000000000000000002".into()),
+        (
+            "RING_SYNC",
+            "RING SYNC 17 0 0 1000000000000000002 0 0".into(),
+        ),
+        ("GARBAGE", "\u{1}\u{2}garbage".into()),
+        // Credit banked by a large request from another port does not pay (the bound is
+        // per source address).
+        ("JUNK_2000_BYTES", "x".repeat(2000)),
+        ("RESOLVE_REGISTERED_AFTER_JUNK", format!("RESOLVE {alice}")),
+    ];
+    let mut worst: f64 = 0.0;
+    let mut rows = Vec::new();
+    let (mut total_in, mut total_out) = (0, 0);
+    for (name, msg) in &requests {
+        let (bytes_in, bytes_out, first) = one_exchange(&evil, &a, msg);
+        total_in += bytes_in;
+        total_out += bytes_out;
+        let ratio = bytes_out as f64 / bytes_in as f64;
+        println!(
+            "AMPLIFICATION {name:<32} in={bytes_in:>5} out={bytes_out:>6} ratio={ratio:>5.2} first={first:?}"
+        );
+        worst = worst.max(ratio);
+        rows.push((name, ratio, first));
+    }
+    let total = total_out as f64 / total_in as f64;
+    println!(
+        "AMPLIFICATION worst ratio {worst:.2}; host total in={total_in} out={total_out} ratio={total:.2}"
+    );
+    for (name, ratio, _) in &rows {
+        assert!(*ratio <= 3.0, "{name}: {ratio:.2} bytes out per byte in");
+    }
+    assert!(total <= 3.0, "the host's total: {total:.2}");
+    let (_, _, first) = rows
+        .iter()
+        .find(|r| *r.0 == "RESOLVE_REGISTERED_AFTER_JUNK")
+        .cloned()
+        .expect("row");
+    assert!(first.starts_with("ERROR COOKIE "), "{first}");
+    // The original's client (no cookies) gets the cookie, not the record, for a
+    // RESOLVE whose answer is larger than 3x its request.
+    let (_, _, first) = rows
+        .iter()
+        .find(|r| *r.0 == "RESOLVE_REGISTERED")
+        .cloned()
+        .expect("row");
+    assert!(first.starts_with("ERROR COOKIE "), "{first}");
+    // Small answers still go: a 404 is smaller than 3x its request.
+    let (_, _, first) = rows
+        .iter()
+        .find(|r| *r.0 == "RESOLVE_UNKNOWN")
+        .cloned()
+        .expect("row");
+    assert_eq!(first, "ERROR 404 User not found");
+
+    let s = status(&h1, &a).expect("status");
+    let net_stats = &s["net"];
+    eprintln!("net counters: {net_stats}");
+    assert!(net_stats["amplification_limited"].as_u64().unwrap_or(0) >= 3);
+    // Nothing changed: the 3-field REGISTER of a new name is the one legitimate write.
+    assert_eq!(s["records"].as_u64(), Some(us.len() as u64 + 1), "{s}");
+}
+
+#[test]
+fn admin_requests_need_a_proven_address_from_admin_allow() {
+    let _serial = serial();
+    let Some(net) = Net::new("admin_requests_need_admin_allow", 2) else {
+        return;
+    };
+    let dir = f::tempdir("admin");
+    let (h0, h1) = (net.host(0).clone(), net.host(1).clone());
+    // Only loopback may ask (the default).
+    let server = Server::start(
+        &h0,
+        "n1",
+        dir.path(),
+        &["--no-broadcast", "--admin-allow", "127.0.0.0/8"],
+    );
+    let _log = LogOnPanic(&server);
+    let a = server.addr();
+    wait_for("the node answers PING", Duration::from_secs(20), || {
+        f::send_raw(&h1, &a, &["PING".into()], false)
+            .contains("PONG")
+            .then_some(())
+    });
+    // A proven address outside --admin-allow: refused, in a reply smaller than the ask.
+    let (ok, out) = f::flock(&h1, &["status", "--json", &a]);
+    assert!(!ok, "STATUS from outside --admin-allow must fail: {out}");
+    // Through the cookie, SNAPSHOT and CHECKSUM are refused the same way.
+    for req in ["SNAPSHOT", "CHECKSUM"] {
+        let first = format!("COOKIE 0000000000000000 {req}");
+        let out = f::flock(&h1, &["send-raw", "--wait-ms", "500", "--to", &a, &first]).1;
+        let cookie = out
+            .lines()
+            .find_map(|l| l.strip_prefix("ERROR COOKIE "))
+            .unwrap_or_else(|| panic!("a cookie for {req}: {out}"))
+            .to_string();
+        // A new socket has another port: the cookie is not valid there.
+        let again = format!("COOKIE {cookie} {req}");
+        let out = f::flock(&h1, &["send-raw", "--wait-ms", "500", "--to", &a, &again]).1;
+        assert!(
+            out.lines().all(|l| !l.starts_with("OK ")),
+            "{req} answered to another port or a non-admin: {out}"
+        );
+    }
+}
+
+/// Bounded work per source: non-members that prove their addresses and flood `FETCH`
+/// (never acknowledging a chunk), from many ports at once, get their quota of the pending
+/// table and never the reserve: lookups through that node (remote ones included) keep
+/// working. A `REPLICATE` without its cookie carrying 65 records costs 66 rate-limit
+/// tokens and no signature check.
+#[test]
+fn a_fetch_flood_leaves_lookups_working_and_records_cost_tokens_before_verification() {
+    let _serial = serial();
+    let Some(net) = Net::new("fetch_flood", 3) else {
+        return;
+    };
+    let dir = f::tempdir("fetchflood");
+    let (h0, h1, evil) = (
+        net.host(0).clone(),
+        net.host(1).clone(),
+        net.host(2).clone(),
+    );
+    // The default rate limits (1000 tokens per second, a burst of 2000 per source IP); a
+    // small pending table (256: 16 entries per peer, 128 for transfers others asked for)
+    // so that a light flood reaches the bounds.
+    let n1 = Server::start(
+        &h0,
+        "n1",
+        dir.path(),
+        &["--no-broadcast", "--max-pending", "256"],
+    );
+    let _log1 = LogOnPanic(&n1);
+    let a = n1.addr();
+    wait_member(&h1, &a, Duration::from_secs(20));
+    let n2 = Server::start(&h1, "n2", dir.path(), &["--no-broadcast", "--join", &a]);
+    let _log2 = LogOnPanic(&n2);
+    let b = n2.addr();
+    f::wait_ring(&h1, &[a.clone(), b.clone()], Duration::from_secs(30));
+    let us = users("flood", 30);
+    assert!(register(&h1, &b, &dir.path().join("keys"), &us));
+
+    // 12 flooders (12 source ports) at once, 40 FETCHes each, answering the cookie
+    // challenge and then never acknowledging a chunk.
+    let mut args: Vec<String> = ["send-raw", "--echo-cookie", "--wait-ms", "2000", "--to", &a]
+        .map(String::from)
+        .to_vec();
+    args.extend((1..=40).map(|rid| format!("RING FETCH {rid} 0 0 1000000000000000002")));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // (Their output is not read: it must not fill a pipe.)
+    let flooders: Vec<_> = (0..12)
+        .map(|_| {
+            evil.command(f::bin())
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn a flooder")
+        })
+        .collect();
+    // Lookups through the flooded node, while the flood lasts.
+    let t0 = std::time::Instant::now();
+    let resolved = (0..5).any(|_| f::all_resolve(&h1, &a, &us, 3000));
+    let took = t0.elapsed();
+    for mut c in flooders {
+        let _ = c.wait();
+    }
+    let s = status(&h1, &a).expect("status");
+    println!(
+        "FETCH_FLOOD 12 sources x 40: lookups ok={resolved} in {took:?}; counters {}",
+        s["counters"]
+    );
+    assert!(resolved, "every user resolves through the flooded node");
+    let c = |k: &str| s["counters"][k].as_u64().unwrap_or(0);
+    assert!(c("peer_quota") > 0, "each flooder hit its quota: {s}");
+    assert!(
+        c("pending_reserved") > 0,
+        "together they hit the transfers' half: {s}"
+    );
+    assert_eq!(s["counters"]["pending_overload"].as_u64().unwrap_or(0), 0);
+    let hops = s["counters"]["lookup_hops"].as_u64().unwrap_or(0);
+    assert!(hops > 0, "some lookups went to n2: {s}");
+
+    // 150 REPLICATEs with a made-up cookie, 65 records each, to n2.
+    let key = "TUlJQklqQU5CZ2txaGtpRzl3MEJBUUVGQUFPQ0FROEFNSUlCQ2dLQ0FRRUE=";
+    let e = evil.ip;
+    let recs: Vec<String> = (0..65)
+        .map(|i| format!("x{i}_amp {e} 6666 99999999999999999 {key} c2ln"))
+        .collect();
+    let replicates: Vec<String> = (1..=150)
+        .map(|rid| format!("RING REPLICATE {rid} 3 65 {}", recs.join(" ")))
+        .collect();
+    let before = status(&h1, &b).expect("status");
+    let t0 = std::time::Instant::now();
+    f::send_raw(&evil, &b, &replicates, false);
+    let secs = t0.elapsed().as_secs_f64();
+    let after = wait_for("STATUS", Duration::from_secs(10), || status(&h1, &b));
+    let delta =
+        |k: &str| after["net"][k].as_u64().unwrap_or(0) - before["net"][k].as_u64().unwrap_or(0);
+    let (limited, verified) = (delta("rate_limited"), delta("verifications"));
+    println!(
+        "VERIFY_AMPLIFICATION 150 REPLICATEs x 65 records, cookie wrong: rate_limited={limited} rsa_verifications={verified} in {secs:.2} s"
+    );
+    assert_eq!(verified, 0, "no signature checked before authentication");
+    // 66 tokens each against a burst of 2000 and 1000/s.
+    let passed_at_most = ((2000.0 + 1000.0 * secs) / 66.0).ceil() as u64 + 1;
+    assert!(
+        limited + passed_at_most >= 150,
+        "{limited} of 150 refused, at most {passed_at_most} may pass"
+    );
+}
+
+/// Admission with a cluster key: members holding the key form the ring; a server without
+/// the key, or with another key, never becomes a member; a stranger's ring frames (even
+/// answering cookie challenges) are dropped before the ring machine and change nothing.
+#[test]
+fn with_a_cluster_key_only_key_holders_are_members_and_strangers_change_nothing() {
+    let _serial = serial();
+    let Some(net) = Net::new("cluster_key", 5) else {
+        return;
+    };
+    let dir = f::tempdir("clusterkey");
+    let hosts: Vec<_> = (0..5).map(|i| net.host(i).clone()).collect();
+    let key = dir.path().join("cluster.key");
+    let other = dir.path().join("other.key");
+    let k = key.to_string_lossy().into_owned();
+    let o = other.to_string_lossy().into_owned();
+    assert!(f::flock(&hosts[0], &["keygen", "--cluster", &k]).0);
+    assert!(f::flock(&hosts[0], &["keygen", "--cluster", &o]).0);
+    assert!(
+        !f::flock(&hosts[0], &["keygen", "--cluster", &k]).0,
+        "keygen never overwrites a key"
+    );
+    let n1 = Server::start(
+        &hosts[0],
+        "n1",
+        dir.path(),
+        &["--no-broadcast", "--cluster-key", &k],
+    );
+    let _l1 = LogOnPanic(&n1);
+    let a = n1.addr();
+    wait_member(&hosts[1], &a, Duration::from_secs(20));
+    let n2 = Server::start(
+        &hosts[1],
+        "n2",
+        dir.path(),
+        &["--no-broadcast", "--join", &a, "--cluster-key", &k],
+    );
+    let _l2 = LogOnPanic(&n2);
+    let b = n2.addr();
+    f::wait_ring(&hosts[1], &[a.clone(), b.clone()], Duration::from_secs(30));
+    assert!(
+        !n1.log_tail(200).contains("the ring is open"),
+        "keyed: no warning"
+    );
+    let us = users("keyed", 12);
+    assert!(register(&hosts[1], &a, &dir.path().join("keys"), &us));
+    wait_for("every user resolves", Duration::from_secs(20), || {
+        f::all_resolve(&hosts[1], &b, &us, 2000).then_some(())
+    });
+    let before = f::resolve(&hosts[1], &a, &us, 3000);
+
+    // A server without the key, and one with another key, try to join.
+    let n3 = Server::start(
+        &hosts[2],
+        "n3",
+        dir.path(),
+        &["--no-broadcast", "--join", &a],
+    );
+    let _l3 = LogOnPanic(&n3);
+    let n4 = Server::start(
+        &hosts[3],
+        "n4",
+        dir.path(),
+        &["--no-broadcast", "--join", &a, "--cluster-key", &o],
+    );
+    let _l4 = LogOnPanic(&n4);
+    // A stranger playing every state-changing ring request, answering cookie challenges.
+    let evil = &hosts[4];
+    let e = evil.ip;
+    let pk = "TUlJQklqQU5CZ2txaGtpRzl3MEJBUUVGQUFPQ0FROEFNSUlCQ2dLQ0FRRUE=";
+    let frames: Vec<String> = vec![
+        "RING DISCOVER 10".into(),
+        "RING JOIN 11 0".into(),
+        "RING RECTIFY 12 0 1".into(),
+        format!(
+            "RING REPLICATE 13 0 1 {} {e} 6666 99999999999999999 {pk} c2ln",
+            us[0]
+        ),
+        "RING FETCH 14 0 0 1000000000000000002".into(),
+        format!(
+            "RING FIND 15 0 5 REGISTER {} {e} 6666 99999999999999999 {pk} c2ln",
+            us[1]
+        ),
+        "RING SYNC 16 0 0 1000000000000000002 0 0".into(),
+        format!("RING LEAVE 17 0 0 - 1 1@{e}:12345"),
+        "RAUTH 1 00000000000000000000000000000000 RING JOIN 18 0".into(),
+    ];
+    for to in [&a, &b] {
+        let replies = f::send_raw(evil, to, &frames, true);
+        assert!(
+            replies.trim().is_empty(),
+            "a keyed node answers strangers' ring frames with nothing: {replies}"
+        );
+    }
+    // Give the would-be joiners time to try (several join rounds), then look.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        for s in [&n3, &n4] {
+            let st = status(&hosts[1], &s.addr());
+            assert!(
+                st.as_ref().is_none_or(|st| st["member"] != true),
+                "{} became a member without the key: {st:?}",
+                s.name
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        n3.log_tail(200).contains("the ring is open"),
+        "an unkeyed server warns at start-up"
+    );
+    assert_eq!(
+        f::ring_order(&hosts[1], &[a.clone(), b.clone()]).map(|o| o.len()),
+        Some(2),
+        "the ring is still n1 and n2"
+    );
+    let after = f::resolve(&hosts[1], &a, &us, 3000);
+    assert_eq!(before, after, "records unchanged");
+    let s = status(&hosts[1], &a).expect("status");
+    println!(
+        "CLUSTER_KEY n1 ring_auth_failed={} counters={}",
+        s["net"]["ring_auth_failed"], s["counters"]
+    );
+    assert!(s["net"]["ring_auth_failed"].as_u64().unwrap_or(0) > 0);
+}
+
+/// Record authority with a cluster key (issue 10, item 1): a stranger plants a forged,
+/// validly signed "alice" (another key, a higher version) on the owner's predecessor and
+/// on every node, by `REPLICATE`, `FIND ... REGISTER` and a client `REGISTER`; it never
+/// resolves, before or after kill -9 of the owner.
+#[test]
+fn a_forged_record_planted_by_a_stranger_never_resolves_with_a_cluster_key() {
+    let _serial = serial();
+    let Some(net) = Net::new("forged_alice", 4) else {
+        return;
+    };
+    let dir = f::tempdir("forged");
+    let hosts: Vec<_> = (0..4).map(|i| net.host(i).clone()).collect();
+    let key = dir
+        .path()
+        .join("cluster.key")
+        .to_string_lossy()
+        .into_owned();
+    assert!(f::flock(&hosts[0], &["keygen", "--cluster", &key]).0);
+    let extra = ["--no-broadcast", "--replicas", "1", "--cluster-key", &key];
+    let mut servers = vec![Server::start(&hosts[0], "n1", dir.path(), &extra)];
+    let a0 = servers[0].addr();
+    wait_member(&hosts[1], &a0, Duration::from_secs(20));
+    for (i, h) in hosts.iter().enumerate().take(3).skip(1) {
+        let mut e = extra.to_vec();
+        e.extend(["--join", &a0]);
+        servers.push(Server::start(h, &format!("n{}", i + 1), dir.path(), &e));
+    }
+    let addrs: Vec<String> = servers.iter().map(Server::addr).collect();
+    f::wait_ring(&hosts[3], &addrs, Duration::from_secs(30));
+    let alice = "alice".to_string();
+    let just_alice = std::slice::from_ref(&alice);
+    assert!(register(
+        &hosts[3],
+        &a0,
+        &dir.path().join("keys"),
+        just_alice
+    ));
+    let real = wait_for("alice resolves", Duration::from_secs(10), || {
+        f::resolve(&hosts[3], &a0, just_alice, 2000)
+            .remove(&alice)
+            .filter(|r| r.starts_with("OK "))
+    });
+    // Owner and its predecessor, from their ranges.
+    let h = flock_proto::ring_hash("alice");
+    let owner = (0..3)
+        .find(|&i| {
+            let s = status(&hosts[3], &addrs[i]).expect("status");
+            let lo: u64 = s["lo"].as_str().and_then(|v| v.parse().ok()).expect("lo");
+            let hi: u64 = s["hi"].as_str().and_then(|v| v.parse().ok()).expect("hi");
+            if lo <= hi {
+                lo <= h && h <= hi
+            } else {
+                h >= lo || h <= hi
+            }
+        })
+        .expect("an owner");
+    let pred = status(&hosts[3], &addrs[owner]).expect("status")["pred"]
+        .as_str()
+        .map(str::to_owned)
+        .expect("pred");
+
+    // The forgery: alice under another key, a higher version, validly signed.
+    let mallory = flock_crypto::PrivateKey::generate(&mut flock_bin::os_rng()).expect("key");
+    let e = hosts[3].ip;
+    let reg = flock_bin::tools::signed_register(&mallory, "alice", e, 6666, u64::MAX / 4)
+        .expect("signed");
+    let reg = String::from_utf8(reg).expect("text");
+    let fields = reg.strip_prefix("REGISTER ").expect("REGISTER").to_string();
+    let frames = vec![
+        format!("RING REPLICATE 21 0 1 {fields}"),
+        format!("RING FIND 22 0 {h} REGISTER {fields}"),
+        format!("RING RECORDS 23 0 1 1 {fields}"),
+        reg.clone(),
+    ];
+    for to in std::iter::once(&pred).chain(addrs.iter()) {
+        f::send_raw(&hosts[3], to, &frames, true);
+    }
+    let same = || {
+        (0..3).all(|i| {
+            servers[i].pid().is_none()
+                || f::resolve(&hosts[3], &addrs[i], just_alice, 2000).get(&alice) == Some(&real)
+        })
+    };
+    assert!(same(), "the forgery never resolves, before the kill");
+    servers[owner].kill9();
+    let t0 = std::time::Instant::now();
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != owner).collect();
+    wait_for("survivors repair", Duration::from_secs(30), || {
+        survivors
+            .iter()
+            .all(|&i| f::resolve(&hosts[3], &addrs[i], just_alice, 2000).get(&alice) == Some(&real))
+            .then_some(())
+    });
+    println!(
+        "FORGED_ALICE owner n{} killed; every survivor resolves the real alice after {:.2} s",
+        owner + 1,
+        t0.elapsed().as_secs_f64()
+    );
+    // And keeps doing so.
+    std::thread::sleep(Duration::from_secs(2));
+    for &i in &survivors {
+        let r = f::resolve(&hosts[3], &addrs[i], just_alice, 2000);
+        assert_eq!(r.get(&alice), Some(&real), "via n{}", i + 1);
+    }
+}
