@@ -567,12 +567,9 @@ const COMMANDS: &[(&str, &str)] = &[
     ("/reject <user>", "keep user's old key"),
     (
         "/verify <user> [yes|no]",
-        "show the safety number to compare with user; mark them verified (or not)",
+        "show the safety number; mark user verified (or not)",
     ),
-    (
-        "/counters",
-        "what was refused or rate-limited (forged answers, decryptions)",
-    ),
+    ("/counters", "what was refused or rate-limited"),
     ("/servers", "list the servers discovery finds"),
     (
         "/servers N|HOST:PORT",

@@ -1226,20 +1226,6 @@ fn client_v2_extended(tx: &Transaction<'_>, me: &str) -> Result<()> {
     Ok(())
 }
 
-/// Schema 4: authenticity that survives restarts. Per message whether it was
-/// authenticated (older incoming rows were never checked for it: unauthenticated; our
-/// own outgoing rows: authenticated), per contact whether they sign and whether the
-/// user verified them.
-fn client_v4_authenticity(tx: &Transaction<'_>) -> Result<()> {
-    tx.execute_batch(
-        "ALTER TABLE messages ADD COLUMN authenticated INTEGER NOT NULL DEFAULT 0;
-         UPDATE messages SET authenticated = 1 WHERE direction = 'out';
-         ALTER TABLE contacts ADD COLUMN signs INTEGER NOT NULL DEFAULT 0;
-         ALTER TABLE contacts ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;",
-    )?;
-    Ok(())
-}
-
 /// Schema 3: private at rest. Seals every stored message text and username and every
 /// contact key (a `name` column holds the contact's sealed username), replaces the
 /// names SQL selects on by blind indexes, and records the key derivation (`kdf`,
@@ -1324,6 +1310,20 @@ fn client_v3_sealed(
         params![kdf.to_meta(), salt, c.seal(Field::Check, CHECK_PLAINTEXT)?],
     )?;
     sealed_rows.set(converted > 0);
+    Ok(())
+}
+
+/// Schema 4: authenticity that survives restarts. Per message whether it was
+/// authenticated (older incoming rows were never checked for it: unauthenticated; our
+/// own outgoing rows: authenticated), per contact whether they sign and whether the
+/// user verified them.
+fn client_v4_authenticity(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE messages ADD COLUMN authenticated INTEGER NOT NULL DEFAULT 0;
+         UPDATE messages SET authenticated = 1 WHERE direction = 'out';
+         ALTER TABLE contacts ADD COLUMN signs INTEGER NOT NULL DEFAULT 0;
+         ALTER TABLE contacts ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;",
+    )?;
     Ok(())
 }
 

@@ -173,9 +173,8 @@ fn a_schema_2_file_with_contacts_is_sealed() {
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(ORIGINAL_CLIENT_SCHEMA).unwrap();
     }
-    // Let the current build create every schema, then put plaintext back as an older
-    // build would have written it: a schema-2 file with rows (without schema 4's
-    // authenticity columns either).
+    // Let the current build create schemas 2 to 4, then put plaintext back as an older
+    // build would have written it: a schema-2 file with rows.
     drop(ClientDb::open(&path, "myself", PASSWORD).unwrap());
     let conn = Connection::open(&path).unwrap();
     conn.execute_batch(

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::ClientEvent;
+use super::cookie::Cookies;
 
 /// Datagrams the receive thread hands to the driver at most; beyond it (the driver busy
 /// opening or storing) new datagrams are dropped, as a full socket buffer would.
@@ -125,6 +126,8 @@ pub(crate) struct Driver {
     candidates: VecDeque<SocketAddrV4>,
     reconnect_at: Option<Instant>,
     discovering: Option<JoinHandle<std::io::Result<Vec<SocketAddrV4>>>>,
+    /// Address cookies our servers gave (see [`Cookies`]).
+    cookies: Cookies,
 }
 
 /// The wall clock in Unix milliseconds: the `now_ms` the client machine takes, and the
@@ -196,6 +199,7 @@ impl Driver {
             follow_route,
             reconnect_at: Some(Instant::now()),
             discovering: None,
+            cookies: Cookies::default(),
         })
     }
 
@@ -241,6 +245,15 @@ impl Driver {
     /// Decodes a datagram once and hands the frame to the machine; what does not decode
     /// is dropped here (discovery replies come to the discovery socket, not this one).
     fn on_datagram(&mut self, from: SocketAddrV4, datagram: &[u8]) {
+        if let Some(resend) = self.cookies.incoming(from, datagram) {
+            tracing::debug!(%from, "address cookie from the server");
+            if let Some(bytes) = resend {
+                if let Err(e) = self.socket.try_send_to(&bytes, from.into()) {
+                    tracing::debug!(to = %from, error = %e, "resend with cookie failed");
+                }
+            }
+            return;
+        }
         match Frame::decode(datagram) {
             Ok(frame) => self.machine.handle_frame(now_ms(), from, frame),
             Err(error) => tracing::trace!(%from, %error, "dropped an undecodable datagram"),
@@ -297,7 +310,10 @@ impl Driver {
     async fn drain(&mut self) {
         while let Some(action) = self.machine.poll_action() {
             match action {
-                Action::Send(t) => transmit(&self.socket, t).await,
+                Action::Send(t) => {
+                    let datagram = self.cookies.outgoing(t.to, &t.datagram);
+                    transmit(&self.socket, Transmit { to: t.to, datagram }).await;
+                }
                 Action::Store(op) => self.apply(op).await,
                 Action::Event(e) => {
                     match &e {

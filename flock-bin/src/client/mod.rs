@@ -28,6 +28,7 @@
 
 #[cfg(feature = "cli")]
 mod cli;
+mod cookie;
 mod discovery;
 mod driver;
 

@@ -429,9 +429,9 @@ impl Session {
             "peer": peer,
             "messages": messages.iter().map(message_json).collect::<Vec<_>>(),
             "key": key,
+            "lookalike": lookalike,
             "safety_number": safety.as_ref().map(|(n, _)| n.to_string()),
             "verified": safety.is_some_and(|(_, v)| v),
-            "lookalike": lookalike,
         }))
     }
 

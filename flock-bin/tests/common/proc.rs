@@ -138,16 +138,6 @@ impl Proc {
         self.wait_for(needle, |l| l.contains(needle))
     }
 
-    /// The address a `flock chat` process listens on, from its login line.
-    pub fn listen_addr(&self) -> SocketAddrV4 {
-        let line = self.contains("listening on");
-        line.rsplit(' ')
-            .next()
-            .expect("address")
-            .parse()
-            .expect("address")
-    }
-
     /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -163,6 +153,16 @@ impl Proc {
             assert!(Instant::now() < deadline, "{} did not exit", self.name);
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    /// The address a `flock chat` process listens on, from its login line.
+    pub fn listen_addr(&self) -> SocketAddrV4 {
+        let line = self.contains("listening on");
+        line.rsplit(' ')
+            .next()
+            .expect("address")
+            .parse()
+            .expect("address")
     }
 
     /// Kills the child now.

@@ -306,8 +306,8 @@ impl Node {
                 self.hops.record(l.hops);
                 self.counters.inc("lookups_done");
                 self.counters.add("lookup_hops", u64::from(l.hops));
-                // The answer must be the name asked for (and verify, below).
                 if let (FindOp::Resolve { user }, Outcome::Record(r)) = (&l.op, &outcome) {
+                    // The answer must be the name asked for (and verify, below).
                     if r.user != *user {
                         self.counters.inc("found_wrong_user");
                         return;
