@@ -371,6 +371,41 @@ async fn send(b: &Browser, text: &str) -> R {
     .map(|_| ())
 }
 
+/// `user`'s address and key, asked of the server on 127.0.0.1:`port` with `RESOLVE`
+/// (again every half second until it answers with a record).
+fn ring_lookup(port: u16, user: &str) -> R<(std::net::SocketAddrV4, flock_crypto::PublicKey)> {
+    use flock_proto::{Frame, OkReply};
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + WAIT;
+    let mut buf = vec![0u8; 65_536];
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        s.send_to(format!("RESOLVE {user}").as_bytes(), ("127.0.0.1", port))
+            .map_err(|e| e.to_string())?;
+        let Ok((n, _)) = s.recv_from(&mut buf) else {
+            continue;
+        };
+        match Frame::decode(&buf[..n]) {
+            Ok(Frame::Ok(OkReply::Resolved {
+                ip,
+                port,
+                pubkey_b64,
+                ..
+            })) => {
+                let key = flock_crypto::PublicKey::from_b64(&pubkey_b64);
+                return Ok((
+                    std::net::SocketAddrV4::new(ip, port),
+                    key.map_err(|e| e.to_string())?,
+                ));
+            }
+            other => last = format!("{other:?}"),
+        }
+    }
+    Err(format!("RESOLVE {user}: no record ({last})"))
+}
+
 /// The texts of the messages shown, as `in:`/`out:` lines.
 const MESSAGES_JS: &str = "return [...document.querySelectorAll('#messages .msg')].map(li => \
      (li.classList.contains('out') ? 'out:' : 'in:') + li.querySelector('.text').textContent);";
@@ -447,6 +482,32 @@ async fn two_users(env: &Env, driver: &str) -> R {
         b.refresh().await.map_err(|e| e.to_string())?;
         wait_path(&b, "/chat/alice").await?;
         wait_js(&b, "still verified after a reload", VERIFIED_JS).await?;
+
+        // An unsigned original-format MESSAGE to bob claiming to be from carol: marked
+        // live and in the history after a reload.
+        let (bob_udp, bob_key) = ring_lookup(32102, "bob")?;
+        let mut rng = flock_bin::tools::os_rng();
+        let payload = flock_crypto::seal_b64(&mut rng, &bob_key, b"unsigned hello")
+            .map_err(|e| e.to_string())?;
+        let forger = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        forger
+            .send_to(format!("MESSAGE carol {payload}").as_bytes(), bob_udp)
+            .map_err(|e| e.to_string())?;
+        b.goto(&format!("{bob_url}/chat/carol"))
+            .await
+            .map_err(|e| e.to_string())?;
+        wait_path(&b, "/chat/carol").await?;
+        const UNVERIFIED_JS: &str = "const m = [...document.querySelectorAll('#messages .msg.in')]; \
+             return m.length === 1 && m[0].textContent.includes('unsigned hello') && \
+               !!m[0].querySelector('.unverified');";
+        wait_js(&b, "carol's unsigned message, marked", UNVERIFIED_JS).await?;
+        b.refresh().await.map_err(|e| e.to_string())?;
+        wait_path(&b, "/chat/carol").await?;
+        wait_js(&b, "still marked after a reload", UNVERIFIED_JS).await?;
+        b.goto(&format!("{bob_url}/chat/alice"))
+            .await
+            .map_err(|e| e.to_string())?;
+        wait_path(&b, "/chat/alice").await?;
 
         // Alice on the chats page: bob's next messages show as unread, live.
         click(&a, "#back").await?;
