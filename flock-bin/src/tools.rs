@@ -137,6 +137,18 @@ pub fn ring_walk(
         seen.push(addr);
         match status(addr, timeout) {
             Ok(v) => {
+                // The node's own address as the ring knows it: a node asked through an
+                // alias (127.0.0.1 for a node that advertises its LAN address) is not
+                // walked, and counted, a second time.
+                if let Some(me) = v
+                    .get("node")
+                    .and_then(|n| n.as_str())
+                    .and_then(|n| n.parse::<SocketAddrV4>().ok())
+                {
+                    if !seen.contains(&me) {
+                        seen.push(me);
+                    }
+                }
                 next = v
                     .get("succs")
                     .and_then(|s| s.as_array())
