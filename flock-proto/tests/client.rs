@@ -1023,10 +1023,13 @@ fn paste_arrives_in_order_as_parts(bob_extension: bool) {
     let text = paste();
     assert_eq!(text.chars().count(), 10_000);
     let now = sim.now;
-    let ids = sim.nodes[0]
+    let sent = sim.nodes[0]
         .client
         .send_parts(now, "bob", &text)
         .expect("a 10,000-character paste is accepted");
+    let ids: Vec<u64> = sent.iter().map(|(id, _)| *id).collect();
+    let texts: Vec<&str> = sent.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(texts.concat(), text);
     let max = max_text_len("alice", 256);
     assert!(ids.len() >= text.len().div_ceil(max) && ids.len() > 1);
     assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "consecutive ids");
@@ -1060,11 +1063,11 @@ fn largest_text_is_accepted_and_split_on_char_boundaries() {
     let text = "😀".repeat(MAX_TEXT_BYTES / 4);
     assert_eq!(text.len(), MAX_TEXT_BYTES);
     let now = sim.now;
-    let ids = sim.nodes[0]
+    let want = sim.nodes[0]
         .client
         .send_parts(now, "bob", &text)
-        .expect("64 KiB is accepted");
-    let want = ids.len();
+        .expect("64 KiB is accepted")
+        .len();
     assert!(sim.run_until(30_000, |s| s.nodes[1].db.texts_from("alice").len() == want));
     assert_eq!(sim.nodes[1].db.texts_from("alice").concat(), text);
     // One more byte is refused whole.

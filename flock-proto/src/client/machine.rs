@@ -318,11 +318,11 @@ impl<R: CryptoRng> Client<R> {
     /// # Errors
     /// See [`Client::send_parts`].
     pub fn send(&mut self, now_ms: u64, to: &str, text: &str) -> Result<u64, SendError> {
-        self.send_parts(now_ms, to, text).map(|ids| ids[0])
+        self.send_parts(now_ms, to, text).map(|parts| parts[0].0)
     }
 
-    /// Sends `text` to `to` like [`Client::send`], returning every part's message id in
-    /// order. Text up to [`MAX_TEXT_BYTES`] (UTF-8 bytes) is accepted; what does not fit
+    /// Sends `text` to `to` like [`Client::send`], returning every part's message id and
+    /// text, in order. Text up to [`MAX_TEXT_BYTES`] (UTF-8 bytes) is accepted; what does not fit
     /// one datagram an original client can receive ([`max_text_len`]) is split on
     /// character boundaries into parts with consecutive ids, sent in order, each stored
     /// and delivered as a message of its own. Nothing is ever cut.
@@ -330,7 +330,12 @@ impl<R: CryptoRng> Client<R> {
     /// # Errors
     /// See [`SendError`]: an invalid recipient, empty text, text over
     /// [`MAX_TEXT_BYTES`] (nothing is sent), or a changed key the user has not accepted.
-    pub fn send_parts(&mut self, now_ms: u64, to: &str, text: &str) -> Result<Vec<u64>, SendError> {
+    pub fn send_parts(
+        &mut self,
+        now_ms: u64,
+        to: &str,
+        text: &str,
+    ) -> Result<Vec<(u64, String)>, SendError> {
         validate_username(to).map_err(|_| SendError::InvalidRecipient(to.to_owned()))?;
         if to == self.cfg.user {
             return Err(SendError::ToSelf);
@@ -401,7 +406,11 @@ impl<R: CryptoRng> Client<R> {
             self.request_resolve(to);
         }
         self.pump(now_ms);
-        Ok(ids)
+        Ok(ids
+            .into_iter()
+            .zip(parts)
+            .map(|(id, part)| (id, part.to_owned()))
+            .collect())
     }
 
     /// Looks `user` up through the ring (refreshing the cached address and checking the
