@@ -43,7 +43,7 @@ pub(crate) struct Snapshot {
     pub(crate) connection: &'static str,
     /// The server of `connection`.
     pub(crate) server: Option<String>,
-    /// Longest message, in characters.
+    /// Longest message, in UTF-8 bytes (longer text is split into parts, never cut).
     pub(crate) max_text: usize,
     /// Whether LAN discovery is allowed.
     pub(crate) discovery: bool,
