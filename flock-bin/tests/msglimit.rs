@@ -3,6 +3,9 @@
 //! terminal would be, without the terminal's line limit) arrives whole, in order; a
 //! text over 64 KiB is refused and nothing is sent.
 //!
+//! In a terminal (a pseudo-terminal here), a line the terminal may have cut (4095 bytes)
+//! is refused with a clear message instead of being sent cut.
+//!
 //! Every wait is a condition poll with a deadline; child processes are killed on drop.
 
 #[path = "common/proc.rs"]
@@ -120,4 +123,38 @@ fn a_10000_character_paste_arrives_whole_and_over_64_kib_is_refused() {
     alice.say("after the refusal");
     bob.contains("<alice> after the refusal");
     assert_eq!(bob.count(|l| l.starts_with("<alice> ")), before + 1);
+}
+
+#[test]
+fn a_line_the_terminal_may_have_cut_is_not_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = std::process::Command::new(proc::FLOCK);
+    cmd.args([
+        "chat",
+        "--user",
+        "alice",
+        "--password",
+        PASSWORD,
+        "--data-dir",
+    ])
+    .arg(dir.path().join("alice"))
+    // Nothing listens there: login does not wait for the server.
+    .args([
+        "--no-discovery",
+        "--bind",
+        "127.0.0.1",
+        "--server",
+        "127.0.0.1:9",
+    ]);
+    let timeout = u64::try_from(proc::WAIT.as_millis()).expect("timeout");
+    let mut tty = rexpect::session::spawn_command(cmd, Some(timeout)).expect("pty");
+    tty.exp_string("* logged in as alice").expect("login");
+    tty.send_line("@bob").expect("type");
+    tty.exp_string("* chat with bob").expect("chat opened");
+    // A 10,000-character line: the terminal keeps 4095 bytes of it.
+    tty.send_line(&"x".repeat(10_000)).expect("type");
+    tty.exp_string("!! not sent: a terminal line holds at most 4095 bytes")
+        .expect("refused, not cut");
+    tty.send_line("/quit").expect("type");
+    tty.exp_eof().expect("end");
 }
