@@ -1,4 +1,4 @@
-//! The message limit with real processes: two `flock chat` clients on a one-node ring,
+//! The message limit with real processes: two `flock chat` clients on one server,
 //! a 10,000-character paste of emoji and CJK sent through a pipe (as a paste into a
 //! terminal would be, without the terminal's line limit) arrives whole, in order; a
 //! text over 64 KiB is refused and nothing is sent.
@@ -11,65 +11,9 @@
 #[path = "common/proc.rs"]
 mod proc;
 
-use std::net::{Ipv4Addr, SocketAddrV4};
-
 use flock_proto::client::{MAX_TEXT_BYTES, max_text_len};
-use proc::Proc;
 
 const PASSWORD: &str = "Flock-Test-1";
-
-fn server(dir: &std::path::Path, port: u16) -> Proc {
-    let port_s = port.to_string();
-    let ping = (port + 1).to_string();
-    let data = dir.join("s0").display().to_string();
-    let args = [
-        "server",
-        "s0",
-        "--bind",
-        "127.0.0.1",
-        "--no-broadcast",
-        "--no-multicast",
-        "--port",
-        &port_s,
-        "--ping-port",
-        &ping,
-        "--data-dir",
-        &data,
-    ];
-    let p = Proc::flock("s0", &args.map(str::to_owned), &dir.join("s0.log"));
-    proc::wait_pong(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
-    p
-}
-
-fn chat(dir: &std::path::Path, user: &str, port: u16) -> Proc {
-    let data = dir.join(user).display().to_string();
-    let server = format!("127.0.0.1:{port}");
-    let args = [
-        "chat",
-        "--user",
-        user,
-        "--password",
-        PASSWORD,
-        "--data-dir",
-        &data,
-        "--no-discovery",
-        "--bind",
-        "127.0.0.1",
-        "--server",
-        &server,
-        "--retry-base-ms",
-        "300",
-        "--retry-max-ms",
-        "1500",
-    ];
-    let p = Proc::flock(
-        user,
-        &args.map(str::to_owned),
-        &dir.join(format!("{user}.log")),
-    );
-    p.contains("registered with");
-    p
-}
 
 /// 10,000 characters of emoji (one a ZWJ sequence), CJK, accents and ASCII.
 fn paste() -> String {
@@ -79,9 +23,9 @@ fn paste() -> String {
 #[test]
 fn a_10000_character_paste_arrives_whole_and_over_64_kib_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let _ring = server(dir.path(), 31900);
-    let mut alice = chat(dir.path(), "alice", 31900);
-    let bob = chat(dir.path(), "bob", 31900);
+    let (_server, port) = proc::loopback_server(dir.path());
+    let mut alice = proc::loopback_chat(dir.path(), "alice", port);
+    let bob = proc::loopback_chat(dir.path(), "bob", port);
     let text = paste();
     assert_eq!(text.chars().count(), 10_000);
     let parts = text.len().div_ceil(max_text_len("alice", 256));
