@@ -102,6 +102,10 @@ fn init_logging(data_dir: &Path, verbose: bool) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Longest line a terminal in canonical mode hands over (Linux keeps 4095 bytes of a
+/// longer one and drops the rest): a line this long may have been cut, so it is not sent.
+const TTY_LINE_MAX: usize = 4_095;
+
 /// Standard input: read in place while logging in (so a terminal's password can be
 /// read without echo, and nothing else consumes it), then by a thread feeding a channel.
 struct Ui {
@@ -265,6 +269,7 @@ async fn chat(args: ChatArgs) -> Result<(), Box<dyn std::error::Error>> {
         client.local_addr()
     ));
     say("* @user opens a chat; /help lists every command");
+    let tty = ui.tty;
     let mut lines = ui.start();
 
     let mut current: Option<String> = None;
@@ -272,6 +277,15 @@ async fn chat(args: ChatArgs) -> Result<(), Box<dyn std::error::Error>> {
         tokio::select! {
             line = lines.recv() => {
                 let Some(line) = line else { break };
+                if tty && line.len() >= TTY_LINE_MAX {
+                    say(&format!(
+                        "!! not sent: a terminal line holds at most {TTY_LINE_MAX} bytes, so \
+                         this one may have been cut; pipe longer text into flock chat or use \
+                         the web UI (up to {} bytes per message)",
+                        flock_proto::client::MAX_TEXT_BYTES
+                    ));
+                    continue;
+                }
                 if !command(&client, &mut current, line.trim()).await? {
                     break;
                 }

@@ -428,11 +428,15 @@ fn original_python_peer_interoperates() {
     assert_eq!(oldie.count(|l| l.contains("SMESSAGE")), 0);
 
     // The longest text that fits an original client's datagram arrives whole; one byte
-    // more is refused with a clear error instead of being cut.
+    // more arrives as two messages (nothing cut); over 64 KiB is refused with a clear
+    // error and nothing is sent.
     let max = flock_proto::client::max_text_len("alice", 256);
     alice.say(&"x".repeat(max));
     oldie.contains(&format!("MESSAGE alice {max} xxxx"));
-    alice.say(&"x".repeat(max + 1));
+    alice.say(&"z".repeat(max + 1));
+    oldie.contains(&format!("MESSAGE alice {max} zzzz"));
+    oldie.contains("MESSAGE alice 1 z");
+    alice.say(&"x".repeat(flock_proto::client::MAX_TEXT_BYTES + 1));
     alice.contains("!! not sent: message too long");
 
     // And the other way: an original MESSAGE is shown, marked unverified.

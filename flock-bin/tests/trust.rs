@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use flock_crypto::{PrivateKey, PublicKey};
 use flock_proto::client::smessage_signed_text;
 use flock_proto::{Frame, OkReply};
-use proc::{FAST_CLIENT, Proc, WAIT, wait_pong};
+use proc::{Proc, WAIT};
 
 const ATTACKER_IP: &str = "127.0.0.9";
 
@@ -38,56 +38,14 @@ impl Env {
         self.dir.path().join(name)
     }
 
-    /// One `flock server` on 127.0.0.1, on two free ports (`port`, PING on `port + 1`):
-    /// other test runs share this machine, so no fixed ports.
+    /// One `flock server` on 127.0.0.1, on two free ports (`port`, PING on `port + 1`).
     fn server(&self) -> (Proc, u16) {
-        let port = free_port_pair();
-        let args: Vec<String> = [
-            "server",
-            "s0",
-            "--bind",
-            "127.0.0.1",
-            "--no-broadcast",
-            "--no-multicast",
-            "--port",
-            &port.to_string(),
-            "--ping-port",
-            &(port + 1).to_string(),
-            "--data-dir",
-            &self.path("s0").display().to_string(),
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        let p = Proc::flock("server", &args, &self.path("server.log"));
-        wait_pong(SocketAddrV4::new([127, 0, 0, 1].into(), port));
-        (p, port)
+        proc::loopback_server(self.dir.path())
     }
 
     /// `flock chat` for `user` (data in `<dir>/<user>`) using the server on `port`.
     fn chat(&self, user: &str, port: u16) -> Proc {
-        let mut args: Vec<String> = [
-            "chat",
-            "--user",
-            user,
-            "--password",
-            "Flock-Test-1",
-            "--data-dir",
-            &self.path(user).display().to_string(),
-            "--no-discovery",
-            "--bind",
-            "127.0.0.1",
-            "--server",
-            &format!("127.0.0.1:{port}"),
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        args.extend(FAST_CLIENT.iter().map(|s| (*s).to_owned()));
-        let log = self.path(&format!("{user}.log"));
-        let p = Proc::flock(user, &args, &log);
-        p.contains("registered with");
-        p
+        proc::loopback_chat(self.dir.path(), user, port)
     }
 
     fn public_key(&self, user: &str) -> PublicKey {
@@ -95,18 +53,6 @@ impl Env {
             .expect("public key");
         PublicKey::from_pem(&pem).expect("public key")
     }
-}
-
-/// A port `p` such that UDP `p` and `p + 1` are free on 127.0.0.1 right now.
-fn free_port_pair() -> u16 {
-    for _ in 0..100 {
-        let a = UdpSocket::bind("127.0.0.1:0").expect("socket");
-        let port = a.local_addr().expect("addr").port();
-        if port < u16::MAX && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no two free ports in a row");
 }
 
 fn exchange(from: &mut Proc, from_user: &str, to: &mut Proc, to_user: &str, text: &str) {

@@ -549,7 +549,7 @@ impl Sim {
 
 use flock_crypto::{seal_b64, sign_b64};
 use flock_proto::client::{
-    ConnectionState, KeySource, SendError, Warning, ack_signed_text, max_text_len,
+    ConnectionState, KeySource, MAX_TEXT_BYTES, SendError, Warning, ack_signed_text, max_text_len,
     smessage_signed_text,
 };
 use flock_proto::limits::ORIGINAL_CLIENT_MAX_DATAGRAM;
@@ -982,11 +982,15 @@ fn text_limit_fits_an_original_datagram() {
     let max = max_text_len("alice", 256);
     assert_eq!(max, 5846);
     let now = sim.now;
-    let too_long = "x".repeat(max + 1);
+    let too_long = "x".repeat(MAX_TEXT_BYTES + 1);
     assert_eq!(
         sim.nodes[0].client.send(now, "bob", &too_long),
-        Err(SendError::TooLong { len: max + 1, max })
+        Err(SendError::TooLong {
+            len: MAX_TEXT_BYTES + 1,
+            max: MAX_TEXT_BYTES
+        })
     );
+    assert_eq!(sim.nodes[0].client.pending_count(), 0, "nothing queued");
     let id = sim.send("alice", "bob", &"y".repeat(max));
     assert!(sim.run_until(10_000, |s| s.nodes[0].db.status("bob", id)
         == Some(Status::Sent)));
@@ -999,13 +1003,79 @@ fn text_limit_fits_an_original_datagram() {
         .unwrap();
     assert!(longest <= ORIGINAL_CLIENT_MAX_DATAGRAM && longest > ORIGINAL_CLIENT_MAX_DATAGRAM - 4);
     assert_eq!(sim.nodes[1].db.texts_from("alice"), ["y".repeat(max)]);
-    // Multi-byte text counts in bytes.
+    // Multi-byte text counts in bytes: one byte over takes two parts.
     let now = sim.now;
+    let ids = sim.nodes[0]
+        .client
+        .send_parts(now, "bob", &"é".repeat(max / 2 + 1))
+        .expect("split");
+    assert_eq!(ids.len(), 2);
+}
+
+/// A 10,000-character paste of emoji, CJK and ASCII (about 26 KB).
+fn paste() -> String {
+    // Includes a ZWJ sequence (one glyph, several characters).
+    "😀漢字aé 🧑‍🤝‍🧑".chars().cycle().take(10_000).collect()
+}
+
+fn paste_arrives_in_order_as_parts(bob_extension: bool) {
+    let mut sim = pair(bob_extension);
+    let text = paste();
+    assert_eq!(text.chars().count(), 10_000);
+    let now = sim.now;
+    let sent = sim.nodes[0]
+        .client
+        .send_parts(now, "bob", &text)
+        .expect("a 10,000-character paste is accepted");
+    let ids: Vec<u64> = sent.iter().map(|(id, _)| *id).collect();
+    let texts: Vec<&str> = sent.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(texts.concat(), text);
+    let max = max_text_len("alice", 256);
+    assert!(ids.len() >= text.len().div_ceil(max) && ids.len() > 1);
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "consecutive ids");
+    let want = ids.len();
+    assert!(sim.run_until(30_000, |s| s.nodes[1].db.texts_from("alice").len() == want));
+    let parts = sim.nodes[1].db.texts_from("alice");
+    assert!(parts.iter().all(|p| !p.is_empty() && p.len() <= max));
+    assert_eq!(parts.concat(), text, "every byte arrives, in order");
+    assert!(
+        sim.log
+            .iter()
+            .filter(|(_, _, d)| d.starts_with(b"MESSAGE "))
+            .all(|(_, _, d)| d.len() <= ORIGINAL_CLIENT_MAX_DATAGRAM)
+    );
+}
+
+#[test]
+fn paste_is_split_for_an_original_peer() {
+    paste_arrives_in_order_as_parts(false);
+}
+
+#[test]
+fn paste_is_split_for_an_extension_peer() {
+    paste_arrives_in_order_as_parts(true);
+}
+
+#[test]
+fn largest_text_is_accepted_and_split_on_char_boundaries() {
+    let mut sim = pair(true);
+    // 4-byte characters up to exactly the limit.
+    let text = "😀".repeat(MAX_TEXT_BYTES / 4);
+    assert_eq!(text.len(), MAX_TEXT_BYTES);
+    let now = sim.now;
+    let want = sim.nodes[0]
+        .client
+        .send_parts(now, "bob", &text)
+        .expect("64 KiB is accepted")
+        .len();
+    assert!(sim.run_until(30_000, |s| s.nodes[1].db.texts_from("alice").len() == want));
+    assert_eq!(sim.nodes[1].db.texts_from("alice").concat(), text);
+    // One more byte is refused whole.
+    let now = sim.now;
+    let over = format!("{text}x");
     assert!(matches!(
-        sim.nodes[0]
-            .client
-            .send(now, "bob", &"é".repeat(max / 2 + 1)),
-        Err(SendError::TooLong { .. })
+        sim.nodes[0].client.send(now, "bob", &over),
+        Err(SendError::TooLong { len, max: MAX_TEXT_BYTES }) if len == MAX_TEXT_BYTES + 1
     ));
 }
 

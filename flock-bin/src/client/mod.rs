@@ -264,6 +264,24 @@ impl Client {
             .map_err(ClientError::Send)
     }
 
+    /// Sends `text` to `to` (see [`flock_proto::client::Client::send_parts`]): up to
+    /// 64 KiB, split into parts that each fit one datagram; returns each part's message
+    /// id and text, in order.
+    ///
+    /// # Errors
+    /// [`ClientError::Send`] if the message is refused (too long, key changed, ...);
+    /// then nothing was sent.
+    pub async fn send_parts(
+        &self,
+        to: &str,
+        text: &str,
+    ) -> Result<Vec<(u64, String)>, ClientError> {
+        let (to, text) = (to.to_owned(), text.to_owned());
+        self.machine(move |m, now| m.send_parts(now, &to, &text))
+            .await?
+            .map_err(ClientError::Send)
+    }
+
     /// Looks `user` up through the ring now (refreshes the cached address; a changed key
     /// shows up as [`Event::KeyChanged`]).
     ///

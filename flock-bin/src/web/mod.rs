@@ -8,7 +8,7 @@
 //! | `/servers` | "Search for servers" (LAN discovery) or type `HOST:PORT` |
 //! | `/register` | log in, or create an account (password: 8+ characters with upper case, lower case and a digit) |
 //! | `/chats` | conversations: contact, last message, unread count; open a chat by username |
-//! | `/chat/<user>` | history, live messages, delivery status, composer (4000 characters), a key-change banner with accept / reject |
+//! | `/chat/<user>` | history, live messages, delivery status, composer (up to 64 KiB, bytes used shown as you type; no `maxlength`), a key-change banner with accept / reject |
 //!
 //! Pages are static HTML, CSS and plain JavaScript compiled into the binary
 //! (`include_str!`; no build step, nothing loaded from elsewhere). They talk to the

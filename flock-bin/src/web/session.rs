@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flock_proto::client::MAX_TEXT_BYTES;
 use flock_proto::client::{ConnectionState, Event};
-use flock_proto::limits::MAX_MESSAGE_TEXT;
 use flock_store::{ChatSummary, Contact, Direction, KeyDir, Message};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -43,7 +43,7 @@ pub(crate) struct Snapshot {
     pub(crate) connection: &'static str,
     /// The server of `connection`.
     pub(crate) server: Option<String>,
-    /// Longest message, in characters.
+    /// Longest message, in UTF-8 bytes (longer text is split into parts, never cut).
     pub(crate) max_text: usize,
     /// Whether LAN discovery is allowed.
     pub(crate) discovery: bool,
@@ -134,7 +134,7 @@ pub(crate) fn start(args: WebArgs, servers: Vec<SocketAddrV4>) -> Handle {
         servers: servers.iter().map(ToString::to_string).collect(),
         connection: "offline",
         server: None,
-        max_text: MAX_MESSAGE_TEXT,
+        max_text: MAX_TEXT_BYTES,
         discovery: !args.client.no_discovery,
     };
     let (snap_tx, snap_rx) = watch::channel(snap);
@@ -461,24 +461,29 @@ impl Session {
         if text.trim().is_empty() {
             return Err("empty message".to_owned());
         }
-        let chars = text.chars().count();
-        if chars > MAX_MESSAGE_TEXT {
+        // Counted in UTF-8 bytes, as the composer counts; nothing is cut.
+        if text.len() > MAX_TEXT_BYTES {
             return Err(format!(
-                "message too long: {chars} characters, at most {MAX_MESSAGE_TEXT}"
+                "message too long: {} bytes (UTF-8), at most {MAX_TEXT_BYTES}; nothing was sent",
+                text.len()
             ));
         }
-        let msg_id = c.send(to, text).await.map_err(|e| e.to_string())?;
-        self.emit(
-            "message_sent",
-            json!({
-                "to": to,
-                "text": text,
-                "msg_id": msg_id,
-                "at_ms": now_ms(),
-                "status": "queued",
-            }),
-        );
-        Ok(json!({ "msg_id": msg_id }))
+        let parts = c.send_parts(to, text).await.map_err(|e| e.to_string())?;
+        let at_ms = now_ms();
+        for (msg_id, part) in &parts {
+            self.emit(
+                "message_sent",
+                json!({
+                    "to": to,
+                    "text": part,
+                    "msg_id": msg_id,
+                    "at_ms": at_ms,
+                    "status": "queued",
+                }),
+            );
+        }
+        let ids: Vec<u64> = parts.iter().map(|(id, _)| *id).collect();
+        Ok(json!({ "msg_id": ids.first(), "msg_ids": ids }))
     }
 
     /// A client event to the browsers (and to the snapshot).

@@ -11,9 +11,10 @@ use tokio::task::JoinSet;
 
 use super::session::{Handle, Op, Reply};
 
-/// Largest WebSocket message accepted from a page (a 4000-character message, escaped,
-/// fits several times).
-pub(crate) const MAX_WS_MESSAGE: usize = 64 * 1024;
+/// Largest WebSocket message accepted from a page: a text of the largest size
+/// ([`MAX_TEXT_BYTES`](flock_proto::client::MAX_TEXT_BYTES)) fits even if every byte is
+/// JSON-escaped as `\u00XX` (6 bytes), with room for the request around it.
+pub(crate) const MAX_WS_MESSAGE: usize = 6 * flock_proto::client::MAX_TEXT_BYTES + 4 * 1024;
 /// Requests one page may have in flight.
 const MAX_INFLIGHT: usize = 8;
 

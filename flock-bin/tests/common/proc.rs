@@ -200,3 +200,68 @@ impl Drop for Proc {
         let _ = self.child.wait();
     }
 }
+
+/// A port `p` such that UDP `p` and `p + 1` are free on 127.0.0.1 right now.
+pub fn free_port_pair() -> u16 {
+    for _ in 0..100 {
+        let a = UdpSocket::bind("127.0.0.1:0").expect("socket");
+        let port = a.local_addr().expect("addr").port();
+        if port < u16::MAX && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no two free ports in a row");
+}
+
+/// One `flock server` on 127.0.0.1 (data in `<dir>/s0`, log `<dir>/server.log`), on two
+/// free ports (`port`, PING on `port + 1`): other test runs share this machine, so no
+/// fixed ports.
+pub fn loopback_server(dir: &Path) -> (Proc, u16) {
+    let port = free_port_pair();
+    let args: Vec<String> = [
+        "server",
+        "s0",
+        "--bind",
+        "127.0.0.1",
+        "--no-broadcast",
+        "--no-multicast",
+        "--port",
+        &port.to_string(),
+        "--ping-port",
+        &(port + 1).to_string(),
+        "--data-dir",
+        &dir.join("s0").display().to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let p = Proc::flock("server", &args, &dir.join("server.log"));
+    wait_pong(SocketAddrV4::new([127, 0, 0, 1].into(), port));
+    (p, port)
+}
+
+/// `flock chat` for `user` (data in `<dir>/<user>`, log `<dir>/<user>.log`) using the
+/// server on 127.0.0.1:`port`, with [`FAST_CLIENT`] timings; waits until registered.
+pub fn loopback_chat(dir: &Path, user: &str, port: u16) -> Proc {
+    let mut args: Vec<String> = [
+        "chat",
+        "--user",
+        user,
+        "--password",
+        "Flock-Test-1",
+        "--data-dir",
+        &dir.join(user).display().to_string(),
+        "--no-discovery",
+        "--bind",
+        "127.0.0.1",
+        "--server",
+        &format!("127.0.0.1:{port}"),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.extend(FAST_CLIENT.iter().map(|s| (*s).to_owned()));
+    let p = Proc::flock(user, &args, &dir.join(format!("{user}.log")));
+    p.contains("registered with");
+    p
+}

@@ -11,13 +11,13 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use flock_crypto::{CryptoRng, PrivateKey, PublicKey, seal_b64};
 
 use super::limiter::Limiter;
-use super::max_text_len;
 use super::peer::{Dialect, Expired, Peer};
 use super::safety::SafetyNumber;
 use super::types::{
     Action, ClientConfig, ConnectionState, Counters, Event, SendError, Status, StoreOp, Transmit,
     Warning,
 };
+use super::{MAX_TEXT_BYTES, max_text_len};
 use crate::frame::Frame;
 use crate::validate::validate_username;
 
@@ -32,6 +32,32 @@ use outbox::new_entry;
 /// The keys of `user`'s entries in a map keyed by `(user, msg_id)`.
 fn of_user(user: &str) -> std::ops::RangeInclusive<(String, u64)> {
     (user.to_owned(), 0)..=(user.to_owned(), u64::MAX)
+}
+
+/// The keys of `user`'s entries with ids `first..=last`.
+fn of_user_ids(user: &str, first: u64, last: u64) -> std::ops::RangeInclusive<(String, u64)> {
+    (user.to_owned(), first)..=(user.to_owned(), last)
+}
+
+/// `text` cut on character boundaries into parts of at most `max` bytes (at least one
+/// character each, so a part is never empty).
+fn split_text(text: &str, max: usize) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut end = rest.len().min(max.max(1));
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        if end == 0 {
+            // `max` is smaller than one character: that character alone.
+            end = rest.chars().next().map_or(rest.len(), char::len_utf8);
+        }
+        let (part, tail) = rest.split_at(end);
+        parts.push(part);
+        rest = tail;
+    }
+    parts
 }
 
 #[derive(Debug)]
@@ -286,13 +312,30 @@ impl<R: CryptoRng> Client<R> {
 
     /// Sends `text` to `to`: seals it for their pinned key, stores it in the outbox and
     /// delivers it (now if they answer, later with backoff otherwise). Returns the
-    /// message id that [`Event::Status`] refers to.
+    /// message id that [`Event::Status`] refers to; for a text split into parts, the
+    /// first part's id (see [`Client::send_parts`]).
     ///
     /// # Errors
-    /// See [`SendError`]: an invalid recipient, empty or too long text (the whole
-    /// `MESSAGE` must fit an original client's 8191-byte datagram), or a changed key the
-    /// user has not accepted.
+    /// See [`Client::send_parts`].
     pub fn send(&mut self, now_ms: u64, to: &str, text: &str) -> Result<u64, SendError> {
+        self.send_parts(now_ms, to, text).map(|parts| parts[0].0)
+    }
+
+    /// Sends `text` to `to` like [`Client::send`], returning every part's message id and
+    /// text, in order. Text up to [`MAX_TEXT_BYTES`] (UTF-8 bytes) is accepted; what does not fit
+    /// one datagram an original client can receive ([`max_text_len`]) is split on
+    /// character boundaries into parts with consecutive ids, sent in order, each stored
+    /// and delivered as a message of its own. Nothing is ever cut.
+    ///
+    /// # Errors
+    /// See [`SendError`]: an invalid recipient, empty text, text over
+    /// [`MAX_TEXT_BYTES`] (nothing is sent), or a changed key the user has not accepted.
+    pub fn send_parts(
+        &mut self,
+        now_ms: u64,
+        to: &str,
+        text: &str,
+    ) -> Result<Vec<(u64, String)>, SendError> {
         validate_username(to).map_err(|_| SendError::InvalidRecipient(to.to_owned()))?;
         if to == self.cfg.user {
             return Err(SendError::ToSelf);
@@ -300,55 +343,74 @@ impl<R: CryptoRng> Client<R> {
         if text.is_empty() {
             return Err(SendError::Empty);
         }
-        let peer = self.peers.entry(to.to_owned()).or_default();
-        let wrapped = peer.key.pinned().map_or(256, |k| k.bits().div_ceil(8));
-        let max = max_text_len(&self.cfg.user, wrapped);
-        if text.len() > max {
+        if text.len() > MAX_TEXT_BYTES {
             return Err(SendError::TooLong {
                 len: text.len(),
-                max,
+                max: MAX_TEXT_BYTES,
             });
         }
+        let peer = self.peers.entry(to.to_owned()).or_default();
         if peer.key.pending().is_some() {
             return Err(SendError::KeyChanged {
                 user: to.to_owned(),
             });
         }
+        let wrapped = peer.key.pinned().map_or(256, |k| k.bits().div_ceil(8));
         let pinned = peer.key.pinned().cloned();
-        let msg_id = self.fresh_id(to);
-        match pinned {
-            Some(key) => {
-                let payload_b64 = seal_b64(&mut self.rng, &key, text.as_bytes())?;
-                self.store(StoreOp::QueueOutgoing {
-                    to: to.to_owned(),
-                    text: text.to_owned(),
-                    msg_id,
-                    payload_b64: payload_b64.clone(),
-                    at_ms: now_ms,
-                });
-                self.status(to, msg_id, Status::Queued);
-                self.outbox
-                    .insert((to.to_owned(), msg_id), new_entry(payload_b64, now_ms));
-            }
-            None => {
-                self.store(StoreOp::SaveOutgoing {
-                    to: to.to_owned(),
-                    text: text.to_owned(),
-                    msg_id,
-                    at_ms: now_ms,
-                });
-                self.status(to, msg_id, Status::Queued);
-                self.awaiting_key.insert(
-                    (to.to_owned(), msg_id),
-                    AwaitingKey {
-                        text: text.to_owned(),
-                    },
-                );
-                self.request_resolve(to);
+        let parts = split_text(text, max_text_len(&self.cfg.user, wrapped));
+        // Seal every part first: a failure sends nothing.
+        let sealed = match &pinned {
+            Some(key) => Some(
+                parts
+                    .iter()
+                    .map(|part| seal_b64(&mut self.rng, key, part.as_bytes()))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            None => None,
+        };
+        let first = self.fresh_ids(to, parts.len());
+        let ids: Vec<u64> = (0..parts.len() as u64).map(|i| first + i).collect();
+        for (i, (part, &msg_id)) in parts.iter().zip(&ids).enumerate() {
+            match &sealed {
+                Some(sealed) => {
+                    let payload_b64 = sealed[i].clone();
+                    self.store(StoreOp::QueueOutgoing {
+                        to: to.to_owned(),
+                        text: (*part).to_owned(),
+                        msg_id,
+                        payload_b64: payload_b64.clone(),
+                        at_ms: now_ms,
+                    });
+                    self.status(to, msg_id, Status::Queued);
+                    self.outbox
+                        .insert((to.to_owned(), msg_id), new_entry(payload_b64, now_ms));
+                }
+                None => {
+                    self.store(StoreOp::SaveOutgoing {
+                        to: to.to_owned(),
+                        text: (*part).to_owned(),
+                        msg_id,
+                        at_ms: now_ms,
+                    });
+                    self.status(to, msg_id, Status::Queued);
+                    self.awaiting_key.insert(
+                        (to.to_owned(), msg_id),
+                        AwaitingKey {
+                            text: (*part).to_owned(),
+                        },
+                    );
+                }
             }
         }
+        if pinned.is_none() {
+            self.request_resolve(to);
+        }
         self.pump(now_ms);
-        Ok(msg_id)
+        Ok(ids
+            .into_iter()
+            .zip(parts)
+            .map(|(id, part)| (id, part.to_owned()))
+            .collect())
     }
 
     /// Looks `user` up through the ring (refreshing the cached address and checking the
@@ -700,12 +762,28 @@ impl<R: CryptoRng> Client<R> {
             .collect()
     }
 
-    fn fresh_id(&mut self, to: &str) -> u64 {
+    /// The first of `n` consecutive unused message ids to `to` (parts of one text keep
+    /// their order in the outbox, which is sent in id order).
+    fn fresh_ids(&mut self, to: &str, n: usize) -> u64 {
+        let n = n.max(1) as u64;
         loop {
-            let id = self.rng.next_u64();
-            let key = (to.to_owned(), id);
-            if id != 0 && !self.outbox.contains_key(&key) && !self.awaiting_key.contains_key(&key) {
-                return id;
+            let first = self.rng.next_u64();
+            let Some(last) = first.checked_add(n - 1) else {
+                continue;
+            };
+            let taken = first == 0
+                || self
+                    .outbox
+                    .range(of_user_ids(to, first, last))
+                    .next()
+                    .is_some()
+                || self
+                    .awaiting_key
+                    .range(of_user_ids(to, first, last))
+                    .next()
+                    .is_some();
+            if !taken {
+                return first;
             }
         }
     }

@@ -203,9 +203,12 @@
 //! before it, as `flock-bin`'s client does on a receive thread of its own (see
 //! `flock_crypto`'s notes on RUSTSEC-2023-0071).
 //!
-//! Text is limited so that `MESSAGE <me> <payload_b64>` fits an original client's
-//! 8191-byte datagram ([`max_text_len`]); longer text is refused with
-//! [`SendError::TooLong`], never cut.
+//! Text is limited to [`MAX_TEXT_BYTES`] (64 KiB of UTF-8); longer text is refused with
+//! [`SendError::TooLong`] and nothing is sent. Each message must fit an original
+//! client's 8191-byte datagram as `MESSAGE <me> <payload_b64>` ([`max_text_len`]): a
+//! longer text is split on character boundaries into parts with consecutive ids, sent
+//! in order, each stored and delivered as a message of its own
+//! ([`Client::send_parts`]). Nothing is ever cut.
 
 mod limiter;
 mod machine;
@@ -243,6 +246,10 @@ pub fn smessage_signed_text(sender: &str, recipient: &str, id: u64, payload_b64:
 pub fn ack_signed_text(from: &str, to: &str, id: u64) -> String {
     format!("ACK|{from}|{to}|{id}")
 }
+
+/// Most bytes of UTF-8 text one [`Client::send`] accepts (64 KiB); longer text is
+/// refused with [`SendError::TooLong`].
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 
 /// Most bytes of UTF-8 text `sender` can send in one message so that
 /// `MESSAGE <sender> <payload_b64>` fits [`ORIGINAL_CLIENT_MAX_DATAGRAM`] (8191 bytes),

@@ -625,12 +625,13 @@ pub enum SendError {
     /// Empty text.
     #[error("empty message")]
     Empty,
-    /// The text is too long for one datagram an original client can receive.
-    #[error("message too long: {len} bytes, at most {max} bytes fit in one datagram")]
+    /// The text is longer than [`MAX_TEXT_BYTES`](super::MAX_TEXT_BYTES); nothing was
+    /// sent.
+    #[error("message too long: {len} bytes (UTF-8), at most {max} bytes; nothing was sent")]
     TooLong {
         /// Text length in bytes (UTF-8).
         len: usize,
-        /// Most bytes that fit.
+        /// Most bytes accepted.
         max: usize,
     },
     /// The recipient's key changed and the user has not accepted the new key.

@@ -5,7 +5,10 @@
 'use strict';
 
 (function () {
-  const MAX_TEXT = 4000;
+  // Most UTF-8 bytes per message (64 KiB; longer text is split into parts by the
+  // client, so nothing is cut). Counted in bytes, as the client counts.
+  const MAX_TEXT = 65536;
+  const utf8Bytes = (s) => new TextEncoder().encode(s).length;
   const USERNAME = /^[\p{L}\p{N}_]{3,20}$/u;
 
   const $ = (id) => document.getElementById(id);
@@ -350,8 +353,8 @@
       document.title = peer + ' · Flock';
       const text = $('text');
       const count = () => {
-        const n = [...text.value].length;
-        $('count').textContent = n + ' / ' + MAX_TEXT;
+        const n = utf8Bytes(text.value);
+        $('count').textContent = n + ' / ' + MAX_TEXT + ' bytes';
         $('count').classList.toggle('over', n > MAX_TEXT);
       };
       text.addEventListener('input', count);
@@ -365,8 +368,9 @@
         e.preventDefault();
         const value = text.value;
         if (!value.trim()) return;
-        if ([...value].length > MAX_TEXT) {
-          setError('At most ' + MAX_TEXT + ' characters per message.');
+        const bytes = utf8Bytes(value);
+        if (bytes > MAX_TEXT) {
+          setError('Message too long: ' + bytes + ' bytes (UTF-8), at most ' + MAX_TEXT + '. Nothing was sent.');
           return;
         }
         setError('');

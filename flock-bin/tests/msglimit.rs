@@ -1,0 +1,104 @@
+//! The message limit with real processes: two `flock chat` clients on one server,
+//! a 10,000-character paste of emoji and CJK sent through a pipe (as a paste into a
+//! terminal would be, without the terminal's line limit) arrives whole, in order; a
+//! text over 64 KiB is refused and nothing is sent.
+//!
+//! In a terminal (a pseudo-terminal here), a line the terminal may have cut (4095 bytes)
+//! is refused with a clear message instead of being sent cut.
+//!
+//! Every wait is a condition poll with a deadline; child processes are killed on drop.
+
+#[path = "common/proc.rs"]
+mod proc;
+
+use flock_proto::client::{MAX_TEXT_BYTES, max_text_len};
+
+const PASSWORD: &str = "Flock-Test-1";
+
+/// 10,000 characters of emoji (one a ZWJ sequence), CJK, accents and ASCII.
+fn paste() -> String {
+    "😀漢字aé 🧑‍🤝‍🧑語".chars().cycle().take(10_000).collect()
+}
+
+#[test]
+fn a_10000_character_paste_arrives_whole_and_over_64_kib_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_server, port) = proc::loopback_server(dir.path());
+    let mut alice = proc::loopback_chat(dir.path(), "alice", port);
+    let bob = proc::loopback_chat(dir.path(), "bob", port);
+    let text = paste();
+    assert_eq!(text.chars().count(), 10_000);
+    let parts = text.len().div_ceil(max_text_len("alice", 256));
+    assert!(text.len() > 20_000 && parts > 1, "{} bytes", text.len());
+
+    alice.say("@bob");
+    alice.say(&text);
+    // Every part arrives and is acknowledged; together they are the paste, in order.
+    alice.wait_for("every part delivered", |_| {
+        alice.count(|l| l.starts_with("* to bob: delivered")) >= parts
+    });
+    let got = bob.wait_for("the last part", |_| {
+        bob.lines()
+            .iter()
+            .filter_map(|l| l.strip_prefix("<alice> "))
+            .collect::<String>()
+            .len()
+            >= text.len()
+    });
+    drop(got);
+    let received: String = bob
+        .lines()
+        .iter()
+        .filter_map(|l| l.strip_prefix("<alice> "))
+        .collect();
+    assert_eq!(received, text, "nothing cut, nothing reordered");
+    assert_eq!(
+        alice.count(|l| l.starts_with("!!")),
+        0,
+        "{:?}",
+        alice.lines()
+    );
+
+    // Over 64 KiB: a clear error, nothing sent.
+    let before = bob.count(|l| l.starts_with("<alice> "));
+    alice.say(&"漢".repeat(MAX_TEXT_BYTES / 3 + 1));
+    let refused = alice.contains("!! not sent: message too long");
+    assert!(refused.contains("65538 bytes"), "{refused}");
+    alice.say("after the refusal");
+    bob.contains("<alice> after the refusal");
+    assert_eq!(bob.count(|l| l.starts_with("<alice> ")), before + 1);
+}
+
+#[test]
+fn a_line_the_terminal_may_have_cut_is_not_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = std::process::Command::new(proc::FLOCK);
+    cmd.args([
+        "chat",
+        "--user",
+        "alice",
+        "--password",
+        PASSWORD,
+        "--data-dir",
+    ])
+    .arg(dir.path().join("alice"))
+    // Nothing listens there: login does not wait for the server.
+    .args([
+        "--no-discovery",
+        "--bind",
+        "127.0.0.1",
+        "--server",
+        "127.0.0.1:9",
+    ]);
+    let timeout = u64::try_from(proc::WAIT.as_millis()).expect("timeout");
+    let mut tty = rexpect::session::spawn_command(cmd, Some(timeout)).expect("pty");
+    tty.exp_string("* logged in as alice").expect("login");
+    tty.send_line("@bob").expect("type");
+    tty.exp_string("* chat with bob").expect("chat opened");
+    // A 10,000-character line: the terminal keeps 4095 bytes of it.
+    tty.send_line(&"x".repeat(10_000)).expect("type");
+    tty.exp_string("!! not sent: a terminal line holds at most 4095 bytes")
+        .expect("refused, not cut");
+    tty.send_line("/quit").expect("type");
+    tty.exp_eof().expect("end");
+}
