@@ -559,4 +559,8 @@ fn readme_one_host_commands_form_a_ring() {
     assert!(log1.contains("node1 founded a new ring"), "{log1}");
     assert!(log2.contains("node2 joined the ring"), "{log2}");
     assert!(!log1.contains("stopped answering"), "{log1}");
+    // `flock status` through the loopback alias of node1 counts each node once.
+    let (ok, table) = f::flock(&h, &["status", "127.0.0.1:12345"]);
+    assert!(ok, "{table}");
+    assert!(table.contains("2 nodes,"), "{table}");
 }
