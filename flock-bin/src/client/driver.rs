@@ -109,6 +109,8 @@ pub(crate) enum Cmd {
 /// How long to wait before trying servers again when all failed (the original: 3 s).
 const RETRY_SERVERS: Duration = Duration::from_secs(3);
 const DISCOVERY_WAIT: Duration = Duration::from_millis(1_500);
+/// Most failed servers remembered (the oldest is forgotten first).
+const MAX_FAILED: usize = 64;
 /// How often the client asks its server for the ring's members again.
 const MEMBERS_REFRESH: Duration = Duration::from_secs(60);
 
@@ -139,13 +141,15 @@ pub(crate) struct Driver {
     discovering: Option<JoinHandle<std::io::Result<Vec<SocketAddrV4>>>>,
     /// What [`Self::candidates`] came from.
     source: Source,
-    /// Servers that failed since the client was last registered (not tried again until
-    /// every source is exhausted).
+    /// Servers that were lost or did not answer (not tried again until every source is
+    /// exhausted, so that failover never loops on a dead server).
     failed: Vec<SocketAddrV4>,
     /// The server we are registered with.
     current: Option<SocketAddrV4>,
     /// The ring members our server named (`MEMBERS`), to fail over through.
     members: Vec<SocketAddrV4>,
+    /// The server that named them.
+    members_from: Option<SocketAddrV4>,
     /// When to ask for the members again.
     members_at: Option<Instant>,
     /// Address cookies our servers gave (see [`Cookies`]).
@@ -225,6 +229,7 @@ impl Driver {
             failed: Vec::new(),
             current: None,
             members: Vec::new(),
+            members_from: None,
             members_at: None,
             cookies: Cookies::default(),
         })
@@ -285,10 +290,11 @@ impl Driver {
         if Some(from) == self.current && datagram.starts_with(flock_proto::MEMBERS_REQUEST) {
             match flock_proto::decode_members_reply(datagram) {
                 Ok(members) => {
-                    if members != self.members {
+                    if members != self.members || self.members_from != Some(from) {
                         tracing::info!(server = %from, ?members, "ring members learned");
                     }
                     self.members = members;
+                    self.members_from = Some(from);
                 }
                 Err(error) => tracing::debug!(%from, %error, "bad MEMBERS answer"),
             }
@@ -380,6 +386,9 @@ impl Driver {
 
     fn on_lost(&mut self, lost: SocketAddrV4) {
         if !self.failed.contains(&lost) {
+            if self.failed.len() >= MAX_FAILED {
+                self.failed.remove(0);
+            }
             self.failed.push(lost);
         }
         self.candidates.retain(|s| *s != lost);
@@ -418,7 +427,7 @@ impl Driver {
                         Event::Connection(ConnectionState::Registered { server }) => {
                             tracing::info!(%server, "registered");
                             self.candidates.clear();
-                            self.failed.clear();
+                            self.failed.retain(|s| s != server);
                             self.source = Source::Members;
                             self.reconnect_at = None;
                             self.current = Some(*server);
