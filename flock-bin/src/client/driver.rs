@@ -393,12 +393,16 @@ impl Driver {
         }
         self.candidates.retain(|s| *s != lost);
         if self.current.take() == Some(lost) {
-            // Our server went: through the members it named first.
+            // Our server went: through the members it named first, those the user
+            // configured first (in the configured order).
             self.members_at = None;
             self.candidates.clear();
             self.source = Source::Members;
-            let members = self.members.clone();
-            self.add_candidates(members);
+            let mut members = self.members.clone();
+            members.sort_by_key(|m| self.servers.iter().position(|s| s == m));
+            let (configured, others): (Vec<_>, Vec<_>) =
+                members.into_iter().partition(|m| self.servers.contains(m));
+            self.add_candidates(configured.into_iter().chain(others));
             if !self.candidates.is_empty() {
                 tracing::info!(
                     %lost,
