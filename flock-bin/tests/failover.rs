@@ -16,59 +16,22 @@ mod common {
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::flock::{self as f, Server};
 use common::netns::Net;
-use common::proc::{FAST_CLIENT, FLOCK, Proc, WAIT, wait_pong};
+use common::proc::{FAST_CLIENT, Proc, WAIT, loopback_server, wait_nodes, wait_pong};
 
 /// How soon the client must be registered again after its server is killed.
 const REREGISTER: Duration = Duration::from_secs(5);
 
-/// A ring server on 127.0.0.1:`port` (PING on `port + 1`), joining 127.0.0.1:`join`.
+/// A ring server on 127.0.0.1:`port` (PING on `port + 1`), joining 127.0.0.1:`join`;
+/// returns once it answers PING.
 fn server(dir: &Path, name: &str, port: u16, join: Option<u16>) -> Proc {
-    let mut args: Vec<String> = [
-        "server",
-        name,
-        "--bind",
-        "127.0.0.1",
-        "--no-broadcast",
-        "--no-multicast",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    args.extend([
-        "--port".into(),
-        port.to_string(),
-        "--ping-port".into(),
-        (port + 1).to_string(),
-        "--data-dir".into(),
-        dir.join(name).display().to_string(),
-    ]);
-    if let Some(j) = join {
-        args.extend(["--join".into(), format!("127.0.0.1:{j}")]);
-    }
-    let p = Proc::flock(name, &args, &dir.join(format!("{name}.log")));
+    let log = dir.join(format!("{name}.log"));
+    let p = loopback_server(name, port, join, &dir.join(name), &log);
     wait_pong(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port + 1));
     p
-}
-
-/// Waits until `flock status` at `port` reports `n` nodes.
-fn wait_nodes(port: u16, n: usize) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let out = Command::new(FLOCK)
-            .args(["status", &format!("127.0.0.1:{port}")])
-            .output()
-            .expect("flock status");
-        if String::from_utf8_lossy(&out.stdout).contains(&format!("{n} nodes")) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "ring of {n} did not form");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Waits until the client's log has a line with every one of `needles`.

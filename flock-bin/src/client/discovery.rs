@@ -13,7 +13,8 @@ use tokio::net::UdpSocket;
 /// Broadcasts `DISCOVER` to `255.255.255.255:12345` and multicasts `DISCOVER_SERVER` to
 /// `224.0.0.1:10003`, and collects the servers that answer within `wait`, in order of
 /// first answer. Each server is reported at the address it answered from, its real port
-/// (see [`server_of`]).
+/// (a `DISCOVER_SERVER` answer from the multicast port 10003, as older servers send it,
+/// means the standard port 12345).
 ///
 /// # Errors
 /// The discovery socket could not be set up.
