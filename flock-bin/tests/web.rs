@@ -271,13 +271,24 @@ async fn fill(b: &Browser, css: &str, text: &str) -> R {
     e.send_keys(text).await.map_err(|e| format!("{css}: {e}"))
 }
 
+/// Clicks the element `css` finds; found again if the page re-rendered it between the
+/// find and the click (a stale element), until a deadline.
 async fn click(b: &Browser, css: &str) -> R {
-    b.find(Locator::Css(css))
-        .await
-        .map_err(|e| format!("{css}: {e}"))?
-        .click()
-        .await
-        .map_err(|e| format!("{css}: {e}"))
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = b.find(Locator::Css(css)).await;
+        let result = match found {
+            Ok(e) => e.click().await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if e.to_string().contains("stale element") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(format!("{css}: {e}")),
+        }
+    }
 }
 
 async fn screenshot(b: &Browser, name: &str) {
