@@ -15,7 +15,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use flock_crypto::{PrivateKey, PublicKey};
 use flock_proto::client::smessage_signed_text;
-use proc::{FLOCK, Proc, WAIT};
+use proc::{Proc, WAIT};
 
 struct Env {
     dir: tempfile::TempDir,
@@ -34,29 +34,8 @@ impl Env {
 
     /// A ring server on 127.0.0.1:`port` (PING on `port + 1`).
     fn server(&self, name: &str, data: &str, port: u16, join: Option<u16>) -> Proc {
-        let mut args: Vec<String> = [
-            "server",
-            name,
-            "--bind",
-            "127.0.0.1",
-            "--no-broadcast",
-            "--no-multicast",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        args.extend([
-            "--port".into(),
-            port.to_string(),
-            "--ping-port".into(),
-            (port + 1).to_string(),
-            "--data-dir".into(),
-            self.path(data).display().to_string(),
-        ]);
-        if let Some(j) = join {
-            args.extend(["--join".into(), format!("127.0.0.1:{j}")]);
-        }
-        Proc::flock(name, &args, &self.path(&format!("{name}-{data}.log")))
+        let log = self.path(&format!("{name}-{data}.log"));
+        proc::loopback_ring_server(name, port, join, &self.path(data), &log)
     }
 
     /// A ring of `n` servers on ports `base`, `base + 2`, ...; waits until it is whole.
@@ -68,18 +47,8 @@ impl Env {
             ring.push(self.server(&format!("{tag}{i}"), &format!("{tag}{i}"), port, Some(base)));
             wait_ping(port);
         }
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let out = Command::new(FLOCK)
-                .args(["status", &format!("127.0.0.1:{base}")])
-                .output()
-                .expect("flock status");
-            if String::from_utf8_lossy(&out.stdout).contains(&format!("{n} nodes")) {
-                return ring;
-            }
-            assert!(Instant::now() < deadline, "ring of {n} did not form");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        proc::wait_nodes(base, usize::from(n));
+        ring
     }
 
     /// `flock chat` for `user` with `data` as its directory, using `servers` in order.

@@ -75,47 +75,20 @@ impl Env {
         let mut ring = Vec::new();
         for i in 0..n {
             let port = base + 2 * i;
-            let mut args: Vec<String> = [
-                "server",
-                &format!("{tag}{i}"),
-                "--bind",
-                "127.0.0.1",
-                "--no-broadcast",
-                "--no-multicast",
-            ]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-            args.extend([
-                "--port".into(),
-                port.to_string(),
-                "--ping-port".into(),
-                (port + 1).to_string(),
-                "--data-dir".into(),
-                self.path(&format!("{tag}{i}")).display().to_string(),
-            ]);
-            if i > 0 {
-                args.extend(["--join".into(), format!("127.0.0.1:{base}")]);
-            }
-            ring.push(Proc::flock(
-                &format!("{tag}{i}"),
-                &args,
-                &self.path(&format!("{tag}{i}.log")),
+            let name = format!("{tag}{i}");
+            let join = (i > 0).then_some(base);
+            let log = self.path(&format!("{name}.log"));
+            ring.push(proc::loopback_ring_server(
+                &name,
+                port,
+                join,
+                &self.path(&name),
+                &log,
             ));
             wait_ping(port);
         }
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let out = Command::new(FLOCK)
-                .args(["status", &format!("127.0.0.1:{base}")])
-                .output()
-                .expect("flock status");
-            if String::from_utf8_lossy(&out.stdout).contains(&format!("{n} nodes")) {
-                return ring;
-            }
-            assert!(Instant::now() < deadline, "ring of {n} did not form");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        proc::wait_nodes(base, usize::from(n));
+        ring
     }
 
     /// `flock web` for one user on a free HTTP port; returns it and its base URL.
@@ -298,13 +271,24 @@ async fn fill(b: &Browser, css: &str, text: &str) -> R {
     e.send_keys(text).await.map_err(|e| format!("{css}: {e}"))
 }
 
+/// Clicks the element `css` finds; found again if the page re-rendered it between the
+/// find and the click (a stale element), until a deadline.
 async fn click(b: &Browser, css: &str) -> R {
-    b.find(Locator::Css(css))
-        .await
-        .map_err(|e| format!("{css}: {e}"))?
-        .click()
-        .await
-        .map_err(|e| format!("{css}: {e}"))
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = b.find(Locator::Css(css)).await;
+        let result = match found {
+            Ok(e) => e.click().await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if e.to_string().contains("stale element") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(format!("{css}: {e}")),
+        }
+    }
 }
 
 async fn screenshot(b: &Browser, name: &str) {

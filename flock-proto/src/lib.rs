@@ -74,8 +74,9 @@ pub mod validate;
 mod verbs;
 
 pub use discovery::{
-    decode_discover_reply, decode_discover_server_reply, encode_discover_reply,
-    encode_discover_server_reply,
+    MAX_MEMBERS, MEMBERS_REQUEST, decode_discover_reply, decode_discover_server_reply,
+    decode_members_reply, encode_discover_reply, encode_discover_server_reply,
+    encode_members_reply,
 };
 pub use error::DecodeError;
 pub use frame::{AnswerTo, ErrorReply, Frame, LegacyRecord, OkReply, Register};

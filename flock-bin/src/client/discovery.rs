@@ -12,8 +12,9 @@ use tokio::net::UdpSocket;
 
 /// Broadcasts `DISCOVER` to `255.255.255.255:12345` and multicasts `DISCOVER_SERVER` to
 /// `224.0.0.1:10003`, and collects the servers that answer within `wait`, in order of
-/// first answer. A `DISCOVER_SERVER` answer names an IP; its server is assumed on the
-/// standard port 12345.
+/// first answer. Each server is reported at the address it answered from, its real port
+/// (a `DISCOVER_SERVER` answer from the multicast port 10003, as older servers send it,
+/// means the standard port 12345).
 ///
 /// # Errors
 /// The discovery socket could not be set up.
@@ -48,11 +49,7 @@ pub async fn discover(wait: Duration) -> std::io::Result<Vec<SocketAddrV4>> {
             continue;
         };
         let datagram = &buf[..n];
-        let server = if let Ok(ip) = decode_discover_server_reply(datagram) {
-            SocketAddrV4::new(ip, SERVER_PORT)
-        } else if decode_discover_reply(datagram).is_ok() {
-            from
-        } else {
+        let Some(server) = server_of(from, datagram) else {
             continue;
         };
         if seen.insert(server) {
@@ -60,4 +57,54 @@ pub async fn discover(wait: Duration) -> std::io::Result<Vec<SocketAddrV4>> {
         }
     }
     Ok(found)
+}
+
+/// The server a discovery answer from `from` names, `None` if it is not one. A
+/// `DISCOVER` answer comes from the server's socket: `from`. A `DISCOVER_SERVER` answer
+/// names the server's IP, and ours come from the server's socket, so the port is
+/// `from`'s; an answer from the discovery port (older servers answer from their
+/// multicast socket) means the standard port 12345.
+pub(crate) fn server_of(from: SocketAddrV4, datagram: &[u8]) -> Option<SocketAddrV4> {
+    if let Ok(ip) = decode_discover_server_reply(datagram) {
+        let port = match from.port() {
+            DISCOVERY_PORT => SERVER_PORT,
+            p => p,
+        };
+        Some(SocketAddrV4::new(ip, port))
+    } else if decode_discover_reply(datagram).is_ok() {
+        Some(from)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_name_the_port_they_came_from() {
+        let at = |ip: [u8; 4], port| SocketAddrV4::new(ip.into(), port);
+        // DISCOVER_SERVER answered from a server on a non-default port.
+        assert_eq!(
+            server_of(at([127, 0, 0, 1], 23003), b"127.0.0.1"),
+            Some(at([127, 0, 0, 1], 23003))
+        );
+        // The body's IP counts (a server bound to 0.0.0.0 answers from another address).
+        assert_eq!(
+            server_of(at([10, 0, 0, 9], 23005), b"10.0.0.7"),
+            Some(at([10, 0, 0, 7], 23005))
+        );
+        // From the discovery socket: the standard port.
+        assert_eq!(
+            server_of(at([10, 0, 0, 7], DISCOVERY_PORT), b"10.0.0.7"),
+            Some(at([10, 0, 0, 7], SERVER_PORT))
+        );
+        // DISCOVER: the server's name, from its socket.
+        assert_eq!(
+            server_of(at([10, 0, 0, 7], 23001), b"node1"),
+            Some(at([10, 0, 0, 7], 23001))
+        );
+        assert_eq!(server_of(at([10, 0, 0, 7], 23001), b""), None);
+    }
 }

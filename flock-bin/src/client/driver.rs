@@ -109,6 +109,19 @@ pub(crate) enum Cmd {
 /// How long to wait before trying servers again when all failed (the original: 3 s).
 const RETRY_SERVERS: Duration = Duration::from_secs(3);
 const DISCOVERY_WAIT: Duration = Duration::from_millis(1_500);
+/// Most failed servers remembered (the oldest is forgotten first).
+const MAX_FAILED: usize = 64;
+/// How often the client asks its server for the ring's members again.
+const MEMBERS_REFRESH: Duration = Duration::from_secs(60);
+
+/// Where the next server to try comes from, in order: after losing a server, the ring
+/// members it named, then discovery, then the configured list; then a pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Members,
+    Discovery,
+    Configured,
+}
 
 pub(crate) struct Driver {
     machine: Machine,
@@ -126,6 +139,19 @@ pub(crate) struct Driver {
     candidates: VecDeque<SocketAddrV4>,
     reconnect_at: Option<Instant>,
     discovering: Option<JoinHandle<std::io::Result<Vec<SocketAddrV4>>>>,
+    /// What [`Self::candidates`] came from.
+    source: Source,
+    /// Servers that were lost or did not answer (not tried again until every source is
+    /// exhausted, so that failover never loops on a dead server).
+    failed: Vec<SocketAddrV4>,
+    /// The server we are registered with.
+    current: Option<SocketAddrV4>,
+    /// The ring members our server named (`MEMBERS`), to fail over through.
+    members: Vec<SocketAddrV4>,
+    /// The server that named them.
+    members_from: Option<SocketAddrV4>,
+    /// When to ask for the members again.
+    members_at: Option<Instant>,
     /// Address cookies our servers gave (see [`Cookies`]).
     cookies: Cookies,
 }
@@ -199,6 +225,12 @@ impl Driver {
             follow_route,
             reconnect_at: Some(Instant::now()),
             discovering: None,
+            source: Source::Members,
+            failed: Vec::new(),
+            current: None,
+            members: Vec::new(),
+            members_from: None,
+            members_at: None,
             cookies: Cookies::default(),
         })
     }
@@ -211,6 +243,7 @@ impl Driver {
                 .poll_timeout()
                 .map(|t| Instant::now() + Duration::from_millis(t.saturating_sub(now_ms())));
             let reconnect = self.reconnect_at;
+            let members_at = self.members_at;
             tokio::select! {
                 r = self.inbox.recv() => match r {
                     Some((from, datagram)) => self.on_datagram(from, &datagram),
@@ -229,13 +262,13 @@ impl Driver {
                     self.reconnect_at = None;
                     self.next_server();
                 }
+                () = sleep_until(members_at), if members_at.is_some() => {
+                    self.ask_members();
+                }
                 found = join(&mut self.discovering), if self.discovering.is_some() => {
                     self.discovering = None;
-                    for s in found {
-                        if !self.candidates.contains(&s) {
-                            self.candidates.push_back(s);
-                        }
-                    }
+                    tracing::info!(found = found.len(), "discovery answered");
+                    self.add_candidates(found);
                     self.next_server();
                 }
             }
@@ -251,6 +284,19 @@ impl Driver {
                 if let Err(e) = self.socket.try_send_to(&bytes, from.into()) {
                     tracing::debug!(to = %from, error = %e, "resend with cookie failed");
                 }
+            }
+            return;
+        }
+        if Some(from) == self.current && datagram.starts_with(flock_proto::MEMBERS_REQUEST) {
+            match flock_proto::decode_members_reply(datagram) {
+                Ok(members) => {
+                    if members != self.members || self.members_from != Some(from) {
+                        tracing::info!(server = %from, ?members, "ring members learned");
+                    }
+                    self.members = members;
+                    self.members_from = Some(from);
+                }
+                Err(error) => tracing::debug!(%from, %error, "bad MEMBERS answer"),
             }
             return;
         }
@@ -270,41 +316,102 @@ impl Driver {
         self.machine.connect(now_ms(), server);
     }
 
-    /// Tries the next candidate server; when none is left, discovery (if enabled) and the
-    /// configured list again after a pause.
+    /// Asks our server for the ring's members (the original's servers do not answer;
+    /// then nothing changes), and again after [`MEMBERS_REFRESH`].
+    fn ask_members(&mut self) {
+        self.members_at = None;
+        let Some(server) = self.current else { return };
+        let datagram = self.cookies.outgoing(server, flock_proto::MEMBERS_REQUEST);
+        if let Err(e) = self.socket.try_send_to(&datagram, server.into()) {
+            tracing::debug!(to = %server, error = %e, "MEMBERS not sent");
+        }
+        self.members_at = Some(Instant::now() + MEMBERS_REFRESH);
+    }
+
+    /// Queues `servers` to try, leaving out those queued already and those that failed.
+    fn add_candidates(&mut self, servers: impl IntoIterator<Item = SocketAddrV4>) {
+        for s in servers {
+            if !self.candidates.contains(&s) && !self.failed.contains(&s) {
+                self.candidates.push_back(s);
+            }
+        }
+    }
+
+    /// Tries the next candidate server; when none is left, the next source (ring
+    /// members, discovery, the configured list), each step logged once; when every
+    /// source is exhausted, all servers again after a pause.
     fn next_server(&mut self) {
-        if let Some(server) = self.candidates.pop_front() {
-            tracing::info!(%server, "connecting");
-            self.connect(server);
-            return;
-        }
-        if self.discovery && self.discovering.is_none() {
-            self.discovering = Some(tokio::spawn(super::discover(DISCOVERY_WAIT)));
-        }
-        self.candidates = self.servers.iter().copied().collect();
-        if self.discovering.is_none() {
-            self.reconnect_at = Some(Instant::now() + RETRY_SERVERS);
+        loop {
+            if let Some(server) = self.candidates.pop_front() {
+                tracing::info!(%server, "connecting");
+                self.connect(server);
+                return;
+            }
+            match self.source {
+                Source::Members => {
+                    self.source = Source::Discovery;
+                    if self.discovery && self.discovering.is_none() {
+                        tracing::info!("looking for servers by discovery");
+                        self.discovering = Some(tokio::spawn(super::discover(DISCOVERY_WAIT)));
+                        return;
+                    }
+                }
+                Source::Discovery => {
+                    self.source = Source::Configured;
+                    let servers = self.servers.clone();
+                    self.add_candidates(servers);
+                    if !self.candidates.is_empty() {
+                        tracing::info!(
+                            servers = self.candidates.len(),
+                            "trying the configured servers"
+                        );
+                    }
+                }
+                Source::Configured => {
+                    // Every source tried: all of them again, after a pause.
+                    self.source = Source::Members;
+                    self.failed.clear();
+                    let all: Vec<_> = self.members.iter().chain(&self.servers).copied().collect();
+                    self.add_candidates(all);
+                    tracing::info!(
+                        pause_ms = RETRY_SERVERS.as_millis() as u64,
+                        "no server answered; trying them all again"
+                    );
+                    self.reconnect_at = Some(Instant::now() + RETRY_SERVERS);
+                    return;
+                }
+            }
         }
     }
 
     fn on_lost(&mut self, lost: SocketAddrV4) {
-        if self.candidates.is_empty() {
-            // The others first, the one that failed last.
-            self.candidates = self
-                .servers
-                .iter()
-                .copied()
-                .filter(|s| *s != lost)
-                .chain(self.servers.iter().copied().filter(|s| *s == lost))
-                .collect();
+        if !self.failed.contains(&lost) {
+            if self.failed.len() >= MAX_FAILED {
+                self.failed.remove(0);
+            }
+            self.failed.push(lost);
         }
         self.candidates.retain(|s| *s != lost);
-        if self.candidates.is_empty() && !self.discovery {
-            self.candidates.push_back(lost);
-            self.reconnect_at = Some(Instant::now() + RETRY_SERVERS);
-        } else {
-            self.reconnect_at = Some(Instant::now());
+        if self.current.take() == Some(lost) {
+            // Our server went: through the members it named first, those the user
+            // configured first (in the configured order).
+            self.members_at = None;
+            self.candidates.clear();
+            self.source = Source::Members;
+            let mut members = self.members.clone();
+            members.sort_by_key(|m| self.servers.iter().position(|s| s == m));
+            let (configured, others): (Vec<_>, Vec<_>) =
+                members.into_iter().partition(|m| self.servers.contains(m));
+            self.add_candidates(configured.into_iter().chain(others));
+            if !self.candidates.is_empty() {
+                tracing::info!(
+                    %lost,
+                    members = self.candidates.len(),
+                    "trying the ring members it named"
+                );
+            }
         }
+        self.reconnect_at = Some(Instant::now());
     }
 
     async fn drain(&mut self) {
@@ -324,7 +431,11 @@ impl Driver {
                         Event::Connection(ConnectionState::Registered { server }) => {
                             tracing::info!(%server, "registered");
                             self.candidates.clear();
+                            self.failed.retain(|s| s != server);
+                            self.source = Source::Members;
                             self.reconnect_at = None;
+                            self.current = Some(*server);
+                            self.ask_members();
                         }
                         _ => {}
                     }

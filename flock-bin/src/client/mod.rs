@@ -22,9 +22,11 @@
 //!
 //! One task owns the socket, the machine and the database. Every effect the machine asks
 //! for is applied in order: a message is in the database before its first send, and an
-//! incoming message is stored before it is acknowledged. When the server stops answering
-//! the client tries the other configured servers, then LAN discovery (broadcast and
-//! multicast), every 3 s, and registers again with whichever answers.
+//! incoming message is stored before it is acknowledged. The client asks its server for
+//! the ring's members (`MEMBERS`, an extension the original's servers ignore); when the
+//! server stops answering it tries those members, then LAN discovery (broadcast and
+//! multicast), then the configured servers, skipping servers that failed, and all of
+//! them again every 3 s when none answers; it registers again with whichever answers.
 
 #[cfg(feature = "cli")]
 mod cli;

@@ -441,6 +441,10 @@ impl Server {
         let now = self.now();
         let admitted = self.gate.admit(now, from, data);
         let validated = admitted.validated;
+        if admitted.request == flock_proto::MEMBERS_REQUEST {
+            self.answer_members(from);
+            return;
+        }
         // `SNAPSHOT <after>`: the next page (the codec knows only the bare form).
         let (request, after) = match admitted.request.strip_prefix(b"SNAPSHOT ") {
             Some(a) if a.len() <= 256 => match std::str::from_utf8(a) {
@@ -515,6 +519,23 @@ impl Server {
         self.node.handle_datagram(now, from, frame);
     }
 
+    /// Answers the extension query `MEMBERS` with the ring members this node knows (its
+    /// successor list, fingers and predecessor), for clients to fail over through. The
+    /// answer is gated: an unvalidated source gets the address cookie instead when the
+    /// list does not fit its credit.
+    fn answer_members(&mut self, from: SocketAddrV4) {
+        let status = self.node.status();
+        let me = status.addr;
+        let members = (status.successors.iter())
+            .chain(&status.fingers)
+            .chain(&status.predecessor)
+            .map(|p| p.addr)
+            .filter(|a| *a != me);
+        let mut out = Vec::with_capacity(64);
+        flock_proto::encode_members_reply(members, &mut out);
+        self.queue_raw(from, &out, true);
+    }
+
     /// Whether a proxied `DISCOVER_SERVER` from `from` asking for an answer at `to` is in
     /// the multicast scope: the proxy that sent it is in a directly connected subnet (or
     /// on this host). The answer (our IP) is smaller than the request, so its address may
@@ -585,11 +606,9 @@ impl Server {
             let mut out = Vec::with_capacity(16);
             flock_proto::encode_discover_server_reply(*self.me.ip(), &mut out);
             self.stats.discovery_replies += 1;
-            if let Some(s) = &self.mcast {
-                if let Err(e) = s.send_to(&out, to).await {
-                    debug!("DISCOVER_SERVER reply to {to}: {e}");
-                }
-            }
+            // From the server's own socket: its source port tells the client where the
+            // server listens (the body names only the IP).
+            self.queue_raw(to, &out, false);
         }
     }
 

@@ -265,3 +265,53 @@ pub fn loopback_chat(dir: &Path, user: &str, port: u16) -> Proc {
     p.contains("registered with");
     p
 }
+
+/// `flock server <name>` on 127.0.0.1:`port` (PING on `port + 1`, no broadcast or
+/// multicast), data in `data`, joining 127.0.0.1:`join`; stderr to `log`.
+pub fn loopback_ring_server(
+    name: &str,
+    port: u16,
+    join: Option<u16>,
+    data: &Path,
+    log: &Path,
+) -> Proc {
+    let mut args: Vec<String> = [
+        "server",
+        name,
+        "--bind",
+        "127.0.0.1",
+        "--no-broadcast",
+        "--no-multicast",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.extend([
+        "--port".into(),
+        port.to_string(),
+        "--ping-port".into(),
+        (port + 1).to_string(),
+        "--data-dir".into(),
+        data.display().to_string(),
+    ]);
+    if let Some(j) = join {
+        args.extend(["--join".into(), format!("127.0.0.1:{j}")]);
+    }
+    Proc::flock(name, &args, log)
+}
+
+/// Waits until `flock status` at 127.0.0.1:`port` reports `n` nodes.
+pub fn wait_nodes(port: u16, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = Command::new(FLOCK)
+            .args(["status", &format!("127.0.0.1:{port}")])
+            .output()
+            .expect("flock status");
+        if String::from_utf8_lossy(&out.stdout).contains(&format!("{n} nodes")) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "ring of {n} did not form");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
