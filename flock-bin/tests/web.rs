@@ -93,24 +93,11 @@ impl Env {
 
     /// `flock web` for one user on a free HTTP port; returns it and its base URL.
     fn web(&self, name: &str, discovery: bool) -> (Proc, String) {
-        let mut args: Vec<String> = [
-            "web",
-            "--listen",
-            "127.0.0.1:0",
-            "--bind",
-            "127.0.0.1",
-            "--request-timeout-ms",
-            "500",
-            "--keepalive-ms",
-            "500",
-            "--retry-base-ms",
-            "300",
-            "--retry-max-ms",
-            "1500",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+        let mut args: Vec<String> = ["web", "--listen", "127.0.0.1:0", "--bind", "127.0.0.1"]
+            .iter()
+            .chain(proc::FAST_CLIENT.iter())
+            .map(|s| (*s).to_owned())
+            .collect();
         args.extend(["--data-dir".into(), self.path(name).display().to_string()]);
         if !discovery {
             args.push("--no-discovery".into());
