@@ -34,9 +34,6 @@ pub const PUBKEY_B64_LEN_RSA2048: usize = 604;
 /// Length of `sig_b64`: standard base64 (with padding) of a 256-byte RSA-2048 signature.
 pub const SIG_B64_LEN: usize = 344;
 
-/// Most characters of text the web UI lets a user send in one message.
-pub const MAX_MESSAGE_TEXT: usize = 4_000;
-
 /// Largest registration `version`: the original stores it as a signed 64-bit integer.
 pub const MAX_VERSION: u64 = i64::MAX as u64;
 
