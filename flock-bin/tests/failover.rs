@@ -3,8 +3,9 @@
 //! - A `flock chat` given only one server of a 3-server ring on non-default loopback
 //!   ports learns the ring's members from it (`MEMBERS`) and survives `kill -9` of that
 //!   server and then of the one it moved to, registering again within 5 s each time.
-//! - Discovery reports servers on non-default ports (in a network namespace: multicast
-//!   on the host's loopback is not reliable and other tests share the host).
+//! - Discovery reports servers on non-default ports, to a client on another host and to
+//!   one on the servers' own host (in network namespaces: multicast on the machine's
+//!   loopback is not reliable and other tests share the machine).
 //!
 //! Every wait is a condition poll with a deadline; child processes are killed on drop.
 
@@ -153,7 +154,21 @@ fn a_client_given_one_server_survives_kill_9_of_it_and_of_the_next() {
 
 #[test]
 fn discovery_lists_servers_on_non_default_ports() {
-    let Some(net) = Net::new("discovery_lists_servers_on_non_default_ports", 2) else {
+    discovery_lists_ports("discovery_lists_servers_on_non_default_ports", false);
+}
+
+/// The same with `flock chat` on the servers' own host: the answers come back over the
+/// host's loopback, from each server's socket, so with its real port.
+#[test]
+fn discovery_on_the_servers_host_lists_their_ports() {
+    discovery_lists_ports("discovery_on_the_servers_host_lists_their_ports", true);
+}
+
+/// Two servers on ports 23001 and 23003 of one host; `flock chat` without `--server`
+/// (on another host, or on the same one with `same_host`) must list both at their real
+/// ports and never the default 12345.
+fn discovery_lists_ports(name: &str, same_host: bool) {
+    let Some(net) = Net::new(name, if same_host { 1 } else { 2 }) else {
         return;
     };
     let dir = f::tempdir("discports");
@@ -170,7 +185,7 @@ fn discovery_lists_servers_on_non_default_ports() {
         .collect();
     // `flock chat` without --server lists what discovery found, then (stdin closed)
     // gives up choosing.
-    let client = net.host(1);
+    let client = net.host(usize::from(!same_host));
     let data = dir.path().join("client");
     let data = data.display().to_string();
     let mut last = String::new();

@@ -517,12 +517,12 @@ fn spoofed_ring_frames_from_a_non_member_change_nothing() {
     assert_eq!(f::resolve(&h0, &addrs[0], &us, 3000), before_resolve);
 }
 
-/// The README's one-host example, verbatim but for the data directory: `flock server
-/// node1`, then `flock server node2 --bind 127.0.0.1 --port 23003 --join 127.0.0.1:12345`.
-/// node1 is bound to 0.0.0.0 and advertises its LAN address while node2 reaches it through
+/// The README's one-host example, its `flock server` lines verbatim but for the data
+/// directory: `flock server node1`, then `b` on port 23003 and `c` on 23005, both
+/// `--bind 127.0.0.1 --join 127.0.0.1:12345`. node1 is bound to 0.0.0.0 and advertises its LAN address while node2 reaches it through
 /// 127.0.0.1: node1's ring frames must leave from its advertised address, or node2's
 /// requests and the answers it gets never match (node2 never got in, node1 looped
-/// "stopped answering"). Both end up members of one ring of two, and say which founded.
+/// "stopped answering"). All end up members of one ring of three, and say which founded.
 #[test]
 fn readme_one_host_commands_form_a_ring() {
     let _serial = serial();
@@ -532,35 +532,66 @@ fn readme_one_host_commands_form_a_ring() {
     let h = net.host(0).clone();
     let dir = f::tempdir("onehost");
     let mut cl = Cluster::new();
-    let n1 = cl.start(&h, "node1", dir.path(), &["--bind", "-"]);
-    wait_member(&h, "127.0.0.1:12345", Duration::from_secs(20));
-    let node2 = [
-        "--bind",
-        "-",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "23003",
-        "--join",
-        "127.0.0.1:12345",
-    ];
-    let n2 = cl.start(&h, "node2", dir.path(), &node2);
-    wait_member(&h, "127.0.0.1:23003", Duration::from_secs(20));
-    // node1 is known by its advertised address, node2 by its loopback one.
-    let ring = [addr_of(&h), "127.0.0.1:23003".to_string()];
-    wait_ring(&h, &ring, Duration::from_secs(20));
-    for a in ["127.0.0.1:12345", "127.0.0.1:23003"] {
-        let s = status(&h, a).expect("status");
-        assert_eq!(s["member"], true, "{a}: {s}");
-        assert_eq!(s["succs"].as_array().map(Vec::len), Some(1), "{a}: {s}");
+    // Exactly the README's `flock server` lines (the test adds only the data directory
+    // and the admin allow-list; `--bind -`, its convention for "no --bind added").
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let lines: Vec<Vec<&str>> = readme
+        .lines()
+        .filter(|l| l.starts_with("flock server "))
+        .map(|l| {
+            l.split('#')
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .skip(2)
+                .collect()
+        })
+        .collect();
+    assert_eq!(lines.len(), 3, "the README starts three servers: {lines:?}");
+    let mut nodes = Vec::new();
+    let mut ring = Vec::new();
+    for (i, words) in lines.iter().enumerate() {
+        let (name, args) = words.split_first().expect("a server name");
+        let mut extra = vec!["--bind", "-"];
+        extra.extend_from_slice(args);
+        let port = args
+            .iter()
+            .position(|a| *a == "--port")
+            .map_or("12345", |p| args[p + 1]);
+        let at = format!("127.0.0.1:{port}");
+        nodes.push((
+            name.to_string(),
+            at.clone(),
+            cl.start(&h, name, dir.path(), &extra),
+        ));
+        wait_member(&h, &at, Duration::from_secs(20));
+        // The first node is known by its advertised address, the others by their
+        // loopback one.
+        ring.push(if i == 0 { addr_of(&h) } else { at });
     }
-    let log1 = std::fs::read_to_string(&cl.get(n1).log).unwrap_or_default();
-    let log2 = std::fs::read_to_string(&cl.get(n2).log).unwrap_or_default();
-    assert!(log1.contains("node1 founded a new ring"), "{log1}");
-    assert!(log2.contains("node2 joined the ring"), "{log2}");
-    assert!(!log1.contains("stopped answering"), "{log1}");
-    // `flock status` through the loopback alias of node1 counts each node once.
+    wait_ring(&h, &ring, Duration::from_secs(30));
+    for (_, at, _) in &nodes {
+        let s = status(&h, at).expect("status");
+        assert_eq!(s["member"], true, "{at}: {s}");
+        let succs = s["succs"].as_array().map(Vec::len);
+        assert_eq!(succs, Some(nodes.len() - 1), "{at}: {s}");
+    }
+    for (i, (name, _, n)) in nodes.iter().enumerate() {
+        let log = std::fs::read_to_string(&cl.get(*n).log).unwrap_or_default();
+        let said = if i == 0 {
+            format!("{name} founded a new ring")
+        } else {
+            format!("{name} joined the ring")
+        };
+        assert!(log.contains(&said), "{log}");
+        if i == 0 {
+            assert!(!log.contains("stopped answering"), "{log}");
+        }
+    }
+    // `flock status` through the loopback alias of the first node counts each node once,
+    // every one a member.
     let (ok, table) = f::flock(&h, &["status", "127.0.0.1:12345"]);
     assert!(ok, "{table}");
-    assert!(table.contains("2 nodes,"), "{table}");
+    assert!(table.contains("3 nodes,"), "{table}");
 }
