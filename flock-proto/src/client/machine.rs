@@ -11,11 +11,12 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use flock_crypto::{CryptoRng, PrivateKey, PublicKey, seal_b64};
 
 use super::limiter::Limiter;
+use super::parts::{self, Mark, Reassembly};
 use super::peer::{Dialect, Expired, Peer};
 use super::safety::SafetyNumber;
 use super::types::{
-    Action, ClientConfig, ConnectionState, Counters, Event, SendError, Status, StoreOp, Transmit,
-    Warning,
+    Action, ClientConfig, ConnectionState, Counters, Event, Part, SendError, Status, StoreOp,
+    Transmit, Warning,
 };
 use super::{MAX_TEXT_BYTES, max_text_len};
 use crate::frame::Frame;
@@ -60,18 +61,41 @@ fn split_text(text: &str, max: usize) -> Vec<&str> {
     parts
 }
 
+/// Each part's id, text and mark (none for a text of one part): part `i` has id
+/// `first + i`.
+fn part_ids<'t>(first: u64, parts: &[&'t str]) -> Vec<(u64, &'t str, Option<Mark>)> {
+    let count = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+    (0u32..)
+        .zip(parts)
+        .map(|(index, part)| {
+            let mark = (count > 1).then_some(Mark {
+                of: first,
+                index,
+                count,
+            });
+            (first.wrapping_add(u64::from(index)), *part, mark)
+        })
+        .collect()
+}
+
 #[derive(Debug)]
 struct OutEntry {
     payload_b64: String,
     attempts: u32,
     next_ms: u64,
     sent: bool,
-    sig_b64: Option<String>,
+    /// The signature of the payload last sent: `(marked, sig)`, `marked` when it was
+    /// the part's marked payload.
+    sig_b64: Option<(bool, String)>,
+    /// One part of a long text.
+    part: Option<Part>,
 }
 
 #[derive(Debug)]
 struct AwaitingKey {
     text: String,
+    /// One part of a long text (its marked payload is sealed with the plain one).
+    part: Option<Mark>,
 }
 
 #[derive(Debug)]
@@ -136,6 +160,7 @@ pub struct Client<R> {
     held_count: usize,
     recent: BTreeSet<(String, u64)>,
     recent_order: VecDeque<(String, u64)>,
+    reassembly: Reassembly,
     undecodable: u64,
     open_limiter: Limiter,
     open_global: Limiter,
@@ -186,6 +211,7 @@ impl<R: CryptoRng> Client<R> {
             held_count: 0,
             recent: BTreeSet::new(),
             recent_order: VecDeque::new(),
+            reassembly: Reassembly::default(),
             undecodable: 0,
         })
     }
@@ -247,21 +273,60 @@ impl<R: CryptoRng> Client<R> {
                 next_ms: next_attempt_at_ms,
                 sent: attempts > 0,
                 sig_b64: None,
+                part: None,
             },
         );
+    }
+
+    /// Marks a restored outbox entry ([`Client::restore_outbox`]) as one part of a long
+    /// text (`ClientDb`'s outbox entry's part). `false` if there is no such entry or the
+    /// part does not name it.
+    pub fn restore_part(&mut self, to: &str, msg_id: u64, part: Part) -> bool {
+        let mark = Mark {
+            of: part.of,
+            index: part.index,
+            count: part.count,
+        };
+        if mark.id() != Some(msg_id) || part.count < 2 || part.index >= part.count {
+            return false;
+        }
+        match self.outbox.get_mut(&(to.to_owned(), msg_id)) {
+            Some(entry) => {
+                entry.part = Some(part);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Loads a message that was written before its recipient's key was known (a
     /// `queued` history row with no outbox entry): it is sealed and queued once the
     /// lookup answers.
+    /// A text longer than one datagram is split into its parts again, with the ids
+    /// `msg_id`, `msg_id + 1`, ... it was given when written.
     pub fn restore_unsealed(&mut self, to: &str, msg_id: u64, text: &str) {
-        self.awaiting_key.insert(
-            (to.to_owned(), msg_id),
-            AwaitingKey {
-                text: text.to_owned(),
-            },
-        );
+        let parts = self.split_for(to, text);
+        for (id, part, mark) in part_ids(msg_id, &parts) {
+            self.awaiting_key.insert(
+                (to.to_owned(), id),
+                AwaitingKey {
+                    text: part.to_owned(),
+                    part: mark,
+                },
+            );
+        }
         self.request_resolve(to);
+    }
+
+    /// `text` in the parts it is sent in to `to` (one if it fits an original client's
+    /// datagram).
+    fn split_for<'t>(&self, to: &str, text: &'t str) -> Vec<&'t str> {
+        let wrapped = self
+            .peers
+            .get(to)
+            .and_then(|p| p.key.pinned())
+            .map_or(256, |k| k.bits().div_ceil(8));
+        split_text(text, max_text_len(&self.cfg.user, wrapped))
     }
 
     // ---- commands -----------------------------------------------------------------------
@@ -312,8 +377,7 @@ impl<R: CryptoRng> Client<R> {
 
     /// Sends `text` to `to`: seals it for their pinned key, stores it in the outbox and
     /// delivers it (now if they answer, later with backoff otherwise). Returns the
-    /// message id that [`Event::Status`] refers to; for a text split into parts, the
-    /// first part's id (see [`Client::send_parts`]).
+    /// message id that [`Event::Status`] refers to (see [`Client::send_parts`]).
     ///
     /// # Errors
     /// See [`Client::send_parts`].
@@ -321,11 +385,15 @@ impl<R: CryptoRng> Client<R> {
         self.send_parts(now_ms, to, text).map(|parts| parts[0].0)
     }
 
-    /// Sends `text` to `to` like [`Client::send`], returning every part's message id and
-    /// text, in order. Text up to [`MAX_TEXT_BYTES`] (UTF-8 bytes) is accepted; what does not fit
-    /// one datagram an original client can receive ([`max_text_len`]) is split on
-    /// character boundaries into parts with consecutive ids, sent in order, each stored
-    /// and delivered as a message of its own. Nothing is ever cut.
+    /// Sends `text` to `to` like [`Client::send`], returning the message id and text of
+    /// what the sender shows: one message, the whole text. Text up to
+    /// [`MAX_TEXT_BYTES`] (UTF-8 bytes) is accepted; what does not fit one datagram an
+    /// original client can receive ([`max_text_len`]) is split on character boundaries
+    /// into parts with consecutive ids (the first is the message's id), sent in order.
+    /// A peer that reassembles ([`ClientConfig::parts`]) shows one message and
+    /// acknowledges it once whole; anyone else gets the parts as separate messages. The
+    /// statuses are the message's: sent with its first part, delivered once every part
+    /// is, failed if any part fails. Nothing is ever cut.
     ///
     /// # Errors
     /// See [`SendError`]: an invalid recipient, empty text, text over
@@ -355,62 +423,102 @@ impl<R: CryptoRng> Client<R> {
                 user: to.to_owned(),
             });
         }
-        let wrapped = peer.key.pinned().map_or(256, |k| k.bits().div_ceil(8));
         let pinned = peer.key.pinned().cloned();
-        let parts = split_text(text, max_text_len(&self.cfg.user, wrapped));
+        let parts = self.split_for(to, text);
+        let first = self.fresh_ids(to, parts.len());
+        let parts = part_ids(first, &parts);
         // Seal every part first: a failure sends nothing.
         let sealed = match &pinned {
             Some(key) => Some(
                 parts
                     .iter()
-                    .map(|part| seal_b64(&mut self.rng, key, part.as_bytes()))
+                    .map(|(_, part, mark)| self.seal_part(key, part, *mark))
                     .collect::<Result<Vec<_>, _>>()?,
             ),
             None => None,
         };
-        let first = self.fresh_ids(to, parts.len());
-        let ids: Vec<u64> = (0..parts.len() as u64).map(|i| first + i).collect();
-        for (i, (part, &msg_id)) in parts.iter().zip(&ids).enumerate() {
-            match &sealed {
-                Some(sealed) => {
-                    let payload_b64 = sealed[i].clone();
-                    self.store(StoreOp::QueueOutgoing {
-                        to: to.to_owned(),
-                        text: (*part).to_owned(),
-                        msg_id,
-                        payload_b64: payload_b64.clone(),
-                        at_ms: now_ms,
-                    });
-                    self.status(to, msg_id, Status::Queued);
-                    self.outbox
-                        .insert((to.to_owned(), msg_id), new_entry(payload_b64, now_ms));
+        match sealed {
+            Some(mut sealed) if parts.len() == 1 => {
+                let (payload_b64, _) = sealed.remove(0);
+                self.store(StoreOp::QueueOutgoing {
+                    to: to.to_owned(),
+                    text: text.to_owned(),
+                    msg_id: first,
+                    payload_b64: payload_b64.clone(),
+                    at_ms: now_ms,
+                });
+                self.status(to, first, Status::Queued);
+                self.outbox
+                    .insert((to.to_owned(), first), new_entry(payload_b64, now_ms, None));
+            }
+            Some(sealed) => {
+                self.store(StoreOp::SaveOutgoing {
+                    to: to.to_owned(),
+                    text: text.to_owned(),
+                    msg_id: first,
+                    at_ms: now_ms,
+                });
+                self.status(to, first, Status::Queued);
+                for ((id, _, _), (payload_b64, part)) in parts.iter().zip(sealed) {
+                    self.enqueue(now_ms, to, *id, payload_b64, part);
                 }
-                None => {
-                    self.store(StoreOp::SaveOutgoing {
-                        to: to.to_owned(),
-                        text: (*part).to_owned(),
-                        msg_id,
-                        at_ms: now_ms,
-                    });
-                    self.status(to, msg_id, Status::Queued);
+            }
+            None => {
+                self.store(StoreOp::SaveOutgoing {
+                    to: to.to_owned(),
+                    text: text.to_owned(),
+                    msg_id: first,
+                    at_ms: now_ms,
+                });
+                self.status(to, first, Status::Queued);
+                for (id, part, mark) in &parts {
                     self.awaiting_key.insert(
-                        (to.to_owned(), msg_id),
+                        (to.to_owned(), *id),
                         AwaitingKey {
                             text: (*part).to_owned(),
+                            part: *mark,
                         },
                     );
                 }
+                self.request_resolve(to);
             }
         }
-        if pinned.is_none() {
-            self.request_resolve(to);
-        }
         self.pump(now_ms);
-        Ok(ids
-            .into_iter()
-            .zip(parts)
-            .map(|(id, part)| (id, part.to_owned()))
-            .collect())
+        Ok(vec![(first, text.to_owned())])
+    }
+
+    /// One part sealed for `key`: its plain payload and, for a part of a long text, the
+    /// marked one.
+    fn seal_part(
+        &mut self,
+        key: &PublicKey,
+        text: &str,
+        mark: Option<Mark>,
+    ) -> Result<(String, Option<Part>), flock_crypto::Error> {
+        let payload_b64 = seal_b64(&mut self.rng, key, text.as_bytes())?;
+        let part = match mark {
+            Some(mark) => Some(Part {
+                of: mark.of,
+                index: mark.index,
+                count: mark.count,
+                ext_payload_b64: seal_b64(&mut self.rng, key, parts::marked(mark, text).as_bytes())?,
+            }),
+            None => None,
+        };
+        Ok((payload_b64, part))
+    }
+
+    /// A sealed message or part joins the outbox (its history row is stored already).
+    fn enqueue(&mut self, now_ms: u64, to: &str, id: u64, payload_b64: String, part: Option<Part>) {
+        self.store(StoreOp::Enqueue {
+            to: to.to_owned(),
+            msg_id: id,
+            payload_b64: payload_b64.clone(),
+            at_ms: now_ms,
+            part: part.clone(),
+        });
+        self.outbox
+            .insert((to.to_owned(), id), new_entry(payload_b64, now_ms, part));
     }
 
     /// Looks `user` up through the ring (refreshing the cached address and checking the
@@ -435,6 +543,7 @@ impl<R: CryptoRng> Client<R> {
         };
         let fingerprint = new.fingerprint().to_string();
         peer.dialect = Dialect::Unknown;
+        peer.parts = false;
         peer.signs = false;
         peer.verified = false;
         self.store(StoreOp::AcceptKey {
@@ -447,8 +556,7 @@ impl<R: CryptoRng> Client<R> {
         });
         let stale: Vec<u64> = self.entries_of(user).collect();
         for id in stale {
-            self.outbox.remove(&(user.to_owned(), id));
-            self.fail(user, id);
+            self.give_up(user, id);
         }
         self.seal_awaiting(now_ms, user);
         self.pump(now_ms);
@@ -599,6 +707,7 @@ impl<R: CryptoRng> Client<R> {
             self.warn(Warning::UnknownSender { claimed: sender });
         }
         self.held.retain(|_, h| !h.is_empty());
+        self.expire_parts(now_ms);
         self.pump(now_ms);
     }
 
@@ -635,6 +744,9 @@ impl<R: CryptoRng> Client<R> {
         }
         for h in self.held.values().flatten() {
             at(h.at_ms.saturating_add(self.cfg.verify_wait_ms));
+        }
+        if let Some(deadline) = self.reassembly.deadline(self.cfg.reassembly_timeout_ms) {
+            at(deadline);
         }
         next
     }
@@ -703,6 +815,13 @@ impl<R: CryptoRng> Client<R> {
     /// What was refused or limited so far (forged answers, decryption caps, evictions).
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// Incoming long texts being reassembled, and the bytes of their parts held
+    /// (bounded by [`ClientConfig::reassembly_per_peer`] and
+    /// [`ClientConfig::reassembly_bytes`]).
+    pub fn reassembling(&self) -> (usize, usize) {
+        (self.reassembly.len(), self.reassembly.bytes())
     }
 
     /// Datagrams given to [`Client::handle_datagram`] that did not decode.

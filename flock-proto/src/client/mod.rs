@@ -207,11 +207,33 @@
 //! [`SendError::TooLong`] and nothing is sent. Each message must fit an original
 //! client's 8191-byte datagram as `MESSAGE <me> <payload_b64>` ([`max_text_len`]): a
 //! longer text is split on character boundaries into parts with consecutive ids, sent
-//! in order, each stored and delivered as a message of its own
-//! ([`Client::send_parts`]). Nothing is ever cut.
+//! in order ([`Client::send_parts`]). Nothing is ever cut.
+//!
+//! # Long texts: parts and reassembly
+//! The sender shows one message (the whole text, the first part's id) and stores one
+//! outbox entry per part ([`StoreOp::Enqueue`] with its [`Part`]); every part is sealed
+//! twice, plainly and with a part marker inside (`"\0flock-part <of> <index> <count>\n"`
+//! before the text, so signed with it). Who gets what:
+//! - a peer whose `HELLO` said `ack1,parts1` ([`FEATURE_PARTS1`], on with
+//!   [`ClientConfig::parts`]) gets the marked parts as `SMESSAGE`s. It keeps them (in
+//!   any order, duplicates ignored) until the text is whole, stores it as one message
+//!   under the first part's id and only then acknowledges every part. Buffers are bounded
+//!   per sender ([`ClientConfig::reassembly_per_peer`]) and in bytes overall
+//!   ([`ClientConfig::reassembly_bytes`]): a part beyond them is dropped unacknowledged
+//!   (the sender sends it again) and counted ([`Counters::parts_refused`]). A text whose
+//!   parts do not all come within [`ClientConfig::reassembly_timeout_ms`] is dropped and
+//!   reported ([`Warning::Incomplete`]), never shown cut; the sender, which got no
+//!   acknowledgement, keeps sending its parts;
+//! - an `ack1`-only peer gets the plain parts as `SMESSAGE`s and acknowledges each; an
+//!   original client gets them as `MESSAGE`s; both show them as separate messages.
+//!
+//! The sender's message is sent with its first part, delivered once every part is
+//! acknowledged (or sent, to an original client), failed if any part fails
+//! ([`StoreOp::PartDone`] removes each finished part's outbox entry).
 
 mod limiter;
 mod machine;
+mod parts;
 mod peer;
 mod safety;
 mod types;
@@ -219,8 +241,8 @@ mod types;
 pub use machine::Client;
 pub use safety::{SAFETY_NUMBER_ITERATIONS, SafetyNumber};
 pub use types::{
-    Action, ClientConfig, ConnectionState, Counters, Event, FEATURE_ACK1, KeySource, MessageStatus,
-    SendError, Status, StoreOp, Transmit, UnknownStatus, Warning,
+    Action, ClientConfig, ConnectionState, Counters, Event, FEATURE_ACK1, FEATURE_PARTS1, KeySource,
+    MessageStatus, Part, SendError, Status, StoreOp, Transmit, UnknownStatus, Warning,
 };
 
 use crate::limits::ORIGINAL_CLIENT_MAX_DATAGRAM;

@@ -35,9 +35,12 @@ pub(super) struct Peer {
     /// The user verified the pinned key (safety numbers); cleared when a new key is
     /// accepted.
     pub(super) verified: bool,
-    /// A `HELLO` (address, `ack1`?) came from an address the ring has not confirmed
-    /// yet; believed once a `RESOLVE` gives that address.
-    pub(super) hello_claim: Option<(SocketAddrV4, bool)>,
+    /// Their `HELLO` said `parts1`: they reassemble long texts. Known with their
+    /// dialect, forgotten with it.
+    pub(super) parts: bool,
+    /// A `HELLO` (address, `ack1`?, `parts1`?) came from an address the ring has not
+    /// confirmed yet; believed once a `RESOLVE` gives that address.
+    pub(super) hello_claim: Option<(SocketAddrV4, bool, bool)>,
     /// Our last answer to their `HELLO` (address, Unix ms): at most one a second.
     pub(super) hello_replied: Option<(SocketAddrV4, u64)>,
 }

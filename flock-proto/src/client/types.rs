@@ -7,6 +7,11 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 /// ids and acknowledgements).
 pub const FEATURE_ACK1: &str = "ack1";
 
+/// The feature token of reassembly ([`ClientConfig::parts`]): the peer takes the parts
+/// of a long text with part markers inside the sealed payload, reassembles them and
+/// acknowledges them only once the whole text is there.
+pub const FEATURE_PARTS1: &str = "parts1";
+
 /// Settings of a [`Client`](super::Client). Every duration is in milliseconds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientConfig {
@@ -63,6 +68,20 @@ pub struct ClientConfig {
     /// How long a signed message from a sender whose key is not yet known waits for the
     /// key to be resolved.
     pub verify_wait_ms: u64,
+    /// Advertise and use reassembly ([`FEATURE_PARTS1`], needs
+    /// [`ClientConfig::extension`]): the parts of a long text reach such a peer as one
+    /// message. Off: parts are sent and received as separate messages (as an `ack1`-only
+    /// peer does).
+    pub parts: bool,
+    /// How long the parts of an incoming text may take to arrive, from the first one;
+    /// then what came is dropped and reported ([`Warning::Incomplete`]), never shown cut.
+    pub reassembly_timeout_ms: u64,
+    /// Incoming texts being reassembled at once per sender; parts of more are dropped
+    /// unacknowledged (the sender sends them again) and counted
+    /// ([`Counters::parts_refused`]).
+    pub reassembly_per_peer: usize,
+    /// Bytes of incoming parts held for reassembly, all senders together (the same).
+    pub reassembly_bytes: usize,
 }
 
 impl ClientConfig {
@@ -89,6 +108,10 @@ impl ClientConfig {
             signed_rate: (500.0, 1_000.0),
             reply_rate: (20.0, 50.0),
             verify_wait_ms: 10_000,
+            parts: true,
+            reassembly_timeout_ms: 300_000,
+            reassembly_per_peer: 4,
+            reassembly_bytes: 16 * super::MAX_TEXT_BYTES,
         }
     }
 }
@@ -263,12 +286,26 @@ pub enum StoreOp {
     Enqueue {
         /// Recipient.
         to: String,
-        /// Message id.
+        /// Message id (a part's own id for a part).
         msg_id: u64,
         /// Sealed payload.
         payload_b64: String,
         /// Unix ms.
         at_ms: u64,
+        /// For one part of a long text: which (`ClientDb::outbox_enqueue_part`; the
+        /// message row is the one saved with the text's id, [`Part::of`]).
+        part: Option<Part>,
+    },
+    /// One part of a long text needs no more sending (acknowledged, or sent to an
+    /// original peer): its outbox entry goes (`ClientDb::outbox_remove`). The message's
+    /// own status follows with the text's id once every part is done.
+    PartDone {
+        /// Recipient.
+        to: String,
+        /// The part's id.
+        msg_id: u64,
+        /// The text's id ([`Part::of`]).
+        of: u64,
     },
     /// A delivery attempt was made; the next is due at `next_attempt_at_ms`
     /// (`ClientDb::outbox_mark_attempt`).
@@ -326,8 +363,10 @@ pub enum StoreOp {
         at_ms: u64,
         /// Signed by the sender's pinned key (an original `MESSAGE` is not).
         authenticated: bool,
-        /// The acknowledgement to send after the message is stored.
-        ack: Option<Transmit>,
+        /// The acknowledgements to send after the message is stored: one for an
+        /// extension message, one per part for a reassembled text, none for an original
+        /// `MESSAGE`.
+        acks: Vec<Transmit>,
     },
     /// Trust on first use: pin this key for `user` (`ClientDb::pin_contact`).
     PinKey {
@@ -422,6 +461,25 @@ pub struct Counters {
     pub bad_records: u64,
     /// Servers that let a `LOOKUP` go unanswered, asked with `RESOLVE` since.
     pub lookup_fallbacks: u64,
+    /// Parts of long texts dropped unacknowledged: malformed markers, or the reassembly
+    /// buffers full ([`ClientConfig::reassembly_per_peer`],
+    /// [`ClientConfig::reassembly_bytes`]).
+    pub parts_refused: u64,
+}
+
+/// One part of a long outgoing text, in the outbox under its own id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// The text's id: its first part's id, the id its history row and statuses carry.
+    /// Part `index` has id `of + index`.
+    pub of: u64,
+    /// 0-based.
+    pub index: u32,
+    /// Parts the text has (at least 2).
+    pub count: u32,
+    /// The part sealed with its part marker inside, for a peer that reassembles
+    /// ([`FEATURE_PARTS1`]); the entry's plain payload goes to everyone else.
+    pub ext_payload_b64: String,
 }
 
 /// The connection to the ring.
@@ -570,6 +628,18 @@ pub enum Warning {
         /// Whose key.
         user: String,
     },
+    /// Some parts of a long text never came ([`ClientConfig::reassembly_timeout_ms`]):
+    /// what came is dropped, nothing of it is shown, nothing was acknowledged.
+    Incomplete {
+        /// Sender.
+        from: String,
+        /// The text's id.
+        msg_id: u64,
+        /// Parts that came.
+        received: u32,
+        /// Parts the text has.
+        parts: u32,
+    },
 }
 
 /// A sentence a person understands, for logs and user interfaces.
@@ -607,6 +677,15 @@ impl std::fmt::Display for Warning {
             Self::KeyNotConfirmed { user } => {
                 format!("{user} sent a key that is not the pinned one; checking with the ring")
             }
+            Self::Incomplete {
+                from,
+                received,
+                parts,
+                ..
+            } => format!(
+                "a long message from {from} arrived incomplete ({received} of {parts} parts) \
+                 and was dropped; nothing of it is shown"
+            ),
         };
         f.write_str(&text)
     }

@@ -5,12 +5,13 @@
 use std::borrow::Cow;
 use std::net::SocketAddrV4;
 
-use flock_crypto::{CryptoRng, PublicKey, seal_b64};
+use flock_crypto::{CryptoRng, PublicKey};
 
-use super::outbox::new_entry;
 use super::{Client, of_user};
 use crate::client::peer::{AfterPong, Dialect, Learned};
-use crate::client::types::{Action, Event, FEATURE_ACK1, KeySource, StoreOp, Transmit, Warning};
+use crate::client::types::{
+    Action, Event, FEATURE_ACK1, FEATURE_PARTS1, KeySource, StoreOp, Transmit, Warning,
+};
 use crate::frame::Frame;
 use crate::validate::validate_username;
 
@@ -81,21 +82,16 @@ impl<R: CryptoRng> Client<R> {
             return;
         };
         for id in self.awaiting_ids(user) {
-            let Some(waiting) = self.awaiting_key.remove(&(user.to_owned(), id)) else {
+            let Some(waiting) = self.awaiting_key.get(&(user.to_owned(), id)) else {
                 continue;
             };
-            match seal_b64(&mut self.rng, &key, waiting.text.as_bytes()) {
-                Ok(payload_b64) => {
-                    self.store(StoreOp::Enqueue {
-                        to: user.to_owned(),
-                        msg_id: id,
-                        payload_b64: payload_b64.clone(),
-                        at_ms: now_ms,
-                    });
-                    self.outbox
-                        .insert((user.to_owned(), id), new_entry(payload_b64, now_ms));
+            let (text, mark) = (waiting.text.clone(), waiting.part);
+            match self.seal_part(&key, &text, mark) {
+                Ok((payload_b64, part)) => {
+                    self.awaiting_key.remove(&(user.to_owned(), id));
+                    self.enqueue(now_ms, user, id, payload_b64, part);
                 }
-                Err(_) => self.fail(user, id),
+                Err(_) => self.give_up_awaiting(user, id),
             }
         }
     }
@@ -165,6 +161,9 @@ impl<R: CryptoRng> Client<R> {
             return;
         }
         peer.dialect = dialect;
+        if dialect != Dialect::Extension {
+            peer.parts = false;
+        }
         self.event(Event::PeerFeatures {
             user: user.to_owned(),
             extension: dialect == Dialect::Extension,
@@ -208,6 +207,7 @@ impl<R: CryptoRng> Client<R> {
             return;
         }
         let ext = features.split(',').any(|f| f == FEATURE_ACK1);
+        let parts = features.split(',').any(|f| f == FEATURE_PARTS1);
         let Some(peer) = self.peers.get_mut(user) else {
             // Someone we have no business with yet: greet back, remember nothing, look
             // nothing up (a name in an unsolicited datagram never starts a lookup).
@@ -227,14 +227,14 @@ impl<R: CryptoRng> Client<R> {
         if !known_here {
             // Unauthenticated: believe it once the ring says the user is at `from`. The
             // lookup happens when something is due for them (never just because of it).
-            peer.hello_claim = Some((from, ext));
+            peer.hello_claim = Some((from, ext, parts));
             peer.stale = true;
         }
         if reply {
             self.send_hello(from);
         }
         if known_here {
-            self.set_dialect(user, Dialect::from_hello(ext));
+            self.hello_dialect(user, ext, parts);
             if ext {
                 if let Some(peer) = self.peers.get_mut(user) {
                     if peer.probe.finish() {
@@ -249,13 +249,27 @@ impl<R: CryptoRng> Client<R> {
         }
     }
 
+    /// What a `HELLO` the ring vouches for says: the dialect, and whether they
+    /// reassemble long texts.
+    pub(super) fn hello_dialect(&mut self, user: &str, ext: bool, parts: bool) {
+        self.set_dialect(user, Dialect::from_hello(ext));
+        if let Some(peer) = self.peers.get_mut(user) {
+            peer.parts = ext && parts;
+        }
+    }
+
     pub(super) fn send_hello(&mut self, to: SocketAddrV4) {
         let me = self.cfg.user.clone();
+        let features = if self.cfg.parts {
+            Cow::Owned(format!("{FEATURE_ACK1},{FEATURE_PARTS1}"))
+        } else {
+            Cow::Borrowed(FEATURE_ACK1)
+        };
         self.send_frame(
             to,
             &Frame::Hello {
                 user: Cow::Owned(me),
-                features: Cow::Borrowed(FEATURE_ACK1),
+                features,
             },
         );
     }

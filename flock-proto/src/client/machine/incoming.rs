@@ -9,6 +9,7 @@ use flock_crypto::{CryptoRng, open_b64, sign_b64, verify_b64};
 
 use super::{Client, Held};
 use crate::client::peer::Dialect;
+use crate::client::parts::{self, Added, Limits, Mark};
 use crate::client::peer::Peer;
 use crate::client::types::{Action, StoreOp, Transmit, Warning};
 use crate::client::{ack_signed_text, smessage_signed_text};
@@ -72,7 +73,7 @@ impl<R: CryptoRng> Client<R> {
                     msg_id: None,
                     at_ms: now_ms,
                     authenticated: false,
-                    ack: None,
+                    acks: Vec::new(),
                 }),
                 Err(_) => self.warn(Warning::NotText {
                     from: sender.to_owned(),
@@ -206,6 +207,12 @@ impl<R: CryptoRng> Client<R> {
         match open_b64(&mut self.rng, &self.key, payload_b64) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => {
+                    if self.cfg.parts {
+                        if let Some(part) = parts::unmark(&text) {
+                            self.on_part(now_ms, from, sender, id, part, ack);
+                            return;
+                        }
+                    }
                     self.remember(seen);
                     self.store(StoreOp::Incoming {
                         from: sender.to_owned(),
@@ -213,7 +220,7 @@ impl<R: CryptoRng> Client<R> {
                         msg_id: Some(id),
                         at_ms: now_ms,
                         authenticated: true,
-                        ack: Some(ack),
+                        acks: vec![ack],
                     });
                 }
                 Err(_) => self.warn(Warning::NotText {
@@ -224,6 +231,69 @@ impl<R: CryptoRng> Client<R> {
                 claimed: sender.to_owned(),
                 from,
             }),
+        }
+    }
+
+    /// One verified part of a long text (`ack` acknowledges it): kept until the text is
+    /// whole, then stored as one message and every part acknowledged. A part of a text
+    /// stored already is acknowledged again; nothing else is acknowledged.
+    fn on_part(
+        &mut self,
+        now_ms: u64,
+        from: SocketAddrV4,
+        sender: &str,
+        id: u64,
+        part: Result<(Mark, &str), ()>,
+        ack: Transmit,
+    ) {
+        let Some((mark, text)) = part.ok().filter(|(mark, _)| mark.id() == Some(id)) else {
+            self.counters.parts_refused = self.counters.parts_refused.saturating_add(1);
+            return;
+        };
+        if self.recent.contains(&(sender.to_owned(), mark.of)) {
+            self.actions.push_back(Action::Send(ack));
+            return;
+        }
+        let limits = Limits {
+            per_peer: self.cfg.reassembly_per_peer.max(1),
+            bytes: self.cfg.reassembly_bytes,
+        };
+        match self.reassembly.add(now_ms, sender, mark, text, limits) {
+            Added::Pending | Added::Duplicate => {}
+            Added::Refused => {
+                self.counters.parts_refused = self.counters.parts_refused.saturating_add(1);
+            }
+            Added::Complete { text, ids } => {
+                let acks = ids
+                    .into_iter()
+                    .filter_map(|part_id| self.ack_datagram(sender, part_id))
+                    .map(|datagram| Transmit { to: from, datagram })
+                    .collect();
+                self.remember((sender.to_owned(), mark.of));
+                self.store(StoreOp::Incoming {
+                    from: sender.to_owned(),
+                    text,
+                    msg_id: Some(mark.of),
+                    at_ms: now_ms,
+                    authenticated: true,
+                    acks,
+                });
+            }
+        }
+    }
+
+    /// Texts whose parts did not all come in time: dropped and reported.
+    pub(super) fn expire_parts(&mut self, now_ms: u64) {
+        for (from, msg_id, received, parts) in self
+            .reassembly
+            .expire(now_ms, self.cfg.reassembly_timeout_ms)
+        {
+            self.warn(Warning::Incomplete {
+                from,
+                msg_id,
+                received,
+                parts,
+            });
         }
     }
 

@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 
 use flock_crypto::{CryptoRng, sign_b64, verify_b64};
 
-use super::{Client, OutEntry, Request, of_user};
+use super::{Client, OutEntry, Request, of_user, of_user_ids};
 use crate::client::peer::Dialect;
-use crate::client::types::{Action, ClientConfig, Status, StoreOp, Transmit};
+use crate::client::types::{Action, ClientConfig, Part, Status, StoreOp, Transmit};
 use crate::client::{ack_signed_text, smessage_signed_text};
 use crate::frame::Frame;
 use crate::limits::ORIGINAL_CLIENT_MAX_DATAGRAM;
@@ -112,17 +112,50 @@ impl<R: CryptoRng> Client<R> {
             .encode_to_vec();
             if datagram.len() > ORIGINAL_CLIENT_MAX_DATAGRAM {
                 // Cannot happen for messages `send` accepted; never send a cut message.
-                self.fail(user, id);
+                self.outbox.insert((user.to_owned(), id), entry);
+                self.give_up(user, id);
                 continue;
             }
             self.actions
                 .push_back(Action::Send(Transmit { to: addr, datagram }));
-            self.store(StoreOp::SentFinal {
-                to: user.to_owned(),
-                msg_id: id,
-            });
+            match entry.part {
+                None => self.store(StoreOp::SentFinal {
+                    to: user.to_owned(),
+                    msg_id: id,
+                }),
+                Some(part) => {
+                    // Each part is a message of its own to an original client; the
+                    // sender's one message is sent once every part is.
+                    self.store(StoreOp::PartDone {
+                        to: user.to_owned(),
+                        msg_id: id,
+                        of: part.of,
+                    });
+                    if self.text_entries(user, &part).next().is_some() {
+                        continue;
+                    }
+                    self.store(StoreOp::SentFinal {
+                        to: user.to_owned(),
+                        msg_id: part.of,
+                    });
+                    self.status(user, part.of, Status::Sent);
+                    continue;
+                }
+            }
             self.status(user, id, Status::Sent);
         }
+    }
+
+    /// The ids of the parts of `part`'s text still in `user`'s outbox.
+    pub(super) fn text_entries<'a>(
+        &'a self,
+        user: &str,
+        part: &Part,
+    ) -> impl Iterator<Item = u64> + 'a {
+        let last = part.of.saturating_add(u64::from(part.count.saturating_sub(1)));
+        self.outbox
+            .range(of_user_ids(user, part.of, last))
+            .map(|((_, id), _)| *id)
     }
 
     /// The peer speaks the extension: send what is due as signed messages.
@@ -134,16 +167,23 @@ impl<R: CryptoRng> Client<R> {
             return;
         };
         peer.sent_since_resolve = true;
+        let reassembles = peer.parts && self.cfg.parts;
         let due: Vec<u64> = self.due_entries(user, now_ms).collect();
         for id in due {
             let key = (user.to_owned(), id);
             let Some(entry) = self.outbox.get(&key) else {
                 continue;
             };
+            // A peer that reassembles gets a part with its marker inside.
+            let marked = reassembles && entry.part.is_some();
+            let payload_b64 = match (&entry.part, marked) {
+                (Some(part), true) => &part.ext_payload_b64,
+                _ => &entry.payload_b64,
+            };
             let sig_b64 = match &entry.sig_b64 {
-                Some(s) => s.clone(),
-                None => {
-                    let text = smessage_signed_text(&self.cfg.user, user, id, &entry.payload_b64);
+                Some((was_marked, s)) if *was_marked == marked => s.clone(),
+                _ => {
+                    let text = smessage_signed_text(&self.cfg.user, user, id, payload_b64);
                     match sign_b64(&mut self.rng, &self.key, text.as_bytes()) {
                         Ok(s) => s,
                         Err(_) => continue,
@@ -153,25 +193,30 @@ impl<R: CryptoRng> Client<R> {
             let datagram = Frame::SecureMessage {
                 sender: Cow::Borrowed(&self.cfg.user),
                 id,
-                payload_b64: Cow::Borrowed(&entry.payload_b64),
+                payload_b64: Cow::Borrowed(payload_b64),
                 sig_b64: Cow::Borrowed(&sig_b64),
             }
             .encode_to_vec();
+            // The message is sent with its first part: was any part of its text sent?
+            let text_sent = entry
+                .part
+                .as_ref()
+                .is_some_and(|p| self.text_entries(user, p).any(|i| self.outbox[&(user.to_owned(), i)].sent));
             self.actions
                 .push_back(Action::Send(Transmit { to: addr, datagram }));
             let Some(entry) = self.outbox.get_mut(&key) else {
                 continue;
             };
-            entry.sig_b64 = Some(sig_b64);
+            entry.sig_b64 = Some((marked, sig_b64));
             entry.attempts = entry.attempts.saturating_add(1);
             entry.next_ms = now_ms.saturating_add(backoff(&self.cfg, entry.attempts));
             let first = !entry.sent;
             entry.sent = true;
             let next = entry.next_ms;
             let attempts = entry.attempts;
+            let of = entry.part.as_ref().map(|p| p.of);
             if self.cfg.max_attempts.is_some_and(|max| attempts > max) {
-                self.outbox.remove(&key);
-                self.fail(user, id);
+                self.give_up(user, id);
                 continue;
             }
             if !first {
@@ -183,12 +228,13 @@ impl<R: CryptoRng> Client<R> {
                     next_attempt_at_ms: next,
                 });
             }
-            if first {
+            if first && !text_sent {
+                let msg_id = of.unwrap_or(id);
                 self.store(StoreOp::Sent {
                     to: user.to_owned(),
-                    msg_id: id,
+                    msg_id,
                 });
-                self.status(user, id, Status::Sent);
+                self.status(user, msg_id, Status::Sent);
             }
         }
     }
@@ -202,8 +248,7 @@ impl<R: CryptoRng> Client<R> {
         entry.next_ms = now_ms.saturating_add(backoff(&self.cfg, entry.attempts));
         let (attempts, next) = (entry.attempts, entry.next_ms);
         if self.cfg.max_attempts.is_some_and(|max| attempts >= max) {
-            self.outbox.remove(&key);
-            self.fail(user, id);
+            self.give_up(user, id);
             return;
         }
         self.store(StoreOp::Attempt {
@@ -211,6 +256,52 @@ impl<R: CryptoRng> Client<R> {
             msg_id: id,
             next_attempt_at_ms: next,
         });
+    }
+
+    /// Gives up on outbox entry `id`, and for a part on its whole text: out of the
+    /// outbox, status failed (the message's).
+    pub(super) fn give_up(&mut self, user: &str, id: u64) {
+        let Some(entry) = self.outbox.remove(&(user.to_owned(), id)) else {
+            return;
+        };
+        match entry.part {
+            None => self.fail(user, id),
+            Some(part) => self.fail_text(user, part.of, part.count),
+        }
+    }
+
+    /// Gives up on a message waiting for its recipient's key, and for a part on its
+    /// whole text.
+    pub(super) fn give_up_awaiting(&mut self, user: &str, id: u64) {
+        let Some(waiting) = self.awaiting_key.remove(&(user.to_owned(), id)) else {
+            return;
+        };
+        match waiting.part {
+            None => self.fail(user, id),
+            Some(mark) => self.fail_text(user, mark.of, mark.count),
+        }
+    }
+
+    /// The parts `of..of + count` of one text go, wherever they wait; the text failed.
+    fn fail_text(&mut self, user: &str, of: u64, count: u32) {
+        let last = of.saturating_add(u64::from(count.saturating_sub(1)));
+        let queued: Vec<u64> = self
+            .outbox
+            .range(of_user_ids(user, of, last))
+            .map(|((_, id), _)| *id)
+            .collect();
+        for id in queued {
+            self.outbox.remove(&(user.to_owned(), id));
+        }
+        let waiting: Vec<u64> = self
+            .awaiting_key
+            .range(of_user_ids(user, of, last))
+            .map(|((_, id), _)| *id)
+            .collect();
+        for id in waiting {
+            self.awaiting_key.remove(&(user.to_owned(), id));
+        }
+        self.fail(user, of);
     }
 
     pub(super) fn fail(&mut self, user: &str, id: u64) {
@@ -233,26 +324,42 @@ impl<R: CryptoRng> Client<R> {
         if verify_b64(pinned, text.as_bytes(), sig_b64).is_err() {
             return;
         }
-        self.outbox.remove(&key);
+        let part = self.outbox.remove(&key).and_then(|e| e.part);
         self.signer(user);
         if let Some(peer) = self.peers.get_mut(user) {
             peer.stale = false;
         }
+        let msg_id = match part {
+            None => id,
+            Some(part) => {
+                self.store(StoreOp::PartDone {
+                    to: user.to_owned(),
+                    msg_id: id,
+                    of: part.of,
+                });
+                if self.text_entries(user, &part).next().is_some() {
+                    // The message is delivered once every part is.
+                    return;
+                }
+                part.of
+            }
+        };
         self.store(StoreOp::Delivered {
             to: user.to_owned(),
-            msg_id: id,
+            msg_id,
         });
-        self.status(user, id, Status::Delivered);
+        self.status(user, msg_id, Status::Delivered);
     }
 }
 
-pub(super) fn new_entry(payload_b64: String, now_ms: u64) -> OutEntry {
+pub(super) fn new_entry(payload_b64: String, now_ms: u64, part: Option<Part>) -> OutEntry {
     OutEntry {
         payload_b64,
         attempts: 0,
         next_ms: now_ms,
         sent: false,
         sig_b64: None,
+        part,
     }
 }
 

@@ -320,11 +320,12 @@ impl<R: CryptoRng> Client<R> {
         if peer.addr != Some(addr) {
             peer.addr = Some(addr);
             peer.dialect = Dialect::Unknown;
+            peer.parts = false;
             peer.probe.reset();
         }
-        if let Some((claimed, ext)) = peer.hello_claim.take() {
+        if let Some((claimed, ext, parts)) = peer.hello_claim.take() {
             if claimed == addr {
-                self.set_dialect(user, Dialect::from_hello(ext));
+                self.hello_dialect(user, ext, parts);
             }
         }
         self.learn_key(now_ms, user, pubkey_b64);
@@ -337,8 +338,7 @@ impl<R: CryptoRng> Client<R> {
             peer.resolving = false;
         }
         for id in self.awaiting_ids(user) {
-            self.awaiting_key.remove(&(user.to_owned(), id));
-            self.fail(user, id);
+            self.give_up_awaiting(user, id);
         }
         if let Some(held) = self.held.remove(user) {
             self.held_count = self.held_count.saturating_sub(held.len());
