@@ -509,7 +509,9 @@ fn paste_arrives_in_order_as_parts(bob_extension: bool) {
     assert_eq!(shown, &text);
     sim.drain(0);
     // bob's key comes with the lookup: then the parts are sealed and queued.
-    assert!(sim.run_until(10_000, |s| !s.nodes[0].db.parts_of("bob", *first).is_empty()));
+    assert!(sim.run_until(10_000, |s| {
+        !s.nodes[0].db.parts_of("bob", *first).is_empty()
+    }));
     let ids = sim.nodes[0].db.parts_of("bob", *first);
     let max = max_text_len("alice", 256);
     assert!(ids.len() >= text.len().div_ceil(max) && ids.len() > 1);
@@ -531,9 +533,16 @@ fn paste_arrives_in_order_as_parts(bob_extension: bool) {
     } else {
         Status::Sent
     };
-    assert!(sim.run_until(10_000, |s| s.nodes[0].db.status("bob", *first) == Some(done)));
+    assert!(
+        sim.run_until(10_000, |s| s.nodes[0].db.status("bob", *first)
+            == Some(done))
+    );
     assert!(sim.nodes[0].db.outbox.is_empty() && sim.nodes[0].db.parts.is_empty());
-    assert_eq!(sim.nodes[0].db.outgoing.len(), 1, "one message in the history");
+    assert_eq!(
+        sim.nodes[0].db.outgoing.len(),
+        1,
+        "one message in the history"
+    );
 }
 
 #[test]
@@ -560,7 +569,10 @@ fn largest_text_is_accepted_and_split_on_char_boundaries() {
     assert_eq!(sent.len(), 1);
     // bob reassembles: one message, whole.
     assert!(sim.run_until(30_000, |s| s.nodes[1].db.texts_from("alice").len() == 1));
-    assert!(sim.nodes[0].db.parts_of("bob", sent[0].0).len() > 1, "sent in parts");
+    assert!(
+        sim.nodes[0].db.parts_of("bob", sent[0].0).len() > 1,
+        "sent in parts"
+    );
     assert_eq!(sim.nodes[1].db.texts_from("alice").concat(), text);
     // One more byte is refused whole.
     let now = sim.now;

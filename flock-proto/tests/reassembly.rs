@@ -115,7 +115,10 @@ fn a_paste_arrives_as_one_message_acknowledged_once_whole() {
         .iter()
         .position(|(f, _, d)| *f == bob && d.starts_with(b"ACK "))
         .expect("acks");
-    assert!(first_ack > last_part, "no part acknowledged before the text was whole");
+    assert!(
+        first_ack > last_part,
+        "no part acknowledged before the text was whole"
+    );
     // The status events name the one message: queued, sent, delivered.
     let statuses: Vec<Status> = sim.nodes[0]
         .events
@@ -149,8 +152,14 @@ fn parts_out_of_order_and_twice_make_one_message() {
         sim.inject(alice, bob, d);
         sim.run_for(200);
     }
-    assert!(sim.nodes[1].db.texts_from("alice").is_empty(), "not whole yet");
-    assert!(ack_ids(&sim, bob).is_empty(), "nothing acknowledged before it is whole");
+    assert!(
+        sim.nodes[1].db.texts_from("alice").is_empty(),
+        "not whole yet"
+    );
+    assert!(
+        ack_ids(&sim, bob).is_empty(),
+        "nothing acknowledged before it is whole"
+    );
     assert_eq!(sim.nodes[1].client.reassembling().0, 1);
     let d = part_from_alice(&mut rng, of, 1, 3, texts[1]);
     sim.inject(alice, bob, d);
@@ -227,8 +236,14 @@ fn a_part_that_never_comes_times_out_reported_never_shown_cut() {
     let parts = u32::try_from(sim.nodes[0].db.parts_of("bob", id).len()).unwrap();
     assert!(parts > 1);
     assert_eq!(incomplete(&sim.nodes[1].events)[0], (id, parts - 1, parts));
-    assert!(sim.nodes[1].db.texts_from("alice").is_empty(), "nothing shown cut");
-    assert!(ack_ids(&sim, addr(2, 40000)).is_empty(), "nothing acknowledged");
+    assert!(
+        sim.nodes[1].db.texts_from("alice").is_empty(),
+        "nothing shown cut"
+    );
+    assert!(
+        ack_ids(&sim, addr(2, 40000)).is_empty(),
+        "nothing acknowledged"
+    );
     assert_eq!(sim.nodes[1].client.reassembling(), (0, 0), "buffers freed");
     // alice gives up on the whole message (one failed message, no part left queued).
     assert!(sim.run_until(60_000, |s| s.nodes[0].db.status("bob", id)
@@ -301,4 +316,3 @@ fn a_restart_with_parts_in_the_outbox_still_delivers_one_message() {
     assert!(sim.run_until(60_000, |s| delivered(s, id)));
     assert_eq!(sim.nodes[1].db.texts_from("alice"), [text]);
 }
-

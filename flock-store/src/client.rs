@@ -25,7 +25,7 @@ mod schema;
 use rows::*;
 use schema::{
     client_v1_original, client_v2_extended, client_v3_sealed, client_v4_authenticity,
-    restrict_files, stored_kdf,
+    client_v5_parts, restrict_files, stored_kdf,
 };
 
 /// Default for [`ClientDb::with_seen_ids_per_sender`].
@@ -49,7 +49,7 @@ pub enum Direction {
 }
 
 /// Where a message stands; stored as [`MessageStatus::as_str`].
-pub use flock_proto::client::MessageStatus;
+pub use flock_proto::client::{MessageStatus, Part};
 
 /// One row of `messages`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +118,8 @@ pub struct OutboxEntry {
     pub next_attempt_at_ms: i64,
     /// The `messages` row whose status tracks this entry.
     pub message: MessageRow,
+    /// For one part of a long text: which (the message's `msg_id` is [`Part::of`]).
+    pub part: Option<Part>,
 }
 
 /// A pinned contact key, and a changed key awaiting the user's decision.
@@ -223,7 +225,7 @@ const CHECK_PLAINTEXT: &str = "flock client database";
 
 impl ClientDb {
     /// The schema version this build writes; older files are migrated on open.
-    pub const SCHEMA_VERSION: i64 = 4;
+    pub const SCHEMA_VERSION: i64 = 5;
 
     /// Opens or creates `chats/<me>.db` at `path` for user `me`, unlocking it with
     /// `password` (the user's password: a new file takes a fresh salt), migrating it.
@@ -271,6 +273,7 @@ impl ClientDb {
                 &|tx| client_v2_extended(tx, me),
                 &|tx| client_v3_sealed(tx, &cipher, kdf, &salt, &sealed_rows),
                 &client_v4_authenticity,
+                &client_v5_parts,
             ],
         )?;
         let check: Vec<u8> = conn
@@ -541,6 +544,7 @@ impl ClientDb {
             to,
             msg_id,
             payload_b64,
+            None,
             now_ms,
             now_ms,
         )?;
@@ -559,6 +563,31 @@ impl ClientDb {
         now_ms: i64,
         next_attempt_at_ms: i64,
     ) -> Result<OutboxId> {
+        self.outbox_enqueue_part(
+            message,
+            recipient,
+            msg_id,
+            payload_b64,
+            None,
+            now_ms,
+            next_attempt_at_ms,
+        )
+    }
+
+    /// [`Self::outbox_enqueue`] for one part of a long text (`part`; `None`: a whole
+    /// message): each part has an outbox entry of its own under its own `msg_id`, all
+    /// tracked by the one `messages` row.
+    #[allow(clippy::too_many_arguments)]
+    pub fn outbox_enqueue_part(
+        &mut self,
+        message: MessageRow,
+        recipient: &str,
+        msg_id: u64,
+        payload_b64: &str,
+        part: Option<&Part>,
+        now_ms: i64,
+        next_attempt_at_ms: i64,
+    ) -> Result<OutboxId> {
         let tx = immediate(&mut self.conn)?;
         let n = tx
             .prepare_cached("UPDATE messages SET status = ?2 WHERE id = ?1")?
@@ -573,6 +602,7 @@ impl ClientDb {
             recipient,
             msg_id,
             payload_b64,
+            part,
             now_ms,
             next_attempt_at_ms,
         )?;
@@ -634,9 +664,36 @@ impl ClientDb {
         self.outbox_finish(id, MessageStatus::Delivered)
     }
 
-    /// Give up on the entry: remove it and mark its message failed (the user sees it).
+    /// Give up on the entry: remove it (and the other parts of its text) and mark its
+    /// message failed (the user sees it).
     pub fn outbox_give_up(&mut self, id: OutboxId) -> Result<()> {
         self.outbox_finish(id, MessageStatus::Failed)
+    }
+
+    /// One part of a long text needs no more sending: remove its entry only (the
+    /// message's status is set when the last part is done). `false`: no such entry.
+    pub fn outbox_remove(&mut self, id: OutboxId) -> Result<bool> {
+        let n = self
+            .conn
+            .prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+            .execute([id.0])?;
+        Ok(n > 0)
+    }
+
+    /// Give up on an outgoing message: every outbox entry of it goes (all parts of a long
+    /// text), status failed.
+    pub fn message_failed(&mut self, message: MessageRow) -> Result<()> {
+        let tx = immediate(&mut self.conn)?;
+        tx.prepare_cached("DELETE FROM outbox WHERE message_id = ?1")?
+            .execute([message.0])?;
+        let n = tx
+            .prepare_cached("UPDATE messages SET status = ?2 WHERE id = ?1")?
+            .execute(params![message.0, MessageStatus::Failed.as_str()])?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("message {}", message.0)));
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// A delivery acknowledgement for our message `msg_id` to `recipient`: marks the
@@ -665,10 +722,13 @@ impl ClientDb {
     fn outbox_finish(&mut self, id: OutboxId, status: MessageStatus) -> Result<()> {
         let tx = immediate(&mut self.conn)?;
         let message: Option<i64> = tx
-            .prepare_cached("DELETE FROM outbox WHERE id = ?1 RETURNING message_id")?
+            .prepare_cached("SELECT message_id FROM outbox WHERE id = ?1")?
             .query_row([id.0], |r| r.get(0))
             .optional()?;
         let message = message.ok_or_else(|| StoreError::NotFound(format!("outbox {}", id.0)))?;
+        // Its text's other parts, if it is a part, go with it.
+        tx.prepare_cached("DELETE FROM outbox WHERE message_id = ?1")?
+            .execute([message])?;
         tx.prepare_cached("UPDATE messages SET status = ?2 WHERE id = ?1")?
             .execute(params![message, status.as_str()])?;
         tx.commit()?;

@@ -48,7 +48,7 @@ mod username;
 
 pub use client::{
     ChatSummary, ClientDb, Contact, DEFAULT_SEEN_IDS_PER_SENDER, Direction, Message, MessageRow,
-    MessageStatus, OutboxEntry, OutboxId, PendingKey, PinOutcome, retry_delay_ms,
+    MessageStatus, OutboxEntry, OutboxId, Part, PendingKey, PinOutcome, retry_delay_ms,
 };
 pub use error::{Result, StoreError};
 pub use keys::KeyDir;

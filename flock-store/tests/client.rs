@@ -1,7 +1,7 @@
 //! ClientDb: messages, chats page, outbox, contacts, duplicate suppression, migrations.
 
 use flock_store::{
-    ClientDb, Direction, MessageRow, MessageStatus, OutboxId, PinOutcome, StoreError,
+    ClientDb, Direction, MessageRow, MessageStatus, OutboxId, Part, PinOutcome, StoreError,
     retry_delay_ms,
 };
 use rusqlite::Connection;
@@ -653,9 +653,118 @@ fn migrates_a_schema_3_database() {
         .unwrap();
     }
     let db = ClientDb::open(&path, "myself", PASSWORD).unwrap();
-    assert_eq!(db.schema_version().unwrap(), 4);
+    assert!(db.schema_version().unwrap() >= 4);
+    assert_eq!(db.schema_version().unwrap(), ClientDb::SCHEMA_VERSION);
     let m = &db.history("alice", 10).unwrap()[0];
     assert!(!m.authenticated, "never checked: marked");
     let c = db.contact("alice").unwrap().unwrap();
     assert!(!c.signs && !c.verified);
+}
+
+#[test]
+fn migrates_a_schema_4_outbox_and_keeps_parts_of_a_long_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("me.db");
+    let single = {
+        let mut db = ClientDb::open(&path, "myself", PASSWORD).unwrap();
+        db.queue_outgoing("bob", "short", 7, "SEALED", 10)
+            .unwrap()
+            .1
+    };
+    // Back to schema 4's outbox (one entry per message, no part columns).
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE outbox_v4 (
+                 id              INTEGER PRIMARY KEY AUTOINCREMENT,
+                 recipient       TEXT NOT NULL,
+                 msg_id          INTEGER NOT NULL,
+                 payload_b64     TEXT NOT NULL,
+                 created_at      INTEGER NOT NULL,
+                 attempts        INTEGER NOT NULL DEFAULT 0,
+                 next_attempt_at INTEGER NOT NULL,
+                 message_id      INTEGER NOT NULL UNIQUE
+                                 REFERENCES messages (id) ON DELETE CASCADE,
+                 UNIQUE (recipient, msg_id)
+             );
+             INSERT INTO outbox_v4 SELECT id, recipient, msg_id, payload_b64, created_at,
+                 attempts, next_attempt_at, message_id FROM outbox;
+             DROP TABLE outbox;
+             ALTER TABLE outbox_v4 RENAME TO outbox;
+             CREATE INDEX outbox_due ON outbox (next_attempt_at, id);
+             PRAGMA user_version = 4;",
+        )
+        .unwrap();
+    }
+    let mut db = ClientDb::open(&path, "myself", PASSWORD).unwrap();
+    assert_eq!(db.schema_version().unwrap(), ClientDb::SCHEMA_VERSION);
+    let old = db.outbox_get(single).unwrap().expect("kept");
+    assert_eq!(
+        (old.msg_id, old.payload_b64.as_str(), old.part),
+        (7, "SEALED", None)
+    );
+    // A long text: one history row, an outbox entry per part.
+    let row = db
+        .insert_outgoing("bob", "one long text", Some(100), MessageStatus::Queued, 20)
+        .unwrap();
+    let part = |index| Part {
+        of: 100,
+        index,
+        count: 3,
+        ext_payload_b64: format!("MARKED{index}"),
+    };
+    let ids: Vec<OutboxId> = (0..3u32)
+        .map(|i| {
+            let p = part(i);
+            db.outbox_enqueue_part(row, "bob", 100 + u64::from(i), "PLAIN", Some(&p), 20, 20)
+                .unwrap()
+        })
+        .collect();
+    let due = db.outbox_due(i64::MAX, 10).unwrap();
+    let parts: Vec<(u64, Option<Part>)> = due
+        .iter()
+        .filter(|e| e.message == row)
+        .map(|e| (e.msg_id, e.part.clone()))
+        .collect();
+    assert_eq!(
+        parts,
+        [
+            (100, Some(part(0))),
+            (101, Some(part(1))),
+            (102, Some(part(2)))
+        ]
+    );
+    // The first part acknowledged: its entry goes, the message is not delivered yet.
+    assert!(db.outbox_remove(ids[0]).unwrap());
+    assert!(!db.outbox_remove(ids[0]).unwrap());
+    assert_eq!(
+        db.message(row).unwrap().unwrap().status,
+        MessageStatus::Queued
+    );
+    // Giving up on a part gives up on the text: every entry of it goes.
+    db.outbox_give_up(ids[1]).unwrap();
+    assert!(db.outbox_get(ids[2]).unwrap().is_none());
+    assert_eq!(
+        db.message(row).unwrap().unwrap().status,
+        MessageStatus::Failed
+    );
+    assert_eq!(db.outbox_len().unwrap(), 1, "the single message stays");
+    // message_failed: the same from the message's side.
+    let row2 = db
+        .insert_outgoing("bob", "another", Some(200), MessageStatus::Queued, 30)
+        .unwrap();
+    let p = Part {
+        of: 200,
+        index: 1,
+        count: 2,
+        ext_payload_b64: "M".into(),
+    };
+    db.outbox_enqueue_part(row2, "bob", 201, "PLAIN", Some(&p), 30, 30)
+        .unwrap();
+    db.message_failed(row2).unwrap();
+    assert_eq!(db.outbox_len().unwrap(), 1);
+    assert_eq!(
+        db.message(row2).unwrap().unwrap().status,
+        MessageStatus::Failed
+    );
 }

@@ -501,7 +501,11 @@ impl<R: CryptoRng> Client<R> {
                 of: mark.of,
                 index: mark.index,
                 count: mark.count,
-                ext_payload_b64: seal_b64(&mut self.rng, key, parts::marked(mark, text).as_bytes())?,
+                ext_payload_b64: seal_b64(
+                    &mut self.rng,
+                    key,
+                    parts::marked(mark, text).as_bytes(),
+                )?,
             }),
             None => None,
         };

@@ -241,8 +241,8 @@ mod types;
 pub use machine::Client;
 pub use safety::{SAFETY_NUMBER_ITERATIONS, SafetyNumber};
 pub use types::{
-    Action, ClientConfig, ConnectionState, Counters, Event, FEATURE_ACK1, FEATURE_PARTS1, KeySource,
-    MessageStatus, Part, SendError, Status, StoreOp, Transmit, UnknownStatus, Warning,
+    Action, ClientConfig, ConnectionState, Counters, Event, FEATURE_ACK1, FEATURE_PARTS1,
+    KeySource, MessageStatus, Part, SendError, Status, StoreOp, Transmit, UnknownStatus, Warning,
 };
 
 use crate::limits::ORIGINAL_CLIENT_MAX_DATAGRAM;

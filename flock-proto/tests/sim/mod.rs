@@ -594,4 +594,3 @@ impl Sim {
             .is_some_and(|n| n.client.server().is_some_and(|(_, r)| r))
     }
 }
-

@@ -19,7 +19,8 @@ pub(super) const MESSAGE_COLUMN_COUNT: usize = 10;
 /// The outbox with its message, whose sealed `receiver` names the recipient.
 pub(super) const OUTBOX_JOIN: &str = "outbox o JOIN messages m ON m.id = o.message_id";
 pub(super) const OUTBOX_COLUMNS: &str = "o.id, m.receiver, o.msg_id, o.payload_b64, o.created_at, \
-     o.attempts, o.next_attempt_at, o.message_id";
+     o.attempts, o.next_attempt_at, o.message_id, o.part_of, o.part_index, o.part_count, \
+     o.ext_payload_b64";
 pub(super) const CONTACT_COLUMNS: &str = "name, pubkey_b64, fingerprint, pinned_at, \
      pending_pubkey_b64, pending_fingerprint, pending_since, signs, verified";
 
@@ -113,13 +114,15 @@ pub(super) fn outbox_insert(
     recipient: &str,
     msg_id: u64,
     payload_b64: &str,
+    part: Option<&Part>,
     now_ms: i64,
     next_attempt_at_ms: i64,
 ) -> Result<OutboxId> {
     conn.prepare_cached(
         "INSERT INTO outbox \
-         (recipient, msg_id, payload_b64, created_at, attempts, next_attempt_at, message_id) \
-         VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
+         (recipient, msg_id, payload_b64, created_at, attempts, next_attempt_at, message_id, \
+          part_of, part_index, part_count, ext_payload_b64) \
+         VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         c.blind(recipient),
@@ -127,7 +130,11 @@ pub(super) fn outbox_insert(
         payload_b64,
         now_ms,
         next_attempt_at_ms,
-        message.0
+        message.0,
+        part.map(|p| msg_id_to_sql(p.of)),
+        part.map(|p| p.index),
+        part.map(|p| p.count),
+        part.map(|p| p.ext_payload_b64.as_str()),
     ])?;
     Ok(OutboxId(conn.last_insert_rowid()))
 }
@@ -234,7 +241,29 @@ pub(super) fn outbox_from_row(c: &RowCipher, row: &Row<'_>) -> Result<OutboxEntr
             .map_err(|_| corrupt(T, format!("attempts {attempts}")))?,
         next_attempt_at_ms: sql::int(row, 6, T)?,
         message: MessageRow(sql::int(row, 7, T)?),
+        part: part_from_row(row)?,
     })
+}
+
+/// Columns 8..=11 of [`OUTBOX_COLUMNS`]: the part an entry is, if it is one.
+fn part_from_row(row: &Row<'_>) -> Result<Option<Part>> {
+    const T: &str = "outbox";
+    let of: Option<i64> = row.get(8)?;
+    let Some(of) = of else {
+        return Ok(None);
+    };
+    let index: i64 = row.get(9)?;
+    let count: i64 = row.get(10)?;
+    let ext_payload_b64 = sql::text(row, 11, T)?;
+    let (Ok(index), Ok(count)) = (u32::try_from(index), u32::try_from(count)) else {
+        return Err(corrupt(T, format!("part {index} of {count}")));
+    };
+    Ok(Some(Part {
+        of: msg_id_from_sql(of),
+        index,
+        count,
+        ext_payload_b64,
+    }))
 }
 
 pub(super) fn contact_from_row(c: &RowCipher, row: &Row<'_>) -> Result<Contact> {

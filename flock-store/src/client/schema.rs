@@ -232,6 +232,47 @@ pub(super) fn client_v4_authenticity(tx: &Transaction<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Schema 5: long texts in parts. One message may have several outbox entries, one per
+/// part, each under its own id: `message_id` is no longer unique, and a part records
+/// its text's id (`part_of`, the message's `msg_id`), its place (`part_index` of
+/// `part_count`) and its payload sealed with the part marker inside
+/// (`ext_payload_b64`, for peers that reassemble). Existing entries are single messages
+/// (the part columns `NULL`).
+pub(super) fn client_v5_parts(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE outbox_v5 (
+             id              INTEGER PRIMARY KEY AUTOINCREMENT,
+             recipient       TEXT NOT NULL,
+             msg_id          INTEGER NOT NULL,
+             payload_b64     TEXT NOT NULL,
+             created_at      INTEGER NOT NULL,
+             attempts        INTEGER NOT NULL DEFAULT 0,
+             next_attempt_at INTEGER NOT NULL,
+             message_id      INTEGER NOT NULL
+                             REFERENCES messages (id) ON DELETE CASCADE,
+             part_of         INTEGER,
+             part_index      INTEGER,
+             part_count      INTEGER,
+             ext_payload_b64 TEXT,
+             UNIQUE (recipient, msg_id),
+             CHECK ((part_of IS NULL) = (part_count IS NULL)
+                    AND (part_of IS NULL) = (part_index IS NULL)
+                    AND (part_of IS NULL) = (ext_payload_b64 IS NULL))
+         );
+         INSERT INTO outbox_v5
+             (id, recipient, msg_id, payload_b64, created_at, attempts, next_attempt_at,
+              message_id)
+         SELECT id, recipient, msg_id, payload_b64, created_at, attempts, next_attempt_at,
+                message_id
+         FROM outbox ORDER BY id;
+         DROP TABLE outbox;
+         ALTER TABLE outbox_v5 RENAME TO outbox;
+         CREATE INDEX outbox_due ON outbox (next_attempt_at, id);
+         CREATE INDEX outbox_message ON outbox (message_id);",
+    )?;
+    Ok(())
+}
+
 /// The key derivation recorded in a schema-3 file: `None` for a new or older file.
 pub(super) fn stored_kdf(conn: &Connection) -> Result<Option<(KdfParams, Vec<u8>)>> {
     let has_meta: bool = conn.query_row(

@@ -8,8 +8,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use flock_crypto::{CryptoRng, open_b64, sign_b64, verify_b64};
 
 use super::{Client, Held};
-use crate::client::peer::Dialect;
 use crate::client::parts::{self, Added, Limits, Mark};
+use crate::client::peer::Dialect;
 use crate::client::peer::Peer;
 use crate::client::types::{Action, StoreOp, Transmit, Warning};
 use crate::client::{ack_signed_text, smessage_signed_text};

@@ -152,7 +152,9 @@ impl<R: CryptoRng> Client<R> {
         user: &str,
         part: &Part,
     ) -> impl Iterator<Item = u64> + 'a {
-        let last = part.of.saturating_add(u64::from(part.count.saturating_sub(1)));
+        let last = part
+            .of
+            .saturating_add(u64::from(part.count.saturating_sub(1)));
         self.outbox
             .range(of_user_ids(user, part.of, last))
             .map(|((_, id), _)| *id)
@@ -198,10 +200,10 @@ impl<R: CryptoRng> Client<R> {
             }
             .encode_to_vec();
             // The message is sent with its first part: was any part of its text sent?
-            let text_sent = entry
-                .part
-                .as_ref()
-                .is_some_and(|p| self.text_entries(user, p).any(|i| self.outbox[&(user.to_owned(), i)].sent));
+            let text_sent = entry.part.as_ref().is_some_and(|p| {
+                self.text_entries(user, p)
+                    .any(|i| self.outbox[&(user.to_owned(), i)].sent)
+            });
             self.actions
                 .push_back(Action::Send(Transmit { to: addr, datagram }));
             let Some(entry) = self.outbox.get_mut(&key) else {
