@@ -1,7 +1,8 @@
 //! The message limit with real processes: two `flock chat` clients on one server,
 //! a 10,000-character paste of emoji and CJK sent through a pipe (as a paste into a
-//! terminal would be, without the terminal's line limit) arrives whole, in order; a
-//! text over 64 KiB is refused and nothing is sent.
+//! terminal would be, without the terminal's line limit) goes out in parts and arrives
+//! as ONE message, whole (both clients reassemble); a text over 64 KiB is refused and
+//! nothing is sent.
 //!
 //! In a terminal (a pseudo-terminal here), a line the terminal may have cut (4095 bytes)
 //! is refused with a clear message instead of being sent cut.
@@ -33,25 +34,38 @@ fn a_10000_character_paste_arrives_whole_and_over_64_kib_is_refused() {
 
     alice.say("@bob");
     alice.say(&text);
-    // Every part arrives and is acknowledged; together they are the paste, in order.
-    alice.wait_for("every part delivered", |_| {
-        alice.count(|l| l.starts_with("* to bob: delivered")) >= parts
+    // alice shows one message, delivered once every part is; bob shows it once, whole.
+    let delivered = alice.wait_for("the paste delivered", |l| {
+        l.starts_with("* to bob: delivered")
     });
-    let got = bob.wait_for("the last part", |_| {
-        bob.lines()
-            .iter()
-            .filter_map(|l| l.strip_prefix("<alice> "))
-            .collect::<String>()
-            .len()
-            >= text.len()
-    });
-    drop(got);
-    let received: String = bob
-        .lines()
-        .iter()
-        .filter_map(|l| l.strip_prefix("<alice> "))
-        .collect();
-    assert_eq!(received, text, "nothing cut, nothing reordered");
+    let id = delivered
+        .rsplit_once("(id ")
+        .map(|(_, id)| id.trim_end_matches(')').to_owned())
+        .expect("the message's id");
+    let got = bob.wait_for("the paste", |l| l.starts_with("<alice> "));
+    assert_eq!(
+        got.strip_prefix("<alice> ").map(str::len),
+        Some(text.len()),
+        "one line, the whole paste"
+    );
+    assert_eq!(
+        got,
+        format!("<alice> {text}"),
+        "nothing cut, nothing reordered"
+    );
+    assert_eq!(bob.count(|l| l.starts_with("<alice> ")), 1, "one message");
+    assert_eq!(
+        alice.count(|l| l.starts_with("* to bob: delivered")),
+        1,
+        "{:?}",
+        alice.lines()
+    );
+    assert_eq!(
+        alice.count(|l| l.starts_with("* to bob:") && !l.ends_with(&format!("(id {id})"))),
+        0,
+        "every status names the one message: {:?}",
+        alice.lines()
+    );
     assert_eq!(
         alice.count(|l| l.starts_with("!!")),
         0,

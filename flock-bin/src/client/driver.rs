@@ -196,6 +196,12 @@ impl Driver {
         for e in db.outbox_due(i64::MAX, u32::MAX)? {
             machine.restore_outbox(&e.recipient, e.msg_id, &e.payload_b64, e.attempts, now);
             rows.insert((e.recipient.clone(), e.msg_id), (e.message, Some(e.id)));
+            if let Some(part) = e.part {
+                // The text's own id names its message row (statuses).
+                rows.entry((e.recipient.clone(), part.of))
+                    .or_insert((e.message, None));
+                machine.restore_part(&e.recipient, e.msg_id, part);
+            }
         }
         // Messages saved before their recipient's key was known (history only).
         for chat in db.chats(u32::MAX)? {
@@ -481,11 +487,31 @@ impl Driver {
                 msg_id,
                 payload_b64,
                 at_ms,
+                part,
             } => {
-                if let Some((row, outbox)) = self.rows.get_mut(&(to.clone(), msg_id)) {
-                    let id =
-                        db.outbox_enqueue(*row, &to, msg_id, &payload_b64, ms(at_ms), ms(at_ms))?;
-                    *outbox = Some(id);
+                // A part's message row is its text's.
+                let of = part.as_ref().map_or(msg_id, |p| p.of);
+                if let Some(&(row, _)) = self.rows.get(&(to.clone(), of)) {
+                    let id = db.outbox_enqueue_part(
+                        row,
+                        &to,
+                        msg_id,
+                        &payload_b64,
+                        part.as_ref(),
+                        ms(at_ms),
+                        ms(at_ms),
+                    )?;
+                    self.rows.entry((to, msg_id)).or_insert((row, None)).1 = Some(id);
+                }
+            }
+            StoreOp::PartDone { to, msg_id, of } => {
+                let key = (to, msg_id);
+                let outbox = self.rows.get_mut(&key).and_then(|(_, o)| o.take());
+                if msg_id != of {
+                    self.rows.remove(&key);
+                }
+                if let Some(id) = outbox {
+                    db.outbox_remove(id)?;
                 }
             }
             StoreOp::Attempt {
@@ -515,11 +541,13 @@ impl Driver {
                 db.delivered(&to, msg_id)?;
             }
             StoreOp::Failed { to, msg_id } => {
-                if let Some((row, outbox)) = self.rows.remove(&(to, msg_id)) {
+                if let Some((row, outbox)) = self.rows.remove(&(to.clone(), msg_id)) {
+                    // Every outbox entry of the message goes (all parts of a long text).
                     match outbox {
                         Some(id) => db.outbox_give_up(id)?,
-                        None => db.set_status(row, MessageStatus::Failed)?,
+                        None => db.message_failed(row)?,
                     }
+                    self.rows.retain(|(t, _), (r, _)| *t != to || *r != row);
                 }
             }
             StoreOp::Incoming {
@@ -528,7 +556,7 @@ impl Driver {
                 msg_id,
                 at_ms,
                 authenticated,
-                ack,
+                acks,
             } => {
                 let row = match msg_id {
                     Some(id) => {
@@ -539,7 +567,7 @@ impl Driver {
                     }
                 };
                 // Durable (or a duplicate of something durable): acknowledge.
-                if let Some(ack) = ack {
+                for ack in acks {
                     transmit(&self.socket, ack).await;
                 }
                 if let Some(row) = row {
