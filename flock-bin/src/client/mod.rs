@@ -267,8 +267,8 @@ impl Client {
     }
 
     /// Sends `text` to `to` (see [`flock_proto::client::Client::send_parts`]): up to
-    /// 64 KiB, split into parts that each fit one datagram; returns each part's message
-    /// id and text, in order.
+    /// 64 KiB, split into parts that each fit one datagram; returns what the sender
+    /// shows: one entry, the message's id (its first part's) and the whole text.
     ///
     /// # Errors
     /// [`ClientError::Send`] if the message is refused (too long, key changed, ...);
