@@ -161,6 +161,11 @@ pub struct Client<R> {
     recent: BTreeSet<(String, u64)>,
     recent_order: VecDeque<(String, u64)>,
     reassembly: Reassembly,
+    /// Another client of our identity registered there after us ([`Event::Displaced`]).
+    displaced: Option<SocketAddrV4>,
+    /// Another client of our identity there stopped re-registering
+    /// ([`Event::AlsoRunning`]).
+    also_running: Option<SocketAddrV4>,
     undecodable: u64,
     open_limiter: Limiter,
     open_global: Limiter,
@@ -212,6 +217,8 @@ impl<R: CryptoRng> Client<R> {
             recent: BTreeSet::new(),
             recent_order: VecDeque::new(),
             reassembly: Reassembly::default(),
+            displaced: None,
+            also_running: None,
             undecodable: 0,
         })
     }
@@ -765,6 +772,13 @@ impl<R: CryptoRng> Client<R> {
     /// Our public key.
     pub fn public_key(&self) -> &PublicKey {
         self.key.public_key()
+    }
+
+    /// Where another client of our identity registered after us, if one did (and we
+    /// have not registered since): this client no longer re-registers
+    /// ([`Event::Displaced`]).
+    pub fn displaced(&self) -> Option<SocketAddrV4> {
+        self.displaced
     }
 
     /// The server in use and whether we are registered with it.

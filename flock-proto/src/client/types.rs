@@ -516,6 +516,22 @@ pub enum Event {
         /// The server's error text.
         reason: String,
     },
+    /// Another client of our identity (our name and key) registered at `at` after our
+    /// last registration: the ring now sends our messages there. The newest
+    /// registration wins: this client stops re-registering (no fight every keepalive)
+    /// and tells the other one ([`Event::AlsoRunning`] there). Said once per address;
+    /// a registration of ours (a new server, a new address) takes the record back.
+    Displaced {
+        /// Where the other client is.
+        at: SocketAddrV4,
+    },
+    /// The other client of our identity, at `at`, saw that we registered after it and
+    /// stopped re-registering ([`Event::Displaced`] there): messages come here. Its
+    /// notice is signed with our own key, so only our identity can send it.
+    AlsoRunning {
+        /// Where the other client is.
+        at: SocketAddrV4,
+    },
     /// An outgoing message changed state.
     Status {
         /// Recipient.

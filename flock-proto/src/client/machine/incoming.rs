@@ -88,11 +88,15 @@ impl<R: CryptoRng> Client<R> {
 
     pub(super) fn on_smessage(&mut self, now_ms: u64, message: Signed<'_>) {
         let (from, sender) = (message.from, message.sender);
-        if !self.cfg.extension || validate_username(sender).is_err() || sender == self.cfg.user {
+        if !self.cfg.extension || validate_username(sender).is_err() {
             return;
         }
         if !self.signed_limiter.allow(*from.ip(), now_ms) {
             self.warn(Warning::RateLimited { from });
+            return;
+        }
+        if sender == self.cfg.user {
+            self.on_self_notice(from, message.id, message.payload_b64, message.sig_b64);
             return;
         }
         let pinned = self

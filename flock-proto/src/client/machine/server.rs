@@ -3,13 +3,17 @@
 use std::borrow::Cow;
 use std::net::SocketAddrV4;
 
-use flock_crypto::{CryptoRng, PublicKey, sign_b64, verify_b64};
+use flock_crypto::{CryptoRng, PublicKey, seal_b64, sign_b64, verify_b64};
 
 use super::{Client, InFlight, Request};
 use crate::client::peer::Dialect;
+use crate::client::smessage_signed_text;
 use crate::client::types::{Action, ConnectionState, Event, Transmit, Warning};
 use crate::frame::{ErrorReply, Frame, OkReply, Register};
 use crate::limits::MAX_VERSION;
+
+/// The plaintext of the notice to another client of our identity ([`Event::Displaced`]).
+const ELSEWHERE: &str = "\0flock-elsewhere";
 
 impl<R: CryptoRng> Client<R> {
     pub(super) fn server_usable(&self) -> bool {
@@ -187,6 +191,8 @@ impl<R: CryptoRng> Client<R> {
             (Request::Register, OkReply::Registered { user, .. }) if user == self.cfg.user => {
                 self.in_flight = None;
                 self.server_alive(now_ms);
+                // Registered: the record is ours again, whoever had it.
+                self.displaced = None;
                 if let Some(s) = self.server.as_mut() {
                     s.registered = true;
                     let server = s.addr;
@@ -199,7 +205,7 @@ impl<R: CryptoRng> Client<R> {
                     ip,
                     port,
                     pubkey_b64,
-                    ..
+                    version,
                 },
             ) => {
                 let Some(flight) = self.in_flight.take() else {
@@ -207,7 +213,7 @@ impl<R: CryptoRng> Client<R> {
                 };
                 self.server_alive(now_ms);
                 let addr = SocketAddrV4::new(ip, port);
-                self.lookup_answered(now_ms, flight.request, addr, &pubkey_b64);
+                self.lookup_answered(now_ms, flight.request, addr, &pubkey_b64, version);
             }
             _ => {}
         }
@@ -277,7 +283,13 @@ impl<R: CryptoRng> Client<R> {
         };
         self.server_alive(now_ms);
         let addr = SocketAddrV4::new(record.ip, record.port);
-        self.lookup_answered(now_ms, flight.request, addr, &record.pubkey_b64);
+        self.lookup_answered(
+            now_ms,
+            flight.request,
+            addr,
+            &record.pubkey_b64,
+            record.version,
+        );
     }
 
     /// `NOTFOUND <rid>`: the answer to our `LOOKUP` if it echoes its id and comes from
@@ -294,16 +306,78 @@ impl<R: CryptoRng> Client<R> {
 
     /// A user's record, from the server asked: for a contact, their address and key;
     /// for our own keepalive, whether the ring still has our record.
-    fn lookup_answered(&mut self, now_ms: u64, request: Request, addr: SocketAddrV4, key: &str) {
+    fn lookup_answered(
+        &mut self,
+        now_ms: u64,
+        request: Request,
+        addr: SocketAddrV4,
+        key: &str,
+        version: u64,
+    ) {
         match request {
             Request::Resolve(user) => self.resolved(now_ms, &user, addr, key),
             Request::Check => {
-                if addr != self.local_addr() || key != self.pubkey_b64 {
+                let ours = key == self.pubkey_b64;
+                if ours && addr != self.local_addr() && version >= self.last_version {
+                    // Our identity registered elsewhere after us (or in the same
+                    // nanosecond: one record, so not ours): the newest wins.
+                    self.displaced_by(addr);
+                } else if addr != self.local_addr() || !ours {
                     self.reregister();
                 }
             }
             Request::Register => {}
         }
+    }
+
+    /// Another client of our identity registered at `at` after us: stop re-registering,
+    /// say so once, and tell that client with a notice signed by our key (an `SMESSAGE`
+    /// from us to us, which only our identity can make).
+    fn displaced_by(&mut self, at: SocketAddrV4) {
+        if self.displaced == Some(at) {
+            return;
+        }
+        self.displaced = Some(at);
+        self.event(Event::Displaced { at });
+        let me = self.cfg.user.clone();
+        let id = self.rng.next_u64();
+        let Ok(payload_b64) = seal_b64(&mut self.rng, self.key.public_key(), ELSEWHERE.as_bytes())
+        else {
+            return;
+        };
+        let text = smessage_signed_text(&me, &me, id, &payload_b64);
+        let Ok(sig_b64) = sign_b64(&mut self.rng, &self.key, text.as_bytes()) else {
+            return;
+        };
+        self.send_frame(
+            at,
+            &Frame::SecureMessage {
+                sender: Cow::Owned(me),
+                id,
+                payload_b64: Cow::Owned(payload_b64),
+                sig_b64: Cow::Owned(sig_b64),
+            },
+        );
+    }
+
+    /// An `SMESSAGE` naming us as its sender, from `from`: if our key signed it, it is
+    /// the notice of another client of our identity that stopped re-registering.
+    pub(super) fn on_self_notice(
+        &mut self,
+        from: SocketAddrV4,
+        id: u64,
+        payload_b64: &str,
+        sig_b64: &str,
+    ) {
+        let me = &self.cfg.user;
+        let text = smessage_signed_text(me, me, id, payload_b64);
+        if verify_b64(self.key.public_key(), text.as_bytes(), sig_b64).is_err()
+            || self.also_running == Some(from)
+        {
+            return;
+        }
+        self.also_running = Some(from);
+        self.event(Event::AlsoRunning { at: from });
     }
 
     pub(super) fn resolved(
