@@ -434,6 +434,15 @@ impl Driver {
                             tracing::warn!(%server, "server lost");
                             self.on_lost(*server);
                         }
+                        Event::Displaced { at } => {
+                            tracing::warn!(
+                                %at,
+                                "our identity registered there after us: not re-registering"
+                            );
+                        }
+                        Event::AlsoRunning { at } => {
+                            tracing::warn!(%at, "our identity also runs there (it stopped re-registering)");
+                        }
                         Event::Connection(ConnectionState::Registered { server }) => {
                             tracing::info!(%server, "registered");
                             self.candidates.clear();

@@ -52,7 +52,12 @@
 //! again when a peer stops answering; a lookup of ourselves when idle (the keepalive:
 //! register again if the ring lost or changed our record). A lookup is
 //! `LOOKUP <user> <rid>` (the lookup extension, see below) or, with an original server,
-//! `RESOLVE <user>`. After
+//! `RESOLVE <user>`. The same identity (name and key) registered from another address
+//! no earlier than our last registration means another client of ours runs there: the
+//! newest registration wins, this client stops re-registering ([`Event::Displaced`],
+//! once) and tells that one ([`Event::AlsoRunning`] there) with an `SMESSAGE` from us to
+//! us that only our key can sign; a registration of ours (a new server) takes the
+//! record back. After
 //! [`ClientConfig::server_failures`] unanswered requests the server counts as lost
 //! ([`ConnectionState::Lost`]): the driver finds another and calls [`Client::connect`].
 //!
