@@ -57,13 +57,26 @@ fn the_same_identity_on_two_addresses_is_noticed_once_and_nobody_fights() {
         .expect("cp");
     assert!(copied.success());
     let first = chat(dir.path(), "first", "alice", &first_data, "127.0.0.1", port);
-    let second = chat(dir.path(), "second", "alice", &second_data, "127.0.0.2", port);
+    let second = chat(
+        dir.path(),
+        "second",
+        "alice",
+        &second_data,
+        "127.0.0.2",
+        port,
+    );
 
     // The older says so once and backs off; the newer is told.
     let backed_off = first.contains("!! alice is also running at 127.0.0.2:");
-    assert!(backed_off.contains("this client stops re-registering"), "{backed_off}");
+    assert!(
+        backed_off.contains("this client stops re-registering"),
+        "{backed_off}"
+    );
     let told = second.contains("!! alice is also running at 127.0.0.1:");
-    assert!(told.contains("that client stopped re-registering"), "{told}");
+    assert!(
+        told.contains("that client stopped re-registering"),
+        "{told}"
+    );
     eprintln!("first: {backed_off}\nsecond: {told}");
 
     // Nobody fights: over 8 keepalive periods (500 ms) neither registers again, and
