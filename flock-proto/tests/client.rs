@@ -95,15 +95,7 @@ fn extension_peers_exchange_both_ways_with_acks() {
     assert!(alice.outbox.is_empty() && bob.outbox.is_empty());
 
     // queued -> sent -> delivered, in that order.
-    let statuses: Vec<Status> = sim
-        .node("alice")
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Status { msg_id, status, .. } if *msg_id == id => Some(*status),
-            _ => None,
-        })
-        .collect();
+    let statuses = statuses_of(&sim.node("alice").events, id);
     assert_eq!(statuses, [Status::Queued, Status::Sent, Status::Delivered]);
     // Signed frames only between extension peers; keys pinned from the ring.
     let verbs = verbs_from(&sim, addr(1, 40000));

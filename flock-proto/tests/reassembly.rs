@@ -26,28 +26,32 @@ fn paste() -> String {
     "😀漢字aé 🧑‍🤝‍🧑".chars().cycle().take(10_000).collect()
 }
 
-/// The `SMESSAGE` ids in datagrams from `from`, in order.
-fn smessage_ids(sim: &Sim, from: std::net::SocketAddrV4) -> Vec<u64> {
+/// The id in an `SMESSAGE` or `ACK` datagram (its third field).
+fn id_in(datagram: &[u8]) -> Option<u64> {
+    String::from_utf8_lossy(datagram)
+        .split(' ')
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
+/// The ids of the datagrams from `from` that start with `verb`, in order.
+fn ids_from(sim: &Sim, from: std::net::SocketAddrV4, verb: &[u8]) -> Vec<u64> {
     sim.log
         .iter()
-        .filter(|(f, _, d)| *f == from && d.starts_with(b"SMESSAGE "))
-        .filter_map(|(_, _, d)| {
-            let text = String::from_utf8_lossy(d);
-            text.split(' ').nth(2)?.parse().ok()
-        })
+        .filter(|(f, _, d)| *f == from && d.starts_with(verb))
+        .filter_map(|(_, _, d)| id_in(d))
         .collect()
+}
+
+/// The `SMESSAGE` ids in datagrams from `from`, in order.
+fn smessage_ids(sim: &Sim, from: std::net::SocketAddrV4) -> Vec<u64> {
+    ids_from(sim, from, b"SMESSAGE ")
 }
 
 /// The ids acknowledged in `ACK`s from `from`, in order.
 fn ack_ids(sim: &Sim, from: std::net::SocketAddrV4) -> Vec<u64> {
-    sim.log
-        .iter()
-        .filter(|(f, _, d)| *f == from && d.starts_with(b"ACK "))
-        .filter_map(|(_, _, d)| {
-            let text = String::from_utf8_lossy(d);
-            text.split(' ').nth(2)?.parse().ok()
-        })
-        .collect()
+    ids_from(sim, from, b"ACK ")
 }
 
 /// Part `index` of `count` of alice's text `of` to bob, as alice would send it (the
@@ -123,14 +127,7 @@ fn a_paste_arrives_as_one_message_acknowledged_once_whole() {
         "no part acknowledged before the text was whole"
     );
     // The status events name the one message: queued, sent, delivered.
-    let statuses: Vec<Status> = sim.nodes[0]
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Status { msg_id, status, .. } if *msg_id == id => Some(*status),
-            _ => None,
-        })
-        .collect();
+    let statuses = statuses_of(&sim.nodes[0].events, id);
     assert_eq!(
         statuses,
         [Status::Queued, Status::Sent, Status::Delivered],
@@ -192,11 +189,7 @@ fn a_lost_part_is_sent_again_and_the_text_completes() {
         if from != alice || !d.starts_with(b"SMESSAGE ") {
             return true;
         }
-        let id: u64 = String::from_utf8_lossy(d)
-            .split(' ')
-            .nth(2)
-            .and_then(|x| x.parse().ok())
-            .unwrap_or(0);
+        let id = id_in(d).unwrap_or(0);
         seen += 1;
         if seen == 2 {
             second = Some(id);
@@ -226,11 +219,7 @@ fn a_part_that_never_comes_times_out_reported_never_shown_cut() {
         if from != alice || !d.starts_with(b"SMESSAGE ") {
             return true;
         }
-        let id: u64 = String::from_utf8_lossy(d)
-            .split(' ')
-            .nth(2)
-            .and_then(|x| x.parse().ok())
-            .unwrap_or(0);
+        let id = id_in(d).unwrap_or(0);
         let first = *first_part.get_or_insert(id);
         id != first
     }));

@@ -444,50 +444,46 @@ impl<R: CryptoRng> Client<R> {
             ),
             None => None,
         };
-        match sealed {
-            Some(mut sealed) if parts.len() == 1 => {
-                let (payload_b64, _) = sealed.remove(0);
-                self.store(StoreOp::QueueOutgoing {
-                    to: to.to_owned(),
-                    text: text.to_owned(),
-                    msg_id: first,
-                    payload_b64: payload_b64.clone(),
-                    at_ms: now_ms,
-                });
-                self.status(to, first, Status::Queued);
-                self.outbox
-                    .insert((to.to_owned(), first), new_entry(payload_b64, now_ms, None));
-            }
-            Some(sealed) => {
-                self.store(StoreOp::SaveOutgoing {
-                    to: to.to_owned(),
-                    text: text.to_owned(),
-                    msg_id: first,
-                    at_ms: now_ms,
-                });
-                self.status(to, first, Status::Queued);
-                for ((id, _, _), (payload_b64, part)) in parts.iter().zip(sealed) {
-                    self.enqueue(now_ms, to, *id, payload_b64, part);
+        if let (Some(sealed), [_]) = (&sealed, parts.as_slice()) {
+            let payload_b64 = sealed[0].0.clone();
+            self.store(StoreOp::QueueOutgoing {
+                to: to.to_owned(),
+                text: text.to_owned(),
+                msg_id: first,
+                payload_b64: payload_b64.clone(),
+                at_ms: now_ms,
+            });
+            self.status(to, first, Status::Queued);
+            self.outbox
+                .insert((to.to_owned(), first), new_entry(payload_b64, now_ms, None));
+        } else {
+            // The history row first, then an outbox entry per part (or, before the
+            // key is known, each part waits for it).
+            self.store(StoreOp::SaveOutgoing {
+                to: to.to_owned(),
+                text: text.to_owned(),
+                msg_id: first,
+                at_ms: now_ms,
+            });
+            self.status(to, first, Status::Queued);
+            match sealed {
+                Some(sealed) => {
+                    for ((id, _, _), (payload_b64, part)) in parts.iter().zip(sealed) {
+                        self.enqueue(now_ms, to, *id, payload_b64, part);
+                    }
                 }
-            }
-            None => {
-                self.store(StoreOp::SaveOutgoing {
-                    to: to.to_owned(),
-                    text: text.to_owned(),
-                    msg_id: first,
-                    at_ms: now_ms,
-                });
-                self.status(to, first, Status::Queued);
-                for (id, part, mark) in &parts {
-                    self.awaiting_key.insert(
-                        (to.to_owned(), *id),
-                        AwaitingKey {
-                            text: (*part).to_owned(),
-                            part: *mark,
-                        },
-                    );
+                None => {
+                    for (id, part, mark) in &parts {
+                        self.awaiting_key.insert(
+                            (to.to_owned(), *id),
+                            AwaitingKey {
+                                text: (*part).to_owned(),
+                                part: *mark,
+                            },
+                        );
+                    }
+                    self.request_resolve(to);
                 }
-                self.request_resolve(to);
             }
         }
         self.pump(now_ms);

@@ -254,6 +254,17 @@ impl FakeDb {
     }
 }
 
+/// The statuses `events` report for message `id`, in order.
+pub fn statuses_of(events: &[Event], id: u64) -> Vec<Status> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Status { msg_id, status, .. } if *msg_id == id => Some(*status),
+            _ => None,
+        })
+        .collect()
+}
+
 pub struct Node {
     pub user: String,
     pub key: PrivateKey,

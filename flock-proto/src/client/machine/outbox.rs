@@ -126,12 +126,7 @@ impl<R: CryptoRng> Client<R> {
                 Some(part) => {
                     // Each part is a message of its own to an original client; the
                     // sender's one message is sent once every part is.
-                    self.store(StoreOp::PartDone {
-                        to: user.to_owned(),
-                        msg_id: id,
-                        of: part.of,
-                    });
-                    if self.text_entries(user, &part).next().is_some() {
+                    if !self.part_done(user, id, &part) {
                         continue;
                     }
                     self.store(StoreOp::SentFinal {
@@ -144,6 +139,17 @@ impl<R: CryptoRng> Client<R> {
             }
             self.status(user, id, Status::Sent);
         }
+    }
+
+    /// Part `id` (out of the outbox already) needs no more sending: stored as done.
+    /// Whether it was its text's last part.
+    fn part_done(&mut self, user: &str, id: u64, part: &Part) -> bool {
+        self.store(StoreOp::PartDone {
+            to: user.to_owned(),
+            msg_id: id,
+            of: part.of,
+        });
+        self.text_entries(user, part).next().is_none()
     }
 
     /// The ids of the parts of `part`'s text still in `user`'s outbox.
@@ -334,12 +340,7 @@ impl<R: CryptoRng> Client<R> {
         let msg_id = match part {
             None => id,
             Some(part) => {
-                self.store(StoreOp::PartDone {
-                    to: user.to_owned(),
-                    msg_id: id,
-                    of: part.of,
-                });
-                if self.text_entries(user, &part).next().is_some() {
+                if !self.part_done(user, id, &part) {
                     // The message is delivered once every part is.
                     return;
                 }
