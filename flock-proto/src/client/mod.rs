@@ -111,7 +111,8 @@
 //! server (the server the client uses must answer through its own socket, as ours do).
 //!
 //! # With peers
-//! On first contact: `HELLO <me> ack1`, `PUBKEY_REQ <me>` and `PING`., on first contact: `HELLO <me> ack1`, `PUBKEY_REQ <me>` and `PING`.
+//! On first contact: `HELLO <me> ack1,parts1` (`ack1` alone with [`ClientConfig::parts`]
+//! off), `PUBKEY_REQ <me>` and `PING`.
 //! - A peer that answers `HELLO <peer> ack1` gets the **extension**:
 //!   `SMESSAGE <me> <id> <payload_b64> <sig_b64>`, signed (RSA-PSS) over
 //!   [`smessage_signed_text`] `SMESSAGE|sender|recipient|id|payload_b64`; the recipient
@@ -172,7 +173,7 @@
 //!
 //! | State | Input | New state | Effects |
 //! |---|---|---|---|
-//! | any | messages due, dialect not `Extension` | `Ping` | send `HELLO <me> ack1` (dialect unknown only), `PUBKEY_REQ` (see above), `PING` |
+//! | any | messages due, dialect not `Extension` | `Ping` | send `HELLO <me> ack1,parts1` (dialect unknown only), `PUBKEY_REQ` (see above), `PING` |
 //! | `Ping` | `PONG`, dialect unknown, extension on | `Grace` | none: wait [`ClientConfig::hello_grace_ms`] for `HELLO` |
 //! | `Ping` | `PONG`, dialect original (or unknown with the extension off) | `Idle` | dialect original; due messages sent once as `MESSAGE` |
 //! | `Ping` | `PONG`, dialect extension | `Idle` | due messages sent as `SMESSAGE` |
