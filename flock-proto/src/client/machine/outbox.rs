@@ -207,8 +207,11 @@ impl<R: CryptoRng> Client<R> {
             .encode_to_vec();
             // The message is sent with its first part: was any part of its text sent?
             let text_sent = entry.part.as_ref().is_some_and(|p| {
-                self.text_entries(user, p)
-                    .any(|i| self.outbox[&(user.to_owned(), i)].sent)
+                self.text_entries(user, p).any(|i| {
+                    self.outbox
+                        .get(&(user.to_owned(), i))
+                        .is_some_and(|e| e.sent)
+                })
             });
             self.actions
                 .push_back(Action::Send(Transmit { to: addr, datagram }));
