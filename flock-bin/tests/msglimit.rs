@@ -116,3 +116,55 @@ fn a_line_the_terminal_may_have_cut_is_not_sent() {
     tty.send_line("/quit").expect("type");
     tty.exp_eof().expect("end");
 }
+
+/// The parts of a long text survive a restart of the sender (their outbox entries, each
+/// with its part, in the database): queued while bob is away, alice restarts, bob comes
+/// back, and the paste arrives as one message, delivered under the same id.
+#[test]
+fn a_paste_queued_across_a_restart_still_arrives_as_one_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_server, port) = proc::loopback_server(dir.path());
+    let mut bob = proc::loopback_chat(dir.path(), "bob", port);
+    let mut alice = proc::loopback_chat(dir.path(), "alice", port);
+    alice.say("@bob");
+    alice.say("hello first");
+    alice.contains("* to bob: delivered");
+    bob.contains("<alice> hello first");
+    bob.say("/quit");
+    assert!(bob.wait_exit().success());
+
+    let text = paste();
+    alice.say(&text);
+    // The second message queued: its id is the one the statuses name.
+    let queued = |l: &str| l.starts_with("* to bob: queued");
+    alice.wait_for("the paste queued", |_| alice.count(queued) >= 2);
+    let lines = alice.lines();
+    let id = lines
+        .iter()
+        .rfind(|l| queued(l))
+        .expect("queued")
+        .rsplit_once("(id ")
+        .map(|(_, id)| id.trim_end_matches(')').to_owned())
+        .expect("the message's id");
+    alice.say("/quit");
+    assert!(alice.wait_exit().success());
+
+    let alice = proc::loopback_chat(dir.path(), "alice", port);
+    // From the database: an outbox entry per part, each with its part.
+    let log = std::fs::read_to_string(dir.path().join("alice").join("flock-chat.log"))
+        .expect("alice's log");
+    let restored = log
+        .lines()
+        .rfind(|l| l.contains("restored the outbox"))
+        .expect("outbox restored");
+    let parts = text.len().div_ceil(max_text_len("alice", 256));
+    assert!(
+        restored.contains(&format!("entries={parts} parts={parts}")),
+        "{restored}"
+    );
+    let bob = proc::loopback_chat(dir.path(), "bob", port);
+    let got = bob.wait_for("the paste", |l| l.starts_with("<alice> ") && l.len() > 100);
+    assert_eq!(got, format!("<alice> {text}"), "one message, whole");
+    alice.contains(&format!("* to bob: delivered (id {id})"));
+    assert_eq!(bob.count(|l| l.starts_with("<alice> ")), 1);
+}

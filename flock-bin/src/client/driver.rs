@@ -193,15 +193,20 @@ impl Driver {
         }
         let now = now_ms();
         let mut rows = BTreeMap::new();
+        let (mut entries, mut parts) = (0usize, 0usize);
         for e in db.outbox_due(i64::MAX, u32::MAX)? {
             machine.restore_outbox(&e.recipient, e.msg_id, &e.payload_b64, e.attempts, now);
             rows.insert((e.recipient.clone(), e.msg_id), (e.message, Some(e.id)));
+            entries += 1;
             if let Some(part) = e.part {
                 // The text's own id names its message row (statuses).
                 rows.entry((e.recipient.clone(), part.of))
                     .or_insert((e.message, None));
-                machine.restore_part(&e.recipient, e.msg_id, part);
+                parts += usize::from(machine.restore_part(&e.recipient, e.msg_id, part));
             }
+        }
+        if entries > 0 {
+            tracing::info!(entries, parts, "restored the outbox");
         }
         // Messages saved before their recipient's key was known (history only).
         for chat in db.chats(u32::MAX)? {
