@@ -39,14 +39,16 @@
 //! the page with `textContent` only. Anyone who can reach the port can use the session,
 //! as with the original: keep the default loopback address on shared machines.
 
+mod auth;
+mod ring;
 mod session;
 mod ws;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::extract::{Path, Request, State, WebSocketUpgrade};
+use axum::extract::{Path, Query, Request, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -59,19 +61,29 @@ use tokio::sync::Semaphore;
 /// Options of `flock web`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WebArgs {
-    /// HTTP address to listen on (port 0: any; the address is printed).
+    /// HTTP address to listen on (port 0: any; the address is printed). An address other
+    /// than loopback needs `--insecure-http`: passwords and session cookies would cross
+    /// the network in clear text.
     #[arg(long, default_value_t = SocketAddr::from((Ipv4Addr::LOCALHOST, WEB_UI_PORT)))]
     pub listen: SocketAddr,
+    /// Serve plain HTTP on a non-loopback `--listen` address anyway (only on a network
+    /// you trust, or behind a TLS proxy).
+    #[arg(long)]
+    pub insecure_http: bool,
     /// Files, servers, socket and timings of the client.
     #[command(flatten)]
     pub client: ClientArgs,
-    /// How long logging in waits for the server to accept the registration, in
-    /// milliseconds (a refusal, e.g. a name taken by another key, is reported at once).
+    /// How long logging in waits for a server to accept the registration, in
+    /// milliseconds (a refusal, e.g. a name taken by another key, is reported at once);
+    /// without an acceptance the login fails and names the servers that did not answer.
     #[arg(long, default_value_t = 10_000)]
     pub register_wait_ms: u64,
-    /// Most WebSockets (open pages) at a time.
+    /// Most WebSockets (open pages) at a time, all sessions together.
     #[arg(long, default_value_t = 16)]
     pub max_connections: usize,
+    /// Most browser sessions at a time (each logged-in one runs its own client).
+    #[arg(long, default_value_t = 32)]
+    pub max_sessions: usize,
     /// A host name the UI may be reached by, besides IP addresses and `localhost`
     /// (repeatable).
     #[arg(long = "allow-host", value_name = "NAME")]
@@ -92,7 +104,7 @@ pub fn run(args: WebArgs) -> Result<(), Box<dyn std::error::Error>> {
 
 #[derive(Clone)]
 struct AppState {
-    session: session::Handle,
+    sessions: Arc<auth::Sessions>,
     sockets: Arc<Semaphore>,
     allow_hosts: Arc<Vec<String>>,
 }
@@ -100,23 +112,45 @@ struct AppState {
 /// Serves the UI on `args.listen` until Ctrl-C or SIGTERM.
 ///
 /// # Errors
-/// A bad server address or an unusable listening address.
+/// A bad server address, an unusable listening address, or a non-loopback one without
+/// `--insecure-http`.
 pub async fn serve(args: WebArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mut servers: Vec<SocketAddrV4> = Vec::new();
     for s in &args.client.servers {
         servers.push(crate::tools::parse_addr(s).map_err(|e| format!("bad server {s:?}: {e}"))?);
     }
+    if !args.listen.ip().is_loopback() && !args.insecure_http {
+        return Err(format!(
+            "--listen {}: not a loopback address; passwords and session cookies would cross \
+             the network unencrypted. Put a TLS proxy in front and pass --insecure-http, or \
+             listen on 127.0.0.1",
+            args.listen
+        )
+        .into());
+    }
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let local = listener.local_addr()?;
+    let allow_hosts = args
+        .allow_hosts
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    let max_sockets = args.max_connections.max(1);
+    let max_sessions = args.max_sessions;
+    let shared = session::Shared {
+        args: Arc::new(args),
+        servers,
+        known: Arc::new(Mutex::new(Vec::new())),
+    };
     let state = AppState {
-        sockets: Arc::new(Semaphore::new(args.max_connections.max(1))),
-        allow_hosts: Arc::new(
-            args.allow_hosts
-                .iter()
-                .map(|h| h.to_ascii_lowercase())
-                .collect(),
-        ),
-        session: session::start(args, servers),
+        sockets: Arc::new(Semaphore::new(max_sockets)),
+        allow_hosts: Arc::new(allow_hosts),
+        sessions: Arc::new(auth::Sessions::new(
+            local.port(),
+            false,
+            max_sessions,
+            shared,
+        )),
     };
     let app = router(state);
     tracing::info!("web UI on http://{local}/");
@@ -148,9 +182,22 @@ async fn shutdown_signal() {
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
-        .route("/servers", get(|| async { page(Page::Servers) }))
-        .route("/register", get(register_page))
-        .route("/chats", get(chats_page))
+        .route(
+            "/servers",
+            get(|s: State<AppState>, h: HeaderMap| page_for(s, h, Page::Servers)),
+        )
+        .route(
+            "/register",
+            get(|s: State<AppState>, h: HeaderMap| page_for(s, h, Page::Register)),
+        )
+        .route(
+            "/chats",
+            get(|s: State<AppState>, h: HeaderMap| page_for(s, h, Page::Chats)),
+        )
+        .route(
+            "/ring",
+            get(|s: State<AppState>, h: HeaderMap| page_for(s, h, Page::Ring)),
+        )
         .route("/chat/{peer}", get(chat_page))
         .route(
             "/static/app.js",
@@ -172,37 +219,81 @@ const SERVERS_HTML: &str = include_str!("static/servers.html");
 const REGISTER_HTML: &str = include_str!("static/register.html");
 const CHATS_HTML: &str = include_str!("static/chats.html");
 const CHAT_HTML: &str = include_str!("static/chat.html");
+const RING_HTML: &str = include_str!("static/ring.html");
 const APP_JS: &str = include_str!("static/app.js");
 const STYLE_CSS: &str = include_str!("static/style.css");
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Page {
     Servers,
     Register,
     Chats,
     Chat,
+    Ring,
 }
 
-fn page(p: Page) -> Response {
+/// The page's HTML, with the session's CSRF token for its WebSocket.
+fn page(p: Page, csrf: &str) -> String {
     let (name, title, body) = match p {
         Page::Servers => ("servers", "Servers", SERVERS_HTML),
         Page::Register => ("register", "Log in", REGISTER_HTML),
         Page::Chats => ("chats", "Chats", CHATS_HTML),
         Page::Chat => ("chat", "Chat", CHAT_HTML),
+        Page::Ring => ("ring", "Ring", RING_HTML),
     };
-    let html = LAYOUT
+    LAYOUT
         .replace("{{PAGE}}", name)
         .replace("{{TITLE}}", title)
-        .replace("{{BODY}}", body);
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
+        .replace("{{CSRF}}", csrf)
+        .replace("{{BODY}}", body)
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
-async fn index(State(s): State<AppState>) -> Redirect {
-    let snap = s.session.snapshot.borrow().clone();
+fn cookie_header(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::COOKIE).and_then(|h| h.to_str().ok())
+}
+
+/// Page `p` for this browser's session (made now if it has none), or a redirect to the
+/// page its state calls for.
+async fn page_for(State(s): State<AppState>, headers: HeaderMap, p: Page) -> Response {
+    let (sid, entry, new) = match s.sessions.find_or_create(cookie_header(&headers)) {
+        Ok(found) => found,
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
+    };
+    let logged_in = entry.handle.snapshot.borrow().user.is_some();
+    let redirect = match p {
+        Page::Register if logged_in => Some("/chats"),
+        Page::Chats | Page::Chat | Page::Ring if !logged_in => Some("/register"),
+        _ => None,
+    };
+    let mut resp = match redirect {
+        Some(to) => Redirect::to(to).into_response(),
+        None => (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            page(p, &s.sessions.token(&sid)),
+        )
+            .into_response(),
+    };
+    if new {
+        if let Ok(v) = HeaderValue::from_str(&s.sessions.set_cookie(&sid)) {
+            resp.headers_mut().insert(header::SET_COOKIE, v);
+        }
+    }
+    resp
+}
+
+async fn index(State(s): State<AppState>, headers: HeaderMap) -> Redirect {
+    let Some((_, entry)) = s.sessions.find(cookie_header(&headers)) else {
+        return Redirect::to(if s.sessions.has_servers() {
+            "/register"
+        } else {
+            "/servers"
+        });
+    };
+    let snap = entry.handle.snapshot.borrow().clone();
     if snap.user.is_some() {
         Redirect::to("/chats")
     } else if snap.servers.is_empty() {
@@ -212,33 +303,26 @@ async fn index(State(s): State<AppState>) -> Redirect {
     }
 }
 
-async fn register_page(State(s): State<AppState>) -> Response {
-    if s.session.snapshot.borrow().user.is_some() {
-        return Redirect::to("/chats").into_response();
-    }
-    page(Page::Register)
-}
-
-async fn chats_page(State(s): State<AppState>) -> Response {
-    if s.session.snapshot.borrow().user.is_none() {
-        return Redirect::to("/register").into_response();
-    }
-    page(Page::Chats)
-}
-
-async fn chat_page(State(s): State<AppState>, Path(peer): Path<String>) -> Response {
-    if s.session.snapshot.borrow().user.is_none() {
-        return Redirect::to("/register").into_response();
-    }
+async fn chat_page(
+    state: State<AppState>,
+    headers: HeaderMap,
+    Path(peer): Path<String>,
+) -> Response {
     if flock_proto::validate_username(&peer).is_err() {
         return Redirect::to("/chats").into_response();
     }
-    page(Page::Chat)
+    page_for(state, headers, Page::Chat).await
+}
+
+#[derive(serde::Deserialize)]
+struct WsQuery {
+    csrf: Option<String>,
 }
 
 async fn websocket(
     State(s): State<AppState>,
     headers: HeaderMap,
+    query: Result<Query<WsQuery>, axum::extract::rejection::QueryRejection>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     // Browsers always send Origin with a WebSocket: it must be this very server, or any
@@ -254,13 +338,22 @@ async fn websocket(
             return (StatusCode::FORBIDDEN, "cross-origin WebSocket refused").into_response();
         }
     }
+    // Whatever the Origin (or none): the session cookie and its CSRF token.
+    let token = query.ok().and_then(|Query(q)| q.csrf);
+    let (sid, entry) = match s
+        .sessions
+        .authorize(cookie_header(&headers), token.as_deref())
+    {
+        Ok(found) => found,
+        Err(refusal) => return (StatusCode::FORBIDDEN, refusal.text()).into_response(),
+    };
     let Ok(permit) = Arc::clone(&s.sockets).try_acquire_owned() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "too many open pages").into_response();
     };
     upgrade
         .max_message_size(ws::MAX_WS_MESSAGE)
         .max_frame_size(ws::MAX_WS_MESSAGE)
-        .on_upgrade(move |socket| ws::serve(socket, s.session, permit))
+        .on_upgrade(move |socket| ws::serve(socket, s.sessions, sid, entry, permit))
 }
 
 /// Refuses requests for foreign host names (DNS rebinding) and sets security headers.

@@ -1,0 +1,275 @@
+//! Browser sessions: who a request is, and whether it may act.
+//!
+//! Every browser gets a session the first time it opens a page: a random 256-bit id in
+//! a cookie (`HttpOnly`, `SameSite=Strict`, `Secure` under TLS) and a CSRF token bound to
+//! it (HMAC-SHA256 of the id under a key drawn at start-up), written into the page. The
+//! WebSocket, the only way to act, needs both: the cookie and `?csrf=<token>`; whatever
+//! the `Origin`, a request without them is refused. Each session has its own
+//! [`session`](super::session) task and, once logged in, its own [`Client`]: nothing of one
+//! session reaches another.
+//!
+//! [`Client`]: crate::client::Client
+//!
+//! Logging out either stops the identity's client, or keeps it running for delivery
+//! ("detached"): logging in again as that user, with the password, takes it back.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use tokio::sync::watch;
+
+use super::session::{self, Handle, Shared};
+
+/// Bytes of a session id (hex in the cookie).
+const SID_BYTES: usize = 32;
+
+/// One browser session.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) handle: Handle,
+    /// Set to `true` when the session ends (log-out): its WebSockets close.
+    pub(crate) revoked: watch::Sender<bool>,
+    last_used: Instant,
+}
+
+impl Entry {
+    fn new(handle: Handle) -> Self {
+        Self {
+            handle,
+            revoked: watch::channel(false).0,
+            last_used: Instant::now(),
+        }
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// No cookie, or one for no session of this process.
+    NoSession,
+    /// No `csrf` parameter.
+    NoToken,
+    /// A token that is not this session's.
+    BadToken,
+}
+
+impl Refusal {
+    pub(crate) fn text(self) -> &'static str {
+        match self {
+            Self::NoSession => "no session: open the page first (the session cookie is missing)",
+            Self::NoToken => "the CSRF token is missing (?csrf=)",
+            Self::BadToken => "the CSRF token does not belong to this session",
+        }
+    }
+}
+
+struct Inner {
+    by_sid: HashMap<String, Entry>,
+    /// Logged-out sessions whose client keeps running, by user.
+    detached: HashMap<String, Handle>,
+}
+
+/// Every session of this process, bounded.
+pub(crate) struct Sessions {
+    key: [u8; 32],
+    /// The cookie's name (with the port: browsers share cookies across ports).
+    pub(crate) cookie: String,
+    /// Whether cookies carry `Secure` (served over TLS).
+    pub(crate) secure: bool,
+    max: usize,
+    shared: Shared,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("cookie", &self.cookie)
+            .field("max", &self.max)
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_hex<const N: usize>() -> String {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).expect("OS randomness");
+    hex(&b)
+}
+
+fn hex(b: &[u8]) -> String {
+    use std::fmt::Write;
+    b.iter()
+        .fold(String::with_capacity(2 * b.len()), |mut s, x| {
+            let _ = write!(s, "{x:02x}");
+            s
+        })
+}
+
+impl Sessions {
+    pub(crate) fn new(port: u16, secure: bool, max: usize, shared: Shared) -> Self {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).expect("OS randomness");
+        Self {
+            key,
+            cookie: format!("flock_session_{port}"),
+            secure,
+            max: max.max(1),
+            shared,
+            inner: Mutex::new(Inner {
+                by_sid: HashMap::new(),
+                detached: HashMap::new(),
+            }),
+        }
+    }
+
+    /// Whether servers were given on the command line.
+    pub(crate) fn has_servers(&self) -> bool {
+        !self.shared.servers.is_empty()
+    }
+
+    /// The data directory (key files).
+    pub(crate) fn data_dir(&self) -> std::path::PathBuf {
+        self.shared.args.client.data_dir.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn mac(&self, sid: &str) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("any key size");
+        mac.update(b"flock-web csrf ");
+        mac.update(sid.as_bytes());
+        mac
+    }
+
+    /// The CSRF token of session `sid`.
+    pub(crate) fn token(&self, sid: &str) -> String {
+        hex(&self.mac(sid).finalize().into_bytes())
+    }
+
+    /// Whether `token` is `sid`'s (compared in constant time).
+    fn token_ok(&self, sid: &str, token: &str) -> bool {
+        if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return false;
+        }
+        let bytes: Vec<u8> = (0..32)
+            .filter_map(|i| u8::from_str_radix(&token[2 * i..2 * i + 2], 16).ok())
+            .collect();
+        self.mac(sid).verify_slice(&bytes).is_ok()
+    }
+
+    /// The session of a `Cookie` header, if it names a live one.
+    pub(crate) fn find(&self, cookie_header: Option<&str>) -> Option<(String, Entry)> {
+        let sid = cookie_header.and_then(|h| {
+            cookie::Cookie::split_parse(h)
+                .filter_map(Result::ok)
+                .find(|c| c.name() == self.cookie)
+                .map(|c| c.value().to_owned())
+        })?;
+        let mut inner = self.lock();
+        let entry = inner.by_sid.get_mut(&sid)?;
+        entry.last_used = Instant::now();
+        let entry = entry.clone();
+        Some((sid, entry))
+    }
+
+    /// The session of the cookie, or a new one (`Err` when every place is taken by a
+    /// logged-in session). The `bool` says it is new (the cookie must be set).
+    pub(crate) fn find_or_create(
+        &self,
+        cookie_header: Option<&str>,
+    ) -> Result<(String, Entry, bool), &'static str> {
+        if let Some((sid, e)) = self.find(cookie_header) {
+            return Ok((sid, e, false));
+        }
+        let mut inner = self.lock();
+        if inner.by_sid.len() >= self.max {
+            // Make room: the least recently used session nobody is logged in to.
+            let idle = inner
+                .by_sid
+                .iter()
+                .filter(|(_, e)| e.handle.snapshot.borrow().user.is_none())
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(sid, _)| sid.clone());
+            match idle {
+                Some(sid) => {
+                    if let Some(e) = inner.by_sid.remove(&sid) {
+                        let _ = e.revoked.send(true);
+                    }
+                }
+                None => return Err("too many sessions: log out of one first"),
+            }
+        }
+        let sid = random_hex::<SID_BYTES>();
+        let entry = Entry::new(session::start(self.shared.clone()));
+        inner.by_sid.insert(sid.clone(), entry.clone());
+        Ok((sid, entry, true))
+    }
+
+    /// The session a WebSocket request belongs to: its cookie and token must match.
+    pub(crate) fn authorize(
+        &self,
+        cookie_header: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<(String, Entry), Refusal> {
+        let (sid, entry) = self.find(cookie_header).ok_or(Refusal::NoSession)?;
+        let token = token.ok_or(Refusal::NoToken)?;
+        if !self.token_ok(&sid, token) {
+            return Err(Refusal::BadToken);
+        }
+        Ok((sid, entry))
+    }
+
+    /// The `Set-Cookie` value for `sid`.
+    pub(crate) fn set_cookie(&self, sid: &str) -> String {
+        format!(
+            "{}={sid}; Path=/; HttpOnly; SameSite=Strict{}",
+            self.cookie,
+            if self.secure { "; Secure" } else { "" }
+        )
+    }
+
+    /// Ends session `sid` (its pages close); its client is stopped by the caller, or
+    /// kept running for `user` when `keep` is set.
+    pub(crate) fn end(&self, sid: &str, keep: Option<&str>) -> Option<Handle> {
+        let mut inner = self.lock();
+        let entry = inner.by_sid.remove(sid)?;
+        let _ = entry.revoked.send(true);
+        if let Some(user) = keep {
+            inner.detached.insert(user.to_owned(), entry.handle.clone());
+        }
+        Some(entry.handle)
+    }
+
+    /// A client kept running for `user`, taken out of the detached set.
+    pub(crate) fn take_detached(&self, user: &str) -> Option<Handle> {
+        self.lock().detached.remove(user)
+    }
+
+    /// Puts a detached client back (its password did not match).
+    pub(crate) fn put_detached(&self, user: &str, handle: Handle) {
+        self.lock().detached.insert(user.to_owned(), handle);
+    }
+
+    /// Session `sid` now runs `handle` (a detached client taken back); its open pages
+    /// close and reconnect to it.
+    pub(crate) fn adopt(&self, sid: &str, handle: Handle) -> bool {
+        let mut inner = self.lock();
+        let Some(old) = inner.by_sid.remove(sid) else {
+            return false;
+        };
+        let _ = old.revoked.send(true);
+        inner.by_sid.insert(sid.to_owned(), Entry::new(handle));
+        true
+    }
+
+    /// Sessions open now (for tests and logs).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().by_sid.len()
+    }
+}
