@@ -7,11 +7,13 @@
 //! Every wait polls the page with a deadline; every child process is killed on drop
 //! (chromedriver with its whole process group, so no browser outlives a failed test).
 //! Screenshots of each page land in the system temp directory (`flock-web-*.png`).
-//! `web_refuses_foreign_hosts_origins_and_too_many_sockets` needs no browser.
+//! The tests in `web/raw.rs` need no browser: raw HTTP and WebSocket clients.
 
 use std::io::{BufRead, BufReader, Write};
 #[path = "common/proc.rs"]
 mod proc;
+#[path = "web/raw.rs"]
+mod raw;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -19,7 +21,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
-use proc::{FLOCK, Proc, WAIT};
+use proc::{Proc, WAIT};
 use serde_json::{Value, json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -400,13 +402,60 @@ async fn wait_delivered(b: &Browser, text: &str) -> R {
         .map(|_| ())
 }
 
+/// A browser that never logged in: every page but the login sends it there, it sees no
+/// cookie (HttpOnly), and its session answers "not logged in".
+async fn third_session_gets_nothing(c: &Browser, url: &str) -> R {
+    c.goto(&format!("{url}/chats"))
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_path(c, "/register").await?;
+    for page in ["/chat/alice", "/ring"] {
+        c.goto(&format!("{url}{page}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        wait_path(c, "/register").await?;
+    }
+    let probe = wait_js(
+        c,
+        "the third session's own WebSocket",
+        "const done = arguments[0]; \
+         if (window.__probe) return window.__probe; \
+         const t = document.querySelector('meta[name=\"flock-csrf\"]').content; \
+         const ws = new WebSocket('ws://' + location.host + '/ws?csrf=' + t); \
+         const out = []; \
+         ws.onopen = () => { \
+           ws.send(JSON.stringify({ref: 1, event: 'load_chats'})); \
+           ws.send(JSON.stringify({ref: 2, event: 'load_chat_history', data: {peer: 'alice'}})); \
+           ws.send(JSON.stringify({ref: 3, event: 'send_message', data: {to: 'alice', text: 'x'}})); \
+         }; \
+         ws.onmessage = (e) => { const m = JSON.parse(e.data); if (m.type === 'reply') out.push(m); \
+           if (out.length === 3) window.__probe = {cookie: document.cookie, replies: out}; }; \
+         return null;",
+    )
+    .await?;
+    if probe["cookie"] != json!("") {
+        return Err(format!("the session cookie is readable by script: {probe}"));
+    }
+    let replies = probe["replies"].as_array().cloned().unwrap_or_default();
+    if replies.len() != 3
+        || !replies
+            .iter()
+            .all(|r| r["ok"] == json!(false) && r["error"] == json!("not logged in"))
+    {
+        return Err(format!("the third session got {probe}"));
+    }
+    Ok(())
+}
+
 async fn two_users(env: &Env, driver: &str) -> R {
     let started = Instant::now();
     let _ring = env.ring(32100, 2);
-    let (_alice_web, alice_url) = env.web("alice", true);
-    let (_bob_web, bob_url) = env.web("bob", false);
+    // One `flock web` process, two people in two browsers, each with their own login.
+    let (_web, alice_url) = env.web("shared", true);
+    let bob_url = alice_url.clone();
     let a = browser(driver, &env.path("profile-a")).await;
     let b = browser(driver, &env.path("profile-b")).await;
+    let c = browser(driver, &env.path("profile-c")).await;
     let result = async {
         // Alice searches first (nothing answers on loopback), then types the server.
         a.goto(&format!("{alice_url}/"))
@@ -425,6 +474,9 @@ async fn two_users(env: &Env, driver: &str) -> R {
         screenshot(&a, "chats-empty").await;
         sign_up(&b, &bob_url, 32102, "bob", false).await?;
         eprintln!("signed up after {:?}", started.elapsed());
+        // A third browser, not logged in: sent to the login page, and its own session
+        // (the only one its cookie and token open) has nothing to show or do.
+        third_session_gets_nothing(&c, &alice_url).await?;
 
         // Both open the chat; alice writes, bob sees it live, and back.
         open_chat(&b, "alice").await?;
@@ -535,6 +587,7 @@ async fn two_users(env: &Env, driver: &str) -> R {
         .await?;
         // Logging out leads back to the register page; logging in again works.
         click(&a, "#logout").await?;
+        click(&a, "#logout-stop").await?;
         wait_path(&a, "/register").await?;
         fill(&a, "#username", "alice").await?;
         fill(&a, "#password", "Wrong-Password-1").await?;
@@ -584,11 +637,47 @@ async fn two_users(env: &Env, driver: &str) -> R {
             ),
         )
         .await?;
+
+        // A name that looks like alice's (Cyrillic а) is not registered: said in place,
+        // and the chats page marks the look-alike.
+        open_chat(&b, "аlice").await?;
+        send(&b, "who are you?").await?;
+        wait_js(
+            &b,
+            "the not-registered notice",
+            "return !document.getElementById('peer-missing').hidden && \
+               document.querySelector('#messages .msg.out').dataset.status === 'failed' && \
+               !!document.querySelector('#messages .msg.out .retry');",
+        )
+        .await?;
+        b.goto(&format!("{bob_url}/chats"))
+            .await
+            .map_err(|e| e.to_string())?;
+        wait_path(&b, "/chats").await?;
+        wait_js(
+            &b,
+            "the look-alike badge on аlice",
+            "const li = document.querySelector('li.chat[data-peer=\"аlice\"]'); \
+             const real = document.querySelector('li.chat[data-peer=\"alice\"]'); \
+             return li && real && !!li.querySelector('.badge.lookalike') && \
+               li.querySelector('.badge.lookalike').textContent.includes('alice');",
+        )
+        .await?;
+        screenshot(&b, "chats-lookalike").await;
+        // Removing the failed chat takes it off the list.
+        click(&b, "li.chat[data-peer=\"аlice\"] button.remove").await?;
+        wait_js(
+            &b,
+            "the chat removed",
+            "return !document.querySelector('li.chat[data-peer=\"аlice\"]');",
+        )
+        .await?;
         Ok(())
     }
     .await;
     let _ = a.close().await;
     let _ = b.close().await;
+    let _ = c.close().await;
     eprintln!("browser scenario took {:?}", started.elapsed());
     result
 }
@@ -767,58 +856,4 @@ fn raw_request(addr: &str, path: &str, host: &str, origin: Option<&str>) -> (Str
         .read_line(&mut line)
         .expect("status line");
     (line.trim_end().to_owned(), s)
-}
-
-/// No browser needed: foreign `Host` names (DNS rebinding), WebSockets from another
-/// origin and WebSockets beyond `--max-connections` are refused.
-#[test]
-fn web_refuses_foreign_hosts_origins_and_too_many_sockets() {
-    let env = Env::new();
-    let mut cmd = Command::new(FLOCK);
-    cmd.args([
-        "web",
-        "--listen",
-        "127.0.0.1:0",
-        "--no-discovery",
-        "--max-connections",
-        "2",
-        "--data-dir",
-    ])
-    .arg(env.path("web"));
-    let web = Proc::spawn("web", &mut cmd, &env.path("web.log"), false);
-    let url = web
-        .line_with("flock web: open http://")
-        .expect("web address");
-    let addr = url
-        .rsplit("http://")
-        .next()
-        .expect("address")
-        .trim_end_matches('/')
-        .to_owned();
-    let status =
-        |path: &str, host: &str, origin: Option<&str>| raw_request(&addr, path, host, origin);
-    assert!(status("/servers", &addr, None).0.contains(" 200 "));
-    assert!(status("/servers", "localhost", None).0.contains(" 200 "));
-    assert!(status("/servers", "evil.example", None).0.contains(" 421 "));
-    assert!(status("/ws", "evil.example:80", None).0.contains(" 421 "));
-    let evil = status("/ws", &addr, Some("http://evil.example"));
-    assert!(evil.0.contains(" 403 "), "{}", evil.0);
-    let own = format!("http://{addr}");
-    let first = status("/ws", &addr, Some(&own));
-    assert!(first.0.contains(" 101 "), "{}", first.0);
-    let second = status("/ws", &addr, Some(&own));
-    assert!(second.0.contains(" 101 "), "{}", second.0);
-    let third = status("/ws", &addr, Some(&own));
-    assert!(third.0.contains(" 503 "), "{}", third.0);
-    drop(first);
-    // The closed socket's slot frees up.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let again = status("/ws", &addr, Some(&own));
-        if again.0.contains(" 101 ") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "slot never freed: {}", again.0);
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
