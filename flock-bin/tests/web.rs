@@ -222,8 +222,15 @@ async fn wait_js(b: &Browser, what: &str, script: &str) -> R<Value> {
                 .await
                 .map(|u| u.to_string())
                 .unwrap_or_default();
+            let shown = b
+                .execute(
+                    "const e = document.getElementById('error'); return e ? e.textContent : '';",
+                    vec![],
+                )
+                .await
+                .unwrap_or_default();
             return Err(format!(
-                "timed out waiting for {what} (last result {last}, page {url})"
+                "timed out waiting for {what} (last result {last}, page {url}, error shown {shown})"
             ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -243,7 +250,7 @@ fn truthy(v: &Value) -> bool {
 
 async fn wait_path(b: &Browser, path: &str) -> R {
     let script = format!(
-        "return location.pathname === {} && document.body.dataset.ready === '1';",
+        "return decodeURIComponent(location.pathname) === {} && document.body.dataset.ready === '1';",
         json!(path)
     );
     wait_js(b, &format!("page {path}"), &script)
@@ -252,12 +259,22 @@ async fn wait_path(b: &Browser, path: &str) -> R {
 }
 
 async fn fill(b: &Browser, css: &str, text: &str) -> R {
-    let e = b
-        .find(Locator::Css(css))
-        .await
-        .map_err(|e| format!("{css}: {e}"))?;
-    e.clear().await.map_err(|e| format!("{css}: {e}"))?;
-    e.send_keys(text).await.map_err(|e| format!("{css}: {e}"))
+    let e = match b.find(Locator::Css(css)).await {
+        Ok(e) => e,
+        Err(e) => {
+            let url = b.current_url().await.map(|u| u.to_string());
+            return Err(format!("{css}: {e} (page {url:?})"));
+        }
+    };
+    let r = match e.clear().await {
+        Ok(()) => e.send_keys(text).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = r {
+        let url = b.current_url().await.map(|u| u.to_string());
+        return Err(format!("{css}: {e} (page {url:?})"));
+    }
+    Ok(())
 }
 
 /// Clicks the element `css` finds; found again if the page re-rendered it between the
@@ -420,6 +437,8 @@ async fn third_session_gets_nothing(c: &Browser, url: &str) -> R {
         "the third session's own WebSocket",
         "const done = arguments[0]; \
          if (window.__probe) return window.__probe; \
+         if (window.__probing) return null; \
+         window.__probing = true; \
          const t = document.querySelector('meta[name=\"flock-csrf\"]').content; \
          const ws = new WebSocket('ws://' + location.host + '/ws?csrf=' + t); \
          const out = []; \
@@ -640,6 +659,10 @@ async fn two_users(env: &Env, driver: &str) -> R {
 
         // A name that looks like alice's (Cyrillic а) is not registered: said in place,
         // and the chats page marks the look-alike.
+        b.goto(&format!("{bob_url}/chats"))
+            .await
+            .map_err(|e| e.to_string())?;
+        wait_path(&b, "/chats").await?;
         open_chat(&b, "аlice").await?;
         send(&b, "who are you?").await?;
         wait_js(

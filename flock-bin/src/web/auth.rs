@@ -14,17 +14,19 @@
 //! ("detached"): logging in again as that user, with the password, takes it back.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use super::session::{self, Handle, Shared};
 
 /// Bytes of a session id (hex in the cookie).
 const SID_BYTES: usize = 32;
+/// Most WebSockets (open pages) of one session.
+pub(crate) const MAX_SESSION_SOCKETS: usize = 8;
 
 /// One browser session.
 #[derive(Debug, Clone)]
@@ -32,6 +34,8 @@ pub(crate) struct Entry {
     pub(crate) handle: Handle,
     /// Set to `true` when the session ends (log-out): its WebSockets close.
     pub(crate) revoked: watch::Sender<bool>,
+    /// This session's share of the WebSockets (one session cannot take them all).
+    pub(crate) sockets: Arc<Semaphore>,
     last_used: Instant,
 }
 
@@ -40,6 +44,7 @@ impl Entry {
         Self {
             handle,
             revoked: watch::channel(false).0,
+            sockets: Arc::new(Semaphore::new(MAX_SESSION_SOCKETS)),
             last_used: Instant::now(),
         }
     }

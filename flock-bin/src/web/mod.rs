@@ -347,13 +347,20 @@ async fn websocket(
         Ok(found) => found,
         Err(refusal) => return (StatusCode::FORBIDDEN, refusal.text()).into_response(),
     };
+    let Ok(mine) = Arc::clone(&entry.sockets).try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many open pages in this session",
+        )
+            .into_response();
+    };
     let Ok(permit) = Arc::clone(&s.sockets).try_acquire_owned() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "too many open pages").into_response();
     };
     upgrade
         .max_message_size(ws::MAX_WS_MESSAGE)
         .max_frame_size(ws::MAX_WS_MESSAGE)
-        .on_upgrade(move |socket| ws::serve(socket, s.sessions, sid, entry, permit))
+        .on_upgrade(move |socket| ws::serve(socket, s.sessions, sid, entry, (permit, mine)))
 }
 
 /// Refuses requests for foreign host names (DNS rebinding) and sets security headers.

@@ -181,14 +181,14 @@ async fn call(sessions: Arc<Sessions>, sid: Arc<str>, session: Handle, op: Op) -
     }
 }
 
-/// Serves one page of session `sid` until it goes away or the session ends. `_permit`
-/// counts the socket against the limit.
+/// Serves one page of session `sid` until it goes away or the session ends. `_permits`
+/// count the socket against the limits (all sessions', and this session's).
 pub(crate) async fn serve(
     mut socket: WebSocket,
     sessions: Arc<Sessions>,
     sid: String,
     entry: Entry,
-    _permit: OwnedSemaphorePermit,
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 ) {
     let session = entry.handle;
     let mut revoked = entry.revoked.subscribe();

@@ -275,6 +275,16 @@
   async function start(page) {
     try {
       state = await Flock.call('state');
+      // A new session (after logging out) starts with the servers this browser used.
+      if (!state.user && state.servers.length === 0) {
+        let saved = [];
+        try { saved = JSON.parse(localStorage.getItem('flock-servers') || '[]'); } catch (_) { /* none */ }
+        for (const server of saved.slice(0, 8).reverse()) {
+          try { await Flock.call('connect_server', { server }); } catch (_) { /* gone */ }
+        }
+        if (saved.length) state = await Flock.call('state');
+      }
+      if (state.user && state.servers.length) localStorage.setItem('flock-servers', JSON.stringify(state.servers));
     } catch (err) {
       setError(err.message);
       return;
