@@ -95,9 +95,15 @@ impl Env {
 
     /// `flock web` for one user on a free HTTP port; returns it and its base URL.
     fn web(&self, name: &str, discovery: bool) -> (Proc, String) {
+        self.web_with(name, discovery, &[])
+    }
+
+    /// [`Env::web`] with more arguments.
+    fn web_with(&self, name: &str, discovery: bool, extra: &[&str]) -> (Proc, String) {
         let mut args: Vec<String> = ["web", "--listen", "127.0.0.1:0", "--bind", "127.0.0.1"]
             .iter()
             .chain(proc::FAST_CLIENT.iter())
+            .chain(extra.iter())
             .map(|s| (*s).to_owned())
             .collect();
         args.extend(["--data-dir".into(), self.path(name).display().to_string()]);
@@ -198,7 +204,12 @@ async fn browser(driver: &str, profile: &Path) -> Browser {
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
-        json!({ "binary": CHROMIUM, "args": args }),
+        // Notifications allowed for every site, as if the user had said yes.
+        json!({
+            "binary": CHROMIUM,
+            "args": args,
+            "prefs": { "profile.default_content_setting_values.notifications": 1 },
+        }),
     );
     ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
@@ -879,4 +890,268 @@ fn raw_request(addr: &str, path: &str, host: &str, origin: Option<&str>) -> (Str
         .read_line(&mut line)
         .expect("status line");
     (line.trim_end().to_owned(), s)
+}
+
+/// Saves the page at 1280x800 and 390x844 as `docs/screenshots/<name>-<width>.png`, and
+/// checks that nothing is wider than the 390 px viewport.
+async fn shoot(b: &Browser, name: &str) -> R {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    for (w, h) in [(390u32, 844u32), (1280, 800)] {
+        b.set_window_size(w, h).await.map_err(|e| e.to_string())?;
+        // The layout settles: the viewport has the new width.
+        let sizes = wait_js(
+            b,
+            &format!("a {w} px viewport"),
+            &format!(
+                "return window.innerWidth === {w} && \
+                 [document.documentElement.scrollWidth, document.body.scrollWidth, window.innerWidth];"
+            ),
+        )
+        .await?;
+        if w == 390 {
+            let (doc, body) = (sizes[0].as_u64(), sizes[1].as_u64());
+            if doc > Some(u64::from(w)) || body > Some(u64::from(w)) {
+                return Err(format!("{name} is wider than {w} px: {sizes}"));
+            }
+        }
+        let png = b.screenshot().await.map_err(|e| e.to_string())?;
+        std::fs::write(dir.join(format!("{name}-{w}.png")), png).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Runs `script` until truthy, for at most `limit`; returns how long it took.
+async fn within(b: &Browser, what: &str, script: &str, limit: Duration) -> R<Duration> {
+    let start = Instant::now();
+    loop {
+        if let Ok(v) = b.execute(script, vec![]).await {
+            if truthy(&v) {
+                return Ok(start.elapsed());
+            }
+        }
+        if start.elapsed() > limit {
+            return Err(format!("{what}: not within {limit:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn goto(b: &Browser, url: &str, path: &str) -> R {
+    b.goto(&format!("{url}{path}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_path(b, path).await
+}
+
+/// Logs in (or creates) `user` on the register page it is on.
+async fn log_in(b: &Browser, user: &str, create: bool) -> R {
+    click(b, if create { "#tab-create" } else { "#tab-login" }).await?;
+    fill(b, "#username", user).await?;
+    fill(b, "#password", PASSWORD).await?;
+    click(b, "#register-submit").await
+}
+
+const STATUS_OF_JS: &str = "const li = [...document.querySelectorAll('#messages .msg.out')] \
+     .find(li => li.querySelector('.text').textContent === arguments[0]); \
+     return li ? li.dataset.status : '';";
+
+async fn status_of(b: &Browser, text: &str) -> String {
+    b.execute(STATUS_OF_JS, vec![json!(text)])
+        .await
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+async fn truth_ring(env: &Env, driver: &str) -> R {
+    let mut ring = env.ring(32300, 3);
+    // The only server given does not answer (a bound socket nobody reads).
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let dead = dead.local_addr().map_err(|e| e.to_string())?.to_string();
+    let (_web, url) = env.web_with(
+        "shared",
+        false,
+        &["--server", &dead, "--register-wait-ms", "2500"],
+    );
+    let a = browser(driver, &env.path("profile-a")).await;
+    let b = browser(driver, &env.path("profile-b")).await;
+    let result = async {
+        // Creating an account with the only server dead: the error names it, another
+        // server is offered, and nothing claims success.
+        a.goto(&format!("{url}/")).await.map_err(|e| e.to_string())?;
+        wait_path(&a, "/register").await?;
+        log_in(&a, "alice", true).await?;
+        wait_js(
+            &a,
+            "the dead server named, another offered",
+            &format!(
+                "const e = document.getElementById('error').textContent; \
+                 return e.includes({}) && e.includes('nothing was registered') && \
+                   !document.getElementById('other-servers').hidden && \
+                   location.pathname === '/register' && \
+                   document.getElementById('conn').dataset.state !== 'registered' && \
+                   document.getElementById('who').textContent === '';",
+                json!(format!("{dead} did not answer"))
+            ),
+        )
+        .await?;
+        shoot(&a, "register-no-server").await?;
+        fill(&a, "#other-addr", "127.0.0.1:32300").await?;
+        click(&a, "#other-connect").await?;
+        wait_js(
+            &a,
+            "the new server in use",
+            "return document.getElementById('reg-status').textContent.includes('Now using 127.0.0.1:32300');",
+        )
+        .await?;
+        click(&a, "#register-submit").await?;
+        wait_path(&a, "/chats").await?;
+
+        // Bob, on the same process, through the servers page.
+        goto(&b, &url, "/servers").await?;
+        fill(&b, "#server-addr", "127.0.0.1:32302").await?;
+        click(&b, "#server-connect").await?;
+        wait_path(&b, "/register").await?;
+        log_in(&b, "bob", true).await?;
+        wait_path(&b, "/chats").await?;
+        // Servers in use can be removed (the dead one from alice's list).
+        goto(&a, &url, "/servers").await?;
+        wait_js(
+            &a,
+            "both servers listed",
+            &format!(
+                "return !!document.querySelector('li.in-use-item[data-server=\"{dead}\"] button.remove');"
+            ),
+        )
+        .await?;
+        shoot(&a, "servers").await?;
+        click(&a, &format!("li.in-use-item[data-server=\"{dead}\"] button.remove")).await?;
+        wait_js(
+            &a,
+            "the dead server removed",
+            &format!(
+                "return !document.querySelector('li.in-use-item[data-server=\"{dead}\"]') && \
+                 !!document.querySelector('li.in-use-item[data-server=\"127.0.0.1:32300\"]');"
+            ),
+        )
+        .await?;
+
+        // Bob logs out (his client stops): alice's message waits, queued, and is
+        // delivered when he comes back.
+        click(&b, "#logout").await?;
+        click(&b, "#logout-stop").await?;
+        wait_path(&b, "/register").await?;
+        goto(&a, &url, "/chat/bob").await?;
+        send(&a, "are you there?").await?;
+        within(
+            &a,
+            "shown queued",
+            "const li = document.querySelector('#messages .msg.out'); \
+             return li && li.dataset.status === 'queued' && \
+               li.querySelector('.status').textContent === 'queued';",
+            WAIT,
+        )
+        .await?;
+        // Still queued a while later (nothing claims it was delivered).
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let st = status_of(&a, "are you there?").await;
+        if st != "queued" {
+            return Err(format!("while bob is away the message is {st:?}"));
+        }
+        shoot(&a, "chat-queued").await?;
+        log_in(&b, "bob", false).await?;
+        wait_path(&b, "/chats").await?;
+        let took = within(
+            &a,
+            "delivered when bob is back",
+            "const li = document.querySelector('#messages .msg.out'); \
+             return li && li.dataset.status === 'delivered';",
+            WAIT,
+        )
+        .await?;
+        eprintln!("FIGURE queued message delivered {took:?} after bob logged in again");
+
+        // A background tab: a notification and the count in the title.
+        goto(&a, &url, "/chats").await?;
+        click(&a, "#notify").await?;
+        wait_js(
+            &a,
+            "notifications on",
+            "return document.getElementById('notify').getAttribute('aria-pressed') === 'true';",
+        )
+        .await?;
+        let first = a.window().await.map_err(|e| e.to_string())?;
+        let other = a.new_window(true).await.map_err(|e| e.to_string())?;
+        a.switch_to_window(other.handle).await.map_err(|e| e.to_string())?;
+        a.goto("about:blank").await.map_err(|e| e.to_string())?;
+        goto(&b, &url, "/chat/alice").await?;
+        send(&b, "ping from bob").await?;
+        wait_delivered(&b, "ping from bob").await?;
+        a.close_window().await.map_err(|e| e.to_string())?;
+        a.switch_to_window(first).await.map_err(|e| e.to_string())?;
+        wait_js(
+            &a,
+            "a notification while hidden, and the count in the title",
+            "return document.body.dataset.notified === '1' && document.title === '(1) Chats · Flock';",
+        )
+        .await?;
+        shoot(&a, "chats").await?;
+        goto(&a, &url, "/chat/bob").await?;
+        wait_js(&a, "the title count cleared once read", "return document.title === 'bob · Flock';")
+            .await?;
+        shoot(&a, "chat").await?;
+
+        // The ring page: 3 nodes, where alice's record lives, live when a node dies.
+        goto(&a, &url, "/ring").await?;
+        wait_js(&a, "3 nodes", "return document.body.dataset.ringAlive === '3';").await?;
+        fill(&a, "#ring-user", "alice").await?;
+        click(&a, "#ring-find-submit").await?;
+        let place = wait_js(
+            &a,
+            "alice's record located",
+            "const p = document.getElementById('ring-user-place'); \
+             return !p.hidden && p.textContent.includes('held by') && \
+               document.querySelectorAll('#ring-svg .ring-node.holder').length >= 1 && \
+               p.textContent;",
+        )
+        .await?;
+        eprintln!("ring page: {place}");
+        shoot(&a, "ring").await?;
+        let victim = ring.remove(2);
+        let killed = Instant::now();
+        drop(victim);
+        let took = within(
+            &a,
+            "the ring page shows the dead node",
+            "return document.body.dataset.ringAlive === '2';",
+            Duration::from_secs(5),
+        )
+        .await?;
+        eprintln!(
+            "FIGURE ring page showed the killed node {:?} after the kill ({took:?} polling)",
+            killed.elapsed()
+        );
+        shoot(&a, "ring-node-down").await?;
+        Ok(())
+    }
+    .await;
+    let _ = a.close().await;
+    let _ = b.close().await;
+    drop(ring);
+    result
+}
+
+#[tokio::test]
+async fn web_ui_truth_queued_notifications_ring_layouts() {
+    let _serial = SERIAL.lock().await;
+    if !have_browser() {
+        return;
+    }
+    let env = Env::new();
+    let (driver, driver_url) = env.chromedriver();
+    if let Err(e) = truth_ring(&env, &driver_url).await {
+        drop(driver);
+        panic!("{e}\n(logs kept in {})", env.keep().display());
+    }
 }

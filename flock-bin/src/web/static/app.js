@@ -155,7 +155,7 @@
     notified: 0,
     audio: null,
     sound: localStorage.getItem('flock-sound') === 'on',
-    notify: localStorage.getItem('flock-notify') !== 'off',
+    notify: localStorage.getItem('flock-notify') === 'on',
 
     setTitle() {
       const base = document.body.dataset.page === 'chat' ? pages.chat.peer + ' · Flock' : baseTitle;
@@ -276,13 +276,16 @@
     try {
       state = await Flock.call('state');
       // A new session (after logging out) starts with the servers this browser used.
-      if (!state.user && state.servers.length === 0) {
+      if (!state.user) {
         let saved = [];
         try { saved = JSON.parse(localStorage.getItem('flock-servers') || '[]'); } catch (_) { /* none */ }
-        for (const server of saved.slice(0, 8).reverse()) {
-          try { await Flock.call('connect_server', { server }); } catch (_) { /* gone */ }
+        saved = saved.slice(0, 8);
+        if (saved.length && saved.join() !== state.servers.slice(0, saved.length).join()) {
+          for (const server of saved.reverse()) {
+            try { await Flock.call('connect_server', { server }); } catch (_) { /* gone */ }
+          }
+          state = await Flock.call('state');
         }
-        if (saved.length) state = await Flock.call('state');
       }
       if (state.user && state.servers.length) localStorage.setItem('flock-servers', JSON.stringify(state.servers));
     } catch (err) {
