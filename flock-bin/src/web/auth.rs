@@ -271,10 +271,4 @@ impl Sessions {
         inner.by_sid.insert(sid.to_owned(), Entry::new(handle));
         true
     }
-
-    /// Sessions open now (for tests and logs).
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.lock().by_sid.len()
-    }
 }

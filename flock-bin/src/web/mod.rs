@@ -1,43 +1,54 @@
 //! `flock web`: the browser UI, in place of the original's Flask + Socket.IO app.
 //!
-//! An [axum] server (default `127.0.0.1:5000`, the original's port) with four pages, as
-//! in the original:
+//! An [axum] server (default `127.0.0.1:5000`, the original's port) with these pages:
 //!
 //! | page | what |
 //! |---|---|
-//! | `/servers` | "Search for servers" (LAN discovery) or type `HOST:PORT` |
-//! | `/register` | log in, or create an account (password: 8+ characters with upper case, lower case and a digit) |
-//! | `/chats` | conversations: contact, last message, unread count; open a chat by username |
-//! | `/chat/<user>` | history, live messages, delivery status, composer (up to 64 KiB, bytes used shown as you type; no `maxlength`), a key-change banner with accept / reject |
+//! | `/servers` | "Search for servers" (LAN discovery) or type `HOST:PORT` (checked with `PING` first); the servers in use, each removable |
+//! | `/register` | log in, or create an account (password: 8+ characters with upper case, lower case and a digit); when no server accepts the registration, which one did not answer and others to try |
+//! | `/chats` | conversations: contact, last message, unread count, look-alike badge, remove; open a chat by username |
+//! | `/chat/<user>` | history, live messages, delivery status (retry on failure), "not registered" explained in place, composer (up to 64 KiB, bytes used shown as you type; no `maxlength`), a key-change banner with accept / reject |
+//! | `/ring` | the ring as the connected server sees it ([`ring`]): nodes on a circle, ranges, successors, where a username's record and replicas live; refreshed every second |
 //!
 //! Pages are static HTML, CSS and plain JavaScript compiled into the binary
 //! (`include_str!`; no build step, nothing loaded from elsewhere). They talk to the
-//! server over one WebSocket (`/ws`) with JSON frames that mirror the original's
-//! Socket.IO events:
+//! server over one WebSocket (`/ws?csrf=<token>`) with JSON frames that mirror the
+//! original's Socket.IO events:
 //!
 //! - requests `{"ref": n, "event": e, "data": {...}}` with `e` one of `state`,
-//!   `discover_servers`, `connect_server {server}`, `register {username, password, mode:
-//!   "login"|"create"}`, `logout`, `load_chats`, `load_chat_history {peer}`,
-//!   `send_message {to, text}`, `mark_seen {peer}`, `accept_key {user}`,
-//!   `reject_key {user}`;
+//!   `discover_servers`, `connect_server {server}`, `remove_server {server}`,
+//!   `register {username, password, mode: "login"|"create"}`, `logout {keep}`,
+//!   `load_chats`, `load_chat_history {peer}`, `send_message {to, text}`,
+//!   `mark_seen {peer}`, `hide_chat {peer}`, `accept_key {user}`, `reject_key {user}`,
+//!   `verify_contact {user, verified}`, `ring {user?}`;
 //! - answers `{"type": "reply", "ref": n, "ok": true, "data": ...}` or
-//!   `{"type": "reply", "ref": n, "ok": false, "error": "..."}`;
+//!   `{"type": "reply", "ref": n, "ok": false, "error": "..."}` (malformed input too:
+//!   `bad request: ...`, `unknown event ...`);
 //! - pushed events `{"type": "event", "event": e, "data": {...}}`: `new_message`,
 //!   `message_sent`, `status_changed` (queued / sent / delivered / failed), `key_changed`,
 //!   `key_accepted`, `key_rejected`, `key_pinned`, `connection`, `registration_refused`,
-//!   `unread_changed`, `warning`, `logged_out`, and `resync` when a page fell behind.
+//!   `server_unreachable {tried, alternatives}`, `user_not_found {user}`,
+//!   `unread_changed`, `warning`, `logged_out`, `session_ended`, and `resync` when a page
+//!   fell behind.
 //!
-//! One process runs one user's [`Client`](crate::client::Client) (like the original:
-//! one client per UI process); every open page shares it.
+//! **Sessions** ([`auth`]): every browser gets its own session (cookie `HttpOnly`,
+//! `SameSite=Strict`) and a CSRF token bound to it; the WebSocket needs both, whatever the
+//! `Origin`. Each logged-in session runs its own [`Client`](crate::client::Client), so
+//! several people use one process, each with their own identity, and nothing of one
+//! session reaches another. Logging out stops the client, or keeps it running for
+//! delivery (logging in again with the password takes it back). Logging in finishes only
+//! once a server accepted the registration.
 //!
-//! Limits and hardening: WebSocket messages of at most 64 KiB, at most
-//! `--max-connections` WebSockets (16), 8 requests in flight per WebSocket; requests are
-//! refused unless the `Host` header is an IP address, `localhost` or an `--allow-host`
-//! name (no DNS rebinding), and a WebSocket whose `Origin` is not this server is refused
-//! (no other site can drive the UI). Pages are served with a strict
+//! Limits and hardening: WebSocket messages of at most 6 x 64 KiB + 4 KiB (a 64 KiB text
+//! JSON-escaped), at most `--max-connections` WebSockets (16) in all and 8 per session,
+//! `--max-sessions` sessions (32; idle ones not logged in are dropped first), 8 requests
+//! in flight per WebSocket, 32 queued per session, 1,024 events buffered per session;
+//! requests are refused unless the `Host` header is an IP address, `localhost` or an
+//! `--allow-host` name (no DNS rebinding), and a WebSocket whose `Origin` is not this
+//! server is refused (no other site can drive the UI). `--listen` on an address other
+//! than loopback needs `--insecure-http`. Pages are served with a strict
 //! `Content-Security-Policy` (no inline script), and the JavaScript puts user text into
-//! the page with `textContent` only. Anyone who can reach the port can use the session,
-//! as with the original: keep the default loopback address on shared machines.
+//! the page with `textContent` only.
 
 mod auth;
 mod ring;

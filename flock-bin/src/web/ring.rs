@@ -100,6 +100,10 @@ pub(crate) fn view(server: SocketAddrV4, user: Option<&str>) -> Value {
                     queue.push_back(next);
                 }
                 let id: u64 = text_field(&v, "id").parse().unwrap_or(0);
+                let range = (
+                    text_field(&v, "lo").parse::<u64>().ok(),
+                    text_field(&v, "hi").parse::<u64>().ok(),
+                );
                 nodes.push(json!({
                     "node": text_field(&v, "node"),
                     "name": text_field(&v, "name"),
@@ -109,6 +113,10 @@ pub(crate) fn view(server: SocketAddrV4, user: Option<&str>) -> Value {
                     "frac": frac(id),
                     "lo": text_field(&v, "lo"),
                     "hi": text_field(&v, "hi"),
+                    "arc": match range {
+                        (Some(lo), Some(hi)) => json!([frac(lo), frac(hi)]),
+                        _ => Value::Null,
+                    },
                     "pred": text_field(&v, "pred"),
                     "succs": v.get("succs").cloned().unwrap_or(json!([])),
                     "records": v.get("records").cloned().unwrap_or(json!(0)),

@@ -862,20 +862,19 @@
         const a = 2 * Math.PI * f - Math.PI / 2;
         return [r * Math.cos(a), r * Math.sin(a)];
       };
-      const placed = nodes.filter((n) => typeof n.frac === 'number');
-      placed.forEach((n, i) => {
-        if (!n.alive) return;
-        const prev = placed[(i - 1 + placed.length) % placed.length];
-        if (placed.length > 1 && prev !== n) {
-          const [x0, y0] = pos(prev.frac, 100);
-          const [x1, y1] = pos(n.frac, 100);
-          let span = n.frac - prev.frac;
-          if (span <= 0) span += 1;
-          g.append(svg('path', {
-            d: `M ${x0} ${y0} A 100 100 0 ${span > 0.5 ? 1 : 0} 1 ${x1} ${y1}`,
-            class: 'ring-arc arc-' + (i % 6),
-          }));
-        }
+      // Each node's range [lo, hi], as it reports it, drawn clockwise in its colour.
+      nodes.forEach((n, i) => {
+        if (!n.alive || !n.arc) return;
+        let [f0, f1] = n.arc;
+        let span = f1 - f0;
+        if (span < 0) span += 1;
+        if (span > 0.999) f1 = f0 + 0.999; // alone: the whole ring
+        const [x0, y0] = pos(f0, 100);
+        const [x1, y1] = pos(f1, 100);
+        g.append(svg('path', {
+          d: `M ${x0} ${y0} A 100 100 0 ${span > 0.5 ? 1 : 0} 1 ${x1} ${y1}`,
+          class: 'ring-arc arc-' + (i % 6),
+        }));
       });
       const unplaced = nodes.filter((n) => typeof n.frac !== 'number');
       unplaced.forEach((n, i) => { n.frac = (i + 0.5) / Math.max(unplaced.length, 1); n.guess = true; });
@@ -915,7 +914,7 @@
         tr.dataset.alive = n.alive ? '1' : '0';
         tr.append(el('td', 'mono', n.node));
         tr.append(el('td', null, n.alive ? (n.name || '') : 'not answering'));
-        tr.append(el('td', 'mono small-text', n.lo !== undefined ? '(' + n.lo + ' … ' + n.hi + ']' : '—'));
+        tr.append(el('td', 'mono small-text', n.lo !== undefined ? '[' + n.lo + ' … ' + n.hi + ']' : '—'));
         tr.append(el('td', null, n.records !== undefined ? n.records + ' (' + n.owned + ' owned)' : '—'));
         tr.append(el('td', 'mono small-text', (n.succs || []).join(' ')));
         body.append(tr);
