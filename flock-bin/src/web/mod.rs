@@ -8,7 +8,7 @@
 //! | `/register` | log in, or create an account (password: 8+ characters with upper case, lower case and a digit); when no server accepts the registration, which one did not answer and others to try |
 //! | `/chats` | conversations: contact, last message, unread count, look-alike badge, remove; open a chat by username |
 //! | `/chat/<user>` | history, live messages, delivery status (retry on failure), "not registered" explained in place, composer (up to 64 KiB, bytes used shown as you type; no `maxlength`), a key-change banner with accept / reject |
-//! | `/ring` | the ring as the connected server sees it ([`ring`]): nodes on a circle, ranges, successors, where a username's record and replicas live; refreshed every second |
+//! | `/ring` | the ring as the connected server sees it (`web/ring.rs`): nodes on a circle, ranges, successors, where a username's record and replicas live; refreshed every second |
 //!
 //! Pages are static HTML, CSS and plain JavaScript compiled into the binary
 //! (`include_str!`; no build step, nothing loaded from elsewhere). They talk to the
@@ -31,7 +31,7 @@
 //!   `unread_changed`, `warning`, `logged_out`, `session_ended`, and `resync` when a page
 //!   fell behind.
 //!
-//! **Sessions** ([`auth`]): every browser gets its own session (cookie `HttpOnly`,
+//! **Sessions** (`web/auth.rs`): every browser gets its own session (cookie `HttpOnly`,
 //! `SameSite=Strict`) and a CSRF token bound to it; the WebSocket needs both, whatever the
 //! `Origin`. Each logged-in session runs its own [`Client`](crate::client::Client), so
 //! several people use one process, each with their own identity, and nothing of one
