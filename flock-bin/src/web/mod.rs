@@ -32,7 +32,7 @@
 //!   fell behind.
 //!
 //! **Sessions** (`web/auth.rs`): every browser gets its own session (cookie `HttpOnly`,
-//! `SameSite=Strict`) and a CSRF token bound to it; the WebSocket needs both, whatever the
+//! `SameSite=Strict`, `Secure` under TLS) and a CSRF token bound to it; the WebSocket needs both, whatever the
 //! `Origin`. Each logged-in session runs its own [`Client`](crate::client::Client), so
 //! several people use one process, each with their own identity, and nothing of one
 //! session reaches another. Logging out stops the client, or keeps it running for
@@ -46,13 +46,15 @@
 //! requests are refused unless the `Host` header is an IP address, `localhost` or an
 //! `--allow-host` name (no DNS rebinding), and a WebSocket whose `Origin` is not this
 //! server is refused (no other site can drive the UI). `--listen` on an address other
-//! than loopback needs `--insecure-http`. Pages are served with a strict
+//! than loopback needs `--tls-cert`/`--tls-key` (HTTPS with rustls, `web/tls.rs`; the
+//! cookie is then `Secure`) or an explicit `--insecure-http`. Pages are served with a strict
 //! `Content-Security-Policy` (no inline script), and the JavaScript puts user text into
 //! the page with `textContent` only.
 
 mod auth;
 mod ring;
 mod session;
+mod tls;
 mod ws;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -72,14 +74,20 @@ use tokio::sync::Semaphore;
 /// Options of `flock web`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WebArgs {
-    /// HTTP address to listen on (port 0: any; the address is printed). An address other
-    /// than loopback needs `--insecure-http`: passwords and session cookies would cross
-    /// the network in clear text.
+    /// Address to listen on (port 0: any; the address is printed). An address other than
+    /// loopback needs `--tls-cert`/`--tls-key`, or `--insecure-http`: passwords and
+    /// session cookies would otherwise cross the network in clear text.
     #[arg(long, default_value_t = SocketAddr::from((Ipv4Addr::LOCALHOST, WEB_UI_PORT)))]
     pub listen: SocketAddr,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs `--tls-key`.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Serve plain HTTP on a non-loopback `--listen` address anyway (only on a network
     /// you trust, or behind a TLS proxy).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tls_cert")]
     pub insecure_http: bool,
     /// Files, servers, socket and timings of the client.
     #[command(flatten)]
@@ -115,6 +123,8 @@ pub fn run(args: WebArgs) -> Result<(), Box<dyn std::error::Error>> {
 
 #[derive(Clone)]
 struct AppState {
+    /// Served over TLS (`wss:` and `https:` origins, `Secure` cookies).
+    tls: bool,
     sessions: Arc<auth::Sessions>,
     sockets: Arc<Semaphore>,
     allow_hosts: Arc<Vec<String>>,
@@ -130,11 +140,15 @@ pub async fn serve(args: WebArgs) -> Result<(), Box<dyn std::error::Error>> {
     for s in &args.client.servers {
         servers.push(crate::tools::parse_addr(s).map_err(|e| format!("bad server {s:?}: {e}"))?);
     }
-    if !args.listen.ip().is_loopback() && !args.insecure_http {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::config(cert, key)?),
+        _ => None,
+    };
+    if !args.listen.ip().is_loopback() && tls.is_none() && !args.insecure_http {
         return Err(format!(
             "--listen {}: not a loopback address; passwords and session cookies would cross \
-             the network unencrypted. Put a TLS proxy in front and pass --insecure-http, or \
-             listen on 127.0.0.1",
+             the network unencrypted. Give --tls-cert and --tls-key, or --insecure-http \
+             behind a TLS proxy, or listen on 127.0.0.1",
             args.listen
         )
         .into());
@@ -154,24 +168,35 @@ pub async fn serve(args: WebArgs) -> Result<(), Box<dyn std::error::Error>> {
         known: Arc::new(Mutex::new(Vec::new())),
     };
     let state = AppState {
+        tls: tls.is_some(),
         sockets: Arc::new(Semaphore::new(max_sockets)),
         allow_hosts: Arc::new(allow_hosts),
         sessions: Arc::new(auth::Sessions::new(
             local.port(),
-            false,
+            tls.is_some(),
             max_sessions,
             shared,
         )),
     };
     let app = router(state);
-    tracing::info!("web UI on http://{local}/");
-    println!("flock web: open http://{local}/");
-    let server = axum::serve(listener, app);
-    tokio::select! {
-        r = server => r?,
-        () = shutdown_signal() => tracing::info!("stopping"),
-    }
-    Ok(())
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!("web UI on {scheme}://{local}/");
+    println!("flock web: open {scheme}://{local}/");
+    let done = match tls {
+        Some(cfg) => {
+            let listener = tls::Listener::new(listener, cfg)?;
+            tokio::select! {
+                r = axum::serve(listener, app) => r,
+                () = shutdown_signal() => Ok(()),
+            }
+        }
+        None => tokio::select! {
+            r = axum::serve(listener, app) => r,
+            () = shutdown_signal() => Ok(()),
+        },
+    };
+    tracing::info!("stopping");
+    Ok(done?)
 }
 
 /// Ctrl-C or SIGTERM.
@@ -340,10 +365,11 @@ async fn websocket(
     // web page the user visits could read and send their messages.
     if let Some(origin) = headers.get(header::ORIGIN) {
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let scheme = if s.tls { "https://" } else { "http://" };
         let ok = origin
             .to_str()
             .ok()
-            .and_then(|o| o.strip_prefix("http://"))
+            .and_then(|o| o.strip_prefix(scheme))
             .is_some_and(|o| Some(o) == host);
         if !ok {
             return (StatusCode::FORBIDDEN, "cross-origin WebSocket refused").into_response();
@@ -386,9 +412,10 @@ async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response 
     };
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
+    let ws = if s.tls { "wss" } else { "ws" };
     let csp = format!(
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
-         connect-src 'self' ws://{host}; base-uri 'none'; form-action 'none'; \
+         connect-src 'self' {ws}://{host}; base-uri 'none'; form-action 'none'; \
          frame-ancestors 'none'"
     );
     if let Ok(v) = HeaderValue::from_str(&csp) {

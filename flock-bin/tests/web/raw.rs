@@ -371,3 +371,123 @@ async fn web_rejects_malformed_input_and_bounds_a_session() {
             .is_ok()
     );
 }
+
+/// Runs `cmd` with `input` on stdin; its stdout and stderr, within [`WAIT`] (killed
+/// after).
+fn run_with_input(cmd: &mut Command, input: &[u8]) -> (bool, String) {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let out = child.wait_with_output().expect("output");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `--listen` beyond loopback needs TLS (or `--insecure-http`); with `--tls-cert` and
+/// `--tls-key` the UI is HTTPS, its cookie `Secure` and its CSP `wss:`.
+#[test]
+fn web_listen_rules_and_tls() {
+    let env = Env::new();
+    let data = env.path("web").display().to_string();
+    let (ok, out) = run_with_input(
+        Command::new(FLOCK).args([
+            "web",
+            "--listen",
+            "0.0.0.0:0",
+            "--no-discovery",
+            "--data-dir",
+            &data,
+        ]),
+        b"",
+    );
+    assert!(
+        !ok && out.contains("not a loopback address") && out.contains("--tls-cert"),
+        "{out}"
+    );
+    let openssl = std::path::Path::new("/usr/bin/openssl");
+    if !openssl.exists() {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "*** SKIPPED the TLS half of web_listen_rules_and_tls: no /usr/bin/openssl ***"
+        );
+        return;
+    }
+    let (cert, key) = (env.path("cert.pem"), env.path("key.pem"));
+    let (ok, out) = run_with_input(
+        Command::new(openssl)
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args([
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+        b"",
+    );
+    assert!(ok, "openssl req: {out}");
+    let mut cmd = Command::new(FLOCK);
+    cmd.args(["web", "--listen", "127.0.0.1:0", "--no-discovery"])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .arg("--data-dir")
+        .arg(env.path("web"));
+    let web = Proc::spawn("web", &mut cmd, &env.path("web.log"), false);
+    let url = web
+        .line_with("flock web: open https://")
+        .expect("an https address");
+    let addr = url
+        .rsplit("https://")
+        .next()
+        .expect("address")
+        .trim_end_matches('/')
+        .to_owned();
+    let request = format!("GET /servers HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let (_, out) = run_with_input(
+        Command::new(openssl).args(["s_client", "-connect", &addr, "-quiet"]),
+        request.as_bytes(),
+    );
+    assert!(out.contains("HTTP/1.1 200"), "{out}");
+    let cookie = out
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_default();
+    for attr in ["HttpOnly", "SameSite=Strict", "Secure"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    assert!(out.contains(&format!("wss://{addr}")), "CSP: {out}");
+    // Plain HTTP to the TLS port gets no page.
+    let (status, _) = raw_request(&addr, "/servers", &addr, None);
+    assert!(!status.contains(" 200 "), "{status}");
+}
