@@ -921,6 +921,59 @@ async fn shoot(b: &Browser, name: &str) -> R {
     Ok(())
 }
 
+/// From the chats page with the keyboard only: the first Tab reaches the skip link, and
+/// Tab presses then reach `peer`'s conversation, which Enter opens.
+async fn keyboard_to_chat(b: &Browser, peer: &str) -> R {
+    use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+    use fantoccini::key::Key;
+    let tab = char::from(Key::Tab);
+    // A fresh page: keyboard navigation starts at the top.
+    b.refresh().await.map_err(|e| e.to_string())?;
+    wait_path(b, "/chats").await?;
+    // A real key press (WebDriver actions), as a person's.
+    let press = |k: char| async move {
+        let keys = KeyActions::new("keyboard".into())
+            .then(KeyAction::Down { value: k })
+            .then(KeyAction::Up { value: k });
+        b.perform_actions(keys).await.map_err(|e| e.to_string())
+    };
+    press(tab).await?;
+    wait_js(
+        b,
+        "the skip link first",
+        "return document.activeElement.classList.contains('skip');",
+    )
+    .await?;
+    let target = format!("/chat/{peer}");
+    let mut found = false;
+    for _ in 0..30 {
+        press(tab).await?;
+        let at = b
+            .execute(
+                "return document.activeElement.getAttribute('href') || '';",
+                vec![],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if at == json!(target) {
+            found = true;
+            break;
+        }
+    }
+    if !found {
+        return Err(format!("Tab never reached the chat with {peer}"));
+    }
+    // Visible focus: an outline on the focused link.
+    wait_js(
+        b,
+        "a visible focus ring",
+        "return getComputedStyle(document.activeElement).outlineStyle !== 'none';",
+    )
+    .await?;
+    press(char::from(Key::Enter)).await?;
+    wait_path(b, &target).await
+}
+
 /// Runs `script` until truthy, for at most `limit`; returns how long it took.
 async fn within(b: &Browser, what: &str, script: &str, limit: Duration) -> R<Duration> {
     let start = Instant::now();
@@ -1097,10 +1150,39 @@ async fn truth_ring(env: &Env, driver: &str) -> R {
         )
         .await?;
         shoot(&a, "chats").await?;
-        goto(&a, &url, "/chat/bob").await?;
+        keyboard_to_chat(&a, "bob").await?;
         wait_js(&a, "the title count cleared once read", "return document.title === 'bob · Flock';")
             .await?;
         shoot(&a, "chat").await?;
+
+        // Bob logs out but keeps his client running: alice's message is delivered while
+        // he is logged out, and logging in again (the password checked) takes it back.
+        click(&b, "#logout").await?;
+        click(&b, "#logout-keep").await?;
+        wait_path(&b, "/register").await?;
+        send(&a, "while you were away").await?;
+        wait_delivered(&a, "while you were away").await?;
+        click(&b, "#tab-login").await?;
+        fill(&b, "#username", "bob").await?;
+        fill(&b, "#password", "Wrong-Password-1").await?;
+        click(&b, "#register-submit").await?;
+        wait_js(
+            &b,
+            "wrong password for the running client",
+            "return document.getElementById('error').textContent.includes('wrong password');",
+        )
+        .await?;
+        fill(&b, "#password", PASSWORD).await?;
+        click(&b, "#register-submit").await?;
+        wait_path(&b, "/chats").await?;
+        wait_js(
+            &b,
+            "the message that came while logged out",
+            "const li = document.querySelector('li.chat[data-peer=\"alice\"]'); \
+             return li && li.querySelector('.last').textContent === 'while you were away' && \
+               li.dataset.unread === '1';",
+        )
+        .await?;
 
         // The ring page: 3 nodes, where alice's record lives, live when a node dies.
         goto(&a, &url, "/ring").await?;

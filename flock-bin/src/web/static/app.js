@@ -250,7 +250,7 @@
   Flock.on('connection', (d) => {
     state.connection = d.state;
     state.server = d.server;
-    setConn(d.state, d.server);
+    if (state.user) setConn(d.state, d.server);
   });
   Flock.on('registration_refused', (d) => toast('Registration refused: ' + d.reason));
   Flock.on('warning', (d) => toast(d.text));
@@ -472,7 +472,9 @@
         li.append(b);
         list.append(li);
       }
-      $('no-alternatives').textContent = d.searched ? 'No server answered the search.' : 'No other server is known yet: type one, or search.';
+      $('no-alternatives').textContent = d.searched ? 'No server answered the search.'
+        : state.discovery !== false ? 'No other server is known yet: type one, or search the network.'
+        : 'No other server is known yet: type one.';
       show($('no-alternatives'), alts.length === 0);
       show($('other-discover'), state.discovery !== false);
       show($('other-servers'), true);
@@ -816,6 +818,7 @@
     needsUser: true,
     timer: null,
     user: '',
+    seenAt: new Map(), // node -> position last reported
     init() {
       $('ring-find').addEventListener('submit', (e) => {
         e.preventDefault();
@@ -876,8 +879,13 @@
           class: 'ring-arc arc-' + (i % 6),
         }));
       });
+      // A node that stopped answering stays where it was last seen.
+      for (const n of nodes) {
+        if (typeof n.frac === 'number') this.seenAt.set(n.node, n.frac);
+        else if (this.seenAt.has(n.node)) n.frac = this.seenAt.get(n.node);
+      }
       const unplaced = nodes.filter((n) => typeof n.frac !== 'number');
-      unplaced.forEach((n, i) => { n.frac = (i + 0.5) / Math.max(unplaced.length, 1); n.guess = true; });
+      unplaced.forEach((n, i) => { n.frac = (i + 0.5) / Math.max(unplaced.length, 1); });
       for (const n of nodes) {
         const [x, y] = pos(n.frac, 100);
         const cls = 'ring-node' + (n.alive ? '' : ' dead') + (holders.has(n.node) ? ' holder' : '') +
