@@ -177,6 +177,24 @@ impl Env {
     }
 }
 
+/// A browser scenario's future, borrowing the environment.
+type Scenario<'a> = std::pin::Pin<Box<dyn Future<Output = R> + 'a>>;
+
+/// A browser scenario: one at a time, skipped without a browser, with chromedriver;
+/// on failure the logs are kept and named.
+async fn with_browser(scenario: for<'a> fn(&'a Env, &'a str) -> Scenario<'a>) {
+    let _serial = SERIAL.lock().await;
+    if !have_browser() {
+        return;
+    }
+    let env = Env::new();
+    let (driver, driver_url) = env.chromedriver();
+    if let Err(e) = scenario(&env, &driver_url).await {
+        drop(driver);
+        panic!("{e}\n(logs kept in {})", env.keep().display());
+    }
+}
+
 /// Waits until a server answers PING on `port`.
 fn wait_ping(port: u16) {
     proc::wait_pong(std::net::SocketAddrV4::new(
@@ -430,6 +448,23 @@ async fn wait_delivered(b: &Browser, text: &str) -> R {
         .map(|_| ())
 }
 
+/// On the login page: a wrong password fails clearly, the right one logs in.
+async fn wrong_then_right_password(b: &Browser, user: &str) -> R {
+    fill(b, "#username", user).await?;
+    fill(b, "#password", "Wrong-Password-1").await?;
+    click(b, "#register-submit").await?;
+    wait_js(
+        b,
+        "wrong password",
+        "return document.getElementById('error').textContent.includes('wrong password') && \
+           location.pathname === '/register';",
+    )
+    .await?;
+    fill(b, "#password", PASSWORD).await?;
+    click(b, "#register-submit").await?;
+    wait_path(b, "/chats").await
+}
+
 /// A browser that never logged in: every page but the login sends it there, it sees no
 /// cookie (HttpOnly), and its session answers "not logged in".
 async fn third_session_gets_nothing(c: &Browser, url: &str) -> R {
@@ -546,10 +581,7 @@ async fn two_users(env: &Env, driver: &str) -> R {
         forger
             .send_to(format!("MESSAGE carol {payload}").as_bytes(), bob_udp)
             .map_err(|e| e.to_string())?;
-        b.goto(&format!("{bob_url}/chat/carol"))
-            .await
-            .map_err(|e| e.to_string())?;
-        wait_path(&b, "/chat/carol").await?;
+        goto(&b, &bob_url, "/chat/carol").await?;
         const UNVERIFIED_JS: &str = "const m = [...document.querySelectorAll('#messages .msg.in')]; \
              return m.length === 1 && m[0].textContent.includes('unsigned hello') && \
                !!m[0].querySelector('.unverified');";
@@ -557,10 +589,7 @@ async fn two_users(env: &Env, driver: &str) -> R {
         b.refresh().await.map_err(|e| e.to_string())?;
         wait_path(&b, "/chat/carol").await?;
         wait_js(&b, "still marked after a reload", UNVERIFIED_JS).await?;
-        b.goto(&format!("{bob_url}/chat/alice"))
-            .await
-            .map_err(|e| e.to_string())?;
-        wait_path(&b, "/chat/alice").await?;
+        goto(&b, &bob_url, "/chat/alice").await?;
 
         // Alice on the chats page: bob's next messages show as unread, live.
         click(&a, "#back").await?;
@@ -604,10 +633,7 @@ async fn two_users(env: &Env, driver: &str) -> R {
         }
         wait_delivered(&a, "hello bob").await?;
         screenshot(&a, "chat").await;
-        a.goto(&format!("{alice_url}/chats"))
-            .await
-            .map_err(|e| e.to_string())?;
-        wait_path(&a, "/chats").await?;
+        goto(&a, &alice_url, "/chats").await?;
         wait_js(
             &a,
             "no unread after reading",
@@ -619,18 +645,7 @@ async fn two_users(env: &Env, driver: &str) -> R {
         click(&a, "#logout").await?;
         click(&a, "#logout-stop").await?;
         wait_path(&a, "/register").await?;
-        fill(&a, "#username", "alice").await?;
-        fill(&a, "#password", "Wrong-Password-1").await?;
-        click(&a, "#register-submit").await?;
-        wait_js(
-            &a,
-            "wrong password",
-            "return document.getElementById('error').textContent.includes('wrong password');",
-        )
-        .await?;
-        fill(&a, "#password", PASSWORD).await?;
-        click(&a, "#register-submit").await?;
-        wait_path(&a, "/chats").await?;
+        wrong_then_right_password(&a, "alice").await?;
         wait_js(
             &a,
             "bob listed after logging in again",
@@ -670,10 +685,7 @@ async fn two_users(env: &Env, driver: &str) -> R {
 
         // A name that looks like alice's (Cyrillic а) is not registered: said in place,
         // and the chats page marks the look-alike.
-        b.goto(&format!("{bob_url}/chats"))
-            .await
-            .map_err(|e| e.to_string())?;
-        wait_path(&b, "/chats").await?;
+        goto(&b, &bob_url, "/chats").await?;
         open_chat(&b, "аlice").await?;
         send(&b, "who are you?").await?;
         wait_js(
@@ -684,10 +696,7 @@ async fn two_users(env: &Env, driver: &str) -> R {
                !!document.querySelector('#messages .msg.out .retry');",
         )
         .await?;
-        b.goto(&format!("{bob_url}/chats"))
-            .await
-            .map_err(|e| e.to_string())?;
-        wait_path(&b, "/chats").await?;
+        goto(&b, &bob_url, "/chats").await?;
         wait_js(
             &b,
             "the look-alike badge on аlice",
@@ -718,16 +727,7 @@ async fn two_users(env: &Env, driver: &str) -> R {
 
 #[tokio::test]
 async fn web_ui_two_users_live_messages_unread_history() {
-    let _serial = SERIAL.lock().await;
-    if !have_browser() {
-        return;
-    }
-    let env = Env::new();
-    let (driver, driver_url) = env.chromedriver();
-    if let Err(e) = two_users(&env, &driver_url).await {
-        drop(driver);
-        panic!("{e}\n(logs kept in {})", env.keep().display());
-    }
+    with_browser(|env, driver| Box::pin(two_users(env, driver))).await;
 }
 
 async fn html_as_text(env: &Env, driver: &str) -> R {
@@ -739,10 +739,7 @@ async fn html_as_text(env: &Env, driver: &str) -> R {
     let result = async {
         // Someone else cannot take bob's name: the ring refuses, the page says so and
         // the useless new key is removed.
-        a.goto(&format!("{mallory_url}/servers"))
-            .await
-            .map_err(|e| e.to_string())?;
-        wait_path(&a, "/servers").await?;
+        goto(&a, &mallory_url, "/servers").await?;
         fill(&a, "#server-addr", "127.0.0.1:32200").await?;
         click(&a, "#server-connect").await?;
         wait_path(&a, "/register").await?;
@@ -783,10 +780,7 @@ async fn html_as_text(env: &Env, driver: &str) -> R {
         wait_path(&a, "/chat/bob").await?;
         wait_message(&a, "HTML as text after a reload", &format!("in:{hostile}")).await?;
         wait_js(&a, "nothing injected after a reload", check).await?;
-        a.goto(&format!("{url}/chats"))
-            .await
-            .map_err(|e| e.to_string())?;
-        wait_path(&a, "/chats").await?;
+        goto(&a, &url, "/chats").await?;
         wait_js(
             &a,
             "HTML as text on the chats page",
@@ -856,16 +850,7 @@ async fn html_as_text(env: &Env, driver: &str) -> R {
 
 #[tokio::test]
 async fn web_ui_html_as_text_and_key_change_banner() {
-    let _serial = SERIAL.lock().await;
-    if !have_browser() {
-        return;
-    }
-    let env = Env::new();
-    let (driver, driver_url) = env.chromedriver();
-    if let Err(e) = html_as_text(&env, &driver_url).await {
-        drop(driver);
-        panic!("{e}\n(logs kept in {})", env.keep().display());
-    }
+    with_browser(|env, driver| Box::pin(html_as_text(env, driver))).await;
 }
 
 /// Sends one raw HTTP/1.1 request and returns the status line; the stream stays open
@@ -1163,18 +1148,7 @@ async fn truth_ring(env: &Env, driver: &str) -> R {
         send(&a, "while you were away").await?;
         wait_delivered(&a, "while you were away").await?;
         click(&b, "#tab-login").await?;
-        fill(&b, "#username", "bob").await?;
-        fill(&b, "#password", "Wrong-Password-1").await?;
-        click(&b, "#register-submit").await?;
-        wait_js(
-            &b,
-            "wrong password for the running client",
-            "return document.getElementById('error').textContent.includes('wrong password');",
-        )
-        .await?;
-        fill(&b, "#password", PASSWORD).await?;
-        click(&b, "#register-submit").await?;
-        wait_path(&b, "/chats").await?;
+        wrong_then_right_password(&b, "bob").await?;
         wait_js(
             &b,
             "the message that came while logged out",
@@ -1226,14 +1200,5 @@ async fn truth_ring(env: &Env, driver: &str) -> R {
 
 #[tokio::test]
 async fn web_ui_truth_queued_notifications_ring_layouts() {
-    let _serial = SERIAL.lock().await;
-    if !have_browser() {
-        return;
-    }
-    let env = Env::new();
-    let (driver, driver_url) = env.chromedriver();
-    if let Err(e) = truth_ring(&env, &driver_url).await {
-        drop(driver);
-        panic!("{e}\n(logs kept in {})", env.keep().display());
-    }
+    with_browser(|env, driver| Box::pin(truth_ring(env, driver))).await;
 }

@@ -216,25 +216,19 @@ async fn shutdown_signal() {
 }
 
 fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(index))
-        .route(
-            "/servers",
-            get(|s: State<AppState>, h: HeaderMap| page_for(s, h, Page::Servers)),
-        )
-        .route(
-            "/register",
-            get(|s: State<AppState>, h: HeaderMap| page_for(s, h, Page::Register)),
-        )
-        .route(
-            "/chats",
-            get(|s: State<AppState>, h: HeaderMap| page_for(s, h, Page::Chats)),
-        )
-        .route(
-            "/ring",
-            get(|s: State<AppState>, h: HeaderMap| page_for(s, h, Page::Ring)),
-        )
-        .route("/chat/{peer}", get(chat_page))
+    let mut r = Router::new().route("/", get(index));
+    for (path, p) in [
+        ("/servers", Page::Servers),
+        ("/register", Page::Register),
+        ("/chats", Page::Chats),
+        ("/ring", Page::Ring),
+    ] {
+        r = r.route(
+            path,
+            get(move |s: State<AppState>, h: HeaderMap| page_for(s, h, p)),
+        );
+    }
+    r.route("/chat/{peer}", get(chat_page))
         .route(
             "/static/app.js",
             get(|| async { asset("text/javascript", APP_JS) }),

@@ -520,27 +520,15 @@ impl Session {
             }
         }
         if let Some(reason) = refused {
-            client.shutdown().await;
-            self.snapshot.send_modify(|s| {
-                s.connection = "offline";
-                s.server = None;
-            });
-            if create {
-                // The identity made a moment ago is useless: the name is someone else's.
-                remove_identity(data, &user, !db_existed);
-            }
+            // The identity made a moment ago is useless: the name is someone else's.
+            self.abandon(client, create.then_some((data, &user, !db_existed)))
+                .await;
             return Err(format!("the server refused the name {user:?}: {reason}"));
         }
         let Some(server) = registered else {
             // Nothing accepted the registration: no claim of success, and nothing kept.
-            client.shutdown().await;
-            self.snapshot.send_modify(|s| {
-                s.connection = "offline";
-                s.server = None;
-            });
-            if create {
-                remove_identity(data, &user, !db_existed);
-            }
+            self.abandon(client, create.then_some((data, &user, !db_existed)))
+                .await;
             if tried.is_empty() {
                 tried = self.servers.iter().map(ToString::to_string).collect();
             }
@@ -568,6 +556,19 @@ impl Session {
         self.client = Some(client);
         self.snapshot.send_modify(|s| s.user = Some(user.clone()));
         Ok(json!({ "user": user, "server": server.to_string() }))
+    }
+
+    /// Stops a client whose login failed; removes the identity it just created (and its
+    /// new database when the flag is set).
+    async fn abandon(&self, client: Client, created: Option<(&Path, &str, bool)>) {
+        client.shutdown().await;
+        self.snapshot.send_modify(|s| {
+            s.connection = "offline";
+            s.server = None;
+        });
+        if let Some((data, user, db)) = created {
+            remove_identity(data, user, db);
+        }
     }
 
     /// The chats page, each conversation with its look-alike mark (if any).

@@ -126,17 +126,21 @@ async fn send(ws: &mut Ws, text: &str) {
 }
 
 fn start_web(env: &Env, extra: &[&str]) -> (Proc, String) {
+    spawn_web(env, extra, "http")
+}
+
+/// `flock web` on a free loopback port with `extra` arguments; its `HOST:PORT`.
+fn spawn_web(env: &Env, extra: &[&str], scheme: &str) -> (Proc, String) {
     let mut cmd = Command::new(FLOCK);
     cmd.args(["web", "--listen", "127.0.0.1:0", "--no-discovery"])
         .args(extra)
         .arg("--data-dir")
         .arg(env.path("web"));
     let web = Proc::spawn("web", &mut cmd, &env.path("web.log"), false);
-    let url = web
-        .line_with("flock web: open http://")
-        .expect("web address");
+    let prefix = format!("flock web: open {scheme}://");
+    let url = web.line_with(&prefix).expect("web address");
     let addr = url
-        .rsplit("http://")
+        .rsplit(&format!("{scheme}://"))
         .next()
         .expect("address")
         .trim_end_matches('/')
@@ -455,24 +459,8 @@ fn web_listen_rules_and_tls() {
         b"",
     );
     assert!(ok, "openssl req: {out}");
-    let mut cmd = Command::new(FLOCK);
-    cmd.args(["web", "--listen", "127.0.0.1:0", "--no-discovery"])
-        .arg("--tls-cert")
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&key)
-        .arg("--data-dir")
-        .arg(env.path("web"));
-    let web = Proc::spawn("web", &mut cmd, &env.path("web.log"), false);
-    let url = web
-        .line_with("flock web: open https://")
-        .expect("an https address");
-    let addr = url
-        .rsplit("https://")
-        .next()
-        .expect("address")
-        .trim_end_matches('/')
-        .to_owned();
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let (_web, addr) = spawn_web(&env, &["--tls-cert", &cert, "--tls-key", &key], "https");
     let request = format!("GET /servers HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     let (_, out) = run_with_input(
         Command::new(openssl).args(["s_client", "-connect", &addr, "-quiet"]),
