@@ -493,7 +493,9 @@ async fn third_session_gets_nothing(c: &Browser, url: &str) -> R {
            ws.send(JSON.stringify({ref: 2, event: 'load_chat_history', data: {peer: 'alice'}})); \
            ws.send(JSON.stringify({ref: 3, event: 'send_message', data: {to: 'alice', text: 'x'}})); \
          }; \
+         window.__events = []; \
          ws.onmessage = (e) => { const m = JSON.parse(e.data); if (m.type === 'reply') out.push(m); \
+           else window.__events.push(m.event); \
            if (out.length === 3) window.__probe = {cookie: document.cookie, replies: out}; }; \
          return null;",
     )
@@ -682,6 +684,15 @@ async fn two_users(env: &Env, driver: &str) -> R {
             ),
         )
         .await?;
+
+        // All the while, the third session's WebSocket got none of their events.
+        let seen = c
+            .execute("return window.__events;", vec![])
+            .await
+            .map_err(|e| e.to_string())?;
+        if seen != json!([]) {
+            return Err(format!("the third session saw events: {seen}"));
+        }
 
         // A name that looks like alice's (Cyrillic а) is not registered: said in place,
         // and the chats page marks the look-alike.
@@ -1119,6 +1130,14 @@ async fn truth_ring(env: &Env, driver: &str) -> R {
             "return document.getElementById('notify').getAttribute('aria-pressed') === 'true';",
         )
         .await?;
+        click(&a, "#sound").await?;
+        wait_js(
+            &a,
+            "the sound on, a chime played",
+            "return document.getElementById('sound').getAttribute('aria-pressed') === 'true' && \
+               Number(document.body.dataset.beeps) >= 1;",
+        )
+        .await?;
         let first = a.window().await.map_err(|e| e.to_string())?;
         let other = a.new_window(true).await.map_err(|e| e.to_string())?;
         a.switch_to_window(other.handle).await.map_err(|e| e.to_string())?;
@@ -1131,7 +1150,8 @@ async fn truth_ring(env: &Env, driver: &str) -> R {
         wait_js(
             &a,
             "a notification while hidden, and the count in the title",
-            "return document.body.dataset.notified === '1' && document.title === '(1) Chats · Flock';",
+            "return document.body.dataset.notified === '1' && document.title === '(1) Chats · Flock' && \
+               Number(document.body.dataset.beeps) >= 2;",
         )
         .await?;
         shoot(&a, "chats").await?;

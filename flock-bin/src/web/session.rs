@@ -761,11 +761,29 @@ impl Session {
                 Event::Warning(Warning::UserNotFound { user }) => {
                     self.emit("user_not_found", json!({ "user": user }));
                 }
-                Event::Warning(w) => self.emit("warning", json!({ "text": w.to_string() })),
+                Event::Warning(w) => self.emit(
+                    "warning",
+                    json!({ "text": w.to_string(), "user": warning_user(&w) }),
+                ),
                 // Dialect changes and whatever a newer machine reports: not shown.
                 _ => {}
             },
         }
+    }
+}
+
+/// The contact a warning is about (shown in that chat, in place), if any.
+fn warning_user(w: &Warning) -> Option<&str> {
+    match w {
+        Warning::Undecryptable { claimed, .. }
+        | Warning::ForgedSender { claimed, .. }
+        | Warning::Unauthenticated { claimed, .. }
+        | Warning::UnknownSender { claimed } => Some(claimed),
+        Warning::NotText { from } => Some(from),
+        Warning::UserNotFound { user }
+        | Warning::KeyNotConfirmed { user }
+        | Warning::BadKey { user } => Some(user),
+        _ => None,
     }
 }
 

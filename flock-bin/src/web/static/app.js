@@ -253,7 +253,15 @@
     if (state.user) setConn(d.state, d.server);
   });
   Flock.on('registration_refused', (d) => toast('Registration refused: ' + d.reason));
-  Flock.on('warning', (d) => toast(d.text));
+  Flock.on('warning', (d) => {
+    // About the open chat's contact: said there, in place, until dismissed.
+    if (document.body.dataset.page === 'chat' && d.user === pages.chat.peer) {
+      $('peer-warning-text').textContent = d.text;
+      show($('peer-warning'), true);
+    } else {
+      toast(d.text);
+    }
+  });
   Flock.on('new_message', (m) => {
     Alerts.message(m);
     // The chats page and the open chat show it already.
@@ -635,6 +643,11 @@
         if (u.user !== this.peer) return;
         $('missing-user').textContent = this.peer;
         show($('peer-missing'), true);
+      });
+      $('peer-warning-dismiss').addEventListener('click', () => show($('peer-warning'), false));
+      $('peer-warning-retry').addEventListener('click', async () => {
+        show($('peer-warning'), false);
+        await this.load().catch((err) => setError(err.message));
       });
       $('missing-retry').addEventListener('click', async () => {
         show($('peer-missing'), false);
