@@ -272,3 +272,94 @@ impl Sessions {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        web: super::super::WebArgs,
+    }
+
+    fn sessions(max: usize, secure: bool) -> Sessions {
+        let args = Cli::parse_from(["flock-web", "--no-discovery"]).web;
+        let shared = Shared {
+            args: std::sync::Arc::new(args),
+            servers: Vec::new(),
+            known: std::sync::Arc::default(),
+        };
+        Sessions::new(5000, secure, max, shared)
+    }
+
+    #[tokio::test]
+    async fn tokens_belong_to_one_session() {
+        let s = sessions(8, false);
+        let (a, _, new) = s.find_or_create(None).expect("a session");
+        assert!(new);
+        let (b, _, _) = s.find_or_create(None).expect("another");
+        assert_ne!(a, b);
+        let cookie_a = format!("x=1; {}={a}", s.cookie);
+        let (token_a, token_b) = (s.token(&a), s.token(&b));
+        assert!(s.authorize(Some(&cookie_a), Some(&token_a)).is_ok());
+        assert_eq!(
+            s.authorize(Some(&cookie_a), Some(&token_b)).err(),
+            Some(Refusal::BadToken)
+        );
+        assert_eq!(
+            s.authorize(Some(&cookie_a), None).err(),
+            Some(Refusal::NoToken)
+        );
+        assert_eq!(
+            s.authorize(None, Some(&token_a)).err(),
+            Some(Refusal::NoSession)
+        );
+        let forged = format!("{}={}", s.cookie, "0".repeat(64));
+        assert_eq!(
+            s.authorize(Some(&forged), Some(&token_a)).err(),
+            Some(Refusal::NoSession)
+        );
+        for bad in [
+            "",
+            "zz",
+            &token_a[..63],
+            &format!("{token_a}0"),
+            &"g".repeat(64),
+        ] {
+            assert_eq!(
+                s.authorize(Some(&cookie_a), Some(bad)).err(),
+                Some(Refusal::BadToken),
+                "{bad:?}"
+            );
+        }
+        // The same cookie finds the same session.
+        let (again, _, new) = s.find_or_create(Some(&cookie_a)).expect("found");
+        assert_eq!((again.as_str(), new), (a.as_str(), false));
+        // Ended: the cookie opens nothing any more.
+        assert!(s.end(&a, None).is_some());
+        assert_eq!(
+            s.authorize(Some(&cookie_a), Some(&token_a)).err(),
+            Some(Refusal::NoSession)
+        );
+    }
+
+    #[tokio::test]
+    async fn cookies_and_the_session_bound() {
+        let s = sessions(2, true);
+        let (a, _, _) = s.find_or_create(None).expect("a");
+        let set = s.set_cookie(&a);
+        for attr in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
+            assert!(set.contains(attr), "{set}");
+        }
+        let (b, _, _) = s.find_or_create(None).expect("b");
+        // Full of idle sessions: the least recently used one makes room.
+        let cookie_b = format!("{}={b}", s.cookie);
+        assert!(s.find(Some(&cookie_b)).is_some());
+        let (c, _, _) = s.find_or_create(None).expect("c");
+        assert!(s.find(Some(&format!("{}={a}", s.cookie))).is_none());
+        assert!(s.find(Some(&cookie_b)).is_some());
+        assert!(s.find(Some(&format!("{}={c}", s.cookie))).is_some());
+    }
+}
