@@ -1025,6 +1025,7 @@ async fn truth_ring(env: &Env, driver: &str) -> R {
     );
     let a = browser(driver, &env.path("profile-a")).await;
     let b = browser(driver, &env.path("profile-b")).await;
+    let c = browser(driver, &env.path("profile-c")).await;
     let result = async {
         // Creating an account with the only server dead: the error names it, another
         // server is offered, and nothing claims success.
@@ -1209,11 +1210,26 @@ async fn truth_ring(env: &Env, driver: &str) -> R {
             killed.elapsed()
         );
         shoot(&a, "ring-node-down").await?;
+
+        // Alice logs in from another browser: with her password the running client moves
+        // there, and the first browser's pages are logged out.
+        goto(&c, &url, "/register").await?;
+        click(&c, "#tab-login").await?;
+        wrong_then_right_password(&c, "alice").await?;
+        wait_js(
+            &c,
+            "alice's chats in the new browser",
+            "return document.getElementById('who').textContent === 'alice' && \
+               !!document.querySelector('li.chat[data-peer=\"bob\"]');",
+        )
+        .await?;
+        wait_path(&a, "/register").await?;
         Ok(())
     }
     .await;
     let _ = a.close().await;
     let _ = b.close().await;
+    let _ = c.close().await;
     drop(ring);
     result
 }

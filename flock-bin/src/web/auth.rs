@@ -11,7 +11,10 @@
 //! [`Client`]: crate::client::Client
 //!
 //! Logging out either stops the identity's client, or keeps it running for delivery
-//! ("detached"): logging in again as that user, with the password, takes it back.
+//! ("detached"): logging in again as that user, with the password, takes it back. So
+//! does logging in from another browser (or after the cookie was lost) while the
+//! identity runs in a session: the password checked, the client moves to the new session
+//! and the old session's pages close. One identity runs one client.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -250,14 +253,33 @@ impl Sessions {
         Some(entry.handle)
     }
 
-    /// A client kept running for `user`, taken out of the detached set.
-    pub(crate) fn take_detached(&self, user: &str) -> Option<Handle> {
-        self.lock().detached.remove(user)
+    /// Whether `user` runs in another session than `sid`: kept running after a
+    /// log-out, or logged in elsewhere (another browser, or one whose cookie is gone).
+    pub(crate) fn is_running(&self, user: &str, sid: &str) -> bool {
+        let inner = self.lock();
+        inner.detached.contains_key(user)
+            || inner.by_sid.iter().any(|(other, e)| {
+                other != sid && e.handle.snapshot.borrow().user.as_deref() == Some(user)
+            })
     }
 
-    /// Puts a detached client back (its password did not match).
-    pub(crate) fn put_detached(&self, user: &str, handle: Handle) {
-        self.lock().detached.insert(user.to_owned(), handle);
+    /// Takes `user`'s running client out of wherever it runs (its pages close), for
+    /// session `sid` to adopt once the password was checked.
+    pub(crate) fn take_running(&self, user: &str, sid: &str) -> Option<Handle> {
+        let mut inner = self.lock();
+        if let Some(h) = inner.detached.remove(user) {
+            return Some(h);
+        }
+        let other = inner
+            .by_sid
+            .iter()
+            .find(|(other, e)| {
+                *other != sid && e.handle.snapshot.borrow().user.as_deref() == Some(user)
+            })
+            .map(|(other, _)| other.clone())?;
+        let entry = inner.by_sid.remove(&other)?;
+        let _ = entry.revoked.send(true);
+        Some(entry.handle)
     }
 
     /// Session `sid` now runs `handle` (a detached client taken back); its open pages

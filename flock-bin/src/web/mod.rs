@@ -251,6 +251,13 @@ const CHATS_HTML: &str = include_str!("static/chats.html");
 const CHAT_HTML: &str = include_str!("static/chat.html");
 const RING_HTML: &str = include_str!("static/ring.html");
 const APP_JS: &str = include_str!("static/app.js");
+/// What a link from another site gets (see [`page_for`]).
+const CROSS_SITE_HTML: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>Flock</title><link rel=\"stylesheet\" href=\"/static/style.css\"></head>\
+<body><main><section class=\"card narrow\"><h1>Flock</h1>\
+<p>You followed a link from another site.</p><p><a href=\"/\">Open Flock</a></p>\
+</section></main></body></html>";
 const STYLE_CSS: &str = include_str!("static/style.css");
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -289,6 +296,19 @@ fn cookie_header(headers: &HeaderMap) -> Option<&str> {
 /// Page `p` for this browser's session (made now if it has none), or a redirect to the
 /// page its state calls for.
 async fn page_for(State(s): State<AppState>, headers: HeaderMap, p: Page) -> Response {
+    // A link from another site: the browser holds back the SameSite=Strict cookie, and a
+    // new session's cookie would replace the user's. A plain link to follow instead
+    // (same-site, with the cookie); no session is made.
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site");
+    if cross_site && s.sessions.find(cookie_header(&headers)).is_none() {
+        return (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            CROSS_SITE_HTML,
+        )
+            .into_response();
+    }
     let (sid, entry, new) = match s.sessions.find_or_create(cookie_header(&headers)) {
         Ok(found) => found,
         Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),

@@ -155,24 +155,17 @@ async fn call(sessions: Arc<Sessions>, sid: Arc<str>, session: Handle, op: Op) -
             user,
             password,
             create: false,
-        } if session.snapshot.borrow().user.is_none() => {
-            let Some(kept) = sessions.take_detached(user.trim()) else {
-                return session
-                    .call(Op::Register {
-                        user,
-                        password,
-                        create: false,
-                    })
-                    .await;
-            };
+        } if session.snapshot.borrow().user.is_none() && sessions.is_running(user.trim(), &sid) => {
+            // The identity's client runs already (kept after a log-out, or in another
+            // session): the password unlocks it here.
             let name = user.trim().to_owned();
-            if let Err(e) =
-                super::session::check_password(sessions.data_dir(), &name, password).await
-            {
-                sessions.put_detached(&name, kept);
-                return Err(e);
-            }
-            if !sessions.adopt(&sid, kept) {
+            super::session::check_password(sessions.data_dir(), &name, password).await?;
+            let Some(running) = sessions.take_running(&name, &sid) else {
+                return Err(format!(
+                    "{name}'s client stopped a moment ago: log in again"
+                ));
+            };
+            if !sessions.adopt(&sid, running) {
                 return Err("this session has ended".to_owned());
             }
             Ok(json!({ "user": name, "resumed": true }))

@@ -161,6 +161,22 @@ async fn web_refuses_foreign_hosts_origins_no_session_and_too_many_sockets() {
     assert!(status("/servers", "evil.example").contains(" 421 "));
     assert!(status("/ws", "evil.example:80").contains(" 421 "));
 
+    // A link from another site makes no session (its cookie would replace the user's).
+    let mut s = TcpStream::connect(&addr).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    write!(
+        s,
+        "GET /chats HTTP/1.1\r\nHost: {addr}\r\nSec-Fetch-Site: cross-site\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    assert!(
+        resp.starts_with("HTTP/1.1 200") && resp.contains("another site"),
+        "{resp}"
+    );
+    assert!(!resp.to_ascii_lowercase().contains("set-cookie"), "{resp}");
+
     let page = open_page(&addr, None);
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(page.set_cookie.contains(attr), "{}", page.set_cookie);
