@@ -195,7 +195,8 @@ impl Sessions {
             return Ok((sid, e, false));
         }
         let mut inner = self.lock();
-        if inner.by_sid.len() >= self.max {
+        // Clients kept running after a log-out count too: each is a running client.
+        if inner.by_sid.len() + inner.detached.len() >= self.max {
             // Make room: the least recently used session nobody is logged in to.
             let idle = inner
                 .by_sid

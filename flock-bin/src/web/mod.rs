@@ -100,7 +100,8 @@ pub struct WebArgs {
     /// Most WebSockets (open pages) at a time, all sessions together.
     #[arg(long, default_value_t = 16)]
     pub max_connections: usize,
-    /// Most browser sessions at a time (each logged-in one runs its own client).
+    /// Most browser sessions at a time, counting clients kept running after a log-out
+    /// (each logged-in session runs its own client; with several, leave `--port` at 0).
     #[arg(long, default_value_t = 32)]
     pub max_sessions: usize,
     /// A host name the UI may be reached by, besides IP addresses and `localhost`
