@@ -492,11 +492,12 @@ async fn third_session_gets_nothing(c: &Browser, url: &str) -> R {
            ws.send(JSON.stringify({ref: 1, event: 'load_chats'})); \
            ws.send(JSON.stringify({ref: 2, event: 'load_chat_history', data: {peer: 'alice'}})); \
            ws.send(JSON.stringify({ref: 3, event: 'send_message', data: {to: 'alice', text: 'x'}})); \
+           ws.send(JSON.stringify({ref: 4, event: 'ring', data: {user: 'alice'}})); \
          }; \
          window.__events = []; \
          ws.onmessage = (e) => { const m = JSON.parse(e.data); if (m.type === 'reply') out.push(m); \
            else window.__events.push(m.event); \
-           if (out.length === 3) window.__probe = {cookie: document.cookie, replies: out}; }; \
+           if (out.length === 4) window.__probe = {cookie: document.cookie, replies: out}; }; \
          return null;",
     )
     .await?;
@@ -504,7 +505,7 @@ async fn third_session_gets_nothing(c: &Browser, url: &str) -> R {
         return Err(format!("the session cookie is readable by script: {probe}"));
     }
     let replies = probe["replies"].as_array().cloned().unwrap_or_default();
-    if replies.len() != 3
+    if replies.len() != 4
         || !replies
             .iter()
             .all(|r| r["ok"] == json!(false) && r["error"] == json!("not logged in"))

@@ -267,6 +267,11 @@ impl Session {
             Op::RemoveServer { server } => self.remove_server(&server),
             Op::HideChat { peer } => self.hide_chat(&peer).await,
             Op::Ring { user } => {
+                // The ring is shown to logged-in users only.
+                if let Err(e) = self.client() {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
                 if let Some(u) = &user {
                     if let Err(e) = valid_user(u) {
                         let _ = reply.send(Err(e));
