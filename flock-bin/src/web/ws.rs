@@ -75,6 +75,8 @@ struct SendData {
 }
 
 fn data<T: for<'de> Deserialize<'de>>(v: Value) -> Result<T, String> {
+    // No `data`: an empty object (every field optional, or "missing field ...").
+    let v = if v.is_null() { json!({}) } else { v };
     serde_json::from_value(v).map_err(|e| format!("bad request: {e}"))
 }
 
@@ -264,6 +266,22 @@ mod tests {
             Err((2, _))
         ));
         assert!(matches!(parse(r#"{"ref":3,"event":"nope"}"#), Err((3, _))));
+        // Optional data may be left out; required data may not.
+        assert!(matches!(
+            parse(r#"{"ref":4,"event":"ring"}"#),
+            Ok((4, Op::Ring { user: None }))
+        ));
+        assert!(matches!(
+            parse(r#"{"ref":5,"event":"logout"}"#),
+            Ok((5, Op::Logout { keep: false }))
+        ));
+        assert!(matches!(
+            parse(r#"{"ref":6,"event":"logout","data":{"keep":true}}"#),
+            Ok((6, Op::Logout { keep: true }))
+        ));
+        assert!(
+            matches!(parse(r#"{"ref":7,"event":"hide_chat"}"#), Err((7, e)) if e.contains("missing field `peer`"))
+        );
         assert!(matches!(parse("not json"), Err((0, _))));
     }
 }

@@ -495,3 +495,72 @@ fn web_listen_rules_and_tls() {
     let (status, _) = raw_request(&addr, "/servers", &addr, None);
     assert!(!status.contains(" 200 "), "{status}");
 }
+
+/// A server that does not take this host for an admin (`--admin-allow` elsewhere): the
+/// ring view says so and shows the members the server names, without ranges; and only
+/// to a logged-in session.
+#[tokio::test]
+async fn web_ring_view_without_admin_access() {
+    let env = Env::new();
+    let port = 32500u16;
+    let args: Vec<String> = [
+        "server",
+        "n0",
+        "--bind",
+        "127.0.0.1",
+        "--no-broadcast",
+        "--no-multicast",
+        "--admin-allow",
+        "10.9.9.0/24",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .chain([
+        "--port".to_owned(),
+        port.to_string(),
+        "--ping-port".to_owned(),
+        (port + 1).to_string(),
+        "--data-dir".to_owned(),
+        env.path("n0").display().to_string(),
+    ])
+    .collect();
+    let _server = Proc::flock("n0", &args, &env.path("n0.log"));
+    super::proc::wait_pong(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::LOCALHOST,
+        port,
+    ));
+    let server = format!("127.0.0.1:{port}");
+    let (_web, addr) = start_web(&env, &["--server", &server, "--bind", "127.0.0.1"]);
+    let page = open_page(&addr, None);
+    let mut s = ws(&addr, Some(&page.token), Some(&page.cookie), None)
+        .await
+        .expect("websocket");
+    send(&mut s, "{\"ref\":1,\"event\":\"ring\"}").await;
+    let r = reply(&mut s).await;
+    assert_eq!(r["error"], json!("not logged in"), "{r}");
+    send(
+        &mut s,
+        &json!({"ref": 2, "event": "register",
+                "data": {"username": "dora", "password": "Flock-Test-1", "mode": "create"}})
+        .to_string(),
+    )
+    .await;
+    let r = reply(&mut s).await;
+    assert_eq!(r["ok"], json!(true), "{r}");
+    send(
+        &mut s,
+        "{\"ref\":3,\"event\":\"ring\",\"data\":{\"user\":\"dora\"}}",
+    )
+    .await;
+    let r = reply(&mut s).await;
+    assert_eq!(r["ok"], json!(true), "{r}");
+    let view = &r["data"];
+    assert_eq!(view["admin"], json!(false), "{view}");
+    assert!(
+        view["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("does not answer STATUS")),
+        "{view}"
+    );
+    assert!(view["nodes"].is_array(), "{view}");
+}
