@@ -889,8 +889,45 @@ fn raw_request(addr: &str, path: &str, host: &str, origin: Option<&str>) -> (Str
     (line.trim_end().to_owned(), s)
 }
 
+/// Every visible text (outside the ring drawing) whose contrast with its background is
+/// below WCAG 2 AA (4.5:1; 3:1 for large text), as `tag.class "text" ratio`.
+const CONTRAST_JS: &str = r#"
+const rgb = (s) => (s.match(/[\d.]+/g) || []).map(Number);
+const lum = (c) => {
+  const [r, g, b] = c.slice(0, 3).map((v) => {
+    v /= 255;
+    return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+  });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+};
+const background = (el) => {
+  for (let e = el; e; e = e.parentElement) {
+    const c = rgb(getComputedStyle(e).backgroundColor);
+    if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) return c;
+  }
+  return [255, 255, 255];
+};
+const low = [];
+for (const el of document.querySelectorAll('body *')) {
+  if (el.closest('svg') || el.closest('[hidden]') || el.disabled) continue;
+  if (!el.getClientRects().length || el.classList.contains('skip')) continue;
+  if (![...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim())) continue;
+  const cs = getComputedStyle(el);
+  if (cs.visibility === 'hidden') continue;
+  const [a, b] = [lum(rgb(cs.color)), lum(background(el))];
+  const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  const size = parseFloat(cs.fontSize);
+  const large = size >= 24 || (Number(cs.fontWeight) >= 700 && size >= 18.66);
+  if (ratio < (large ? 3 : 4.5)) {
+    low.push(el.tagName + '.' + el.className + ' "' + el.textContent.trim().slice(0, 24) + '" ' + ratio.toFixed(2));
+  }
+}
+return low;
+"#;
+
 /// Saves the page at 1280x800 and 390x844 as `docs/screenshots/<name>-<width>.png`, and
-/// checks that nothing is wider than the 390 px viewport.
+/// checks that nothing is wider than the 390 px viewport and that all text is readable
+/// ([`CONTRAST_JS`]).
 async fn shoot(b: &Browser, name: &str) -> R {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -911,6 +948,15 @@ async fn shoot(b: &Browser, name: &str) -> R {
             if doc > Some(u64::from(w)) || body > Some(u64::from(w)) {
                 return Err(format!("{name} is wider than {w} px: {sizes}"));
             }
+        }
+        let low = b
+            .execute(CONTRAST_JS, vec![])
+            .await
+            .map_err(|e| e.to_string())?;
+        if low != json!([]) {
+            return Err(format!(
+                "{name} at {w} px: text below WCAG AA contrast: {low}"
+            ));
         }
         let png = b.screenshot().await.map_err(|e| e.to_string())?;
         std::fs::write(dir.join(format!("{name}-{w}.png")), png).map_err(|e| e.to_string())?;
