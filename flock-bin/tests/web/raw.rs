@@ -125,6 +125,13 @@ async fn send(ws: &mut Ws, text: &str) {
     ws.send(Message::Text(text.into())).await.expect("send");
 }
 
+/// Asks (request `reference`) to create account `user`; the reply comes later.
+async fn create_account(s: &mut Ws, reference: u64, user: &str) {
+    let req = json!({"ref": reference, "event": "register",
+                     "data": {"username": user, "password": "Flock-Test-1", "mode": "create"}});
+    send(s, &req.to_string()).await;
+}
+
 fn start_web(env: &Env, extra: &[&str]) -> (Proc, String) {
     spawn_web(env, extra, "http")
 }
@@ -316,13 +323,7 @@ async fn web_rejects_malformed_input_and_bounds_a_session() {
     // A login waits for the (dead) server; meanwhile the page may queue 8 requests in
     // all: the rest are refused at once.
     let started = Instant::now();
-    send(
-        &mut s,
-        &json!({"ref": 100, "event": "register",
-                "data": {"username": "carol", "password": "Flock-Test-1", "mode": "create"}})
-        .to_string(),
-    )
-    .await;
+    create_account(&mut s, 100, "carol").await;
     for r in 101..=112 {
         send(&mut s, &json!({"ref": r, "event": "state"}).to_string()).await;
     }
@@ -538,13 +539,7 @@ async fn web_ring_view_without_admin_access() {
     send(&mut s, "{\"ref\":1,\"event\":\"ring\"}").await;
     let r = reply(&mut s).await;
     assert_eq!(r["error"], json!("not logged in"), "{r}");
-    send(
-        &mut s,
-        &json!({"ref": 2, "event": "register",
-                "data": {"username": "dora", "password": "Flock-Test-1", "mode": "create"}})
-        .to_string(),
-    )
-    .await;
+    create_account(&mut s, 2, "dora").await;
     let r = reply(&mut s).await;
     assert_eq!(r["ok"], json!(true), "{r}");
     send(
