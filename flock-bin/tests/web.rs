@@ -7,11 +7,13 @@
 //! Every wait polls the page with a deadline; every child process is killed on drop
 //! (chromedriver with its whole process group, so no browser outlives a failed test).
 //! Screenshots of each page land in the system temp directory (`flock-web-*.png`).
-//! `web_refuses_foreign_hosts_origins_and_too_many_sockets` needs no browser.
+//! The tests in `web/raw.rs` need no browser: raw HTTP and WebSocket clients.
 
 use std::io::{BufRead, BufReader, Write};
 #[path = "common/proc.rs"]
 mod proc;
+#[path = "web/raw.rs"]
+mod raw;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -19,7 +21,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
-use proc::{FLOCK, Proc, WAIT};
+use proc::{Proc, WAIT};
 use serde_json::{Value, json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -93,9 +95,15 @@ impl Env {
 
     /// `flock web` for one user on a free HTTP port; returns it and its base URL.
     fn web(&self, name: &str, discovery: bool) -> (Proc, String) {
+        self.web_with(name, discovery, &[])
+    }
+
+    /// [`Env::web`] with more arguments.
+    fn web_with(&self, name: &str, discovery: bool, extra: &[&str]) -> (Proc, String) {
         let mut args: Vec<String> = ["web", "--listen", "127.0.0.1:0", "--bind", "127.0.0.1"]
             .iter()
             .chain(proc::FAST_CLIENT.iter())
+            .chain(extra.iter())
             .map(|s| (*s).to_owned())
             .collect();
         args.extend(["--data-dir".into(), self.path(name).display().to_string()]);
@@ -169,6 +177,24 @@ impl Env {
     }
 }
 
+/// A browser scenario's future, borrowing the environment.
+type Scenario<'a> = std::pin::Pin<Box<dyn Future<Output = R> + 'a>>;
+
+/// A browser scenario: one at a time, skipped without a browser, with chromedriver;
+/// on failure the logs are kept and named.
+async fn with_browser(scenario: for<'a> fn(&'a Env, &'a str) -> Scenario<'a>) {
+    let _serial = SERIAL.lock().await;
+    if !have_browser() {
+        return;
+    }
+    let env = Env::new();
+    let (driver, driver_url) = env.chromedriver();
+    if let Err(e) = scenario(&env, &driver_url).await {
+        drop(driver);
+        panic!("{e}\n(logs kept in {})", env.keep().display());
+    }
+}
+
 /// Waits until a server answers PING on `port`.
 fn wait_ping(port: u16) {
     proc::wait_pong(std::net::SocketAddrV4::new(
@@ -196,7 +222,12 @@ async fn browser(driver: &str, profile: &Path) -> Browser {
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
-        json!({ "binary": CHROMIUM, "args": args }),
+        // Notifications allowed for every site, as if the user had said yes.
+        json!({
+            "binary": CHROMIUM,
+            "args": args,
+            "prefs": { "profile.default_content_setting_values.notifications": 1 },
+        }),
     );
     ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
@@ -220,8 +251,15 @@ async fn wait_js(b: &Browser, what: &str, script: &str) -> R<Value> {
                 .await
                 .map(|u| u.to_string())
                 .unwrap_or_default();
+            let shown = b
+                .execute(
+                    "const e = document.getElementById('error'); return e ? e.textContent : '';",
+                    vec![],
+                )
+                .await
+                .unwrap_or_default();
             return Err(format!(
-                "timed out waiting for {what} (last result {last}, page {url})"
+                "timed out waiting for {what} (last result {last}, page {url}, error shown {shown})"
             ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -241,7 +279,7 @@ fn truthy(v: &Value) -> bool {
 
 async fn wait_path(b: &Browser, path: &str) -> R {
     let script = format!(
-        "return location.pathname === {} && document.body.dataset.ready === '1';",
+        "return decodeURIComponent(location.pathname) === {} && document.body.dataset.ready === '1';",
         json!(path)
     );
     wait_js(b, &format!("page {path}"), &script)
@@ -250,12 +288,22 @@ async fn wait_path(b: &Browser, path: &str) -> R {
 }
 
 async fn fill(b: &Browser, css: &str, text: &str) -> R {
-    let e = b
-        .find(Locator::Css(css))
-        .await
-        .map_err(|e| format!("{css}: {e}"))?;
-    e.clear().await.map_err(|e| format!("{css}: {e}"))?;
-    e.send_keys(text).await.map_err(|e| format!("{css}: {e}"))
+    let e = match b.find(Locator::Css(css)).await {
+        Ok(e) => e,
+        Err(e) => {
+            let url = b.current_url().await.map(|u| u.to_string());
+            return Err(format!("{css}: {e} (page {url:?})"));
+        }
+    };
+    let r = match e.clear().await {
+        Ok(()) => e.send_keys(text).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = r {
+        let url = b.current_url().await.map(|u| u.to_string());
+        return Err(format!("{css}: {e} (page {url:?})"));
+    }
+    Ok(())
 }
 
 /// Clicks the element `css` finds; found again if the page re-rendered it between the
@@ -400,13 +448,82 @@ async fn wait_delivered(b: &Browser, text: &str) -> R {
         .map(|_| ())
 }
 
+/// On the login page: a wrong password fails clearly, the right one logs in.
+async fn wrong_then_right_password(b: &Browser, user: &str) -> R {
+    fill(b, "#username", user).await?;
+    fill(b, "#password", "Wrong-Password-1").await?;
+    click(b, "#register-submit").await?;
+    wait_js(
+        b,
+        "wrong password",
+        "return document.getElementById('error').textContent.includes('wrong password') && \
+           location.pathname === '/register';",
+    )
+    .await?;
+    fill(b, "#password", PASSWORD).await?;
+    click(b, "#register-submit").await?;
+    wait_path(b, "/chats").await
+}
+
+/// A browser that never logged in: every page but the login sends it there, it sees no
+/// cookie (HttpOnly), and its session answers "not logged in".
+async fn third_session_gets_nothing(c: &Browser, url: &str) -> R {
+    c.goto(&format!("{url}/chats"))
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_path(c, "/register").await?;
+    for page in ["/chat/alice", "/ring"] {
+        c.goto(&format!("{url}{page}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        wait_path(c, "/register").await?;
+    }
+    let probe = wait_js(
+        c,
+        "the third session's own WebSocket",
+        "const done = arguments[0]; \
+         if (window.__probe) return window.__probe; \
+         if (window.__probing) return null; \
+         window.__probing = true; \
+         const t = document.querySelector('meta[name=\"flock-csrf\"]').content; \
+         const ws = new WebSocket('ws://' + location.host + '/ws?csrf=' + t); \
+         const out = []; \
+         ws.onopen = () => { \
+           ws.send(JSON.stringify({ref: 1, event: 'load_chats'})); \
+           ws.send(JSON.stringify({ref: 2, event: 'load_chat_history', data: {peer: 'alice'}})); \
+           ws.send(JSON.stringify({ref: 3, event: 'send_message', data: {to: 'alice', text: 'x'}})); \
+           ws.send(JSON.stringify({ref: 4, event: 'ring', data: {user: 'alice'}})); \
+         }; \
+         window.__events = []; \
+         ws.onmessage = (e) => { const m = JSON.parse(e.data); if (m.type === 'reply') out.push(m); \
+           else window.__events.push(m.event); \
+           if (out.length === 4) window.__probe = {cookie: document.cookie, replies: out}; }; \
+         return null;",
+    )
+    .await?;
+    if probe["cookie"] != json!("") {
+        return Err(format!("the session cookie is readable by script: {probe}"));
+    }
+    let replies = probe["replies"].as_array().cloned().unwrap_or_default();
+    if replies.len() != 4
+        || !replies
+            .iter()
+            .all(|r| r["ok"] == json!(false) && r["error"] == json!("not logged in"))
+    {
+        return Err(format!("the third session got {probe}"));
+    }
+    Ok(())
+}
+
 async fn two_users(env: &Env, driver: &str) -> R {
     let started = Instant::now();
     let _ring = env.ring(32100, 2);
-    let (_alice_web, alice_url) = env.web("alice", true);
-    let (_bob_web, bob_url) = env.web("bob", false);
+    // One `flock web` process, two people in two browsers, each with their own login.
+    let (_web, alice_url) = env.web("shared", true);
+    let bob_url = alice_url.clone();
     let a = browser(driver, &env.path("profile-a")).await;
     let b = browser(driver, &env.path("profile-b")).await;
+    let c = browser(driver, &env.path("profile-c")).await;
     let result = async {
         // Alice searches first (nothing answers on loopback), then types the server.
         a.goto(&format!("{alice_url}/"))
@@ -425,6 +542,9 @@ async fn two_users(env: &Env, driver: &str) -> R {
         screenshot(&a, "chats-empty").await;
         sign_up(&b, &bob_url, 32102, "bob", false).await?;
         eprintln!("signed up after {:?}", started.elapsed());
+        // A third browser, not logged in: sent to the login page, and its own session
+        // (the only one its cookie and token open) has nothing to show or do.
+        third_session_gets_nothing(&c, &alice_url).await?;
 
         // Both open the chat; alice writes, bob sees it live, and back.
         open_chat(&b, "alice").await?;
@@ -464,10 +584,7 @@ async fn two_users(env: &Env, driver: &str) -> R {
         forger
             .send_to(format!("MESSAGE carol {payload}").as_bytes(), bob_udp)
             .map_err(|e| e.to_string())?;
-        b.goto(&format!("{bob_url}/chat/carol"))
-            .await
-            .map_err(|e| e.to_string())?;
-        wait_path(&b, "/chat/carol").await?;
+        goto(&b, &bob_url, "/chat/carol").await?;
         const UNVERIFIED_JS: &str = "const m = [...document.querySelectorAll('#messages .msg.in')]; \
              return m.length === 1 && m[0].textContent.includes('unsigned hello') && \
                !!m[0].querySelector('.unverified');";
@@ -475,10 +592,7 @@ async fn two_users(env: &Env, driver: &str) -> R {
         b.refresh().await.map_err(|e| e.to_string())?;
         wait_path(&b, "/chat/carol").await?;
         wait_js(&b, "still marked after a reload", UNVERIFIED_JS).await?;
-        b.goto(&format!("{bob_url}/chat/alice"))
-            .await
-            .map_err(|e| e.to_string())?;
-        wait_path(&b, "/chat/alice").await?;
+        goto(&b, &bob_url, "/chat/alice").await?;
 
         // Alice on the chats page: bob's next messages show as unread, live.
         click(&a, "#back").await?;
@@ -522,10 +636,7 @@ async fn two_users(env: &Env, driver: &str) -> R {
         }
         wait_delivered(&a, "hello bob").await?;
         screenshot(&a, "chat").await;
-        a.goto(&format!("{alice_url}/chats"))
-            .await
-            .map_err(|e| e.to_string())?;
-        wait_path(&a, "/chats").await?;
+        goto(&a, &alice_url, "/chats").await?;
         wait_js(
             &a,
             "no unread after reading",
@@ -535,19 +646,9 @@ async fn two_users(env: &Env, driver: &str) -> R {
         .await?;
         // Logging out leads back to the register page; logging in again works.
         click(&a, "#logout").await?;
+        click(&a, "#logout-stop").await?;
         wait_path(&a, "/register").await?;
-        fill(&a, "#username", "alice").await?;
-        fill(&a, "#password", "Wrong-Password-1").await?;
-        click(&a, "#register-submit").await?;
-        wait_js(
-            &a,
-            "wrong password",
-            "return document.getElementById('error').textContent.includes('wrong password');",
-        )
-        .await?;
-        fill(&a, "#password", PASSWORD).await?;
-        click(&a, "#register-submit").await?;
-        wait_path(&a, "/chats").await?;
+        wrong_then_right_password(&a, "alice").await?;
         wait_js(
             &a,
             "bob listed after logging in again",
@@ -584,27 +685,61 @@ async fn two_users(env: &Env, driver: &str) -> R {
             ),
         )
         .await?;
+
+        // All the while, the third session's WebSocket got none of their events.
+        let seen = c
+            .execute("return window.__events;", vec![])
+            .await
+            .map_err(|e| e.to_string())?;
+        if seen != json!([]) {
+            return Err(format!("the third session saw events: {seen}"));
+        }
+
+        // A name that looks like alice's (Cyrillic а) is not registered: said in place,
+        // and the chats page marks the look-alike.
+        goto(&b, &bob_url, "/chats").await?;
+        open_chat(&b, "аlice").await?;
+        send(&b, "who are you?").await?;
+        wait_js(
+            &b,
+            "the not-registered notice",
+            "return !document.getElementById('peer-missing').hidden && \
+               document.querySelector('#messages .msg.out').dataset.status === 'failed' && \
+               !!document.querySelector('#messages .msg.out .retry');",
+        )
+        .await?;
+        goto(&b, &bob_url, "/chats").await?;
+        wait_js(
+            &b,
+            "the look-alike badge on аlice",
+            "const li = document.querySelector('li.chat[data-peer=\"аlice\"]'); \
+             const real = document.querySelector('li.chat[data-peer=\"alice\"]'); \
+             return li && real && !!li.querySelector('.badge.lookalike') && \
+               li.querySelector('.badge.lookalike').textContent.includes('alice');",
+        )
+        .await?;
+        screenshot(&b, "chats-lookalike").await;
+        // Removing the failed chat takes it off the list.
+        click(&b, "li.chat[data-peer=\"аlice\"] button.remove").await?;
+        wait_js(
+            &b,
+            "the chat removed",
+            "return !document.querySelector('li.chat[data-peer=\"аlice\"]');",
+        )
+        .await?;
         Ok(())
     }
     .await;
     let _ = a.close().await;
     let _ = b.close().await;
+    let _ = c.close().await;
     eprintln!("browser scenario took {:?}", started.elapsed());
     result
 }
 
 #[tokio::test]
 async fn web_ui_two_users_live_messages_unread_history() {
-    let _serial = SERIAL.lock().await;
-    if !have_browser() {
-        return;
-    }
-    let env = Env::new();
-    let (driver, driver_url) = env.chromedriver();
-    if let Err(e) = two_users(&env, &driver_url).await {
-        drop(driver);
-        panic!("{e}\n(logs kept in {})", env.keep().display());
-    }
+    with_browser(|env, driver| Box::pin(two_users(env, driver))).await;
 }
 
 async fn html_as_text(env: &Env, driver: &str) -> R {
@@ -616,10 +751,7 @@ async fn html_as_text(env: &Env, driver: &str) -> R {
     let result = async {
         // Someone else cannot take bob's name: the ring refuses, the page says so and
         // the useless new key is removed.
-        a.goto(&format!("{mallory_url}/servers"))
-            .await
-            .map_err(|e| e.to_string())?;
-        wait_path(&a, "/servers").await?;
+        goto(&a, &mallory_url, "/servers").await?;
         fill(&a, "#server-addr", "127.0.0.1:32200").await?;
         click(&a, "#server-connect").await?;
         wait_path(&a, "/register").await?;
@@ -660,10 +792,7 @@ async fn html_as_text(env: &Env, driver: &str) -> R {
         wait_path(&a, "/chat/bob").await?;
         wait_message(&a, "HTML as text after a reload", &format!("in:{hostile}")).await?;
         wait_js(&a, "nothing injected after a reload", check).await?;
-        a.goto(&format!("{url}/chats"))
-            .await
-            .map_err(|e| e.to_string())?;
-        wait_path(&a, "/chats").await?;
+        goto(&a, &url, "/chats").await?;
         wait_js(
             &a,
             "HTML as text on the chats page",
@@ -733,16 +862,7 @@ async fn html_as_text(env: &Env, driver: &str) -> R {
 
 #[tokio::test]
 async fn web_ui_html_as_text_and_key_change_banner() {
-    let _serial = SERIAL.lock().await;
-    if !have_browser() {
-        return;
-    }
-    let env = Env::new();
-    let (driver, driver_url) = env.chromedriver();
-    if let Err(e) = html_as_text(&env, &driver_url).await {
-        drop(driver);
-        panic!("{e}\n(logs kept in {})", env.keep().display());
-    }
+    with_browser(|env, driver| Box::pin(html_as_text(env, driver))).await;
 }
 
 /// Sends one raw HTTP/1.1 request and returns the status line; the stream stays open
@@ -769,56 +889,399 @@ fn raw_request(addr: &str, path: &str, host: &str, origin: Option<&str>) -> (Str
     (line.trim_end().to_owned(), s)
 }
 
-/// No browser needed: foreign `Host` names (DNS rebinding), WebSockets from another
-/// origin and WebSockets beyond `--max-connections` are refused.
-#[test]
-fn web_refuses_foreign_hosts_origins_and_too_many_sockets() {
-    let env = Env::new();
-    let mut cmd = Command::new(FLOCK);
-    cmd.args([
-        "web",
-        "--listen",
-        "127.0.0.1:0",
-        "--no-discovery",
-        "--max-connections",
-        "2",
-        "--data-dir",
-    ])
-    .arg(env.path("web"));
-    let web = Proc::spawn("web", &mut cmd, &env.path("web.log"), false);
-    let url = web
-        .line_with("flock web: open http://")
-        .expect("web address");
-    let addr = url
-        .rsplit("http://")
-        .next()
-        .expect("address")
-        .trim_end_matches('/')
-        .to_owned();
-    let status =
-        |path: &str, host: &str, origin: Option<&str>| raw_request(&addr, path, host, origin);
-    assert!(status("/servers", &addr, None).0.contains(" 200 "));
-    assert!(status("/servers", "localhost", None).0.contains(" 200 "));
-    assert!(status("/servers", "evil.example", None).0.contains(" 421 "));
-    assert!(status("/ws", "evil.example:80", None).0.contains(" 421 "));
-    let evil = status("/ws", &addr, Some("http://evil.example"));
-    assert!(evil.0.contains(" 403 "), "{}", evil.0);
-    let own = format!("http://{addr}");
-    let first = status("/ws", &addr, Some(&own));
-    assert!(first.0.contains(" 101 "), "{}", first.0);
-    let second = status("/ws", &addr, Some(&own));
-    assert!(second.0.contains(" 101 "), "{}", second.0);
-    let third = status("/ws", &addr, Some(&own));
-    assert!(third.0.contains(" 503 "), "{}", third.0);
-    drop(first);
-    // The closed socket's slot frees up.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let again = status("/ws", &addr, Some(&own));
-        if again.0.contains(" 101 ") {
+/// Every visible text (outside the ring drawing) whose contrast with its background is
+/// below WCAG 2 AA (4.5:1; 3:1 for large text), as `tag.class "text" ratio`.
+const CONTRAST_JS: &str = r#"
+const rgb = (s) => (s.match(/[\d.]+/g) || []).map(Number);
+const lum = (c) => {
+  const [r, g, b] = c.slice(0, 3).map((v) => {
+    v /= 255;
+    return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+  });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+};
+const background = (el) => {
+  for (let e = el; e; e = e.parentElement) {
+    const c = rgb(getComputedStyle(e).backgroundColor);
+    if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) return c;
+  }
+  return [255, 255, 255];
+};
+const low = [];
+for (const el of document.querySelectorAll('body *')) {
+  if (el.closest('svg') || el.closest('[hidden]') || el.disabled) continue;
+  if (!el.getClientRects().length || el.classList.contains('skip')) continue;
+  if (![...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim())) continue;
+  const cs = getComputedStyle(el);
+  if (cs.visibility === 'hidden') continue;
+  const [a, b] = [lum(rgb(cs.color)), lum(background(el))];
+  const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  const size = parseFloat(cs.fontSize);
+  const large = size >= 24 || (Number(cs.fontWeight) >= 700 && size >= 18.66);
+  if (ratio < (large ? 3 : 4.5)) {
+    low.push(el.tagName + '.' + el.className + ' "' + el.textContent.trim().slice(0, 24) + '" ' + ratio.toFixed(2));
+  }
+}
+return low;
+"#;
+
+/// Saves the page at 1280x800 and 390x844 as `docs/screenshots/<name>-<width>.png`, and
+/// checks that nothing is wider than the 390 px viewport and that all text is readable
+/// ([`CONTRAST_JS`]).
+async fn shoot(b: &Browser, name: &str) -> R {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    for (w, h) in [(390u32, 844u32), (1280, 800)] {
+        b.set_window_size(w, h).await.map_err(|e| e.to_string())?;
+        // The layout settles: the viewport has the new width.
+        let sizes = wait_js(
+            b,
+            &format!("a {w} px viewport"),
+            &format!(
+                "return window.innerWidth === {w} && \
+                 [document.documentElement.scrollWidth, document.body.scrollWidth, window.innerWidth];"
+            ),
+        )
+        .await?;
+        if w == 390 {
+            let (doc, body) = (sizes[0].as_u64(), sizes[1].as_u64());
+            if doc > Some(u64::from(w)) || body > Some(u64::from(w)) {
+                return Err(format!("{name} is wider than {w} px: {sizes}"));
+            }
+        }
+        let low = b
+            .execute(CONTRAST_JS, vec![])
+            .await
+            .map_err(|e| e.to_string())?;
+        if low != json!([]) {
+            return Err(format!(
+                "{name} at {w} px: text below WCAG AA contrast: {low}"
+            ));
+        }
+        let png = b.screenshot().await.map_err(|e| e.to_string())?;
+        std::fs::write(dir.join(format!("{name}-{w}.png")), png).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// From the chats page with the keyboard only: the first Tab reaches the skip link, and
+/// Tab presses then reach `peer`'s conversation, which Enter opens.
+async fn keyboard_to_chat(b: &Browser, peer: &str) -> R {
+    use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+    use fantoccini::key::Key;
+    let tab = char::from(Key::Tab);
+    // A fresh page: keyboard navigation starts at the top.
+    b.refresh().await.map_err(|e| e.to_string())?;
+    wait_path(b, "/chats").await?;
+    // A real key press (WebDriver actions), as a person's.
+    let press = |k: char| async move {
+        let keys = KeyActions::new("keyboard".into())
+            .then(KeyAction::Down { value: k })
+            .then(KeyAction::Up { value: k });
+        b.perform_actions(keys).await.map_err(|e| e.to_string())
+    };
+    press(tab).await?;
+    wait_js(
+        b,
+        "the skip link first",
+        "return document.activeElement.classList.contains('skip');",
+    )
+    .await?;
+    let target = format!("/chat/{peer}");
+    let mut found = false;
+    for _ in 0..30 {
+        press(tab).await?;
+        let at = b
+            .execute(
+                "return document.activeElement.getAttribute('href') || '';",
+                vec![],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if at == json!(target) {
+            found = true;
             break;
         }
-        assert!(Instant::now() < deadline, "slot never freed: {}", again.0);
-        std::thread::sleep(Duration::from_millis(50));
     }
+    if !found {
+        return Err(format!("Tab never reached the chat with {peer}"));
+    }
+    // Visible focus: an outline on the focused link.
+    wait_js(
+        b,
+        "a visible focus ring",
+        "return getComputedStyle(document.activeElement).outlineStyle !== 'none';",
+    )
+    .await?;
+    press(char::from(Key::Enter)).await?;
+    wait_path(b, &target).await
+}
+
+/// Runs `script` until truthy, for at most `limit`; returns how long it took.
+async fn within(b: &Browser, what: &str, script: &str, limit: Duration) -> R<Duration> {
+    let start = Instant::now();
+    loop {
+        if let Ok(v) = b.execute(script, vec![]).await {
+            if truthy(&v) {
+                return Ok(start.elapsed());
+            }
+        }
+        if start.elapsed() > limit {
+            return Err(format!("{what}: not within {limit:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn goto(b: &Browser, url: &str, path: &str) -> R {
+    b.goto(&format!("{url}{path}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_path(b, path).await
+}
+
+/// Logs in (or creates) `user` on the register page it is on.
+async fn log_in(b: &Browser, user: &str, create: bool) -> R {
+    click(b, if create { "#tab-create" } else { "#tab-login" }).await?;
+    fill(b, "#username", user).await?;
+    fill(b, "#password", PASSWORD).await?;
+    click(b, "#register-submit").await
+}
+
+const STATUS_OF_JS: &str = "const li = [...document.querySelectorAll('#messages .msg.out')] \
+     .find(li => li.querySelector('.text').textContent === arguments[0]); \
+     return li ? li.dataset.status : '';";
+
+async fn status_of(b: &Browser, text: &str) -> String {
+    b.execute(STATUS_OF_JS, vec![json!(text)])
+        .await
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+async fn truth_ring(env: &Env, driver: &str) -> R {
+    let mut ring = env.ring(32300, 3);
+    // The only server given does not answer (a bound socket nobody reads).
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let dead = dead.local_addr().map_err(|e| e.to_string())?.to_string();
+    let (_web, url) = env.web_with(
+        "shared",
+        false,
+        &["--server", &dead, "--register-wait-ms", "2500"],
+    );
+    let a = browser(driver, &env.path("profile-a")).await;
+    let b = browser(driver, &env.path("profile-b")).await;
+    let c = browser(driver, &env.path("profile-c")).await;
+    let result = async {
+        // Creating an account with the only server dead: the error names it, another
+        // server is offered, and nothing claims success.
+        a.goto(&format!("{url}/")).await.map_err(|e| e.to_string())?;
+        wait_path(&a, "/register").await?;
+        log_in(&a, "alice", true).await?;
+        wait_js(
+            &a,
+            "the dead server named, another offered",
+            &format!(
+                "const e = document.getElementById('error').textContent; \
+                 return e.includes({}) && e.includes('nothing was registered') && \
+                   !document.getElementById('other-servers').hidden && \
+                   location.pathname === '/register' && \
+                   document.getElementById('conn').dataset.state !== 'registered' && \
+                   document.getElementById('who').textContent === '';",
+                json!(format!("{dead} did not answer"))
+            ),
+        )
+        .await?;
+        shoot(&a, "register-no-server").await?;
+        fill(&a, "#other-addr", "127.0.0.1:32300").await?;
+        click(&a, "#other-connect").await?;
+        wait_js(
+            &a,
+            "the new server in use",
+            "return document.getElementById('reg-status').textContent.includes('Now using 127.0.0.1:32300');",
+        )
+        .await?;
+        click(&a, "#register-submit").await?;
+        wait_path(&a, "/chats").await?;
+
+        // Bob, on the same process, through the servers page.
+        goto(&b, &url, "/servers").await?;
+        fill(&b, "#server-addr", "127.0.0.1:32302").await?;
+        click(&b, "#server-connect").await?;
+        wait_path(&b, "/register").await?;
+        log_in(&b, "bob", true).await?;
+        wait_path(&b, "/chats").await?;
+        // Servers in use can be removed (the dead one from alice's list).
+        goto(&a, &url, "/servers").await?;
+        wait_js(
+            &a,
+            "both servers listed",
+            &format!(
+                "return !!document.querySelector('li.in-use-item[data-server=\"{dead}\"] button.remove');"
+            ),
+        )
+        .await?;
+        shoot(&a, "servers").await?;
+        click(&a, &format!("li.in-use-item[data-server=\"{dead}\"] button.remove")).await?;
+        wait_js(
+            &a,
+            "the dead server removed",
+            &format!(
+                "return !document.querySelector('li.in-use-item[data-server=\"{dead}\"]') && \
+                 !!document.querySelector('li.in-use-item[data-server=\"127.0.0.1:32300\"]');"
+            ),
+        )
+        .await?;
+
+        // Bob logs out (his client stops): alice's message waits, queued, and is
+        // delivered when he comes back.
+        click(&b, "#logout").await?;
+        click(&b, "#logout-stop").await?;
+        wait_path(&b, "/register").await?;
+        goto(&a, &url, "/chat/bob").await?;
+        send(&a, "are you there?").await?;
+        within(
+            &a,
+            "shown queued",
+            "const li = document.querySelector('#messages .msg.out'); \
+             return li && li.dataset.status === 'queued' && \
+               li.querySelector('.status').textContent === 'queued';",
+            WAIT,
+        )
+        .await?;
+        // Still queued a while later (nothing claims it was delivered).
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let st = status_of(&a, "are you there?").await;
+        if st != "queued" {
+            return Err(format!("while bob is away the message is {st:?}"));
+        }
+        shoot(&a, "chat-queued").await?;
+        log_in(&b, "bob", false).await?;
+        wait_path(&b, "/chats").await?;
+        let took = within(
+            &a,
+            "delivered when bob is back",
+            "const li = document.querySelector('#messages .msg.out'); \
+             return li && li.dataset.status === 'delivered';",
+            WAIT,
+        )
+        .await?;
+        eprintln!("FIGURE queued message delivered {took:?} after bob logged in again");
+
+        // A background tab: a notification and the count in the title.
+        goto(&a, &url, "/chats").await?;
+        click(&a, "#notify").await?;
+        wait_js(
+            &a,
+            "notifications on",
+            "return document.getElementById('notify').getAttribute('aria-pressed') === 'true';",
+        )
+        .await?;
+        click(&a, "#sound").await?;
+        wait_js(
+            &a,
+            "the sound on, a chime played",
+            "return document.getElementById('sound').getAttribute('aria-pressed') === 'true' && \
+               Number(document.body.dataset.beeps) >= 1;",
+        )
+        .await?;
+        let first = a.window().await.map_err(|e| e.to_string())?;
+        let other = a.new_window(true).await.map_err(|e| e.to_string())?;
+        a.switch_to_window(other.handle).await.map_err(|e| e.to_string())?;
+        a.goto("about:blank").await.map_err(|e| e.to_string())?;
+        goto(&b, &url, "/chat/alice").await?;
+        send(&b, "ping from bob").await?;
+        wait_delivered(&b, "ping from bob").await?;
+        a.close_window().await.map_err(|e| e.to_string())?;
+        a.switch_to_window(first).await.map_err(|e| e.to_string())?;
+        wait_js(
+            &a,
+            "a notification while hidden, and the count in the title",
+            "return document.body.dataset.notified === '1' && document.title === '(1) Chats · Flock' && \
+               Number(document.body.dataset.beeps) >= 2;",
+        )
+        .await?;
+        shoot(&a, "chats").await?;
+        keyboard_to_chat(&a, "bob").await?;
+        wait_js(&a, "the title count cleared once read", "return document.title === 'bob · Flock';")
+            .await?;
+        shoot(&a, "chat").await?;
+
+        // Bob logs out but keeps his client running: alice's message is delivered while
+        // he is logged out, and logging in again (the password checked) takes it back.
+        click(&b, "#logout").await?;
+        click(&b, "#logout-keep").await?;
+        wait_path(&b, "/register").await?;
+        send(&a, "while you were away").await?;
+        wait_delivered(&a, "while you were away").await?;
+        click(&b, "#tab-login").await?;
+        wrong_then_right_password(&b, "bob").await?;
+        wait_js(
+            &b,
+            "the message that came while logged out",
+            "const li = document.querySelector('li.chat[data-peer=\"alice\"]'); \
+             return li && li.querySelector('.last').textContent === 'while you were away' && \
+               li.dataset.unread === '1';",
+        )
+        .await?;
+
+        // The ring page: 3 nodes, where alice's record lives, live when a node dies.
+        goto(&a, &url, "/ring").await?;
+        wait_js(&a, "3 nodes", "return document.body.dataset.ringAlive === '3';").await?;
+        fill(&a, "#ring-user", "alice").await?;
+        click(&a, "#ring-find-submit").await?;
+        let place = wait_js(
+            &a,
+            "alice's record located",
+            "const p = document.getElementById('ring-user-place'); \
+             return !p.hidden && p.textContent.includes('held by') && \
+               document.querySelectorAll('#ring-svg .ring-node.holder').length >= 1 && \
+               p.textContent;",
+        )
+        .await?;
+        eprintln!("ring page: {place}");
+        shoot(&a, "ring").await?;
+        let victim = ring.remove(2);
+        let killed = Instant::now();
+        drop(victim);
+        let took = within(
+            &a,
+            "the ring page shows the dead node",
+            "return document.body.dataset.ringAlive === '2';",
+            Duration::from_secs(5),
+        )
+        .await?;
+        eprintln!(
+            "FIGURE ring page showed the killed node {:?} after the kill ({took:?} polling)",
+            killed.elapsed()
+        );
+        shoot(&a, "ring-node-down").await?;
+
+        // Alice logs in from another browser: with her password the running client moves
+        // there, and the first browser's pages are logged out.
+        goto(&c, &url, "/register").await?;
+        click(&c, "#tab-login").await?;
+        wrong_then_right_password(&c, "alice").await?;
+        wait_js(
+            &c,
+            "alice's chats in the new browser",
+            "return document.getElementById('who').textContent === 'alice' && \
+               !!document.querySelector('li.chat[data-peer=\"bob\"]');",
+        )
+        .await?;
+        wait_path(&a, "/register").await?;
+        Ok(())
+    }
+    .await;
+    let _ = a.close().await;
+    let _ = b.close().await;
+    let _ = c.close().await;
+    drop(ring);
+    result
+}
+
+#[tokio::test]
+async fn web_ui_truth_queued_notifications_ring_layouts() {
+    with_browser(|env, driver| Box::pin(truth_ring(env, driver))).await;
 }

@@ -1,10 +1,11 @@
-//! The session: one task that owns the Flock [`Client`] of this `flock web` process and
-//! answers the browser's requests one at a time, while it forwards the client's events
-//! to every open WebSocket.
+//! A browser session: one task that owns the session's Flock [`Client`] (once logged in)
+//! and answers that session's requests one at a time, while it forwards the client's
+//! events to the session's open WebSockets (and no other's).
 
+use std::collections::HashMap;
 use std::net::SocketAddrV4;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use flock_proto::client::MAX_TEXT_BYTES;
@@ -14,7 +15,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::client::{Client, ClientError, ClientEvent, discover, now_ms};
+use crate::client::{Client, ClientError, ClientEvent, Warning, discover, now_ms};
 use crate::lookalike;
 
 use super::WebArgs;
@@ -31,6 +32,45 @@ const MAX_SERVER_TEXT: usize = 255;
 const MAX_SERVERS: usize = 8;
 /// How long discovery listens for answers.
 const DISCOVERY_WAIT: Duration = Duration::from_millis(1_500);
+/// How long a typed server has to answer `PING`.
+const PING_WAIT: Duration = Duration::from_millis(700);
+/// Ring members remembered by the process (to offer when a server does not answer).
+const MAX_KNOWN: usize = 32;
+/// Requests queued for one session (beyond them a page waits).
+const MAX_QUEUED: usize = 32;
+/// Events queued for one session's pages (a page that falls behind resynchronises).
+const MAX_EVENTS: usize = 1_024;
+/// Conversations a session hides (removed from the list until a new message).
+const MAX_HIDDEN: usize = 256;
+
+/// What every session of the process shares: the options, the servers given on the
+/// command line, and the ring members learned from servers that answered.
+#[derive(Debug, Clone)]
+pub(crate) struct Shared {
+    pub(crate) args: Arc<WebArgs>,
+    pub(crate) servers: Vec<SocketAddrV4>,
+    pub(crate) known: Arc<Mutex<Vec<SocketAddrV4>>>,
+}
+
+impl Shared {
+    fn known(&self) -> Vec<SocketAddrV4> {
+        self.known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn learn(&self, found: &[SocketAddrV4]) {
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        for a in found {
+            if !known.contains(a) {
+                known.push(*a);
+            }
+        }
+        let excess = known.len().saturating_sub(MAX_KNOWN);
+        known.drain(..excess);
+    }
+}
 
 /// What a page needs to know before it renders (also used for redirects).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -57,12 +97,18 @@ pub(crate) enum Op {
     Connect {
         server: String,
     },
+    RemoveServer {
+        server: String,
+    },
     Register {
         user: String,
         password: String,
         create: bool,
     },
-    Logout,
+    Logout {
+        /// Keep the client running for delivery (handled by the sessions, not here).
+        keep: bool,
+    },
     Chats,
     History {
         peer: String,
@@ -83,6 +129,12 @@ pub(crate) enum Op {
     Verify {
         user: String,
         verified: bool,
+    },
+    HideChat {
+        peer: String,
+    },
+    Ring {
+        user: Option<String>,
     },
 }
 
@@ -118,32 +170,36 @@ impl Handle {
 }
 
 struct Session {
-    args: WebArgs,
+    shared: Shared,
     client: Option<Client>,
     servers: Vec<SocketAddrV4>,
     events: broadcast::Sender<Arc<str>>,
     snapshot: watch::Sender<Snapshot>,
+    /// Conversations removed from the list, with the newest message row then.
+    hidden: HashMap<String, i64>,
 }
 
-/// Starts the session task.
-pub(crate) fn start(args: WebArgs, servers: Vec<SocketAddrV4>) -> Handle {
-    let (req_tx, req_rx) = mpsc::channel(64);
-    let (ev_tx, _) = broadcast::channel(1_024);
+/// Starts a session's task; it ends when every [`Handle`] is gone.
+pub(crate) fn start(shared: Shared) -> Handle {
+    let (req_tx, req_rx) = mpsc::channel(MAX_QUEUED);
+    let (ev_tx, _) = broadcast::channel(MAX_EVENTS);
+    let servers = shared.servers.clone();
     let snap = Snapshot {
         user: None,
         servers: servers.iter().map(ToString::to_string).collect(),
         connection: "offline",
         server: None,
         max_text: MAX_TEXT_BYTES,
-        discovery: !args.client.no_discovery,
+        discovery: !shared.args.client.no_discovery,
     };
     let (snap_tx, snap_rx) = watch::channel(snap);
     let session = Session {
-        args,
+        shared,
         client: None,
         servers,
         events: ev_tx.clone(),
         snapshot: snap_tx,
+        hidden: HashMap::new(),
     };
     tokio::spawn(session.run(req_rx));
     Handle {
@@ -193,7 +249,7 @@ impl Session {
         let answer = match op {
             Op::State => Ok(json!(*self.snapshot.borrow())),
             Op::Discover => {
-                if self.args.client.no_discovery {
+                if self.shared.args.client.no_discovery {
                     Err("discovery is off (--no-discovery): type a server address".to_owned())
                 } else {
                     // Discovery takes a while and needs nothing of ours: answer from a task.
@@ -208,12 +264,48 @@ impl Session {
                 }
             }
             Op::Connect { server } => self.connect(&server).await,
+            Op::RemoveServer { server } => self.remove_server(&server),
+            Op::HideChat { peer } => self.hide_chat(&peer).await,
+            Op::Ring { user } => {
+                // The ring is shown to logged-in users only.
+                if let Err(e) = self.client() {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                if let Some(u) = &user {
+                    if let Err(e) = valid_user(u) {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                }
+                let server = self
+                    .snapshot
+                    .borrow()
+                    .server
+                    .as_deref()
+                    .and_then(|s| s.parse().ok())
+                    .or_else(|| self.servers.first().copied());
+                let Some(server) = server else {
+                    let _ = reply.send(Err("choose a server first".to_owned()));
+                    return;
+                };
+                // Walking the ring takes a while and needs nothing of ours.
+                tokio::spawn(async move {
+                    let view = tokio::task::spawn_blocking(move || {
+                        super::ring::view(server, user.as_deref())
+                    })
+                    .await
+                    .map_err(|e| e.to_string());
+                    let _ = reply.send(view);
+                });
+                return;
+            }
             Op::Register {
                 user,
                 password,
                 create,
             } => self.register(user, password, create).await,
-            Op::Logout => {
+            Op::Logout { .. } => {
                 if let Some(c) = self.client.take() {
                     c.shutdown().await;
                 }
@@ -285,6 +377,17 @@ impl Session {
             return Err("type a server as HOST:PORT".to_owned());
         }
         let addr = resolve_server(server).await?;
+        // A server that does not answer is not put in use: say so now, not at login.
+        let alive = tokio::task::spawn_blocking(move || {
+            crate::tools::request(addr, b"PING", PING_WAIT, 2).is_ok_and(|r| r.starts_with(b"PONG"))
+        })
+        .await
+        .unwrap_or(false);
+        if !alive {
+            return Err(format!(
+                "{addr} did not answer: no Flock server there (or it is down). Nothing was changed."
+            ));
+        }
         self.servers.retain(|s| *s != addr);
         self.servers.insert(0, addr);
         self.servers.truncate(MAX_SERVERS);
@@ -294,6 +397,55 @@ impl Session {
         let list: Vec<String> = self.servers.iter().map(ToString::to_string).collect();
         self.snapshot.send_modify(|s| s.servers.clone_from(&list));
         Ok(json!({ "server": addr.to_string(), "servers": list }))
+    }
+
+    /// Takes `server` out of the servers in use.
+    fn remove_server(&mut self, server: &str) -> Reply {
+        let before = self.servers.len();
+        self.servers.retain(|s| s.to_string() != server.trim());
+        if self.servers.len() == before {
+            return Err(format!("{server:?} is not in use"));
+        }
+        let list: Vec<String> = self.servers.iter().map(ToString::to_string).collect();
+        self.snapshot.send_modify(|s| s.servers.clone_from(&list));
+        Ok(json!({ "servers": list }))
+    }
+
+    /// Removes `peer`'s conversation from the list (until a new message).
+    async fn hide_chat(&mut self, peer: &str) -> Reply {
+        valid_user(peer)?;
+        let c = self.client()?;
+        let newest = c
+            .history(peer, 1)
+            .await
+            .map_err(|e| e.to_string())?
+            .last()
+            .map_or(0, |m| m.id.0);
+        if self.hidden.len() >= MAX_HIDDEN && !self.hidden.contains_key(peer) {
+            return Err("too many hidden conversations".to_owned());
+        }
+        self.hidden.insert(peer.to_owned(), newest);
+        self.emit("unread_changed", json!({ "peer": peer }));
+        Ok(json!({ "peer": peer }))
+    }
+
+    /// Servers to offer instead of `tried`: the ring members learned, then the
+    /// configured ones.
+    fn alternatives(&self, tried: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for a in self
+            .shared
+            .known()
+            .into_iter()
+            .chain(self.shared.servers.iter().copied())
+            .chain(self.servers.iter().copied())
+        {
+            let a = a.to_string();
+            if !tried.contains(&a) && !out.contains(&a) {
+                out.push(a);
+            }
+        }
+        out
     }
 
     async fn register(&mut self, user: String, password: String, create: bool) -> Reply {
@@ -311,10 +463,11 @@ impl Session {
                     .to_owned(),
             );
         }
-        if self.servers.is_empty() && self.args.client.no_discovery {
+        if self.servers.is_empty() && self.shared.args.client.no_discovery {
             return Err("choose a server first".to_owned());
         }
-        let data = &self.args.client.data_dir;
+        let args = Arc::clone(&self.shared.args);
+        let data = &args.client.data_dir;
         let exists = KeyDir::new(data.join("keys"), &user)
             .map_err(|e| e.to_string())?
             .exists();
@@ -331,7 +484,7 @@ impl Session {
         }
         // Never delete a history that was here before (see `remove_identity`).
         let db_existed = data.join("chats").join(format!("{user}.db")).exists();
-        let mut opts = self.args.client.options(&user, &password);
+        let mut opts = args.client.options(&user, &password);
         opts.servers.clone_from(&self.servers);
         opts.create = create;
         let mut client = match Client::login(opts).await {
@@ -341,16 +494,25 @@ impl Session {
         };
         // Wait for the ring's answer, so that a name taken by someone else is reported
         // here rather than discovered later.
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(self.args.register_wait_ms);
-        let mut registered = false;
+        let wait = Duration::from_millis(args.register_wait_ms);
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut registered = None;
         let mut refused = None;
+        let mut tried: Vec<String> = Vec::new();
         while let Ok(Some(event)) = tokio::time::timeout_at(deadline, client.next_event()).await {
             match &event {
-                ClientEvent::Protocol(Event::Connection(ConnectionState::Registered {
-                    ..
+                ClientEvent::Protocol(Event::Connection(ConnectionState::Connecting {
+                    server,
                 })) => {
-                    registered = true;
+                    let s = server.to_string();
+                    if !tried.contains(&s) {
+                        tried.push(s);
+                    }
+                }
+                ClientEvent::Protocol(Event::Connection(ConnectionState::Registered {
+                    server,
+                })) => {
+                    registered = Some(*server);
                 }
                 ClientEvent::Protocol(Event::RegistrationRefused { reason }) => {
                     refused = Some(reason.clone());
@@ -358,25 +520,60 @@ impl Session {
                 _ => {}
             }
             self.forward(event);
-            if registered || refused.is_some() {
+            if registered.is_some() || refused.is_some() {
                 break;
             }
         }
         if let Some(reason) = refused {
-            client.shutdown().await;
-            self.snapshot.send_modify(|s| {
-                s.connection = "offline";
-                s.server = None;
-            });
-            if create {
-                // The identity made a moment ago is useless: the name is someone else's.
-                remove_identity(data, &user, !db_existed);
-            }
+            // The identity made a moment ago is useless: the name is someone else's.
+            self.abandon(client, create.then_some((data, &user, !db_existed)))
+                .await;
             return Err(format!("the server refused the name {user:?}: {reason}"));
         }
+        let Some(server) = registered else {
+            // Nothing accepted the registration: no claim of success, and nothing kept.
+            self.abandon(client, create.then_some((data, &user, !db_existed)))
+                .await;
+            if tried.is_empty() {
+                tried = self.servers.iter().map(ToString::to_string).collect();
+            }
+            let alternatives = self.alternatives(&tried);
+            self.emit(
+                "server_unreachable",
+                json!({ "tried": tried, "alternatives": alternatives }),
+            );
+            let who = if tried.is_empty() {
+                "no server was found".to_owned()
+            } else {
+                format!("{} did not answer", tried.join(", "))
+            };
+            return Err(format!(
+                "not logged in: {who} within {:.1} s, so nothing was registered{}. Choose \
+                 another server.",
+                wait.as_secs_f64(),
+                if create {
+                    " (and no account was created)"
+                } else {
+                    ""
+                }
+            ));
+        };
         self.client = Some(client);
         self.snapshot.send_modify(|s| s.user = Some(user.clone()));
-        Ok(json!({ "user": user, "registered": registered }))
+        Ok(json!({ "user": user, "server": server.to_string() }))
+    }
+
+    /// Stops a client whose login failed; removes the identity it just created (and its
+    /// new database when the flag is set).
+    async fn abandon(&self, client: Client, created: Option<(&Path, &str, bool)>) {
+        client.shutdown().await;
+        self.snapshot.send_modify(|s| {
+            s.connection = "offline";
+            s.server = None;
+        });
+        if let Some((data, user, db)) = created {
+            remove_identity(data, user, db);
+        }
     }
 
     /// The chats page, each conversation with its look-alike mark (if any).
@@ -388,6 +585,10 @@ impl Session {
         Ok(json!(
             chats
                 .iter()
+                .filter(|chat| self
+                    .hidden
+                    .get(&chat.peer)
+                    .is_none_or(|h| chat.last.id.0 > *h))
                 .map(|chat| {
                     let mut v = chat_json(chat);
                     v["lookalike"] = json!(lookalike::describe(
@@ -517,6 +718,19 @@ impl Session {
                         s.connection = name;
                         s.server = Some(server.to_string());
                     });
+                    if name == "registered" {
+                        // The ring members this server names: offered when it goes away.
+                        let shared = self.shared.clone();
+                        tokio::spawn(async move {
+                            if let Ok(found) = tokio::task::spawn_blocking(move || {
+                                super::ring::learn_members(server)
+                            })
+                            .await
+                            {
+                                shared.learn(&found);
+                            }
+                        });
+                    }
                     self.emit(
                         "connection",
                         json!({ "state": name, "server": server.to_string() }),
@@ -549,11 +763,32 @@ impl Session {
                     "key_accepted",
                     json!({ "user": user, "fingerprint": fingerprint }),
                 ),
-                Event::Warning(w) => self.emit("warning", json!({ "text": w.to_string() })),
+                Event::Warning(Warning::UserNotFound { user }) => {
+                    self.emit("user_not_found", json!({ "user": user }));
+                }
+                Event::Warning(w) => self.emit(
+                    "warning",
+                    json!({ "text": w.to_string(), "user": warning_user(&w) }),
+                ),
                 // Dialect changes and whatever a newer machine reports: not shown.
                 _ => {}
             },
         }
+    }
+}
+
+/// The contact a warning is about (shown in that chat, in place), if any.
+fn warning_user(w: &Warning) -> Option<&str> {
+    match w {
+        Warning::Undecryptable { claimed, .. }
+        | Warning::ForgedSender { claimed, .. }
+        | Warning::Unauthenticated { claimed, .. }
+        | Warning::UnknownSender { claimed } => Some(claimed),
+        Warning::NotText { from } => Some(from),
+        Warning::UserNotFound { user }
+        | Warning::KeyNotConfirmed { user }
+        | Warning::BadKey { user } => Some(user),
+        _ => None,
     }
 }
 
@@ -570,6 +805,30 @@ async fn resolve_server(server: &str) -> Result<SocketAddrV4, String> {
         }
     }
     Err(format!("{server}: no IPv4 address"))
+}
+
+/// Checks `password` against `user`'s key file (to take back a client kept running).
+pub(crate) async fn check_password(
+    data_dir: std::path::PathBuf,
+    user: &str,
+    password: String,
+) -> Result<(), String> {
+    valid_user(user)?;
+    let user = user.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let dir = KeyDir::new(data_dir.join("keys"), &user).map_err(|e| e.to_string())?;
+        let pem = dir
+            .load_private_pem()
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no account {user:?} here: create it first"))?;
+        match flock_crypto::PrivateKey::from_encrypted_pem(&pem, &password) {
+            Ok(_) => Ok(()),
+            Err(flock_crypto::Error::WrongPassword) => Err("wrong password".to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 fn valid_user(user: &str) -> Result<(), String> {

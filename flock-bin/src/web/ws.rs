@@ -9,6 +9,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinSet;
 
+use super::auth::{Entry, Sessions};
 use super::session::{Handle, Op, Reply};
 
 /// Largest WebSocket message accepted from a page: a text of the largest size
@@ -56,12 +57,26 @@ struct VerifyData {
 }
 
 #[derive(Deserialize)]
+struct RingData {
+    #[serde(default)]
+    user: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LogoutData {
+    #[serde(default)]
+    keep: bool,
+}
+
+#[derive(Deserialize)]
 struct SendData {
     to: String,
     text: String,
 }
 
 fn data<T: for<'de> Deserialize<'de>>(v: Value) -> Result<T, String> {
+    // No `data`: an empty object (every field optional, or "missing field ...").
+    let v = if v.is_null() { json!({}) } else { v };
     serde_json::from_value(v).map_err(|e| format!("bad request: {e}"))
 }
 
@@ -85,7 +100,14 @@ fn parse(text: &str) -> Result<(u64, Op), (u64, String)> {
                 create,
             })
         }),
-        "logout" => Ok(Op::Logout),
+        "logout" => data::<LogoutData>(env.data).map(|d| Op::Logout { keep: d.keep }),
+        "remove_server" => {
+            data::<ServerData>(env.data).map(|d| Op::RemoveServer { server: d.server })
+        }
+        "hide_chat" => data::<PeerData>(env.data).map(|d| Op::HideChat { peer: d.peer }),
+        "ring" => data::<RingData>(env.data).map(|d| Op::Ring {
+            user: d.user.filter(|u| !u.trim().is_empty()),
+        }),
         "load_chats" => Ok(Op::Chats),
         "load_chat_history" => data::<PeerData>(env.data).map(|d| Op::History { peer: d.peer }),
         "send_message" => data::<SendData>(env.data).map(|d| Op::Send {
@@ -115,24 +137,87 @@ fn reply_json(reference: u64, reply: Reply) -> String {
     .to_string()
 }
 
-/// Serves one page until it goes away. `_permit` counts the socket against the limit.
-pub(crate) async fn serve(mut socket: WebSocket, session: Handle, _permit: OwnedSemaphorePermit) {
+/// Runs `op` for browser session `sid`: log-out and logging in again to a client kept
+/// running concern the sessions; everything else goes to the session's task.
+async fn call(sessions: Arc<Sessions>, sid: Arc<str>, session: Handle, op: Op) -> Reply {
+    match op {
+        Op::Logout { keep } => {
+            let user = session.snapshot.borrow().user.clone();
+            let keep = if keep { user.as_deref() } else { None };
+            let Some(handle) = sessions.end(&sid, keep) else {
+                return Err("this session has ended".to_owned());
+            };
+            if keep.is_none() {
+                // Stop the client now (its identity is free again at once).
+                handle.call(Op::Logout { keep: false }).await?;
+            }
+            Ok(json!({ "kept": keep.is_some() }))
+        }
+        Op::Register {
+            user,
+            password,
+            create: false,
+        } if session.snapshot.borrow().user.is_none() && sessions.is_running(user.trim(), &sid) => {
+            // The identity's client runs already (kept after a log-out, or in another
+            // session): the password unlocks it here.
+            let name = user.trim().to_owned();
+            super::session::check_password(sessions.data_dir(), &name, password).await?;
+            let Some(running) = sessions.take_running(&name, &sid) else {
+                return Err(format!(
+                    "{name}'s client stopped a moment ago: log in again"
+                ));
+            };
+            if !sessions.adopt(&sid, running) {
+                return Err("this session has ended".to_owned());
+            }
+            Ok(json!({ "user": name, "resumed": true }))
+        }
+        op => session.call(op).await,
+    }
+}
+
+/// Serves one page of session `sid` until it goes away or the session ends. `_permits`
+/// count the socket against the limits (all sessions', and this session's).
+pub(crate) async fn serve(
+    mut socket: WebSocket,
+    sessions: Arc<Sessions>,
+    sid: String,
+    entry: Entry,
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+) {
+    let session = entry.handle;
+    let mut revoked = entry.revoked.subscribe();
+    if *revoked.borrow() {
+        return;
+    }
+    let sid: Arc<str> = sid.into();
     let mut events = session.events.subscribe();
     let mut inflight: JoinSet<(u64, Reply)> = JoinSet::new();
     loop {
         let out: Option<Arc<str>> = tokio::select! {
+            _ = revoked.changed() => {
+                // Logged out (here or in another tab) or taken over: the page reloads.
+                let bye = json!({ "type": "event", "event": "session_ended", "data": {} });
+                let _ = socket.send(Message::Text(bye.to_string().into())).await;
+                break;
+            }
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Text(text))) => match parse(text.as_str()) {
                     Ok((r, op)) if inflight.len() < MAX_INFLIGHT => {
                         let s = session.clone();
-                        inflight.spawn(async move { (r, s.call(op).await) });
+                        let all = Arc::clone(&sessions);
+                        let sid = Arc::clone(&sid);
+                        inflight.spawn(async move { (r, call(all, sid, s, op).await) });
                         None
                     }
                     Ok((r, _)) => Some(reply_json(r, Err("too many requests at once".into())).into()),
                     Err((r, e)) => Some(reply_json(r, Err(e)).into()),
                 },
                 Some(Ok(Message::Close(_)) | Err(_)) | None => break,
-                // Pings are answered by axum; binary frames mean nothing here.
+                Some(Ok(Message::Binary(_))) => {
+                    Some(reply_json(0, Err("bad request: binary frames are not understood; send JSON text".into())).into())
+                }
+                // Pings are answered by axum.
                 Some(Ok(_)) => None,
             },
             Some(done) = inflight.join_next(), if !inflight.is_empty() => match done {
@@ -181,6 +266,22 @@ mod tests {
             Err((2, _))
         ));
         assert!(matches!(parse(r#"{"ref":3,"event":"nope"}"#), Err((3, _))));
+        // Optional data may be left out; required data may not.
+        assert!(matches!(
+            parse(r#"{"ref":4,"event":"ring"}"#),
+            Ok((4, Op::Ring { user: None }))
+        ));
+        assert!(matches!(
+            parse(r#"{"ref":5,"event":"logout"}"#),
+            Ok((5, Op::Logout { keep: false }))
+        ));
+        assert!(matches!(
+            parse(r#"{"ref":6,"event":"logout","data":{"keep":true}}"#),
+            Ok((6, Op::Logout { keep: true }))
+        ));
+        assert!(
+            matches!(parse(r#"{"ref":7,"event":"hide_chat"}"#), Err((7, e)) if e.contains("missing field `peer`"))
+        );
         assert!(matches!(parse("not json"), Err((0, _))));
     }
 }
