@@ -510,19 +510,10 @@ async fn show(client: &Client, current: Option<&str>, event: ClientEvent) {
             Event::RegistrationRefused { reason } => {
                 say(&format!("!! registration refused: {reason}"));
             }
-            Event::Displaced { at } => {
-                let me = client.user();
-                say(&format!(
-                    "!! {me} is also running at {at}; this client stops re-registering \
-                     (messages to {me} go there; restart this client to take them back)"
-                ));
-            }
-            Event::AlsoRunning { at } => {
-                let me = client.user();
-                say(&format!(
-                    "!! {me} is also running at {at}; that client stopped re-registering \
-                     (messages to {me} come here)"
-                ));
+            e @ (Event::Displaced { .. } | Event::AlsoRunning { .. }) => {
+                if let Some(notice) = crate::client::identity_notice(client.user(), &e) {
+                    say(&format!("!! {notice}"));
+                }
             }
             Event::Status { to, msg_id, status } => {
                 // A failure needs the user's attention: shouted.

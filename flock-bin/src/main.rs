@@ -76,7 +76,7 @@ enum Command {
     /// `/pending`, `/quit`).
     #[cfg(feature = "console")]
     Chat(flock_bin::chat::ChatArgs),
-    /// The web UI on http://127.0.0.1:5000/ (servers, log in, chats, chat).
+    /// The web UI on http://127.0.0.1:5000/ (sessions with a login, servers, chats, the ring page).
     #[cfg(feature = "web")]
     Web(flock_bin::web::WebArgs),
     /// Relay discovery from a client subnet to a server subnet (run on the router).

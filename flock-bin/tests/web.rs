@@ -657,7 +657,7 @@ async fn two_users(env: &Env, driver: &str) -> R {
         .await?;
 
         // The composer counts UTF-8 bytes and has no `maxlength`: 2,000 emoji are 8,000
-        // bytes (more than one datagram holds), shown as such, and arrive whole in parts.
+        // bytes (more than one datagram holds), shown as such, and arrive as one message.
         // (Set through script: WebDriver cannot type characters outside the BMP.)
         open_chat(&a, "bob").await?;
         let paste = "😀".repeat(2_000);

@@ -53,6 +53,23 @@ use tokio::sync::{mpsc, oneshot};
 use crate::os_rng;
 use driver::{Cmd, Driver, Machine};
 
+/// What to tell the user when the same identity runs on another machine
+/// ([`Event::Displaced`], [`Event::AlsoRunning`]; the newest registration wins), `None` for
+/// other events. `me` is this client's username.
+pub fn identity_notice(me: &str, event: &Event) -> Option<String> {
+    match event {
+        Event::Displaced { at } => Some(format!(
+            "{me} is also running at {at}; this client stops re-registering \
+             (messages to {me} go there; restart this client to take them back)"
+        )),
+        Event::AlsoRunning { at } => Some(format!(
+            "{me} is also running at {at}; that client stopped re-registering \
+             (messages to {me} come here)"
+        )),
+        _ => None,
+    }
+}
+
 /// How to start a [`Client`].
 #[derive(Debug, Clone)]
 pub struct ClientOptions {

@@ -766,6 +766,15 @@ impl Session {
                 Event::Warning(Warning::UserNotFound { user }) => {
                     self.emit("user_not_found", json!({ "user": user }));
                 }
+                e @ (Event::Displaced { .. } | Event::AlsoRunning { .. }) => {
+                    if let Some(text) = self
+                        .client
+                        .as_ref()
+                        .and_then(|c| crate::client::identity_notice(c.user(), &e))
+                    {
+                        self.emit("warning", json!({ "text": text, "user": null }));
+                    }
+                }
                 Event::Warning(w) => self.emit(
                     "warning",
                     json!({ "text": w.to_string(), "user": warning_user(&w) }),

@@ -331,7 +331,8 @@ async fn web_rejects_malformed_input_and_bounds_a_session() {
     let mut login = None;
     let mut unreachable = None;
     let deadline = tokio::time::Instant::now() + WAIT;
-    while login.is_none() {
+    // The event and the reply travel separate paths to the socket: either may come first.
+    while login.is_none() || unreachable.is_none() {
         let msg = tokio::time::timeout_at(deadline, s.next())
             .await
             .expect("replies in time")
