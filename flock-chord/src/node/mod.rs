@@ -10,9 +10,11 @@
 //! | `membership` | probing (found or join), discovery, `JOIN` / `WELCOME`, leaving |
 //! | `maintenance` | Zave's stabilize and rectify, predecessor checks, dead peers |
 //! | `records` | registrations, replica writes, anti-entropy (`SYNC`), leases |
+//! | `authority` | which sender may give us which record; takeover conflicts |
 //! | `transfer` | chunked transfers, takeover of a grown range, handover |
 //! | this file | the state, the public API, timers, and the frame dispatch |
 
+mod authority;
 mod maintenance;
 mod membership;
 mod records;
@@ -126,6 +128,8 @@ pub struct Node {
     /// is adopted only once the predecessor lists it, or, with no live predecessor, a ring
     /// lookup of `id - 1` ends at it: an unknown host cannot make itself our predecessor.
     pred_claims: BTreeMap<SocketAddrV4, u64>,
+    /// Who may push which records (see `authority`).
+    authority: authority::Authority,
 }
 
 impl std::fmt::Debug for Node {
@@ -210,6 +214,7 @@ impl Node {
             rounds: 0,
             no_handover: false,
             pred_claims: BTreeMap::new(),
+            authority: authority::Authority::default(),
         };
         for r in records {
             if verify::check(None, &r, node.verifier.as_ref()).is_ok() {
@@ -512,6 +517,7 @@ impl Node {
         if self.is_member() {
             self.drop_unleased_replicas(now);
         }
+        self.authority_housekeeping(now);
     }
 
     fn on_ring(&mut self, now: Now, from: SocketAddrV4, rf: RingFrame) {

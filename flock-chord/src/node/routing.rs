@@ -38,6 +38,8 @@ pub(super) enum LookupPurpose {
     /// Who owns the key just below our id, i.e. who really is our predecessor: confirms
     /// a claim when there is no live predecessor to ask.
     PredClaim,
+    /// Whether `from`, which pushed records to us, owns them (`authority`).
+    OwnerCheck { from: SocketAddrV4 },
 }
 
 /// A lookup in progress.
@@ -210,7 +212,8 @@ impl Node {
                         }),
                         LookupPurpose::Finger { .. }
                         | LookupPurpose::Handover
-                        | LookupPurpose::PredClaim => None,
+                        | LookupPurpose::PredClaim
+                        | LookupPurpose::OwnerCheck { .. } => None,
                     };
                     let record = record.clone();
                     self.hops.record(l.hops);
@@ -279,7 +282,7 @@ impl Node {
         self.lookup_finish(now, l, owner, outcome);
     }
 
-    pub(super) fn lookup_finish(&mut self, _now: Now, l: Lookup, owner: Peer, outcome: Outcome) {
+    pub(super) fn lookup_finish(&mut self, now: Now, l: Lookup, owner: Peer, outcome: Outcome) {
         match l.purpose {
             LookupPurpose::PredClaim => {
                 let claims = std::mem::take(&mut self.pred_claims);
@@ -297,6 +300,7 @@ impl Node {
                 }
             }
             LookupPurpose::Handover => {}
+            LookupPurpose::OwnerCheck { from } => self.owner_checked(now, from, owner, &outcome),
             LookupPurpose::Finger { index } => {
                 if index < FINGERS && owner.addr != self.me && matches!(outcome, Outcome::Node) {
                     self.fingers[index] = Some(owner);
@@ -389,9 +393,14 @@ impl Node {
             let outcome = match op {
                 FindOp::Locate => Outcome::Node,
                 FindOp::Resolve { user } => self.resolve_local(&user),
-                FindOp::Register { record } => {
+                FindOp::Register { record } if ring_hash(&record.user) == key => {
                     self.register_local(now, record, Some(RegisterReplyTo::Peer { to: from, rid }));
                     return;
+                }
+                FindOp::Register { .. } => {
+                    // A name we do not own, sent under a key we do: not the owner's path.
+                    self.counters.inc("record_unauthorized");
+                    Outcome::Error(FindError::InvalidPayload)
                 }
             };
             self.send_ring(
