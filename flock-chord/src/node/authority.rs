@@ -19,10 +19,12 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
 
-use flock_proto::ring::{FindOp, Outcome, Peer};
+use flock_proto::ring::{FindOp, Outcome, Peer, RingFrame};
 use flock_proto::space::in_half_open;
 use flock_proto::{Record, ring_hash};
+use rand_core::Rng;
 
+use super::requests::RequestPurpose;
 use super::routing::LookupPurpose;
 use super::transfer::TransferPurpose;
 use super::{Node, Phase};
@@ -38,8 +40,9 @@ const MAX_CANDIDATES: usize = 65_536;
 /// What this node knows about who may push which records to it.
 #[derive(Debug, Default)]
 pub(super) struct Authority {
-    /// Owners a ring lookup confirmed: address -> (ring id, until).
-    confirmed: BTreeMap<SocketAddrV4, (u64, Now)>,
+    /// Owners confirmed by a ring lookup and their own successor list: address ->
+    /// (range start, range end exclusive, until).
+    confirmed: BTreeMap<SocketAddrV4, (u64, u64, Now)>,
     /// Records waiting for their sender's check: sender -> (give up at, records).
     held: BTreeMap<SocketAddrV4, (Now, Vec<Record>)>,
     held_count: usize,
@@ -119,8 +122,8 @@ impl Node {
             };
         }
         match self.authority.confirmed.get(&from) {
-            Some(&(id, until)) if until > now => {
-                if in_half_open(hash, id, pred.id) && id != pred.id {
+            Some(&(lo, end, until)) if until > now => {
+                if in_half_open(hash, lo, end) && lo != end {
                     Verdict::Yes
                 } else {
                     Verdict::No
@@ -197,8 +200,8 @@ impl Node {
         }
     }
 
-    /// A ring lookup answered who owns the hash `from` pushed: if it is `from`, it is
-    /// confirmed (for a lease) and its held records are judged again; if not, they go.
+    /// A ring lookup answered who owns the hash `from` pushed: if it is `from`, we ask it
+    /// for its successor list ([`Node::on_owner_state`]); if not, its records go.
     pub(super) fn owner_checked(
         &mut self,
         now: Now,
@@ -206,25 +209,53 @@ impl Node {
         owner: Peer,
         outcome: &Outcome,
     ) {
-        let Some((_, held)) = self.authority.held.remove(&from) else {
+        if matches!(outcome, Outcome::Node) && owner.addr == from && owner.addr != self.me {
+            let rid = self.rng.next_u64();
+            self.request(
+                now,
+                from,
+                RingFrame::GetState { rid, cookie: 0 },
+                RequestPurpose::OwnerState,
+            );
+        } else {
+            self.drop_held(from);
+        }
+    }
+
+    /// `STATE` from an owner the ring confirmed: if we are among its first r - 1
+    /// successors it is confirmed (for a lease) with its range, and its held records are
+    /// judged again; if not, they go.
+    pub(super) fn on_owner_state(&mut self, now: Now, owner: Peer, succs: &[Peer]) {
+        let replicas = self.cfg.r.saturating_sub(1);
+        let ours = succs.iter().take(replicas).any(|p| p.addr == self.me);
+        let end = succs.first().map_or(owner.id, |p| p.id);
+        if !ours {
+            self.drop_held(owner.addr);
+            return;
+        }
+        if self.authority.confirmed.len() >= MAX_CONFIRMED {
+            self.authority.confirmed.clear();
+        }
+        self.authority
+            .confirmed
+            .insert(owner.addr, (owner.id, end, now + self.cfg.lease));
+        let Some((_, held)) = self.authority.held.remove(&owner.addr) else {
             return;
         };
         self.authority.held_count = self.authority.held_count.saturating_sub(held.len());
-        if matches!(outcome, Outcome::Node) && owner.addr == from && owner.addr != self.me {
-            if self.authority.confirmed.len() >= MAX_CONFIRMED {
-                self.authority.confirmed.clear();
+        for r in held {
+            if self.sender_owns(now, owner.addr, ring_hash(&r.user)) == Verdict::Yes {
+                self.apply_record(now, r, Some(owner.addr));
+            } else {
+                self.counters.inc("record_unauthorized");
             }
-            self.authority
-                .confirmed
-                .insert(from, (owner.id, now + self.cfg.lease));
-            for r in held {
-                if self.sender_owns(now, from, ring_hash(&r.user)) == Verdict::Yes {
-                    self.apply_record(now, r, Some(from));
-                } else {
-                    self.counters.inc("record_unauthorized");
-                }
-            }
-        } else {
+        }
+    }
+
+    /// Refuses the records held for `from` (its check failed).
+    fn drop_held(&mut self, from: SocketAddrV4) {
+        if let Some((_, held)) = self.authority.held.remove(&from) {
+            self.authority.held_count = self.authority.held_count.saturating_sub(held.len());
             self.counters.add("record_unauthorized", held.len() as u64);
         }
     }
@@ -243,7 +274,7 @@ impl Node {
         self.counters.add("record_unauthorized", dropped as u64);
         self.authority
             .confirmed
-            .retain(|_, (_, until)| *until > now);
+            .retain(|_, (_, _, until)| *until > now);
         if self.takeover.is_none() {
             self.settle_takeover(now);
         }
@@ -424,6 +455,42 @@ mod tests {
                 .filter(|&i| sim.node(Sim::addr(i)).and_then(|n| n.record(&r.user)) == Some(&r))
                 .count();
             assert_eq!(holders, crate::Config::default().r, "{}", r.user);
+        }
+    }
+
+    #[test]
+    fn a_member_replicates_its_range_only_to_its_replicas() {
+        let mut sim = ring_with_users(63, 8, 4);
+        let x = Sim::addr(3);
+        let (lo, hi) = sim.node(x).expect("node").range();
+        let name = (0..10_000)
+            .map(|i| format!("zed{i}"))
+            .find(|u| flock_proto::space::in_inclusive(ring_hash(u), lo, hi))
+            .expect("a name in x's range");
+        let r = Sim::make_record(&name, 1);
+        let node = sim.node(x).expect("node");
+        let succs: Vec<SocketAddrV4> = node.successors().iter().map(|p| p.addr).collect();
+        let replicas = &succs[..crate::Config::default().r - 1];
+        let pred = node.predecessor().expect("pred").addr;
+        // x (or anyone at x's address) pushes its own name to every other node.
+        for i in (0..8).filter(|&i| Sim::addr(i) != x) {
+            let to = Sim::addr(i);
+            let f = RingFrame::Replicate {
+                rid: 70 + i as u64,
+                cookie: cookie(&sim, to, x),
+                records: vec![r.clone()],
+            };
+            sim.send_from_client(x, to, Frame::Ring(f));
+        }
+        sim.run_for(ms(1500)).expect("runs");
+        for i in 0..8 {
+            let a = Sim::addr(i);
+            let held = sim.node(a).and_then(|n| n.record(&name)).is_some();
+            assert_eq!(
+                held,
+                replicas.contains(&a),
+                "{a} (pred {pred}, replicas {replicas:?})"
+            );
         }
     }
 

@@ -383,6 +383,7 @@ impl Node {
                 self.on_adopt_state(now, Peer { id, addr: from }, succs)
             }
             RequestPurpose::PredConfirm => self.on_pred_state(now, from, &succs),
+            RequestPurpose::OwnerState => self.on_owner_state(now, Peer { id, addr: from }, &succs),
             _ => {}
         }
     }

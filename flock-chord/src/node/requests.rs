@@ -29,6 +29,9 @@ pub(super) enum RequestPurpose {
     /// Asking the live predecessor for its successor list: a node that claims to lie
     /// between it and us is adopted only if the predecessor lists it.
     PredConfirm,
+    /// Asking a node a ring lookup confirmed as an owner for its successor list: it may
+    /// replicate to us only if we are among its first r - 1 (`authority`).
+    OwnerState,
     Lookup {
         lid: u64,
     },
@@ -221,7 +224,8 @@ impl Node {
             RequestPurpose::Adopt
             | RequestPurpose::Rectify
             | RequestPurpose::Fix
-            | RequestPurpose::Sync => {}
+            | RequestPurpose::Sync
+            | RequestPurpose::OwnerState => {}
             RequestPurpose::Join => self.join_failed(now),
             RequestPurpose::Lookup { lid } => self.lookup_fail_hop(now, lid, to),
             RequestPurpose::Replicate { commit } => self.commit_progress(commit),
