@@ -93,6 +93,9 @@ enum Command {
         /// Answer `RING COOKIE` challenges by resending with the cookie.
         #[arg(long)]
         echo_cookie: bool,
+        /// Send from this local address (default: any free port).
+        #[arg(long, value_name = "IP:PORT")]
+        from: Option<String>,
         /// Messages, one datagram each (`\xNN` escapes allowed).
         messages: Vec<String>,
     },
@@ -194,12 +197,14 @@ fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
             to,
             wait_ms,
             echo_cookie,
+            from,
             messages,
         } => {
             let addr = tools::parse_addr(&to)?;
+            let from = from.as_deref().map(tools::parse_addr).transpose()?;
             let msgs: Vec<Vec<u8>> = messages.iter().map(|m| unescape(m)).collect();
-            let replies =
-                tools::send_raw(addr, &msgs, Duration::from_millis(wait_ms), echo_cookie)?;
+            let wait = Duration::from_millis(wait_ms);
+            let replies = tools::send_raw(addr, from, &msgs, wait, echo_cookie)?;
             for r in replies {
                 println!("{}", String::from_utf8_lossy(&r));
             }

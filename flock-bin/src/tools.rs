@@ -340,15 +340,17 @@ pub fn resolve_many(
 /// Sends each message as one datagram to `to` and prints every datagram that comes back
 /// within `wait` (as text, lossily). With `echo_cookie`, a `RING COOKIE rid c` answer to a
 /// ring request makes it resend that request carrying cookie `c`, as a real peer would.
-/// A testing and diagnosis aid: the tests use it to play a hostile non-member.
+/// A testing and diagnosis aid: the tests use it to play a hostile non-member, from
+/// `from` (`None`: any free port), e.g. a dead member's own address.
 pub fn send_raw(
     to: SocketAddrV4,
+    from: Option<SocketAddrV4>,
     messages: &[Vec<u8>],
     wait: Duration,
     echo_cookie: bool,
 ) -> Result<Vec<Vec<u8>>, ToolError> {
     use flock_proto::ring::RingFrame;
-    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    let sock = UdpSocket::bind(from.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)))?;
     sock.set_broadcast(true)?;
     sock.set_read_timeout(Some(Duration::from_millis(20)))?;
     let mut replies = Vec::new();

@@ -458,8 +458,48 @@ fn with_a_cluster_key_only_key_holders_are_members_and_strangers_change_nothing(
 /// resolves, before or after kill -9 of the owner.
 #[test]
 fn a_forged_record_planted_by_a_stranger_never_resolves_with_a_cluster_key() {
+    forged_alice(true);
+}
+
+/// Record authority without a key (issue 10, item 1): the same forgeries, plus an owner's
+/// `SYNC` and the push it asks for, never resolve; a stranger that joins the open ring
+/// owns a range, and once killed its exact address replicates forgeries of every user to
+/// every node: after kill -9 of alice's owner too, every survivor resolves every user to
+/// the real key.
+#[test]
+fn a_forged_record_planted_by_a_stranger_never_resolves_without_a_cluster_key() {
+    forged_alice(false);
+}
+
+/// The owner of `name`'s hash among `addrs`, from their ranges.
+fn owner_of(host: &common::netns::Host, addrs: &[String], name: &str) -> usize {
+    let h = flock_proto::ring_hash(name);
+    (0..addrs.len())
+        .find(|&i| {
+            let Some(s) = status(host, &addrs[i]) else {
+                return false;
+            };
+            let lo: u64 = s["lo"].as_str().and_then(|v| v.parse().ok()).expect("lo");
+            let hi: u64 = s["hi"].as_str().and_then(|v| v.parse().ok()).expect("hi");
+            if lo <= hi {
+                lo <= h && h <= hi
+            } else {
+                h >= lo || h <= hi
+            }
+        })
+        .expect("an owner")
+}
+
+/// `user`'s record under `key`, validly signed: the fields after `REGISTER `.
+fn forged_fields(key: &flock_crypto::PrivateKey, user: &str, ip: std::net::Ipv4Addr) -> String {
+    let reg = flock_bin::tools::signed_register(key, user, ip, 6666, u64::MAX / 4).expect("signed");
+    let reg = String::from_utf8(reg).expect("text");
+    reg.strip_prefix("REGISTER ").expect("REGISTER").to_string()
+}
+
+fn forged_alice(keyed: bool) {
     let _serial = serial();
-    let Some(net) = Net::new("forged_alice", 4) else {
+    let Some(net) = Net::new(if keyed { "forged_alice" } else { "forged_open" }, 4) else {
         return;
     };
     let dir = f::tempdir("forged");
@@ -469,45 +509,37 @@ fn a_forged_record_planted_by_a_stranger_never_resolves_with_a_cluster_key() {
         .join("cluster.key")
         .to_string_lossy()
         .into_owned();
-    assert!(f::flock(&hosts[0], &["keygen", "--cluster", &key]).0);
-    let extra = ["--no-broadcast", "--replicas", "1", "--cluster-key", &key];
+    let mut extra = vec!["--no-broadcast", "--replicas", "1"];
+    if keyed {
+        assert!(f::flock(&hosts[0], &["keygen", "--cluster", &key]).0);
+        extra.extend(["--cluster-key", &key]);
+    }
     let mut servers = vec![Server::start(&hosts[0], "n1", dir.path(), &extra)];
     let a0 = servers[0].addr();
     wait_member(&hosts[1], &a0, Duration::from_secs(20));
     for (i, h) in hosts.iter().enumerate().take(3).skip(1) {
-        let mut e = extra.to_vec();
+        let mut e = extra.clone();
         e.extend(["--join", &a0]);
         servers.push(Server::start(h, &format!("n{}", i + 1), dir.path(), &e));
     }
-    let addrs: Vec<String> = servers.iter().map(Server::addr).collect();
+    let mut addrs: Vec<String> = servers.iter().map(Server::addr).collect();
     f::wait_ring(&hosts[3], &addrs, Duration::from_secs(30));
-    let alice = "alice".to_string();
-    let just_alice = std::slice::from_ref(&alice);
-    assert!(register(
-        &hosts[3],
-        &a0,
-        &dir.path().join("keys"),
-        just_alice
-    ));
-    let real = wait_for("alice resolves", Duration::from_secs(10), || {
-        f::resolve(&hosts[3], &a0, just_alice, 2000)
-            .remove(&alice)
-            .filter(|r| r.starts_with("OK "))
+    let mut names = users("open", 8);
+    names.push("alice".to_string());
+    assert!(register(&hosts[3], &a0, &dir.path().join("keys"), &names));
+    wait_for("every user resolves", Duration::from_secs(20), || {
+        f::all_resolve(&hosts[3], &a0, &names, 2000).then_some(())
     });
-    // Owner and its predecessor, from their ranges.
-    let h = flock_proto::ring_hash("alice");
-    let owner = (0..3)
-        .find(|&i| {
-            let s = status(&hosts[3], &addrs[i]).expect("status");
-            let lo: u64 = s["lo"].as_str().and_then(|v| v.parse().ok()).expect("lo");
-            let hi: u64 = s["hi"].as_str().and_then(|v| v.parse().ok()).expect("hi");
-            if lo <= hi {
-                lo <= h && h <= hi
-            } else {
-                h >= lo || h <= hi
-            }
-        })
-        .expect("an owner");
+    let real = f::resolve(&hosts[3], &a0, &names, 2000);
+    if !keyed {
+        // A stranger joins the open ring and owns a range.
+        let mut e = extra.clone();
+        e.extend(["--join", &a0]);
+        servers.push(Server::start(&hosts[3], "stranger", dir.path(), &e));
+        addrs.push(servers[3].addr());
+        f::wait_ring(&hosts[3], &addrs, Duration::from_secs(30));
+    }
+    let owner = owner_of(&hosts[3], &addrs, "alice");
     let pred = status(&hosts[3], &addrs[owner]).expect("status")["pred"]
         .as_str()
         .map(str::to_owned)
@@ -516,44 +548,82 @@ fn a_forged_record_planted_by_a_stranger_never_resolves_with_a_cluster_key() {
     // The forgery: alice under another key, a higher version, validly signed.
     let mallory = flock_crypto::PrivateKey::generate(&mut flock_bin::os_rng()).expect("key");
     let e = hosts[3].ip;
-    let reg = flock_bin::tools::signed_register(&mallory, "alice", e, 6666, u64::MAX / 4)
-        .expect("signed");
-    let reg = String::from_utf8(reg).expect("text");
-    let fields = reg.strip_prefix("REGISTER ").expect("REGISTER").to_string();
+    let h = flock_proto::ring_hash("alice");
+    let fields = forged_fields(&mallory, "alice", e);
+    let max = flock_proto::space::MODULUS - 1;
     let frames = vec![
         format!("RING REPLICATE 21 0 1 {fields}"),
         format!("RING FIND 22 0 {h} REGISTER {fields}"),
-        format!("RING RECORDS 23 0 1 1 {fields}"),
-        reg.clone(),
+        format!("RING FIND 23 0 0 REGISTER {fields}"),
+        format!("RING RECORDS 24 0 1 1 {fields}"),
+        format!("RING SYNC 25 0 0 {max} 1 1"),
+        format!("REGISTER {fields}"),
     ];
-    for to in std::iter::once(&pred).chain(addrs.iter()) {
-        f::send_raw(&hosts[3], to, &frames, true);
+    for (i, to) in std::iter::once(&pred).chain(addrs.iter()).enumerate() {
+        // From a fixed port, so that the push the SYNC asks for comes from its asker.
+        let me = format!("{e}:{}", 41000 + i);
+        f::send_raw_from(&hosts[3], Some(&me), to, &frames, true);
+        let push = vec![format!("RING RECORDS 25 0 1 1 {fields}")];
+        f::send_raw_from(&hosts[3], Some(&me), to, &push, false);
     }
-    let same = || {
-        (0..3).all(|i| {
-            servers[i].pid().is_none()
-                || f::resolve(&hosts[3], &addrs[i], just_alice, 2000).get(&alice) == Some(&real)
-        })
+    let resolves_real = |via: &[usize]| {
+        via.iter()
+            .all(|&i| f::resolve(&hosts[3], &addrs[i], &names, 2000) == real)
     };
-    assert!(same(), "the forgery never resolves, before the kill");
+    let all: Vec<usize> = (0..addrs.len()).collect();
+    assert!(
+        resolves_real(&all),
+        "the forgery never resolves, before the kill"
+    );
+    let mut killed = vec![owner];
+    if !keyed {
+        // The stranger dies; its own address replicates forgeries of every user.
+        servers[3].kill9();
+        killed.push(3);
+        let stranger = addrs[3].clone();
+        let forged: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(k, u)| {
+                format!(
+                    "RING REPLICATE {} 0 1 {}",
+                    60 + k,
+                    forged_fields(&mallory, u, e)
+                )
+            })
+            .collect();
+        for to in &addrs[..3] {
+            f::send_raw_from(&hosts[3], Some(&stranger), to, &forged, true);
+        }
+    }
     servers[owner].kill9();
     let t0 = std::time::Instant::now();
-    let survivors: Vec<usize> = (0..3).filter(|&i| i != owner).collect();
+    let survivors: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|i| !killed.contains(i))
+        .collect();
     wait_for("survivors repair", Duration::from_secs(30), || {
-        survivors
-            .iter()
-            .all(|&i| f::resolve(&hosts[3], &addrs[i], just_alice, 2000).get(&alice) == Some(&real))
-            .then_some(())
+        resolves_real(&survivors).then_some(())
     });
     println!(
-        "FORGED_ALICE owner n{} killed; every survivor resolves the real alice after {:.2} s",
+        "FORGED_ALICE keyed={keyed} owner n{} killed; every survivor resolves every user to the real key after {:.2} s",
         owner + 1,
         t0.elapsed().as_secs_f64()
     );
     // And keeps doing so.
     std::thread::sleep(Duration::from_secs(2));
     for &i in &survivors {
-        let r = f::resolve(&hosts[3], &addrs[i], just_alice, 2000);
-        assert_eq!(r.get(&alice), Some(&real), "via n{}", i + 1);
+        assert_eq!(
+            f::resolve(&hosts[3], &addrs[i], &names, 2000),
+            real,
+            "via {}",
+            addrs[i]
+        );
+        let s = status(&hosts[3], &addrs[i]).expect("status");
+        println!(
+            "FORGED_ALICE keyed={keyed} {} record_unauthorized={} record_refused={}",
+            addrs[i], s["counters"]["record_unauthorized"], s["counters"]["record_refused"]
+        );
     }
 }
