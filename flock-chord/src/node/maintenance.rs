@@ -384,6 +384,7 @@ impl Node {
             }
             RequestPurpose::PredConfirm => self.on_pred_state(now, from, &succs),
             RequestPurpose::OwnerState => self.on_owner_state(now, Peer { id, addr: from }, &succs),
+            RequestPurpose::ConfirmState { cid } => self.confirm_state(now, cid, &succs),
             _ => {}
         }
     }

@@ -32,6 +32,14 @@ pub(super) enum RequestPurpose {
     /// Asking a node a ring lookup confirmed as an owner for its successor list: it may
     /// replicate to us only if we are among its first r - 1 (`authority`).
     OwnerState,
+    /// Asking a record's owner for its successors, the holders that confirm its answer.
+    ConfirmState {
+        cid: u64,
+    },
+    /// Asking a holder which record it holds (`confirm`).
+    ConfirmHeld {
+        cid: u64,
+    },
     Lookup {
         lid: u64,
     },
@@ -226,6 +234,8 @@ impl Node {
             | RequestPurpose::Fix
             | RequestPurpose::Sync
             | RequestPurpose::OwnerState => {}
+            RequestPurpose::ConfirmState { cid } => self.confirm_no_state(cid),
+            RequestPurpose::ConfirmHeld { cid } => self.confirm_silent(cid, to),
             RequestPurpose::Join => self.join_failed(now),
             RequestPurpose::Lookup { lid } => self.lookup_fail_hop(now, lid, to),
             RequestPurpose::Replicate { commit } => self.commit_progress(commit),
