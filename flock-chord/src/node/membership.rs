@@ -16,9 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
-use flock_proto::Record;
 use flock_proto::ring::{Peer, RingFrame};
 use flock_proto::space::{dist, split_point};
+use flock_proto::{Record, ring_hash};
 use rand_core::Rng;
 
 use super::requests::RequestPurpose;
@@ -361,7 +361,7 @@ impl Node {
     }
 
     /// `JOIN rid`: give the joiner the upper half of our range, our successor list and
-    /// every record we hold.
+    /// the records of that half.
     pub(super) fn on_join(&mut self, now: Now, from: SocketAddrV4, rid: u64) {
         if let Some(s) = self.serving.get(&from) {
             if s.rid == rid {
@@ -403,9 +403,9 @@ impl Node {
                 jl.push(*p);
             }
         }
-        // Everything we hold: owned (its part of our range) and replicas (it is now a
-        // successor of the same owners). Extras expire by lease.
-        let recs: Vec<Record> = self.records.values().map(|e| e.record.clone()).collect();
+        // Only the range it takes over, `[mid, hi]`: the replicas it now holds as a
+        // successor of the same owners come from those owners (their `SYNC` pushes).
+        let recs: Vec<Record> = self.records_in(mid, hi);
         let chunks = chunk_records(recs);
         let welcome = RingFrame::Welcome {
             rid,
@@ -496,7 +496,12 @@ impl Node {
         self.phase = Phase::Member;
         for (_, recs) in chunks {
             for r in recs {
-                self.apply_record(now, r, Some(w.pred.addr));
+                // Only the range we take over (`authority`).
+                if self.owns(ring_hash(&r.user)) {
+                    self.apply_record(now, r, Some(w.pred.addr));
+                } else {
+                    self.counters.inc("record_unauthorized");
+                }
             }
         }
         self.phase = Phase::Joining {
@@ -670,6 +675,50 @@ mod tests {
         );
         let ev = events(&drain(&mut f));
         assert!(matches!(ev[..], [Event::Founded { lo: 0, .. }]), "{ev:?}");
+    }
+
+    #[test]
+    fn a_joiner_gets_only_the_range_it_takes_over() {
+        let mut n = crate::node::testing::founder();
+        for i in 0..40 {
+            let r = Sim::make_record(&format!("user{i}"), 1);
+            n.handle_datagram(ms(1), Sim::addr(30), Frame::Register((&r).into()));
+        }
+        drain(&mut n);
+        let joiner = Sim::addr(9);
+        let join = RingFrame::Join {
+            rid: 5,
+            cookie: n.cookie_for(joiner),
+        };
+        n.handle_datagram(ms(2), joiner, Frame::Ring(join));
+        let out = sends(&drain(&mut n));
+        let mid = out
+            .iter()
+            .find_map(|(_, f)| match f {
+                Frame::Ring(RingFrame::Welcome { id, .. }) => Some(*id),
+                _ => None,
+            })
+            .expect("welcome");
+        let sent: Vec<String> = out
+            .iter()
+            .filter(|(to, _)| *to == joiner)
+            .filter_map(|(_, f)| match f {
+                Frame::Ring(RingFrame::Records { records, .. }) => Some(records.clone()),
+                _ => None,
+            })
+            .flatten()
+            .map(|r| r.user)
+            .collect();
+        let theirs: Vec<String> = (0..40)
+            .map(|i| format!("user{i}"))
+            .filter(|u| flock_proto::ring_hash(u) >= mid)
+            .collect();
+        assert!(!theirs.is_empty() && theirs.len() < 40);
+        let mut sent_sorted = sent.clone();
+        sent_sorted.sort();
+        let mut want = theirs;
+        want.sort();
+        assert_eq!(sent_sorted, want);
     }
 
     #[test]
