@@ -482,6 +482,48 @@ impl Node {
         self.event(Event::Left);
     }
 
+    /// A node claims to precede us while we are alone (`RECTIFY`): before it becomes our
+    /// predecessor and successor (and gets the half of the ring it claims), it must answer
+    /// a challenge, a `GET_STATE` with a fresh random id at its address, with its claimed
+    /// id and us as its successor (with a cluster key its answer is also authenticated,
+    /// i.e. it proves membership).
+    pub(super) fn challenge_lone_claim(&mut self, now: Now, n: Peer) {
+        if n.addr == self.me
+            || self.has_pending_purpose(n.addr, &RequestPurpose::LoneClaim { candidate: n })
+        {
+            return;
+        }
+        self.counters.inc("lone_claim_challenged");
+        let rid = self.rng.next_u64();
+        self.request(
+            now,
+            n.addr,
+            RingFrame::GetState { rid, cookie: 0 },
+            RequestPurpose::LoneClaim { candidate: n },
+        );
+    }
+
+    /// The claimant's `STATE`: adopted if it is the node it claimed to be and names us
+    /// as its successor, and we are still alone.
+    pub(super) fn on_lone_claim_state(
+        &mut self,
+        now: Now,
+        claim: Peer,
+        state: Peer,
+        succs: &[Peer],
+    ) {
+        let alone = self.pred.is_none() && self.succs.is_empty() && self.is_member();
+        let names_us = succs
+            .first()
+            .is_some_and(|p| p.addr == self.me && p.id == self.id);
+        if !alone || state != claim || !names_us {
+            self.counters.inc("pred_claim_refused");
+            return;
+        }
+        self.set_pred(Some(claim));
+        self.set_succs(now, vec![claim]);
+    }
+
     /// The `WELCOME` and all its records arrived: become a member.
     pub(super) fn complete_join(&mut self, now: Now, chunks: BTreeMap<u32, Vec<Record>>) {
         let Some(w) = self.welcome.take() else {

@@ -32,6 +32,10 @@ pub(super) enum RequestPurpose {
     /// Asking a node a ring lookup confirmed as an owner for its successor list: it may
     /// replicate to us only if we are among its first r - 1 (`authority`).
     OwnerState,
+    /// Challenging a node that claims to precede us while we are alone (`membership`).
+    LoneClaim {
+        candidate: Peer,
+    },
     /// Asking a record's owner for its successors, the holders that confirm its answer.
     ConfirmState {
         cid: u64,
@@ -233,7 +237,8 @@ impl Node {
             | RequestPurpose::Rectify
             | RequestPurpose::Fix
             | RequestPurpose::Sync
-            | RequestPurpose::OwnerState => {}
+            | RequestPurpose::OwnerState
+            | RequestPurpose::LoneClaim { .. } => {}
             RequestPurpose::ConfirmState { cid } => self.confirm_no_state(cid),
             RequestPurpose::ConfirmHeld { cid } => self.confirm_silent(cid, to),
             RequestPurpose::Join => self.join_failed(now),
