@@ -220,6 +220,77 @@ fn admin_requests_need_a_proven_address_from_admin_allow() {
     }
 }
 
+/// Admin access by cluster key (issue 10): a request authenticated with the ring's key
+/// (`flock status --cluster-key F`) is answered from outside `--admin-allow`, one with
+/// another key or none is not; `flock status --snapshot` walks every `SNAPSHOT` page of a
+/// real node and sees every record.
+#[test]
+fn admin_requests_by_cluster_key_and_snapshot_pages_through_a_real_process() {
+    let _serial = serial();
+    let Some(net) = Net::new("admin_by_key", 2) else {
+        return;
+    };
+    let dir = f::tempdir("adminkey");
+    let (h0, h1) = (net.host(0).clone(), net.host(1).clone());
+    let key = dir.path().join("ring.key").to_string_lossy().into_owned();
+    let other = dir.path().join("other.key").to_string_lossy().into_owned();
+    assert!(f::flock(&h0, &["keygen", "--cluster", &key]).0);
+    assert!(f::flock(&h0, &["keygen", "--cluster", &other]).0);
+    let server = Server::start(
+        &h0,
+        "n1",
+        dir.path(),
+        &[
+            "--no-broadcast",
+            "--admin-allow",
+            "127.0.0.0/8",
+            "--cluster-key",
+            &key,
+        ],
+    );
+    let _log = LogOnPanic(&server);
+    let a = server.addr();
+    wait_for("the node answers PING", Duration::from_secs(20), || {
+        f::send_raw(&h1, &a, &["PING".into()], false)
+            .contains("PONG")
+            .then_some(())
+    });
+    let (ok, out) = f::flock(&h1, &["status", "--json", &a]);
+    assert!(!ok, "no key, outside --admin-allow: refused: {out}");
+    let (ok, out) = f::flock(&h1, &["status", "--json", "--cluster-key", &other, &a]);
+    assert!(!ok, "another key: refused: {out}");
+    let st = wait_for("STATUS by cluster key", Duration::from_secs(20), || {
+        let (ok, out) = f::flock(&h1, &["status", "--json", "--cluster-key", &key, &a]);
+        ok.then(|| serde_json::from_str::<serde_json::Value>(out.trim()).ok())
+            .flatten()
+            .filter(|s| s["member"] == true)
+    });
+    assert_eq!(st["node"].as_str(), Some(a.as_str()));
+    let (ok, out) = f::flock(&h1, &["status", "--cluster-key", &key, &a]);
+    assert!(ok && out.contains("1 nodes"), "the ring walk by key: {out}");
+
+    // More records than one page holds (about 48 KB of them).
+    let us = users("page", 1500);
+    assert!(register(&h1, &a, &dir.path().join("keys"), &us));
+    let (ok, out) = f::flock(&h1, &["status", "--snapshot", "--cluster-key", &key, &a]);
+    assert!(ok, "{out}");
+    let last = out.lines().last().unwrap_or("");
+    println!("SNAPSHOT_PAGES {last}");
+    let pages: usize = last
+        .strip_prefix("1500 records in ")
+        .and_then(|r| r.strip_suffix(" pages"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("every record, in pages: {last}"));
+    assert!(pages >= 2, "{last}");
+    let seen: std::collections::BTreeSet<&str> = out
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(u, _)| u))
+        .collect();
+    for u in &us {
+        assert!(seen.contains(u.as_str()), "{u} missing from the snapshot");
+    }
+}
+
 /// Bounded work per source: non-members that prove their addresses and flood `FETCH`
 /// (never acknowledging a chunk), from many ports at once, get their quota of the pending
 /// table and never the reserve: lookups through that node (remote ones included) keep

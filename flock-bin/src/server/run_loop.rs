@@ -210,6 +210,11 @@ pub(super) async fn serve(
 }
 
 /// The wall clock in milliseconds since the Unix epoch (the cluster key's replay window).
+/// Whether an authenticated frame is an admin request (`STATUS`, `CHECKSUM`, `SNAPSHOT`).
+fn is_admin(inner: &[u8]) -> bool {
+    matches!(inner, b"STATUS" | b"CHECKSUM" | b"SNAPSHOT") || inner.starts_with(b"SNAPSHOT ")
+}
+
 fn wall_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -417,7 +422,7 @@ impl Server {
         // else: they are exempt from the rate limit).
         let (data, authed) = match self.auth.as_mut() {
             Some(a) if data.starts_with(auth::PREFIX) => match a.open(wall_ms(), data) {
-                Ok(inner) if inner.starts_with(b"RING ") => (inner, true),
+                Ok(inner) if inner.starts_with(b"RING ") || is_admin(inner) => (inner, true),
                 _ => {
                     self.stats.ring_auth_failed += 1;
                     return;
@@ -480,7 +485,13 @@ impl Server {
             return;
         }
         if matches!(frame, Frame::Status | Frame::Snapshot | Frame::Checksum) {
-            if !validated {
+            if authed {
+                // Authenticated with the cluster key: a key holder, from any address.
+                if let Some(json) = self.admin_reply(&frame, after.as_deref()) {
+                    let reply = Frame::Ok(OkReply::Json(json.into())).encode_to_vec();
+                    self.queue_raw(from, &reply, false);
+                }
+            } else if !validated {
                 let cookie = self.gate.cookie_reply(now, from);
                 self.queue_raw(from, &cookie, true);
             } else if !self.admin_allow.iter().any(|c| c.contains(*from.ip())) {
