@@ -220,6 +220,102 @@ fn admin_requests_need_a_proven_address_from_admin_allow() {
     }
 }
 
+/// Member spoofing (issue 10): an attacker host takes a member's IP as a second address
+/// (not answering ARP for it, so the member keeps its traffic) and sends from the member's
+/// exact `ip:port`: floods of cookie-less ring requests, answers nobody asked for carrying
+/// forged records, and a `REPLICATE`. It gains nothing: no rate-limit exemption (the
+/// flood is limited), no signature work, no state, no forged record.
+#[test]
+fn a_spoofed_member_address_gains_no_exemption_and_no_state() {
+    let _serial = serial();
+    let Some(net) = Net::new("member_spoof", 3) else {
+        return;
+    };
+    let dir = f::tempdir("spoof");
+    let hosts: Vec<_> = (0..3).map(|i| net.host(i).clone()).collect();
+    let n1 = Server::start(&hosts[0], "n1", dir.path(), &["--no-broadcast"]);
+    let _l1 = LogOnPanic(&n1);
+    let a = n1.addr();
+    wait_member(&hosts[1], &a, Duration::from_secs(20));
+    let n2 = Server::start(
+        &hosts[1],
+        "n2",
+        dir.path(),
+        &["--no-broadcast", "--join", &a],
+    );
+    let _l2 = LogOnPanic(&n2);
+    let b = n2.addr();
+    f::wait_ring(&hosts[2], &[a.clone(), b.clone()], Duration::from_secs(30));
+    let us = users("spoof", 6);
+    assert!(register(&hosts[2], &a, &dir.path().join("keys"), &us));
+    wait_for("every user resolves", Duration::from_secs(20), || {
+        f::all_resolve(&hosts[2], &a, &us, 2000).then_some(())
+    });
+    let before = f::resolve(&hosts[2], &a, &us, 2000);
+
+    // The attacker holds n2's IP too, silently.
+    let evil = &hosts[2];
+    let ns = evil.ns.as_str();
+    for (k, v) in [("arp_ignore", "8"), ("arp_announce", "2")] {
+        for dev in ["all", "eth0"] {
+            let key = format!("net.ipv4.conf.{dev}.{k}={v}");
+            let ok = std::process::Command::new("ip")
+                .args(["netns", "exec", ns, "sysctl", "-qw", &key])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "sysctl {key}");
+        }
+    }
+    let n2_ip = hosts[1].ip.to_string();
+    common::netns::ip(&[
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{n2_ip}/32"),
+        "dev",
+        "eth0",
+    ])
+    .expect("second address");
+    let s0 = status(&hosts[2], &a).expect("status");
+    let mallory = flock_crypto::PrivateKey::generate(&mut flock_bin::os_rng()).expect("key");
+    let fields = forged_fields(&mallory, &us[0], evil.ip);
+    let mut frames: Vec<String> = Vec::new();
+    for k in 0..1500u64 {
+        frames.push(format!("RING FETCH {} 0 0 1000000000000000002", 1000 + k));
+        frames.push(format!("RING RECORDS {} 0 1 1 {fields}", 5000 + k));
+    }
+    frames.push(format!("RING REPLICATE 9 0 1 {fields}"));
+    let sent = frames.len() as u64;
+    f::send_raw_from(evil, Some(&b), &a, &frames, false);
+    let d = |s: &serde_json::Value, k: &str| s["net"][k].as_u64().unwrap_or(0);
+    // One socket, read in order: STATUS answered means the flood was read.
+    let s1 = status(&hosts[0], &a).expect("status");
+    let read = d(&s1, "datagrams_in") - d(&s0, "datagrams_in");
+    let c = |s: &serde_json::Value, k: &str| s["counters"][k].as_u64().unwrap_or(0);
+    let limited = d(&s1, "rate_limited") - d(&s0, "rate_limited");
+    let verified = d(&s1, "verifications") - d(&s0, "verifications");
+    let challenged = c(&s1, "cookie_challenge") - c(&s0, "cookie_challenge");
+    println!(
+        "MEMBER_SPOOF {sent} datagrams from n2's address {b} ({read} read): {limited} rate-limited, \
+         {challenged} cookie challenges (sent to the real n2), {verified} RSA verifications"
+    );
+    // The source's burst (2,000 tokens; a record costs one more) and no more.
+    assert!(limited > 0, "no exemption: {limited} of {read} limited");
+    assert!(challenged <= 2000, "{challenged}");
+    assert_eq!(
+        verified, 0,
+        "no signature work for answers nobody asked for"
+    );
+    // No state: the ring and every record are unchanged; the forgery never resolves.
+    assert_eq!(
+        f::ring_order(&hosts[0], &[a.clone(), b.clone()]).map(|o| o.len()),
+        Some(2)
+    );
+    assert_eq!(f::resolve(&hosts[0], &a, &us, 2000), before);
+    assert_eq!(f::resolve(&hosts[0], &b, &us, 2000), before);
+}
+
 /// Admin access by cluster key (issue 10): a request authenticated with the ring's key
 /// (`flock status --cluster-key F`) is answered from outside `--admin-allow`, one with
 /// another key or none is not; `flock status --snapshot` walks every `SNAPSHOT` page of a

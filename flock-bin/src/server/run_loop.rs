@@ -435,12 +435,15 @@ impl Server {
             _ => (data, false),
         };
         let ring = data.starts_with(b"RING ");
-        let exempt = if self.auth.is_some() {
+        // A member's source address alone proves nothing (it can be spoofed): without a
+        // key its ring frames are exempt only once known to be a cookie-carrying request
+        // or an answer we wait for (below).
+        let member_src = if self.auth.is_some() {
             authed
         } else {
             ring && self.is_member(from)
         };
-        if !exempt && !self.allow(from, 1.0) {
+        if !member_src && !self.allow(from, 1.0) {
             return;
         }
         let now = self.now();
@@ -475,6 +478,19 @@ impl Server {
                 return;
             }
         };
+        // Authentication before verification: a ring request without its cookie goes
+        // straight to the node, which answers the cookie and verifies nothing; an answer
+        // nobody asked for is dropped there unverified.
+        let authentic = match &frame {
+            Frame::Ring(rf) => {
+                self.node.cookie_valid(from, rf) && self.node.reply_expected(from, rf)
+            }
+            _ => true,
+        };
+        let exempt = member_src && (authed || authentic);
+        if member_src && !exempt && !self.allow(from, 1.0) {
+            return;
+        }
         let extra = match &frame {
             Frame::Register(_) | Frame::RegisterLegacy { .. } => 4.0,
             Frame::Status | Frame::Snapshot | Frame::Checksum => 4.0,
@@ -513,12 +529,6 @@ impl Server {
                 return;
             }
         }
-        // Authentication before verification: a ring request without its cookie goes
-        // straight to the node, which answers the cookie and verifies nothing.
-        let authentic = match &frame {
-            Frame::Ring(rf) => self.node.cookie_valid(from, rf),
-            _ => true,
-        };
         if let Some(pool) = &self.pool {
             if authentic && verify::carries_records(&frame) {
                 if !pool.submit((from, frame.into_owned())) {

@@ -92,6 +92,23 @@ fn voted_key(list: &[(SocketAddrV4, Record)]) -> String {
 }
 
 impl Node {
+    /// Whether a ring frame from `from` is a request (its cookie is checked by
+    /// [`Node::cookie_valid`]) or an answer to one of ours (a request id we are waiting
+    /// for from that address). A driver exempts a member's frames from rate limits only
+    /// then: a spoofed member address gains nothing.
+    pub fn reply_expected(&self, from: SocketAddrV4, frame: &RingFrame) -> bool {
+        if frame.cookie().is_some() {
+            return true;
+        }
+        match *frame {
+            RingFrame::Discover { .. } => true,
+            RingFrame::Here { rid, .. } => rid == self.discover_rid,
+            RingFrame::Records { rid, .. } => self.incoming.contains_key(&(from, rid)),
+            RingFrame::Ack { rid, seq } => self.pending.contains_key(&(from, rid, seq)),
+            ref f => self.pending.contains_key(&(from, f.rid(), 0)),
+        }
+    }
+
     /// Whether `from` owns `hash` in our view (see the module docs).
     fn sender_owns(&self, now: Now, from: SocketAddrV4, hash: u64) -> Verdict {
         if let Phase::Joining { target, .. } = self.phase {
