@@ -459,7 +459,14 @@ impl Node {
             }
             // Adopt its successors; the range grows with records arriving in this transfer
             // (and the usual fetch from the replicas, in case the transfer is lost).
-            let list: Vec<Peer> = succs.iter().filter(|p| p.addr != from).copied().collect();
+            // Our own later successors stay behind its list: a leaver (any member of an
+            // open ring) that names dead or made-up successors cannot cut us off.
+            let list: Vec<Peer> = succs
+                .iter()
+                .chain(self.succs.iter())
+                .filter(|p| p.addr != from)
+                .copied()
+                .collect();
             let list = match list.first() {
                 Some(h) => self.merge_list(*h, &list[1..]),
                 None => Vec::new(),
