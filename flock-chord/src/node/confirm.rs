@@ -242,12 +242,19 @@ impl Node {
     }
 
     /// Decides once every holder answered, was found fake or fell silent.
+    /// Decides early, too, once one key holds a strict majority of all the holders asked
+    /// or being checked: the rest cannot change the outcome (a dead holder in a cached
+    /// list then costs nothing).
     fn try_decide(&mut self, cid: u64) {
-        let done = self
-            .confirm
-            .active
-            .get(&cid)
-            .is_some_and(|c| c.waiting.is_empty() && c.verifying.is_empty());
+        let done = self.confirm.active.get(&cid).is_some_and(|c| {
+            let all = c.votes.len() + c.waiting.len() + c.verifying.len();
+            let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
+            for r in c.votes.values().flatten() {
+                *tally.entry(r.pubkey_b64.as_str()).or_default() += 1;
+            }
+            let settled = tally.values().any(|n| n * 2 > all);
+            (c.waiting.is_empty() && c.verifying.is_empty()) || settled
+        });
         if done {
             if let Some(c) = self.confirm.active.remove(&cid) {
                 self.decide(c);
@@ -258,7 +265,8 @@ impl Node {
     /// Answers the client with the key a strict majority of the answers agree on, at its
     /// newest version; no answer without one.
     fn decide(&mut self, c: Confirm) {
-        if !c.cached && c.owner.addr != self.me && !c.confirmed.is_empty() {
+        if !c.cached && c.owner.addr != self.me && !c.confirmed.is_empty() && c.verifying.is_empty()
+        {
             if self.confirm.holders.len() >= MAX_CACHED {
                 self.confirm.holders.clear();
             }
