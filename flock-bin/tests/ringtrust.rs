@@ -41,6 +41,36 @@ fn one_exchange(host: &common::netns::Host, addr: &str, msg: &str) -> (usize, us
     (msg.len(), bytes, first)
 }
 
+/// Waits until the node at `addr` answers `PING` from `host`.
+fn wait_ping(host: &common::netns::Host, addr: &str) {
+    wait_for("the node answers PING", Duration::from_secs(20), || {
+        f::send_raw(host, addr, &["PING".into()], false)
+            .contains("PONG")
+            .then_some(())
+    });
+}
+
+/// Servers `n1..` on `hosts` (one each), all with `extra`, the others joining the first;
+/// returns them once they form one ring (as seen from `watch`).
+fn start_ring(
+    hosts: &[common::netns::Host],
+    watch: &common::netns::Host,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (Vec<Server>, Vec<String>) {
+    let mut servers = vec![Server::start(&hosts[0], "n1", dir, extra)];
+    let a0 = servers[0].addr();
+    wait_member(watch, &a0, Duration::from_secs(20));
+    for (i, h) in hosts.iter().enumerate().skip(1) {
+        let mut e = extra.to_vec();
+        e.extend(["--join", &a0]);
+        servers.push(Server::start(h, &format!("n{}", i + 1), dir, &e));
+    }
+    let addrs: Vec<String> = servers.iter().map(Server::addr).collect();
+    f::wait_ring(watch, &addrs, Duration::from_secs(30));
+    (servers, addrs)
+}
+
 #[test]
 fn no_reply_exceeds_three_times_the_request_from_an_unvalidated_source() {
     let _serial = serial();
@@ -193,11 +223,7 @@ fn admin_requests_need_a_proven_address_from_admin_allow() {
     );
     let _log = LogOnPanic(&server);
     let a = server.addr();
-    wait_for("the node answers PING", Duration::from_secs(20), || {
-        f::send_raw(&h1, &a, &["PING".into()], false)
-            .contains("PONG")
-            .then_some(())
-    });
+    wait_ping(&h1, &a);
     // A proven address outside --admin-allow: refused, in a reply smaller than the ask.
     let (ok, out) = f::flock(&h1, &["status", "--json", &a]);
     assert!(!ok, "STATUS from outside --admin-allow must fail: {out}");
@@ -233,19 +259,9 @@ fn a_spoofed_member_address_gains_no_exemption_and_no_state() {
     };
     let dir = f::tempdir("spoof");
     let hosts: Vec<_> = (0..3).map(|i| net.host(i).clone()).collect();
-    let n1 = Server::start(&hosts[0], "n1", dir.path(), &["--no-broadcast"]);
-    let _l1 = LogOnPanic(&n1);
-    let a = n1.addr();
-    wait_member(&hosts[1], &a, Duration::from_secs(20));
-    let n2 = Server::start(
-        &hosts[1],
-        "n2",
-        dir.path(),
-        &["--no-broadcast", "--join", &a],
-    );
-    let _l2 = LogOnPanic(&n2);
-    let b = n2.addr();
-    f::wait_ring(&hosts[2], &[a.clone(), b.clone()], Duration::from_secs(30));
+    let (servers, addrs) = start_ring(&hosts[..2], &hosts[2], dir.path(), &["--no-broadcast"]);
+    let _logs: Vec<LogOnPanic> = servers.iter().map(LogOnPanic).collect();
+    let (a, b) = (addrs[0].clone(), addrs[1].clone());
     let us = users("spoof", 6);
     assert!(register(&hosts[2], &a, &dir.path().join("keys"), &us));
     wait_for("every user resolves", Duration::from_secs(20), || {
@@ -346,11 +362,7 @@ fn admin_requests_by_cluster_key_and_snapshot_pages_through_a_real_process() {
     );
     let _log = LogOnPanic(&server);
     let a = server.addr();
-    wait_for("the node answers PING", Duration::from_secs(20), || {
-        f::send_raw(&h1, &a, &["PING".into()], false)
-            .contains("PONG")
-            .then_some(())
-    });
+    wait_ping(&h1, &a);
     let (ok, out) = f::flock(&h1, &["status", "--json", &a]);
     assert!(!ok, "no key, outside --admin-allow: refused: {out}");
     let (ok, out) = f::flock(&h1, &["status", "--json", "--cluster-key", &other, &a]);
@@ -681,16 +693,8 @@ fn forged_alice(keyed: bool) {
         assert!(f::flock(&hosts[0], &["keygen", "--cluster", &key]).0);
         extra.extend(["--cluster-key", &key]);
     }
-    let mut servers = vec![Server::start(&hosts[0], "n1", dir.path(), &extra)];
-    let a0 = servers[0].addr();
-    wait_member(&hosts[1], &a0, Duration::from_secs(20));
-    for (i, h) in hosts.iter().enumerate().take(3).skip(1) {
-        let mut e = extra.clone();
-        e.extend(["--join", &a0]);
-        servers.push(Server::start(h, &format!("n{}", i + 1), dir.path(), &e));
-    }
-    let mut addrs: Vec<String> = servers.iter().map(Server::addr).collect();
-    f::wait_ring(&hosts[3], &addrs, Duration::from_secs(30));
+    let (mut servers, mut addrs) = start_ring(&hosts[..3], &hosts[3], dir.path(), &extra);
+    let a0 = addrs[0].clone();
     let mut names = users("open", 8);
     names.push("alice".to_string());
     assert!(register(&hosts[3], &a0, &dir.path().join("keys"), &names));

@@ -3,9 +3,9 @@
 //!
 //! | path | kept when |
 //! | --- | --- |
-//! | an owner's replication (`REPLICATE`, its `SYNC` push) | the sender owns the record's hash in this node's view: our predecessor for `[pred, us)`, or an owner further back that a ring lookup of the hash confirmed ([`LookupPurpose::OwnerCheck`]) |
+//! | an owner's replication (`REPLICATE`, its `SYNC` push) | the sender owns the record's hash in this node's view: our predecessor for `[pred, us)`, or an owner further back that a ring lookup of the hash ends at ([`LookupPurpose::OwnerCheck`]) and whose own `STATE` names us among its first r - 1 successors (then cached with its range for a lease; its records wait meanwhile, bounded) |
 //! | the predecessor's handover (`REPLICATE` into our range) | the sender is our predecessor |
-//! | our join target's records (`WELCOME`) | the sender is the node we joined at |
+//! | our join target's records (`WELCOME`) | the sender is the node we joined at, and the record lies in the range we take over |
 //! | the takeover (`RECORDS` answering our `FETCH`) | we asked that replica and the hash lies in the range taken over; conflicts are settled when the takeover ends, by the record rules ([`Node::settle_takeover`]) |
 //! | a client's registration (`FIND ... REGISTER`) | we own the name and the `FIND`'s key is its hash |
 //!
