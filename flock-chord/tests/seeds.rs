@@ -32,10 +32,8 @@ enum Mix {
     Splits,
     /// A non-member sends every ring frame type (random and forged fields, records under
     /// another key, replays of what it received, cookies answered) into the running ring
-    /// through joins and crashes; an open ring. Every type but a successful `JOIN`: in an
-    /// open ring that makes it a member, and a member that lies (a `LEAVE` naming real
-    /// nodes under false ids) can still orphan a node, since the predecessor-claim check
-    /// then refuses the true predecessor (seed 6024 with `JOIN`s; left open).
+    /// through joins and crashes; an open ring, so its `JOIN`s make it a member that then
+    /// lies (`LEAVE` naming made-up nodes or real ones under false ids) and falls silent.
     Hostile,
     /// The same with a cluster key: members are authenticated (`Config::authenticated`)
     /// and the stranger's ring frames fail the driver's check (never reach a node); its
@@ -107,8 +105,6 @@ struct Stranger {
     heard: Vec<RingFrame>,
     users: Vec<String>,
     frames: u64,
-    /// Whether it sends `JOIN` (always with a key: refused by the driver).
-    may_join: bool,
 }
 
 /// `user`'s record under the stranger's key, validly signed.
@@ -130,7 +126,6 @@ impl Stranger {
             heard: Vec::new(),
             users: users.to_vec(),
             frames: 0,
-            may_join: false,
         }
     }
 
@@ -212,9 +207,8 @@ impl Stranger {
             0 => RingFrame::Discover { rid },
             1 => RingFrame::Here { rid, lo, hi },
             2 => RingFrame::Cookie { rid, cookie: key },
-            // A JOIN that succeeds makes it a member of an open ring (see the mix's docs).
-            3 if !self.ring || self.may_join => RingFrame::Join { rid, cookie: 0 },
-            3 => RingFrame::Ping { rid, cookie: 0 },
+            // In an open ring a JOIN makes it a member (that then lies and falls silent).
+            3 => RingFrame::Join { rid, cookie: 0 },
             4 => RingFrame::Welcome {
                 rid,
                 id,

@@ -459,11 +459,14 @@ impl Node {
             }
             // Adopt its successors; the range grows with records arriving in this transfer
             // (and the usual fetch from the replicas, in case the transfer is lost).
-            // Our own later successors stay behind its list: a leaver (any member of an
-            // open ring) that names dead or made-up successors cannot cut us off.
-            let list: Vec<Peer> = succs
+            // Our own later successors come first (an honest leaver's list is ours
+            // shifted by one, plus one more): a leaver (any member of an open ring) that
+            // names dead, made-up or misplaced successors cannot cut us off; stabilize
+            // replaces the list from the new successor's state in the next round.
+            let list: Vec<Peer> = self
+                .succs
                 .iter()
-                .chain(self.succs.iter())
+                .chain(succs.iter())
                 .filter(|p| p.addr != from)
                 .copied()
                 .collect();
