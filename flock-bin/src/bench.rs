@@ -46,6 +46,11 @@ pub struct BenchArgs {
     /// Distinct signing keys (key generation is slow).
     #[arg(long, default_value_t = 4)]
     pub keys: usize,
+    /// Also RESOLVE through a ring of this many nodes on loopback, open (answers
+    /// confirmed by a majority of the record's holders) and with a cluster key (the
+    /// owner's answer suffices), in alternating rounds of the same run (0: skip).
+    #[arg(long, default_value_t = 0)]
+    pub ring: usize,
     /// Most datagrams the server reads before it drains and commits.
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
@@ -287,6 +292,90 @@ fn verify_rate(regs: &[Vec<u8>]) -> f64 {
     n as f64 / t.elapsed().as_secs_f64().max(1e-9)
 }
 
+/// A ring of `n` nodes on loopback (open, or with a cluster key), every node a member.
+fn start_ring(
+    n: usize,
+    keyed: bool,
+    dir: &std::path::Path,
+) -> Result<Vec<server::Running>, Box<dyn std::error::Error>> {
+    let key = [7u8; 32];
+    let mut nodes: Vec<server::Running> = Vec::new();
+    for i in 0..n {
+        let mut a = ServerArgs::new(&format!("ring{i}"));
+        a.bind = Ipv4Addr::LOCALHOST;
+        a.port = 0;
+        a.ping_port = Some(0);
+        a.data_dir = Some(dir.join(format!("{}{i}", if keyed { "k" } else { "o" })));
+        a.no_broadcast = true;
+        a.no_multicast = true;
+        a.rate = 0.0;
+        a.leave_timeout = 0.5;
+        if let Some(first) = nodes.first() {
+            a.join = vec![first.addr.to_string()];
+        }
+        let mut o: server::ServerOptions = a.into();
+        if keyed {
+            o.cluster_keys = vec![key];
+        }
+        nodes.push(server::start(o)?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for node in &nodes {
+        while !tools::status(node.addr, Duration::from_millis(500))
+            .is_ok_and(|s| s["member"] == true)
+        {
+            if Instant::now() > deadline {
+                return Err("bench: the ring did not form within 60 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(nodes)
+}
+
+/// RESOLVE through an open ring and a keyed ring of `n` nodes (alternating rounds):
+/// (open, keyed).
+fn ring_runs(
+    args: &BenchArgs,
+    initial: &[Vec<u8>],
+    resolves: &[Vec<u8>],
+) -> Result<(RunStats, RunStats), Box<dyn std::error::Error>> {
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("flock-bench-ring-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let rings = [
+        start_ring(args.ring, false, &dir)?,
+        start_ring(args.ring, true, &dir)?,
+    ];
+    let entries: Vec<SocketAddr> = rings.iter().map(|r| SocketAddr::V4(r[0].addr)).collect();
+    let ok = |b: &[u8]| b.starts_with(b"OK ");
+    for &e in &entries {
+        drive(e, initial, args.inflight, |b| b.starts_with(b"OK User"))?;
+        // Replicas fill and the holders settle: wait until every user resolves.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let sample = &resolves[..resolves.len().min(initial.len())];
+        while drive(e, sample, args.inflight, ok).is_ok_and(|s| s.bad + s.lost > 0) {
+            if Instant::now() > deadline {
+                return Err("bench: the ring did not answer every user within 60 s".into());
+            }
+        }
+    }
+    let rounds = args.rounds.max(1);
+    let per = (resolves.len() / rounds).max(1);
+    let (mut open, mut keyed) = (Vec::new(), Vec::new());
+    for chunk in resolves.chunks(per).take(rounds) {
+        open.push(drive(entries[0], chunk, args.inflight, ok)?);
+        keyed.push(drive(entries[1], chunk, args.inflight, ok)?);
+    }
+    for ring in rings {
+        for node in ring {
+            node.stop()?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((RunStats::merge(open), RunStats::merge(keyed)))
+}
+
 /// Runs the benchmark and prints the table.
 pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     let users = args.users.max(1);
@@ -414,6 +503,22 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
             net["largest_batch"],
             net["verifications"],
             net["verify_cache_hits"],
+        );
+    }
+    if args.ring > 1 {
+        let ring_requests = &resolves[..resolves.len().min(args.requests / 4).max(1)];
+        let (open, keyed) = ring_runs(&args, &initial, ring_requests)?;
+        println!(
+            "\nRESOLVE through a ring of {} nodes on loopback (entry: the first node), \
+             median of {rounds} alternating rounds",
+            args.ring
+        );
+        row("open", &open, Some(e));
+        row("keyed", &keyed, Some(e));
+        println!(
+            "(open: every signed answer confirmed by a majority of the record's holders; \
+             keyed: with a cluster key the owner's answer suffices; open/keyed: {:.2})",
+            open.rate() / keyed.rate().max(1e-9)
         );
     }
     let r = resolve_stats.rate() / e;

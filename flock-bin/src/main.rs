@@ -34,6 +34,13 @@ enum Command {
         /// Print that node's raw STATUS JSON only.
         #[arg(long)]
         json: bool,
+        /// Print every record that node holds (walking its SNAPSHOT pages), one per line.
+        #[arg(long)]
+        snapshot: bool,
+        /// Authenticate with the ring's cluster key (answered from any address, not only
+        /// from the nodes' --admin-allow).
+        #[arg(long, value_name = "FILE")]
+        cluster_key: Option<std::path::PathBuf>,
     },
     /// Look users up (one line per user; exit status 1 if any is not found).
     Resolve {
@@ -93,6 +100,9 @@ enum Command {
         /// Answer `RING COOKIE` challenges by resending with the cookie.
         #[arg(long)]
         echo_cookie: bool,
+        /// Send from this local address (default: any free port).
+        #[arg(long, value_name = "IP:PORT")]
+        from: Option<String>,
         /// Messages, one datagram each (`\xNN` escapes allowed).
         messages: Vec<String>,
     },
@@ -123,12 +133,27 @@ fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Server(args) => server::run(args)?,
         Command::Keygen { cluster } => server::write_cluster_key(&cluster)?,
         Command::Proxy(args) => flock_bin::proxy::run(&args)?,
-        Command::Status { server, json } => {
+        Command::Status {
+            server,
+            json,
+            snapshot,
+            cluster_key,
+        } => {
             let addr = tools::parse_addr(&server)?;
-            if json {
-                println!("{}", tools::status(addr, timeout)?);
+            let key = match cluster_key {
+                Some(f) => Some(flock_bin::server::read_keys(&f)?[0]),
+                None => None,
+            };
+            if snapshot {
+                let (users, pages) = tools::snapshot(addr, timeout, key.as_ref())?;
+                for (user, r) in &users {
+                    println!("{user} {r}");
+                }
+                println!("{} records in {pages} pages", users.len());
+            } else if json {
+                println!("{}", tools::admin(addr, "STATUS", timeout, key.as_ref())?);
             } else {
-                tools::print_ring(addr, timeout)?;
+                tools::print_ring(addr, timeout, key.as_ref())?;
             }
         }
         Command::Resolve {
@@ -194,12 +219,14 @@ fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
             to,
             wait_ms,
             echo_cookie,
+            from,
             messages,
         } => {
             let addr = tools::parse_addr(&to)?;
+            let from = from.as_deref().map(tools::parse_addr).transpose()?;
             let msgs: Vec<Vec<u8>> = messages.iter().map(|m| unescape(m)).collect();
-            let replies =
-                tools::send_raw(addr, &msgs, Duration::from_millis(wait_ms), echo_cookie)?;
+            let wait = Duration::from_millis(wait_ms);
+            let replies = tools::send_raw(addr, from, &msgs, wait, echo_cookie)?;
             for r in replies {
                 println!("{}", String::from_utf8_lossy(&r));
             }

@@ -101,16 +101,87 @@ pub fn request(
 
 /// The `STATUS` JSON of one node.
 pub fn status(server: SocketAddrV4, timeout: Duration) -> Result<serde_json::Value, ToolError> {
-    let mut req = COOKIE_PLACEHOLDER.to_vec();
-    req.extend_from_slice(b"STATUS");
-    let reply = request(server, &req, timeout, 3)?;
+    admin(server, "STATUS", timeout, None)
+}
+
+/// An admin request (`STATUS`, `CHECKSUM`, `SNAPSHOT [after]`) and its JSON answer. With
+/// `key` (a cluster key) it goes out authenticated (`RAUTH`, sealed afresh on every try),
+/// which a node of that ring answers from any address; without, it proves our address
+/// with the cookie round trip and needs a source in the node's `--admin-allow`.
+pub fn admin(
+    server: SocketAddrV4,
+    what: &str,
+    timeout: Duration,
+    key: Option<&[u8; crate::server::KEY_LEN]>,
+) -> Result<serde_json::Value, ToolError> {
+    let reply = match key {
+        None => {
+            let mut req = COOKIE_PLACEHOLDER.to_vec();
+            req.extend_from_slice(what.as_bytes());
+            request(server, &req, timeout, 3)?
+        }
+        Some(k) => {
+            let auth = crate::server::ClusterAuth::new(vec![*k]).expect("one key");
+            let mut last = Err(ToolError::Protocol("no try".into()));
+            for _ in 0..3 {
+                let mut req = Vec::new();
+                let ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                auth.seal(ms, what.as_bytes(), &mut req);
+                last = request(server, &req, timeout, 1);
+                if last.is_ok() {
+                    break;
+                }
+            }
+            last?
+        }
+    };
     match Frame::decode(&reply) {
         Ok(Frame::Ok(OkReply::Json(j))) => serde_json::from_str(&j)
-            .map_err(|e| ToolError::Protocol(format!("bad STATUS JSON: {e}"))),
+            .map_err(|e| ToolError::Protocol(format!("bad {what} JSON: {e}"))),
         _ => Err(ToolError::Protocol(format!(
-            "unexpected STATUS reply: {}",
+            "unexpected {what} reply: {}",
             String::from_utf8_lossy(&reply)
         ))),
+    }
+}
+
+/// Every record `server` holds, walking `SNAPSHOT` pages: (user -> its JSON (ip, port,
+/// version, owned), pages). Fails if a page does not come or the pages miss records.
+pub fn snapshot(
+    server: SocketAddrV4,
+    timeout: Duration,
+    key: Option<&[u8; crate::server::KEY_LEN]>,
+) -> Result<(serde_json::Map<String, serde_json::Value>, usize), ToolError> {
+    let mut all = serde_json::Map::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        pages += 1;
+        let what = match &after {
+            Some(a) => format!("SNAPSHOT {a}"),
+            None => "SNAPSHOT".to_owned(),
+        };
+        let page = admin(server, &what, timeout, key)?;
+        if let Some(users) = page.get("users").and_then(|u| u.as_object()) {
+            all.extend(users.clone());
+        }
+        match page.get("next").and_then(|n| n.as_str()) {
+            Some(n) if after.as_deref() != Some(n) && all.len() < 10_000_000 => {
+                after = Some(n.to_owned());
+            }
+            _ => {
+                let total = page.get("records").and_then(|r| r.as_u64()).unwrap_or(0);
+                if (all.len() as u64) < total {
+                    return Err(ToolError::Protocol(format!(
+                        "SNAPSHOT pages held {} of {total} records",
+                        all.len()
+                    )));
+                }
+                return Ok((all, pages));
+            }
+        }
     }
 }
 
@@ -126,6 +197,7 @@ fn num(v: &serde_json::Value, k: &str) -> u64 {
 pub fn ring_walk(
     server: SocketAddrV4,
     timeout: Duration,
+    key: Option<&[u8; crate::server::KEY_LEN]>,
 ) -> Vec<Result<serde_json::Value, (SocketAddrV4, ToolError)>> {
     let mut out = Vec::new();
     let mut seen = Vec::new();
@@ -135,7 +207,7 @@ pub fn ring_walk(
             break;
         }
         seen.push(addr);
-        match status(addr, timeout) {
+        match admin(addr, "STATUS", timeout, key) {
             Ok(v) => {
                 // The node's own address as the ring knows it: a node asked through an
                 // alias (127.0.0.1 for a node that advertises its LAN address) is not
@@ -164,8 +236,12 @@ pub fn ring_walk(
 }
 
 /// Prints a ring walk as a table.
-pub fn print_ring(server: SocketAddrV4, timeout: Duration) -> Result<(), ToolError> {
-    let walk = ring_walk(server, timeout);
+pub fn print_ring(
+    server: SocketAddrV4,
+    timeout: Duration,
+    key: Option<&[u8; crate::server::KEY_LEN]>,
+) -> Result<(), ToolError> {
+    let walk = ring_walk(server, timeout, key);
     if let Some(Err((_, e))) = walk.first() {
         return Err(ToolError::Protocol(format!("{server}: {e}")));
     }
@@ -340,15 +416,17 @@ pub fn resolve_many(
 /// Sends each message as one datagram to `to` and prints every datagram that comes back
 /// within `wait` (as text, lossily). With `echo_cookie`, a `RING COOKIE rid c` answer to a
 /// ring request makes it resend that request carrying cookie `c`, as a real peer would.
-/// A testing and diagnosis aid: the tests use it to play a hostile non-member.
+/// A testing and diagnosis aid: the tests use it to play a hostile non-member, from
+/// `from` (`None`: any free port), e.g. a dead member's own address.
 pub fn send_raw(
     to: SocketAddrV4,
+    from: Option<SocketAddrV4>,
     messages: &[Vec<u8>],
     wait: Duration,
     echo_cookie: bool,
 ) -> Result<Vec<Vec<u8>>, ToolError> {
     use flock_proto::ring::RingFrame;
-    let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    let sock = UdpSocket::bind(from.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)))?;
     sock.set_broadcast(true)?;
     sock.set_read_timeout(Some(Duration::from_millis(20)))?;
     let mut replies = Vec::new();

@@ -41,6 +41,36 @@ fn one_exchange(host: &common::netns::Host, addr: &str, msg: &str) -> (usize, us
     (msg.len(), bytes, first)
 }
 
+/// Waits until the node at `addr` answers `PING` from `host`.
+fn wait_ping(host: &common::netns::Host, addr: &str) {
+    wait_for("the node answers PING", Duration::from_secs(20), || {
+        f::send_raw(host, addr, &["PING".into()], false)
+            .contains("PONG")
+            .then_some(())
+    });
+}
+
+/// Servers `n1..` on `hosts` (one each), all with `extra`, the others joining the first;
+/// returns them once they form one ring (as seen from `watch`).
+fn start_ring(
+    hosts: &[common::netns::Host],
+    watch: &common::netns::Host,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (Vec<Server>, Vec<String>) {
+    let mut servers = vec![Server::start(&hosts[0], "n1", dir, extra)];
+    let a0 = servers[0].addr();
+    wait_member(watch, &a0, Duration::from_secs(20));
+    for (i, h) in hosts.iter().enumerate().skip(1) {
+        let mut e = extra.to_vec();
+        e.extend(["--join", &a0]);
+        servers.push(Server::start(h, &format!("n{}", i + 1), dir, &e));
+    }
+    let addrs: Vec<String> = servers.iter().map(Server::addr).collect();
+    f::wait_ring(watch, &addrs, Duration::from_secs(30));
+    (servers, addrs)
+}
+
 #[test]
 fn no_reply_exceeds_three_times_the_request_from_an_unvalidated_source() {
     let _serial = serial();
@@ -193,11 +223,7 @@ fn admin_requests_need_a_proven_address_from_admin_allow() {
     );
     let _log = LogOnPanic(&server);
     let a = server.addr();
-    wait_for("the node answers PING", Duration::from_secs(20), || {
-        f::send_raw(&h1, &a, &["PING".into()], false)
-            .contains("PONG")
-            .then_some(())
-    });
+    wait_ping(&h1, &a);
     // A proven address outside --admin-allow: refused, in a reply smaller than the ask.
     let (ok, out) = f::flock(&h1, &["status", "--json", &a]);
     assert!(!ok, "STATUS from outside --admin-allow must fail: {out}");
@@ -217,6 +243,159 @@ fn admin_requests_need_a_proven_address_from_admin_allow() {
             out.lines().all(|l| !l.starts_with("OK ")),
             "{req} answered to another port or a non-admin: {out}"
         );
+    }
+}
+
+/// Member spoofing (issue 10): an attacker host takes a member's IP as a second address
+/// (not answering ARP for it, so the member keeps its traffic) and sends from the member's
+/// exact `ip:port`: floods of cookie-less ring requests, answers nobody asked for carrying
+/// forged records, and a `REPLICATE`. It gains nothing: no rate-limit exemption (the
+/// flood is limited), no signature work, no state, no forged record.
+#[test]
+fn a_spoofed_member_address_gains_no_exemption_and_no_state() {
+    let _serial = serial();
+    let Some(net) = Net::new("member_spoof", 3) else {
+        return;
+    };
+    let dir = f::tempdir("spoof");
+    let hosts: Vec<_> = (0..3).map(|i| net.host(i).clone()).collect();
+    let (servers, addrs) = start_ring(&hosts[..2], &hosts[2], dir.path(), &["--no-broadcast"]);
+    let _logs: Vec<LogOnPanic> = servers.iter().map(LogOnPanic).collect();
+    let (a, b) = (addrs[0].clone(), addrs[1].clone());
+    let us = users("spoof", 6);
+    assert!(register(&hosts[2], &a, &dir.path().join("keys"), &us));
+    wait_for("every user resolves", Duration::from_secs(20), || {
+        f::all_resolve(&hosts[2], &a, &us, 2000).then_some(())
+    });
+    let before = f::resolve(&hosts[2], &a, &us, 2000);
+
+    // The attacker holds n2's IP too, silently.
+    let evil = &hosts[2];
+    let ns = evil.ns.as_str();
+    for (k, v) in [("arp_ignore", "8"), ("arp_announce", "2")] {
+        for dev in ["all", "eth0"] {
+            let key = format!("net.ipv4.conf.{dev}.{k}={v}");
+            let ok = std::process::Command::new("ip")
+                .args(["netns", "exec", ns, "sysctl", "-qw", &key])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "sysctl {key}");
+        }
+    }
+    let n2_ip = hosts[1].ip.to_string();
+    common::netns::ip(&[
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{n2_ip}/32"),
+        "dev",
+        "eth0",
+    ])
+    .expect("second address");
+    let s0 = status(&hosts[2], &a).expect("status");
+    let mallory = flock_crypto::PrivateKey::generate(&mut flock_bin::os_rng()).expect("key");
+    let fields = forged_fields(&mallory, &us[0], evil.ip);
+    let mut frames: Vec<String> = Vec::new();
+    for k in 0..1500u64 {
+        frames.push(format!("RING FETCH {} 0 0 1000000000000000002", 1000 + k));
+        frames.push(format!("RING RECORDS {} 0 1 1 {fields}", 5000 + k));
+    }
+    frames.push(format!("RING REPLICATE 9 0 1 {fields}"));
+    let sent = frames.len() as u64;
+    f::send_raw_from(evil, Some(&b), &a, &frames, false);
+    let d = |s: &serde_json::Value, k: &str| s["net"][k].as_u64().unwrap_or(0);
+    // One socket, read in order: STATUS answered means the flood was read.
+    let s1 = status(&hosts[0], &a).expect("status");
+    let read = d(&s1, "datagrams_in") - d(&s0, "datagrams_in");
+    let c = |s: &serde_json::Value, k: &str| s["counters"][k].as_u64().unwrap_or(0);
+    let limited = d(&s1, "rate_limited") - d(&s0, "rate_limited");
+    let verified = d(&s1, "verifications") - d(&s0, "verifications");
+    let challenged = c(&s1, "cookie_challenge") - c(&s0, "cookie_challenge");
+    println!(
+        "MEMBER_SPOOF {sent} datagrams from n2's address {b} ({read} read): {limited} rate-limited, \
+         {challenged} cookie challenges (sent to the real n2), {verified} RSA verifications"
+    );
+    // The source's burst (2,000 tokens; a record costs one more) and no more.
+    assert!(limited > 0, "no exemption: {limited} of {read} limited");
+    assert!(challenged <= 2000, "{challenged}");
+    assert_eq!(
+        verified, 0,
+        "no signature work for answers nobody asked for"
+    );
+    // No state: the ring and every record are unchanged; the forgery never resolves.
+    assert_eq!(
+        f::ring_order(&hosts[0], &[a.clone(), b.clone()]).map(|o| o.len()),
+        Some(2)
+    );
+    assert_eq!(f::resolve(&hosts[0], &a, &us, 2000), before);
+    assert_eq!(f::resolve(&hosts[0], &b, &us, 2000), before);
+}
+
+/// Admin access by cluster key (issue 10): a request authenticated with the ring's key
+/// (`flock status --cluster-key F`) is answered from outside `--admin-allow`, one with
+/// another key or none is not; `flock status --snapshot` walks every `SNAPSHOT` page of a
+/// real node and sees every record.
+#[test]
+fn admin_requests_by_cluster_key_and_snapshot_pages_through_a_real_process() {
+    let _serial = serial();
+    let Some(net) = Net::new("admin_by_key", 2) else {
+        return;
+    };
+    let dir = f::tempdir("adminkey");
+    let (h0, h1) = (net.host(0).clone(), net.host(1).clone());
+    let key = dir.path().join("ring.key").to_string_lossy().into_owned();
+    let other = dir.path().join("other.key").to_string_lossy().into_owned();
+    assert!(f::flock(&h0, &["keygen", "--cluster", &key]).0);
+    assert!(f::flock(&h0, &["keygen", "--cluster", &other]).0);
+    let server = Server::start(
+        &h0,
+        "n1",
+        dir.path(),
+        &[
+            "--no-broadcast",
+            "--admin-allow",
+            "127.0.0.0/8",
+            "--cluster-key",
+            &key,
+        ],
+    );
+    let _log = LogOnPanic(&server);
+    let a = server.addr();
+    wait_ping(&h1, &a);
+    let (ok, out) = f::flock(&h1, &["status", "--json", &a]);
+    assert!(!ok, "no key, outside --admin-allow: refused: {out}");
+    let (ok, out) = f::flock(&h1, &["status", "--json", "--cluster-key", &other, &a]);
+    assert!(!ok, "another key: refused: {out}");
+    let st = wait_for("STATUS by cluster key", Duration::from_secs(20), || {
+        let (ok, out) = f::flock(&h1, &["status", "--json", "--cluster-key", &key, &a]);
+        ok.then(|| serde_json::from_str::<serde_json::Value>(out.trim()).ok())
+            .flatten()
+            .filter(|s| s["member"] == true)
+    });
+    assert_eq!(st["node"].as_str(), Some(a.as_str()));
+    let (ok, out) = f::flock(&h1, &["status", "--cluster-key", &key, &a]);
+    assert!(ok && out.contains("1 nodes"), "the ring walk by key: {out}");
+
+    // More records than one page holds (about 48 KB of them).
+    let us = users("page", 1500);
+    assert!(register(&h1, &a, &dir.path().join("keys"), &us));
+    let (ok, out) = f::flock(&h1, &["status", "--snapshot", "--cluster-key", &key, &a]);
+    assert!(ok, "{out}");
+    let last = out.lines().last().unwrap_or("");
+    println!("SNAPSHOT_PAGES {last}");
+    let pages: usize = last
+        .strip_prefix("1500 records in ")
+        .and_then(|r| r.strip_suffix(" pages"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("every record, in pages: {last}"));
+    assert!(pages >= 2, "{last}");
+    let seen: std::collections::BTreeSet<&str> = out
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(u, _)| u))
+        .collect();
+    for u in &us {
+        assert!(seen.contains(u.as_str()), "{u} missing from the snapshot");
     }
 }
 
@@ -458,8 +637,48 @@ fn with_a_cluster_key_only_key_holders_are_members_and_strangers_change_nothing(
 /// resolves, before or after kill -9 of the owner.
 #[test]
 fn a_forged_record_planted_by_a_stranger_never_resolves_with_a_cluster_key() {
+    forged_alice(true);
+}
+
+/// Record authority without a key (issue 10, item 1): the same forgeries, plus an owner's
+/// `SYNC` and the push it asks for, never resolve; a stranger that joins the open ring
+/// owns a range, and once killed its exact address replicates forgeries of every user to
+/// every node: after kill -9 of alice's owner too, every survivor resolves every user to
+/// the real key.
+#[test]
+fn a_forged_record_planted_by_a_stranger_never_resolves_without_a_cluster_key() {
+    forged_alice(false);
+}
+
+/// The owner of `name`'s hash among `addrs`, from their ranges.
+fn owner_of(host: &common::netns::Host, addrs: &[String], name: &str) -> usize {
+    let h = flock_proto::ring_hash(name);
+    (0..addrs.len())
+        .find(|&i| {
+            let Some(s) = status(host, &addrs[i]) else {
+                return false;
+            };
+            let lo: u64 = s["lo"].as_str().and_then(|v| v.parse().ok()).expect("lo");
+            let hi: u64 = s["hi"].as_str().and_then(|v| v.parse().ok()).expect("hi");
+            if lo <= hi {
+                lo <= h && h <= hi
+            } else {
+                h >= lo || h <= hi
+            }
+        })
+        .expect("an owner")
+}
+
+/// `user`'s record under `key`, validly signed: the fields after `REGISTER `.
+fn forged_fields(key: &flock_crypto::PrivateKey, user: &str, ip: std::net::Ipv4Addr) -> String {
+    let reg = flock_bin::tools::signed_register(key, user, ip, 6666, u64::MAX / 4).expect("signed");
+    let reg = String::from_utf8(reg).expect("text");
+    reg.strip_prefix("REGISTER ").expect("REGISTER").to_string()
+}
+
+fn forged_alice(keyed: bool) {
     let _serial = serial();
-    let Some(net) = Net::new("forged_alice", 4) else {
+    let Some(net) = Net::new(if keyed { "forged_alice" } else { "forged_open" }, 4) else {
         return;
     };
     let dir = f::tempdir("forged");
@@ -469,45 +688,29 @@ fn a_forged_record_planted_by_a_stranger_never_resolves_with_a_cluster_key() {
         .join("cluster.key")
         .to_string_lossy()
         .into_owned();
-    assert!(f::flock(&hosts[0], &["keygen", "--cluster", &key]).0);
-    let extra = ["--no-broadcast", "--replicas", "1", "--cluster-key", &key];
-    let mut servers = vec![Server::start(&hosts[0], "n1", dir.path(), &extra)];
-    let a0 = servers[0].addr();
-    wait_member(&hosts[1], &a0, Duration::from_secs(20));
-    for (i, h) in hosts.iter().enumerate().take(3).skip(1) {
-        let mut e = extra.to_vec();
-        e.extend(["--join", &a0]);
-        servers.push(Server::start(h, &format!("n{}", i + 1), dir.path(), &e));
+    let mut extra = vec!["--no-broadcast", "--replicas", "1"];
+    if keyed {
+        assert!(f::flock(&hosts[0], &["keygen", "--cluster", &key]).0);
+        extra.extend(["--cluster-key", &key]);
     }
-    let addrs: Vec<String> = servers.iter().map(Server::addr).collect();
-    f::wait_ring(&hosts[3], &addrs, Duration::from_secs(30));
-    let alice = "alice".to_string();
-    let just_alice = std::slice::from_ref(&alice);
-    assert!(register(
-        &hosts[3],
-        &a0,
-        &dir.path().join("keys"),
-        just_alice
-    ));
-    let real = wait_for("alice resolves", Duration::from_secs(10), || {
-        f::resolve(&hosts[3], &a0, just_alice, 2000)
-            .remove(&alice)
-            .filter(|r| r.starts_with("OK "))
+    let (mut servers, mut addrs) = start_ring(&hosts[..3], &hosts[3], dir.path(), &extra);
+    let a0 = addrs[0].clone();
+    let mut names = users("open", 8);
+    names.push("alice".to_string());
+    assert!(register(&hosts[3], &a0, &dir.path().join("keys"), &names));
+    wait_for("every user resolves", Duration::from_secs(20), || {
+        f::all_resolve(&hosts[3], &a0, &names, 2000).then_some(())
     });
-    // Owner and its predecessor, from their ranges.
-    let h = flock_proto::ring_hash("alice");
-    let owner = (0..3)
-        .find(|&i| {
-            let s = status(&hosts[3], &addrs[i]).expect("status");
-            let lo: u64 = s["lo"].as_str().and_then(|v| v.parse().ok()).expect("lo");
-            let hi: u64 = s["hi"].as_str().and_then(|v| v.parse().ok()).expect("hi");
-            if lo <= hi {
-                lo <= h && h <= hi
-            } else {
-                h >= lo || h <= hi
-            }
-        })
-        .expect("an owner");
+    let real = f::resolve(&hosts[3], &a0, &names, 2000);
+    if !keyed {
+        // A stranger joins the open ring and owns a range.
+        let mut e = extra.clone();
+        e.extend(["--join", &a0]);
+        servers.push(Server::start(&hosts[3], "stranger", dir.path(), &e));
+        addrs.push(servers[3].addr());
+        f::wait_ring(&hosts[3], &addrs, Duration::from_secs(30));
+    }
+    let owner = owner_of(&hosts[3], &addrs, "alice");
     let pred = status(&hosts[3], &addrs[owner]).expect("status")["pred"]
         .as_str()
         .map(str::to_owned)
@@ -516,44 +719,82 @@ fn a_forged_record_planted_by_a_stranger_never_resolves_with_a_cluster_key() {
     // The forgery: alice under another key, a higher version, validly signed.
     let mallory = flock_crypto::PrivateKey::generate(&mut flock_bin::os_rng()).expect("key");
     let e = hosts[3].ip;
-    let reg = flock_bin::tools::signed_register(&mallory, "alice", e, 6666, u64::MAX / 4)
-        .expect("signed");
-    let reg = String::from_utf8(reg).expect("text");
-    let fields = reg.strip_prefix("REGISTER ").expect("REGISTER").to_string();
+    let h = flock_proto::ring_hash("alice");
+    let fields = forged_fields(&mallory, "alice", e);
+    let max = flock_proto::space::MODULUS - 1;
     let frames = vec![
         format!("RING REPLICATE 21 0 1 {fields}"),
         format!("RING FIND 22 0 {h} REGISTER {fields}"),
-        format!("RING RECORDS 23 0 1 1 {fields}"),
-        reg.clone(),
+        format!("RING FIND 23 0 0 REGISTER {fields}"),
+        format!("RING RECORDS 24 0 1 1 {fields}"),
+        format!("RING SYNC 25 0 0 {max} 1 1"),
+        format!("REGISTER {fields}"),
     ];
-    for to in std::iter::once(&pred).chain(addrs.iter()) {
-        f::send_raw(&hosts[3], to, &frames, true);
+    for (i, to) in std::iter::once(&pred).chain(addrs.iter()).enumerate() {
+        // From a fixed port, so that the push the SYNC asks for comes from its asker.
+        let me = format!("{e}:{}", 41000 + i);
+        f::send_raw_from(&hosts[3], Some(&me), to, &frames, true);
+        let push = vec![format!("RING RECORDS 25 0 1 1 {fields}")];
+        f::send_raw_from(&hosts[3], Some(&me), to, &push, false);
     }
-    let same = || {
-        (0..3).all(|i| {
-            servers[i].pid().is_none()
-                || f::resolve(&hosts[3], &addrs[i], just_alice, 2000).get(&alice) == Some(&real)
-        })
+    let resolves_real = |via: &[usize]| {
+        via.iter()
+            .all(|&i| f::resolve(&hosts[3], &addrs[i], &names, 2000) == real)
     };
-    assert!(same(), "the forgery never resolves, before the kill");
+    let all: Vec<usize> = (0..addrs.len()).collect();
+    assert!(
+        resolves_real(&all),
+        "the forgery never resolves, before the kill"
+    );
+    let mut killed = vec![owner];
+    if !keyed {
+        // The stranger dies; its own address replicates forgeries of every user.
+        servers[3].kill9();
+        killed.push(3);
+        let stranger = addrs[3].clone();
+        let forged: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(k, u)| {
+                format!(
+                    "RING REPLICATE {} 0 1 {}",
+                    60 + k,
+                    forged_fields(&mallory, u, e)
+                )
+            })
+            .collect();
+        for to in &addrs[..3] {
+            f::send_raw_from(&hosts[3], Some(&stranger), to, &forged, true);
+        }
+    }
     servers[owner].kill9();
     let t0 = std::time::Instant::now();
-    let survivors: Vec<usize> = (0..3).filter(|&i| i != owner).collect();
+    let survivors: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|i| !killed.contains(i))
+        .collect();
     wait_for("survivors repair", Duration::from_secs(30), || {
-        survivors
-            .iter()
-            .all(|&i| f::resolve(&hosts[3], &addrs[i], just_alice, 2000).get(&alice) == Some(&real))
-            .then_some(())
+        resolves_real(&survivors).then_some(())
     });
     println!(
-        "FORGED_ALICE owner n{} killed; every survivor resolves the real alice after {:.2} s",
+        "FORGED_ALICE keyed={keyed} owner n{} killed; every survivor resolves every user to the real key after {:.2} s",
         owner + 1,
         t0.elapsed().as_secs_f64()
     );
     // And keeps doing so.
     std::thread::sleep(Duration::from_secs(2));
     for &i in &survivors {
-        let r = f::resolve(&hosts[3], &addrs[i], just_alice, 2000);
-        assert_eq!(r.get(&alice), Some(&real), "via n{}", i + 1);
+        assert_eq!(
+            f::resolve(&hosts[3], &addrs[i], &names, 2000),
+            real,
+            "via {}",
+            addrs[i]
+        );
+        let s = status(&hosts[3], &addrs[i]).expect("status");
+        println!(
+            "FORGED_ALICE keyed={keyed} {} record_unauthorized={} record_refused={}",
+            addrs[i], s["counters"]["record_unauthorized"], s["counters"]["record_refused"]
+        );
     }
 }

@@ -7,8 +7,11 @@
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
-use flock_chord::Config;
 use flock_chord::sim::{NetConfig, Sim, Violation};
+use flock_chord::{Config, FakeVerifier};
+use flock_proto::ring::{FindError, FindOp, Outcome, Peer, RingFrame};
+use flock_proto::space::MODULUS;
+use flock_proto::{Frame, Record};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -27,6 +30,15 @@ enum Mix {
     /// Partitions longer than the failure detector (the ring splits, then must merge),
     /// with writes on both sides.
     Splits,
+    /// A non-member sends every ring frame type (random and forged fields, records under
+    /// another key, replays of what it received, cookies answered) into the running ring
+    /// through joins and crashes; an open ring, so its `JOIN`s make it a member that then
+    /// lies (`LEAVE` naming made-up nodes or real ones under false ids) and falls silent.
+    Hostile,
+    /// The same with a cluster key: members are authenticated (`Config::authenticated`)
+    /// and the stranger's ring frames fail the driver's check (never reach a node); its
+    /// client frames still do.
+    HostileKeyed,
 }
 
 impl Mix {
@@ -37,6 +49,8 @@ impl Mix {
             "churn" => Self::Churn,
             "partitions" => Self::Partitions,
             "splits" => Self::Splits,
+            "hostile" => Self::Hostile,
+            "hostile-keyed" => Self::HostileKeyed,
             _ => return None,
         })
     }
@@ -47,6 +61,8 @@ impl Mix {
             Self::Churn => "churn",
             Self::Partitions => "partitions",
             Self::Splits => "splits",
+            Self::Hostile => "hostile",
+            Self::HostileKeyed => "hostile-keyed",
         }
     }
 }
@@ -71,11 +87,254 @@ fn net(mix: Mix) -> NetConfig {
             dup: 0.02,
             ..NetConfig::default()
         },
-        Mix::Splits => NetConfig {
+        Mix::Splits | Mix::Hostile | Mix::HostileKeyed => NetConfig {
             latency_max: ms(20),
             ..NetConfig::default()
         },
     }
+}
+
+/// The stranger of the hostile mixes: an outside address that speaks the ring protocol.
+struct Stranger {
+    me: SocketAddrV4,
+    /// Whether its ring frames reach the nodes (no cluster key).
+    ring: bool,
+    /// Requests sent, by rid (resent with the cookie a node answers).
+    sent: Vec<(SocketAddrV4, RingFrame)>,
+    /// Ring frames received, replayed to other nodes.
+    heard: Vec<RingFrame>,
+    users: Vec<String>,
+    frames: u64,
+}
+
+/// `user`'s record under the stranger's key, validly signed.
+fn forged(user: &str, version: u64) -> Record {
+    let mut r = Sim::make_record(user, version);
+    r.pubkey_b64 = format!("EVIL{user}");
+    r.sig_b64 = FakeVerifier::sign(&r);
+    r
+}
+
+impl Stranger {
+    fn new(sim: &mut Sim, ring: bool, users: &[String]) -> Self {
+        let me = SocketAddrV4::new(std::net::Ipv4Addr::new(10, 66, 0, 1), 6666);
+        sim.add_outside(me);
+        Self {
+            me,
+            ring,
+            sent: Vec::new(),
+            heard: Vec::new(),
+            users: users.to_vec(),
+            frames: 0,
+        }
+    }
+
+    fn send(&mut self, sim: &mut Sim, to: SocketAddrV4, f: Frame<'static>) {
+        if matches!(f, Frame::Ring(_)) && !self.ring {
+            return; // dropped by the driver's cluster-key check
+        }
+        self.frames += 1;
+        sim.send_from_client(self.me, to, f);
+    }
+
+    fn peer(&self, sim: &mut Sim) -> Peer {
+        let members = sim.members();
+        let addr = match sim.rand(3) {
+            0 => self.me,
+            1 if !members.is_empty() => members[sim.rand(members.len() as u64) as usize],
+            _ => SocketAddrV4::new(std::net::Ipv4Addr::new(10, 66, 0, 2), 7000),
+        };
+        Peer {
+            id: sim.rand(MODULUS),
+            addr,
+        }
+    }
+
+    fn records(&self, sim: &mut Sim) -> Vec<Record> {
+        (0..sim.rand(3) + 1)
+            .map(|_| {
+                let u = &self.users[sim.rand(self.users.len() as u64) as usize];
+                let v = sim.rand(100) + 1;
+                match sim.rand(4) {
+                    // A replay of a real record (an old version, say).
+                    0 => Sim::make_record(u, v),
+                    // A signature that does not match.
+                    1 => {
+                        let mut r = forged(u, v);
+                        r.port ^= 1;
+                        r
+                    }
+                    _ => forged(u, v + 1000),
+                }
+            })
+            .collect()
+    }
+
+    /// One random frame of a random type (every ring frame type) to a random member.
+    fn one(&mut self, sim: &mut Sim) {
+        let members = sim.members();
+        if members.is_empty() {
+            return;
+        }
+        let to = members[sim.rand(members.len() as u64) as usize];
+        let rid = sim.rand(u64::MAX);
+        let victim = sim.node(to).map(flock_chord::Node::id);
+        let id = match victim {
+            Some(v) if sim.rand(2) == 0 => (v + MODULUS - 1) % MODULUS,
+            _ => sim.rand(MODULUS),
+        };
+        let key = sim.rand(MODULUS);
+        let user = self.users[sim.rand(self.users.len() as u64) as usize].clone();
+        let records = self.records(sim);
+        let peers: Vec<Peer> = (0..sim.rand(4)).map(|_| self.peer(sim)).collect();
+        let (pred, lo, hi) = (self.peer(sim), sim.rand(MODULUS), sim.rand(MODULUS));
+        let op = match sim.rand(4) {
+            0 => FindOp::Locate,
+            1 => FindOp::Resolve { user: user.clone() },
+            2 => FindOp::Held { user: user.clone() },
+            _ => FindOp::Register {
+                record: records[0].clone(),
+            },
+        };
+        let outcome = match sim.rand(4) {
+            0 => Outcome::Node,
+            1 => Outcome::Registered,
+            2 => Outcome::Error(FindError::NotFound),
+            _ => Outcome::Record(records[0].clone()),
+        };
+        let n = sim.rand(1000) as u32;
+        let frame = match sim.rand(25) {
+            0 => RingFrame::Discover { rid },
+            1 => RingFrame::Here { rid, lo, hi },
+            2 => RingFrame::Cookie { rid, cookie: key },
+            // In an open ring a JOIN makes it a member (that then lies and falls silent).
+            3 => RingFrame::Join { rid, cookie: 0 },
+            4 => RingFrame::Welcome {
+                rid,
+                id,
+                chunks: n % 3,
+                pred,
+                succs: peers,
+            },
+            5 => RingFrame::Refuse { rid },
+            6 => RingFrame::Records {
+                rid,
+                seq: n % 2,
+                total: 1 + n % 2,
+                records,
+            },
+            7 => RingFrame::Ack { rid, seq: n % 3 },
+            8 => RingFrame::GetState { rid, cookie: 0 },
+            9 => RingFrame::State {
+                rid,
+                id,
+                pred: Some(pred),
+                succs: peers,
+            },
+            10 | 11 => RingFrame::Rectify { rid, cookie: 0, id },
+            12 => RingFrame::Ping { rid, cookie: 0 },
+            13 | 14 => RingFrame::Find {
+                rid,
+                cookie: 0,
+                key,
+                op,
+            },
+            15 => RingFrame::Refer { rid, peer: pred },
+            16 => RingFrame::Found { rid, id, outcome },
+            17 => RingFrame::Busy { rid },
+            18 | 19 => RingFrame::Replicate {
+                rid,
+                cookie: 0,
+                records,
+            },
+            20 => RingFrame::Sync {
+                rid,
+                cookie: 0,
+                lo,
+                hi,
+                count: n.into(),
+                digest: key,
+            },
+            21 => RingFrame::Synced { rid, want: true },
+            22 => RingFrame::Fetch {
+                rid,
+                cookie: 0,
+                lo,
+                hi,
+            },
+            23 => RingFrame::Fix { rid, cookie: 0 },
+            _ => match sim.rand(2) {
+                0 => RingFrame::Leave {
+                    rid,
+                    cookie: 0,
+                    chunks: n % 2,
+                    pred: Some(pred),
+                    succs: peers,
+                },
+                _ => RingFrame::Drop {
+                    rid,
+                    cookie: 0,
+                    lo,
+                    hi,
+                },
+            },
+        };
+        if frame.cookie().is_some() && self.sent.len() < 4096 {
+            self.sent.push((to, frame.clone()));
+        }
+        self.send(sim, to, Frame::Ring(frame));
+        // Client frames too: a forged registration of a registered name.
+        if sim.rand(4) == 0 {
+            let r = forged(&user, sim.rand(1000) + 1000);
+            let f = Frame::Register((&r).into()).into_owned();
+            self.send(sim, to, f);
+        }
+    }
+
+    /// Answers cookie challenges (resending the request with the cookie), replays a
+    /// frame it heard, and sends a new one.
+    fn act(&mut self, sim: &mut Sim) {
+        for (from, f) in sim.take_outside(self.me) {
+            let Frame::Ring(rf) = f else { continue };
+            if let RingFrame::Cookie { rid, cookie } = rf {
+                let again: Vec<RingFrame> = self
+                    .sent
+                    .iter()
+                    .filter(|(to, q)| *to == from && q.rid() == rid)
+                    .map(|(_, q)| q.clone())
+                    .collect();
+                for mut q in again {
+                    q.set_cookie(cookie);
+                    self.send(sim, from, Frame::Ring(q));
+                }
+            } else if self.heard.len() < 1024 {
+                self.heard.push(rf);
+            }
+        }
+        if !self.heard.is_empty() && sim.rand(3) == 0 {
+            let f = self.heard[sim.rand(self.heard.len() as u64) as usize].clone();
+            let members = sim.members();
+            if !members.is_empty() {
+                let to = members[sim.rand(members.len() as u64) as usize];
+                self.send(sim, to, Frame::Ring(f));
+            }
+        }
+        self.one(sim);
+    }
+}
+
+/// Runs for `d`, the stranger (if any) acting every few milliseconds.
+fn advance(sim: &mut Sim, stranger: &mut Option<Stranger>, d: Duration) -> Result<(), Violation> {
+    let Some(s) = stranger.as_mut() else {
+        return sim.run_for(d);
+    };
+    let end = sim.now + d;
+    while sim.now < end {
+        s.act(sim);
+        let step = ms(5 + sim.rand(20)).min(end - sim.now);
+        sim.run_for(step)?;
+    }
+    Ok(())
 }
 
 /// Adjacent members in ring order starting at a random one.
@@ -119,7 +378,12 @@ fn dump(sim: &Sim) {
 }
 
 fn scenario_inner(seed: u64, mix: Mix, holder: &mut Option<Sim>) -> Result<(), Violation> {
-    let sim = holder.insert(Sim::new(seed, net(mix), Config::default()));
+    let hostile = matches!(mix, Mix::Hostile | Mix::HostileKeyed);
+    let config = Config {
+        authenticated: mix == Mix::HostileKeyed,
+        ..Config::default()
+    };
+    let sim = holder.insert(Sim::new(seed, net(mix), config));
     sim.check_every = 1;
     let r = sim.node_config.r;
     let mut next = 0usize;
@@ -148,6 +412,8 @@ fn scenario_inner(seed: u64, mix: Mix, holder: &mut Option<Sim>) -> Result<(), V
         sim.run_for(d)?;
     }
     sim.run_for(Duration::from_secs(3))?;
+    let mut stranger = hostile.then(|| Stranger::new(sim, mix == Mix::Hostile, &users));
+    advance(sim, &mut stranger, Duration::from_secs(2))?;
 
     // Faults, with repair between rounds.
     let rounds = 1 + sim.rand(3);
@@ -155,7 +421,7 @@ fn scenario_inner(seed: u64, mix: Mix, holder: &mut Option<Sim>) -> Result<(), V
     for round in 0..rounds {
         let members = sim.members().len();
         match mix {
-            Mix::Clean | Mix::Lossy => {
+            Mix::Clean | Mix::Lossy | Mix::Hostile | Mix::HostileKeyed => {
                 if members > 1 && sim.rand(2) == 0 {
                     let v = adjacent(sim, 1);
                     for a in v {
@@ -250,7 +516,7 @@ fn scenario_inner(seed: u64, mix: Mix, holder: &mut Option<Sim>) -> Result<(), V
                 sim.register(*v, Sim::make_record(u, ver));
             }
             let d = ms(sim.rand(300));
-            sim.run_for(d)?;
+            advance(sim, &mut stranger, d)?;
         }
         if let Some(t) = split_until {
             sim.run_until(t)?;
@@ -276,6 +542,21 @@ fn scenario_inner(seed: u64, mix: Mix, holder: &mut Option<Sim>) -> Result<(), V
     sim.check_records(None, Duration::from_secs(3))?;
     if sim.lost_records() != 0 {
         return Err(Violation(format!("{} records lost", sim.lost_records())));
+    }
+    // No node holds a record under the stranger's key for a registered name.
+    for (user, rec) in sim.acked().clone() {
+        for a in sim.live() {
+            if let Some(r) = sim.node(a).and_then(|n| n.record(&user)) {
+                if r.pubkey_b64 != rec.pubkey_b64 {
+                    return Err(Violation(format!("{a} holds a forged {user}")));
+                }
+            }
+        }
+    }
+    if let Some(s) = &stranger {
+        if s.ring && s.frames == 0 {
+            return Err(Violation("the stranger sent nothing".into()));
+        }
     }
     Ok(())
 }
@@ -333,4 +614,14 @@ fn seeds_partitions() {
 #[test]
 fn seeds_splits() {
     run_mix(Mix::Splits, 50, 5000);
+}
+
+#[test]
+fn seeds_hostile() {
+    run_mix(Mix::Hostile, 50, 6000);
+}
+
+#[test]
+fn seeds_hostile_keyed() {
+    run_mix(Mix::HostileKeyed, 50, 7000);
 }

@@ -292,6 +292,10 @@ pub(crate) fn ring_frame<S: Sink>(frame: &RingFrame, out: &mut S) {
                     sp_str(out, words::REGISTER);
                     sp_record(out, record);
                 }
+                FindOp::Held { user } => {
+                    sp_str(out, words::HELD);
+                    sp_str(out, user);
+                }
             }
         }
         RingFrame::Refer { peer, .. } => sp_peer(out, peer),

@@ -32,7 +32,7 @@
 //! STATE     rid id opt-peer peers               ; my id, predecessor, successor list
 //! RECTIFY   rid cookie id                       ; I think I am your predecessor -> ACK
 //! PING      rid cookie                          ; -> ACK
-//! FIND      rid cookie key op                   ; op = "LOCATE" / "RESOLVE" user / "REGISTER" record
+//! FIND      rid cookie key op                   ; op = "LOCATE" / "RESOLVE" user / "REGISTER" record / "HELD" user
 //! REFER     rid peer                            ; not mine: ask this closer node
 //! FOUND     rid id outcome                      ; outcome = "NODE" / "REC" record / "OK" / "ERR" code
 //! BUSY      rid                                 ; owner not ready (taking over), retry
@@ -101,6 +101,12 @@ pub enum FindOp {
     Register {
         /// The record (signed, or unsigned with empty key and signature).
         record: Record,
+    },
+    /// Not routed: which record for `user` do you hold (owned or replica)? Asked of a
+    /// record's holders to confirm an owner's answer by majority (an open ring).
+    Held {
+        /// Username.
+        user: String,
     },
 }
 
@@ -503,6 +509,8 @@ pub(crate) mod words {
     pub(crate) const RESOLVE: &str = "RESOLVE";
     /// `FIND` op: store a record.
     pub(crate) const REGISTER: &str = "REGISTER";
+    /// `FIND` op: the record you hold for a user (not routed).
+    pub(crate) const HELD: &str = "HELD";
     /// `FOUND` outcome: answer to `LOCATE`.
     pub(crate) const NODE: &str = "NODE";
     /// `FOUND` outcome: a record follows.

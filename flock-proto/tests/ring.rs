@@ -51,6 +51,7 @@ fn frame() -> impl Strategy<Value = RingFrame> {
         Just(FindOp::Locate),
         "[a-z0-9_]{3,20}".prop_map(|user| FindOp::Resolve { user }),
         record().prop_map(|record| FindOp::Register { record }),
+        "[a-z0-9_]{3,20}".prop_map(|user| FindOp::Held { user }),
     ];
     let err = prop_oneof![
         Just(FindError::NotFound),

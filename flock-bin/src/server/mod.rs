@@ -57,6 +57,7 @@ use tracing::info;
 
 #[cfg(feature = "cli")]
 pub use args::{ServerArgs, init_tracing, main_from_env};
+pub(crate) use auth::ClusterAuth;
 pub use auth::{KEY_LEN, new_key_file, parse_keys, read_keys};
 pub use options::{Cidr, ServerOptions};
 pub use sockets::local_ip_toward;

@@ -210,6 +210,11 @@ pub(super) async fn serve(
 }
 
 /// The wall clock in milliseconds since the Unix epoch (the cluster key's replay window).
+/// Whether an authenticated frame is an admin request (`STATUS`, `CHECKSUM`, `SNAPSHOT`).
+fn is_admin(inner: &[u8]) -> bool {
+    matches!(inner, b"STATUS" | b"CHECKSUM" | b"SNAPSHOT") || inner.starts_with(b"SNAPSHOT ")
+}
+
 fn wall_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -417,7 +422,7 @@ impl Server {
         // else: they are exempt from the rate limit).
         let (data, authed) = match self.auth.as_mut() {
             Some(a) if data.starts_with(auth::PREFIX) => match a.open(wall_ms(), data) {
-                Ok(inner) if inner.starts_with(b"RING ") => (inner, true),
+                Ok(inner) if inner.starts_with(b"RING ") || is_admin(inner) => (inner, true),
                 _ => {
                     self.stats.ring_auth_failed += 1;
                     return;
@@ -430,12 +435,15 @@ impl Server {
             _ => (data, false),
         };
         let ring = data.starts_with(b"RING ");
-        let exempt = if self.auth.is_some() {
+        // A member's source address alone proves nothing (it can be spoofed): without a
+        // key its ring frames are exempt only once known to be a cookie-carrying request
+        // or an answer we wait for (below).
+        let member_src = if self.auth.is_some() {
             authed
         } else {
             ring && self.is_member(from)
         };
-        if !exempt && !self.allow(from, 1.0) {
+        if !member_src && !self.allow(from, 1.0) {
             return;
         }
         let now = self.now();
@@ -470,6 +478,19 @@ impl Server {
                 return;
             }
         };
+        // Authentication before verification: a ring request without its cookie goes
+        // straight to the node, which answers the cookie and verifies nothing; an answer
+        // nobody asked for is dropped there unverified.
+        let authentic = match &frame {
+            Frame::Ring(rf) => {
+                self.node.cookie_valid(from, rf) && self.node.reply_expected(from, rf)
+            }
+            _ => true,
+        };
+        let exempt = member_src && (authed || authentic);
+        if member_src && !exempt && !self.allow(from, 1.0) {
+            return;
+        }
         let extra = match &frame {
             Frame::Register(_) | Frame::RegisterLegacy { .. } => 4.0,
             Frame::Status | Frame::Snapshot | Frame::Checksum => 4.0,
@@ -480,7 +501,13 @@ impl Server {
             return;
         }
         if matches!(frame, Frame::Status | Frame::Snapshot | Frame::Checksum) {
-            if !validated {
+            if authed {
+                // Authenticated with the cluster key: a key holder, from any address.
+                if let Some(json) = self.admin_reply(&frame, after.as_deref()) {
+                    let reply = Frame::Ok(OkReply::Json(json.into())).encode_to_vec();
+                    self.queue_raw(from, &reply, false);
+                }
+            } else if !validated {
                 let cookie = self.gate.cookie_reply(now, from);
                 self.queue_raw(from, &cookie, true);
             } else if !self.admin_allow.iter().any(|c| c.contains(*from.ip())) {
@@ -502,12 +529,6 @@ impl Server {
                 return;
             }
         }
-        // Authentication before verification: a ring request without its cookie goes
-        // straight to the node, which answers the cookie and verifies nothing.
-        let authentic = match &frame {
-            Frame::Ring(rf) => self.node.cookie_valid(from, rf),
-            _ => true,
-        };
         if let Some(pool) = &self.pool {
             if authentic && verify::carries_records(&frame) {
                 if !pool.submit((from, frame.into_owned())) {

@@ -211,9 +211,23 @@ pub fn all_resolve(host: &Host, addr: &str, users: &[String], timeout_ms: u64) -
 
 /// Sends raw datagrams from `host` to `addr`; the replies, one per line.
 pub fn send_raw(host: &Host, addr: &str, msgs: &[String], echo_cookie: bool) -> String {
+    send_raw_from(host, None, addr, msgs, echo_cookie)
+}
+
+/// [`send_raw`] from the local address `from` (`None`: any free port).
+pub fn send_raw_from(
+    host: &Host,
+    from: Option<&str>,
+    addr: &str,
+    msgs: &[String],
+    echo_cookie: bool,
+) -> String {
     let mut args = vec!["send-raw", "--wait-ms", "300", "--to", addr];
     if echo_cookie {
         args.push("--echo-cookie");
+    }
+    if let Some(f) = from {
+        args.extend(["--from", f]);
     }
     args.extend(msgs.iter().map(String::as_str));
     flock(host, &args).1

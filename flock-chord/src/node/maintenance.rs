@@ -174,7 +174,7 @@ impl Node {
     /// ([`Self::confirm_by_lookup`]). A node alone (no successor) adopts at once.
     pub(super) fn rectify(&mut self, now: Now, n: Peer) {
         match self.pred {
-            None if self.succs.is_empty() => self.set_pred(Some(n)),
+            None if self.succs.is_empty() => self.challenge_lone_claim(now, n),
             None => self.confirm_by_lookup(now, n),
             Some(p) if p.addr == n.addr => {
                 if p.id != n.id {
@@ -383,6 +383,11 @@ impl Node {
                 self.on_adopt_state(now, Peer { id, addr: from }, succs)
             }
             RequestPurpose::PredConfirm => self.on_pred_state(now, from, &succs),
+            RequestPurpose::OwnerState => self.on_owner_state(now, Peer { id, addr: from }, &succs),
+            RequestPurpose::ConfirmState { cid } => self.confirm_state(now, cid, &succs),
+            RequestPurpose::LoneClaim { candidate } => {
+                self.on_lone_claim_state(now, candidate, Peer { id, addr: from }, &succs);
+            }
             _ => {}
         }
     }
@@ -421,7 +426,7 @@ impl Node {
 
 #[cfg(test)]
 mod tests {
-    use flock_proto::ring::Peer;
+    use flock_proto::ring::{Peer, RingFrame};
 
     use crate::node::testing::{counter_total, founder, ms, ring};
     use crate::sim::Sim;
@@ -467,7 +472,39 @@ mod tests {
             id: 12_345,
             addr: Sim::addr(8),
         };
-        n.rectify(ms(1), x);
+        // The claimant must first answer a challenge (issue 10): a GET_STATE at its address.
+        let challenge = |n: &mut crate::Node| {
+            n.rectify(ms(1), x);
+            let out = crate::node::testing::sends(&crate::node::testing::drain(n));
+            out.iter()
+                .find_map(|(to, f)| match f {
+                    flock_proto::Frame::Ring(RingFrame::GetState { rid, .. }) if *to == x.addr => {
+                        Some(*rid)
+                    }
+                    _ => None,
+                })
+                .expect("a challenge")
+        };
+        let me = Peer {
+            id: n.id(),
+            addr: n.addr(),
+        };
+        let state = |rid, succs: Vec<Peer>| {
+            flock_proto::Frame::Ring(RingFrame::State {
+                rid,
+                id: x.id,
+                pred: None,
+                succs,
+            })
+        };
+        // Not adopted before it answers, nor when it does not name us as its successor.
+        let rid = challenge(&mut n);
+        assert_eq!(n.predecessor(), None);
+        n.handle_datagram(ms(2), x.addr, state(rid, vec![x]));
+        assert_eq!(n.predecessor(), None);
+        assert!(n.successors().is_empty());
+        let rid = challenge(&mut n);
+        n.handle_datagram(ms(3), x.addr, state(rid, vec![me]));
         assert_eq!(n.predecessor(), Some(x));
         assert_eq!(n.successors(), &[x]);
     }

@@ -16,9 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
-use flock_proto::Record;
 use flock_proto::ring::{Peer, RingFrame};
 use flock_proto::space::{dist, split_point};
+use flock_proto::{Record, ring_hash};
 use rand_core::Rng;
 
 use super::requests::RequestPurpose;
@@ -361,7 +361,7 @@ impl Node {
     }
 
     /// `JOIN rid`: give the joiner the upper half of our range, our successor list and
-    /// every record we hold.
+    /// the records of that half.
     pub(super) fn on_join(&mut self, now: Now, from: SocketAddrV4, rid: u64) {
         if let Some(s) = self.serving.get(&from) {
             if s.rid == rid {
@@ -403,9 +403,9 @@ impl Node {
                 jl.push(*p);
             }
         }
-        // Everything we hold: owned (its part of our range) and replicas (it is now a
-        // successor of the same owners). Extras expire by lease.
-        let recs: Vec<Record> = self.records.values().map(|e| e.record.clone()).collect();
+        // Only the range it takes over, `[mid, hi]`: the replicas it now holds as a
+        // successor of the same owners come from those owners (their `SYNC` pushes).
+        let recs: Vec<Record> = self.records_in(mid, hi);
         let chunks = chunk_records(recs);
         let welcome = RingFrame::Welcome {
             rid,
@@ -459,7 +459,17 @@ impl Node {
             }
             // Adopt its successors; the range grows with records arriving in this transfer
             // (and the usual fetch from the replicas, in case the transfer is lost).
-            let list: Vec<Peer> = succs.iter().filter(|p| p.addr != from).copied().collect();
+            // Our own later successors come first (an honest leaver's list is ours
+            // shifted by one, plus one more): a leaver (any member of an open ring) that
+            // names dead, made-up or misplaced successors cannot cut us off; stabilize
+            // replaces the list from the new successor's state in the next round.
+            let list: Vec<Peer> = self
+                .succs
+                .iter()
+                .chain(succs.iter())
+                .filter(|p| p.addr != from)
+                .copied()
+                .collect();
             let list = match list.first() {
                 Some(h) => self.merge_list(*h, &list[1..]),
                 None => Vec::new(),
@@ -482,6 +492,48 @@ impl Node {
         self.event(Event::Left);
     }
 
+    /// A node claims to precede us while we are alone (`RECTIFY`): before it becomes our
+    /// predecessor and successor (and gets the half of the ring it claims), it must answer
+    /// a challenge, a `GET_STATE` with a fresh random id at its address, with its claimed
+    /// id and us as its successor (with a cluster key its answer is also authenticated,
+    /// i.e. it proves membership).
+    pub(super) fn challenge_lone_claim(&mut self, now: Now, n: Peer) {
+        if n.addr == self.me
+            || self.has_pending_purpose(n.addr, &RequestPurpose::LoneClaim { candidate: n })
+        {
+            return;
+        }
+        self.counters.inc("lone_claim_challenged");
+        let rid = self.rng.next_u64();
+        self.request(
+            now,
+            n.addr,
+            RingFrame::GetState { rid, cookie: 0 },
+            RequestPurpose::LoneClaim { candidate: n },
+        );
+    }
+
+    /// The claimant's `STATE`: adopted if it is the node it claimed to be and names us
+    /// as its successor, and we are still alone.
+    pub(super) fn on_lone_claim_state(
+        &mut self,
+        now: Now,
+        claim: Peer,
+        state: Peer,
+        succs: &[Peer],
+    ) {
+        let alone = self.pred.is_none() && self.succs.is_empty() && self.is_member();
+        let names_us = succs
+            .first()
+            .is_some_and(|p| p.addr == self.me && p.id == self.id);
+        if !alone || state != claim || !names_us {
+            self.counters.inc("pred_claim_refused");
+            return;
+        }
+        self.set_pred(Some(claim));
+        self.set_succs(now, vec![claim]);
+    }
+
     /// The `WELCOME` and all its records arrived: become a member.
     pub(super) fn complete_join(&mut self, now: Now, chunks: BTreeMap<u32, Vec<Record>>) {
         let Some(w) = self.welcome.take() else {
@@ -496,7 +548,12 @@ impl Node {
         self.phase = Phase::Member;
         for (_, recs) in chunks {
             for r in recs {
-                self.apply_record(now, r, Some(w.pred.addr));
+                // Only the range we take over (`authority`).
+                if self.owns(ring_hash(&r.user)) {
+                    self.apply_record(now, r, Some(w.pred.addr));
+                } else {
+                    self.counters.inc("record_unauthorized");
+                }
             }
         }
         self.phase = Phase::Joining {
@@ -670,6 +727,50 @@ mod tests {
         );
         let ev = events(&drain(&mut f));
         assert!(matches!(ev[..], [Event::Founded { lo: 0, .. }]), "{ev:?}");
+    }
+
+    #[test]
+    fn a_joiner_gets_only_the_range_it_takes_over() {
+        let mut n = crate::node::testing::founder();
+        for i in 0..40 {
+            let r = Sim::make_record(&format!("user{i}"), 1);
+            n.handle_datagram(ms(1), Sim::addr(30), Frame::Register((&r).into()));
+        }
+        drain(&mut n);
+        let joiner = Sim::addr(9);
+        let join = RingFrame::Join {
+            rid: 5,
+            cookie: n.cookie_for(joiner),
+        };
+        n.handle_datagram(ms(2), joiner, Frame::Ring(join));
+        let out = sends(&drain(&mut n));
+        let mid = out
+            .iter()
+            .find_map(|(_, f)| match f {
+                Frame::Ring(RingFrame::Welcome { id, .. }) => Some(*id),
+                _ => None,
+            })
+            .expect("welcome");
+        let sent: Vec<String> = out
+            .iter()
+            .filter(|(to, _)| *to == joiner)
+            .filter_map(|(_, f)| match f {
+                Frame::Ring(RingFrame::Records { records, .. }) => Some(records.clone()),
+                _ => None,
+            })
+            .flatten()
+            .map(|r| r.user)
+            .collect();
+        let theirs: Vec<String> = (0..40)
+            .map(|i| format!("user{i}"))
+            .filter(|u| flock_proto::ring_hash(u) >= mid)
+            .collect();
+        assert!(!theirs.is_empty() && theirs.len() < 40);
+        let mut sent_sorted = sent.clone();
+        sent_sorted.sort();
+        let mut want = theirs;
+        want.sort();
+        assert_eq!(sent_sorted, want);
     }
 
     #[test]

@@ -10,9 +10,13 @@
 //! | `membership` | probing (found or join), discovery, `JOIN` / `WELCOME`, leaving |
 //! | `maintenance` | Zave's stabilize and rectify, predecessor checks, dead peers |
 //! | `records` | registrations, replica writes, anti-entropy (`SYNC`), leases |
+//! | `authority` | which sender may give us which record; takeover conflicts |
+//! | `confirm` | answers confirmed by a majority of the record's holders (open ring) |
 //! | `transfer` | chunked transfers, takeover of a grown range, handover |
 //! | this file | the state, the public API, timers, and the frame dispatch |
 
+mod authority;
+mod confirm;
 mod maintenance;
 mod membership;
 mod records;
@@ -126,6 +130,10 @@ pub struct Node {
     /// is adopted only once the predecessor lists it, or, with no live predecessor, a ring
     /// lookup of `id - 1` ends at it: an unknown host cannot make itself our predecessor.
     pred_claims: BTreeMap<SocketAddrV4, u64>,
+    /// Who may push which records (see `authority`).
+    authority: authority::Authority,
+    /// Client answers waiting for their holders (see `confirm`).
+    confirm: confirm::Confirms,
 }
 
 impl std::fmt::Debug for Node {
@@ -210,6 +218,8 @@ impl Node {
             rounds: 0,
             no_handover: false,
             pred_claims: BTreeMap::new(),
+            authority: authority::Authority::default(),
+            confirm: confirm::Confirms::default(),
         };
         for r in records {
             if verify::check(None, &r, node.verifier.as_ref()).is_ok() {
@@ -512,6 +522,8 @@ impl Node {
         if self.is_member() {
             self.drop_unleased_replicas(now);
         }
+        self.authority_housekeeping(now);
+        self.confirm_housekeeping(now);
     }
 
     fn on_ring(&mut self, now: Now, from: SocketAddrV4, rf: RingFrame) {

@@ -335,9 +335,8 @@ impl Node {
             self.phase,
             Phase::Member | Phase::Joining { .. } | Phase::Leaving
         ) {
-            for r in records {
-                self.apply_record(now, r, Some(from));
-            }
+            // Kept only from the sender responsible for each record (`authority`).
+            self.accept_pushed(now, from, records);
             self.send_ring(from, RingFrame::Ack { rid, seq: 0 });
         }
     }

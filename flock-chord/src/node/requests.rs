@@ -29,6 +29,21 @@ pub(super) enum RequestPurpose {
     /// Asking the live predecessor for its successor list: a node that claims to lie
     /// between it and us is adopted only if the predecessor lists it.
     PredConfirm,
+    /// Asking a node a ring lookup confirmed as an owner for its successor list: it may
+    /// replicate to us only if we are among its first r - 1 (`authority`).
+    OwnerState,
+    /// Challenging a node that claims to precede us while we are alone (`membership`).
+    LoneClaim {
+        candidate: Peer,
+    },
+    /// Asking a record's owner for its successors, the holders that confirm its answer.
+    ConfirmState {
+        cid: u64,
+    },
+    /// Asking a holder which record it holds (`confirm`).
+    ConfirmHeld {
+        cid: u64,
+    },
     Lookup {
         lid: u64,
     },
@@ -221,7 +236,11 @@ impl Node {
             RequestPurpose::Adopt
             | RequestPurpose::Rectify
             | RequestPurpose::Fix
-            | RequestPurpose::Sync => {}
+            | RequestPurpose::Sync
+            | RequestPurpose::OwnerState
+            | RequestPurpose::LoneClaim { .. } => {}
+            RequestPurpose::ConfirmState { cid } => self.confirm_no_state(cid),
+            RequestPurpose::ConfirmHeld { cid } => self.confirm_silent(cid, to),
             RequestPurpose::Join => self.join_failed(now),
             RequestPurpose::Lookup { lid } => self.lookup_fail_hop(now, lid, to),
             RequestPurpose::Replicate { commit } => self.commit_progress(commit),

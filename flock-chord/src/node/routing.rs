@@ -38,6 +38,10 @@ pub(super) enum LookupPurpose {
     /// Who owns the key just below our id, i.e. who really is our predecessor: confirms
     /// a claim when there is no live predecessor to ask.
     PredClaim,
+    /// Whether `from`, which pushed records to us, owns them (`authority`).
+    OwnerCheck { from: SocketAddrV4 },
+    /// Whether `addr`, named as a holder by an owner, is the member at its id (`confirm`).
+    VerifyHolder { cid: u64, addr: SocketAddrV4 },
 }
 
 /// A lookup in progress.
@@ -198,7 +202,7 @@ impl Node {
             };
             match l.op {
                 FindOp::Locate => self.lookup_finish(now, l, me, Outcome::Node),
-                FindOp::Resolve { ref user } => {
+                FindOp::Resolve { ref user } | FindOp::Held { ref user } => {
                     let outcome = self.resolve_local(user);
                     self.lookup_finish(now, l, me, outcome);
                 }
@@ -210,7 +214,9 @@ impl Node {
                         }),
                         LookupPurpose::Finger { .. }
                         | LookupPurpose::Handover
-                        | LookupPurpose::PredClaim => None,
+                        | LookupPurpose::PredClaim
+                        | LookupPurpose::OwnerCheck { .. }
+                        | LookupPurpose::VerifyHolder { .. } => None,
                     };
                     let record = record.clone();
                     self.hops.record(l.hops);
@@ -279,7 +285,7 @@ impl Node {
         self.lookup_finish(now, l, owner, outcome);
     }
 
-    pub(super) fn lookup_finish(&mut self, _now: Now, l: Lookup, owner: Peer, outcome: Outcome) {
+    pub(super) fn lookup_finish(&mut self, now: Now, l: Lookup, owner: Peer, outcome: Outcome) {
         match l.purpose {
             LookupPurpose::PredClaim => {
                 let claims = std::mem::take(&mut self.pred_claims);
@@ -297,6 +303,10 @@ impl Node {
                 }
             }
             LookupPurpose::Handover => {}
+            LookupPurpose::VerifyHolder { cid, addr } => {
+                self.holder_verified(now, cid, addr, owner);
+            }
+            LookupPurpose::OwnerCheck { from } => self.owner_checked(now, from, owner, &outcome),
             LookupPurpose::Finger { index } => {
                 if index < FINGERS && owner.addr != self.me && matches!(outcome, Outcome::Node) {
                     self.fingers[index] = Some(owner);
@@ -310,6 +320,15 @@ impl Node {
                     // The answer must be the name asked for (and verify, below).
                     if r.user != *user {
                         self.counters.inc("found_wrong_user");
+                        return;
+                    }
+                    if self.needs_confirm(r) {
+                        if !self.verifier.verify(r) {
+                            self.counters.inc("bad_record_from_owner");
+                            return;
+                        }
+                        // An open ring: the holders confirm the owner's word (`confirm`).
+                        self.start_confirm(now, (client, rid), owner, r.clone());
                         return;
                     }
                 }
@@ -367,6 +386,13 @@ impl Node {
             }
             _ => return,
         }
+        if let FindOp::Held { user } = &op {
+            // Not routed: what we hold, owned or replica (`confirm`).
+            let outcome = self.resolve_local(user);
+            let id = self.id;
+            self.send_ring(from, RingFrame::Found { rid, id, outcome });
+            return;
+        }
         if self.owns(key) {
             if self.in_takeover(key) {
                 if let Some(t) = &mut self.takeover {
@@ -388,10 +414,15 @@ impl Node {
             }
             let outcome = match op {
                 FindOp::Locate => Outcome::Node,
-                FindOp::Resolve { user } => self.resolve_local(&user),
-                FindOp::Register { record } => {
+                FindOp::Resolve { user } | FindOp::Held { user } => self.resolve_local(&user),
+                FindOp::Register { record } if ring_hash(&record.user) == key => {
                     self.register_local(now, record, Some(RegisterReplyTo::Peer { to: from, rid }));
                     return;
+                }
+                FindOp::Register { .. } => {
+                    // A name we do not own, sent under a key we do: not the owner's path.
+                    self.counters.inc("record_unauthorized");
+                    Outcome::Error(FindError::InvalidPayload)
                 }
             };
             self.send_ring(
@@ -575,8 +606,12 @@ impl Node {
             return;
         };
         self.failures.remove(&from);
-        if let RequestPurpose::Lookup { lid } = p.purpose {
-            self.lookup_done(now, lid, Peer { id, addr: from }, outcome);
+        match p.purpose {
+            RequestPurpose::Lookup { lid } => {
+                self.lookup_done(now, lid, Peer { id, addr: from }, outcome);
+            }
+            RequestPurpose::ConfirmHeld { cid } => self.confirm_held(cid, from, outcome),
+            _ => {}
         }
     }
 }

@@ -203,6 +203,7 @@ impl Node {
                 let done = t.lo == t.end;
                 if done {
                     self.takeover = None;
+                    self.settle_takeover(now);
                 }
                 for (from, f) in q {
                     self.on_ring_requeued(now, from, f);
@@ -242,6 +243,7 @@ impl Node {
             hi,
             records: t.received,
         });
+        self.settle_takeover(now);
         self.reclassify(now, None);
         for (from, f) in t.queued {
             self.on_ring_requeued(now, from, f);
@@ -359,9 +361,7 @@ impl Node {
             }
             _ => {
                 let n = records.len();
-                for r in records {
-                    self.apply_record(now, r, Some(from));
-                }
+                self.accept_transferred(now, from, &purpose, records);
                 if let Some(t) = &mut self.takeover {
                     if purpose == TransferPurpose::Fetch || purpose == TransferPurpose::Leave {
                         t.received += n;

@@ -261,7 +261,7 @@ fn sp_record(input: &str) -> RResult<'_, Record> {
     .parse(input)
 }
 
-/// `op = "LOCATE" / "RESOLVE" SP user / "REGISTER" SP record`.
+/// `op = "LOCATE" / "RESOLVE" SP user / "REGISTER" SP record / "HELD" SP user`.
 fn sp_find_op(input: &str) -> RResult<'_, FindOp> {
     let (input, word) = sp(token, "op").parse(input)?;
     match word {
@@ -271,6 +271,10 @@ fn sp_find_op(input: &str) -> RResult<'_, FindOp> {
         })
         .parse(input),
         words::REGISTER => map(sp_record, |record| FindOp::Register { record }).parse(input),
+        words::HELD => map(sp(token, "user"), |user| FindOp::Held {
+            user: user.to_owned(),
+        })
+        .parse(input),
         _ => Err(nom::Err::Error(RingFail::Bad("op"))),
     }
 }
