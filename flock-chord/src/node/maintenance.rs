@@ -2,7 +2,15 @@
 //! correct and maintainable"): stabilize from the first successor, adopt a live node
 //! between us and it, rectify the predecessor on notification, detect dead neighbours,
 //! and probe remembered dead peers so that rings split by a partition merge again.
+//!
+//! Upkeep is paced ([`Pace`]): rounds run at the configured intervals while anything
+//! changes and back off once the ring has been quiet for a few rounds; a change, a
+//! failure or a neighbour's `FIX` tightens them again. Liveness rides on traffic that
+//! flows anyway: the predecessor's stabilize round is its heartbeat, so it is pinged only
+//! when silent; and when a successor stops answering, the ones after it are probed at
+//! once, in parallel, so adjacent failures are found in one timeout, not one each.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
@@ -19,8 +27,99 @@ use crate::api::{Event, Now};
 const GHOST_TTL: Duration = Duration::from_secs(600);
 /// Most unconfirmed predecessor claims remembered at once.
 const MAX_PRED_CLAIMS: usize = 16;
+/// Rounds without a change after which the ring counts as quiet.
+const CALM_AFTER: u32 = 4;
+/// On a quiet ring, stabilize runs this many times less often.
+const QUIET_STABILIZE: u32 = 2;
+/// Most a finger refresh backs off (times the configured interval) while fingers hold.
+const QUIET_FINGERS: u32 = 16;
+
+/// How fast upkeep runs now. See the module docs.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Pace {
+    /// Stabilize rounds since the successor list or the predecessor last changed.
+    pub(super) calm_rounds: u32,
+    /// Finger refreshes in a row that found the finger where it was.
+    pub(super) calm_fingers: u32,
+    /// When the predecessor last sent us a request (its stabilize round).
+    pub(super) pred_heard: Option<Now>,
+    /// What the last `SYNC` to each replica holder vouched for (range, count, digest),
+    /// and when: an unchanged range is synced again only to renew the lease.
+    pub(super) synced: BTreeMap<SocketAddrV4, ((u64, u64, u64, u64), Now)>,
+    /// When the next ghost probe is due, and how many were sent (picks the next ghost).
+    pub(super) ghost_at: Option<Now>,
+    pub(super) ghost_probes: u64,
+    /// When each finger we referred lookups to was last checked for liveness.
+    pub(super) fingers_checked: BTreeMap<SocketAddrV4, Now>,
+}
+
+impl Pace {
+    /// Something looks wrong or changed: back to the configured intervals.
+    pub(super) fn tighten(&mut self) {
+        self.calm_rounds = 0;
+        self.calm_fingers = 0;
+    }
+}
 
 impl Node {
+    /// Delay to the next stabilize round: the configured interval, or
+    /// [`QUIET_STABILIZE`] times it on a quiet ring.
+    pub(super) fn stabilize_delay(&self) -> Duration {
+        if self.pace.calm_rounds >= CALM_AFTER && self.takeover.is_none() {
+            self.cfg.stabilize_interval * QUIET_STABILIZE
+        } else {
+            self.cfg.stabilize_interval
+        }
+    }
+
+    /// Delay to the next finger refresh: longer with every refresh that changed nothing,
+    /// up to [`QUIET_FINGERS`] times the configured interval.
+    pub(super) fn finger_delay(&self) -> Duration {
+        self.cfg.fix_fingers_interval * (1 + self.pace.calm_fingers.min(QUIET_FINGERS - 1))
+    }
+
+    /// Whether the periodic anti-entropy round should `SYNC` holder `to`: when what we
+    /// would vouch for (range, count, digest) changed since the last `SYNC` to it, or
+    /// its lease needs renewing (half the lease went by).
+    pub(super) fn sync_due(&mut self, now: Now, to: SocketAddrV4) -> bool {
+        let holders = self.replica_holders();
+        self.pace.synced.retain(|a, _| holders.contains(a));
+        let Some(&((lo, hi, count, digest), at)) = self.pace.synced.get(&to) else {
+            return true;
+        };
+        now.saturating_sub(at) >= self.cfg.lease / 2
+            || self.range() != (lo, hi)
+            || self.digest(lo, hi) != (count, digest)
+    }
+
+    /// How long the predecessor may stay silent before we ping it: two quiet rounds.
+    fn pred_quiet(&self) -> Duration {
+        self.cfg.stabilize_interval * QUIET_STABILIZE + self.cfg.rto
+    }
+
+    /// Our first successor missed an answer: probe the ones after it now, in parallel,
+    /// so that if several adjacent nodes died they are all found in one timeout.
+    pub(super) fn suspect_successor(&mut self, now: Now, first: SocketAddrV4) {
+        self.pace.tighten();
+        let rest: Vec<SocketAddrV4> = self
+            .succs
+            .iter()
+            .map(|p| p.addr)
+            .filter(|a| *a != first)
+            .collect();
+        for a in rest {
+            if !self.has_pending_purpose(a, &RequestPurpose::Probe) {
+                let rid = self.rng.next_u64();
+                self.request(
+                    now,
+                    a,
+                    RingFrame::Ping { rid, cookie: 0 },
+                    RequestPurpose::Probe,
+                );
+            }
+        }
+    }
+
     /// Stabilize from the first successor (or, alone, from a predecessor that appeared).
     pub(super) fn stabilize(&mut self, now: Now) {
         let target = match self.succs.first() {
@@ -44,7 +143,7 @@ impl Node {
     /// Asks one remembered dead peer for its state; if it is alive again and lies between
     /// us and our successor, [`Self::on_adopt_state`] adopts it.
     pub(super) fn probe_ghost(&mut self, now: Now) {
-        let pick = self.rounds / 4;
+        let pick = self.pace.ghost_probes;
         let n = self.ghosts.len() as u64;
         if n == 0 {
             return;
@@ -107,6 +206,8 @@ impl Node {
                     );
                 }
             }
+            // It already knows us as its predecessor: nothing to notify.
+            Some(p) if p.addr == self.me && p.id == self.id => {}
             _ => self.send_rectify(now, s.addr),
         }
     }
@@ -257,6 +358,14 @@ impl Node {
     }
 
     /// Starts the lookup of [`Self::confirm_by_lookup`] unless one is running.
+    ///
+    /// With a live predecessor the question is who owns `id - 1`. Without one (it just
+    /// died) that key was the dead node's, and every node that has not noticed yet
+    /// refers lookups of it to the dead node; so the ring is asked about the closest
+    /// claimant's own id instead: the lookup ends at the claimant only if the ring
+    /// routes to it, i.e. it is a member at that id (an outsider is still refused).
+    /// A member closer to us that this adopts too early rectifies us in its next
+    /// round and replaces it (Zave's rule, confirmed with it as usual).
     pub(super) fn start_pred_lookup(&mut self, now: Now) {
         if self
             .lookups
@@ -265,12 +374,23 @@ impl Node {
         {
             return;
         }
-        let key = (self.id + MODULUS - 1) % MODULUS;
+        let closest_claim = self
+            .pred_claims
+            .values()
+            .copied()
+            .filter(|id| *id != self.id)
+            .min_by_key(|id| dist(*id, self.id));
+        let key = match (self.pred, closest_claim) {
+            (None, Some(id)) => id,
+            _ => (self.id + MODULUS - 1) % MODULUS,
+        };
         self.start_lookup(now, LookupPurpose::PredClaim, key, FindOp::Locate);
     }
 
     pub(super) fn set_pred(&mut self, p: Option<Peer>) {
         if self.pred != p {
+            self.pace.tighten();
+            self.pace.pred_heard = None;
             self.pred = p;
             self.event(Event::PredecessorChanged { pred: p });
         }
@@ -284,6 +404,7 @@ impl Node {
         let old_first = self.succs.first().copied();
         let old_range = self.range();
         let old_window: Vec<SocketAddrV4> = self.replica_holders();
+        self.pace.tighten();
         self.succs = list;
         for p in self.succs.clone() {
             self.note_id(p);
@@ -305,11 +426,27 @@ impl Node {
                 }
             }
         }
+        // Our predecessor's list ends in ours: let it refresh now, not at its next
+        // (perhaps quiet) round, so a change reaches the `r - 1` lists before it at once.
+        if self.is_member() {
+            if let Some(p) = self.pred.filter(|p| p.addr != self.me) {
+                if !self.has_pending_purpose(p.addr, &RequestPurpose::Fix) {
+                    let rid = self.rng.next_u64();
+                    self.request(
+                        now,
+                        p.addr,
+                        RingFrame::Fix { rid, cookie: 0 },
+                        RequestPurpose::Fix,
+                    );
+                }
+            }
+        }
     }
 
     /// A successor did not answer `dead_after` tries: drop it, shift, repair at once.
     pub(super) fn peer_dead(&mut self, now: Now, addr: SocketAddrV4) {
         self.counters.inc("peer_dead");
+        self.pace.tighten();
         if self.ghosts.len() < 4 * self.cfg.r {
             self.ghosts.insert(addr, now + GHOST_TTL);
         }
@@ -330,17 +467,8 @@ impl Node {
                 .filter(|p| p.addr != addr)
                 .copied()
                 .collect();
+            // (`set_succs` tells the predecessor, so it repairs now.)
             self.set_succs(now, list);
-            // Tell the predecessor so it repairs now rather than at its next round.
-            if let Some(p) = self.pred.filter(|p| p.addr != self.me && p.addr != addr) {
-                let rid = self.rng.next_u64();
-                self.request(
-                    now,
-                    p.addr,
-                    RingFrame::Fix { rid, cookie: 0 },
-                    RequestPurpose::Fix,
-                );
-            }
             self.last_fix = None;
             self.immediate_round(now);
         }
@@ -399,12 +527,20 @@ impl Node {
     pub(super) fn on_fix(&mut self, now: Now, from: SocketAddrV4, rid: u64) {
         self.send_ring(from, RingFrame::Ack { rid, seq: 0 });
         if self.is_member() && self.is_neighbour(from) {
+            self.pace.tighten();
             self.immediate_round(now);
         }
     }
 
     /// The periodic predecessor liveness check.
     pub(super) fn ping_pred(&mut self, now: Now) {
+        let heard = self
+            .pace
+            .pred_heard
+            .is_some_and(|t| now.saturating_sub(t) < self.pred_quiet());
+        if heard {
+            return;
+        }
         if let Some(p) = self.pred.filter(|p| p.addr != self.me) {
             if !self.has_pending_purpose(p.addr, &RequestPurpose::PingPred) {
                 let rid = self.rng.next_u64();

@@ -7,6 +7,7 @@
 //! without it is answered with `COOKIE` and resent by its sender ([`Node::on_cookie`]).
 
 use std::net::SocketAddrV4;
+use std::time::Duration;
 
 use flock_proto::ring::{Peer, RingFrame};
 
@@ -43,6 +44,10 @@ pub(super) enum RequestPurpose {
     },
     Fix,
     Leave,
+    /// Is a successor after a silent first successor alive? (Declared dead if not.)
+    Probe,
+    /// Is a finger we refer lookups to alive? (Dropped if not.)
+    FingerCheck,
 }
 
 /// An outstanding request: the frame (resent on timeout), why, tries so far, and when it
@@ -64,6 +69,9 @@ pub(super) const PEER_SHARE: usize = 16;
 /// for the node's own requests (stabilize, rectify, takeover fetches, replication, leave)
 /// and, for transfers, for the lookups.
 pub(super) const RESERVED_SHARE: usize = 4;
+
+/// Liveness checks retry at `rto / LIVENESS_RTO_DIV` (see [`Node::rto_for`]).
+const LIVENESS_RTO_DIV: u32 = 2;
 
 /// Key of an outstanding request: (peer, rid, chunk seq). `seq` is 0 for the request
 /// itself and `k + 1` for chunk `k` of a transfer.
@@ -91,15 +99,29 @@ impl Node {
         self.send_ring(to, frame.clone());
         let p = Pending {
             frame,
+            deadline: now + self.rto_for(&purpose),
             purpose,
             tries: 1,
-            deadline: now + self.cfg.rto,
         };
         if let Some(old) = self.pending.remove(&key) {
             self.deadlines.remove(&(old.deadline, key));
         }
         self.deadlines.insert((p.deadline, key));
         self.pending.insert(key, p);
+    }
+
+    /// Retransmission timeout of a request: liveness checks of neighbours (tiny frames,
+    /// answered at once) retry at half the configured timeout, so a dead neighbour is
+    /// found in `dead_after` half-timeouts; everything else at the configured one.
+    fn rto_for(&self, purpose: &RequestPurpose) -> Duration {
+        match purpose {
+            RequestPurpose::Stabilize
+            | RequestPurpose::Probe
+            | RequestPurpose::FingerCheck
+            | RequestPurpose::PingPred
+            | RequestPurpose::PredCheck { .. } => self.cfg.rto / LIVENESS_RTO_DIV,
+            _ => self.cfg.rto,
+        }
     }
 
     /// How much of the pending table work caused by others may fill.
@@ -178,11 +200,17 @@ impl Node {
             _ => self.cfg.dead_after,
         };
         if p.tries < max_tries && self.phase != Phase::Left {
+            if p.tries == 1
+                && p.purpose == RequestPurpose::Stabilize
+                && self.succs.first().is_some_and(|s| s.addr == to)
+            {
+                self.suspect_successor(now, to);
+            }
             p.tries += 1;
             // Exponential-ish backoff for bulk transfers only.
             let rto = match p.purpose {
                 RequestPurpose::Chunk { .. } => self.cfg.rto * 2,
-                _ => self.cfg.rto,
+                _ => self.rto_for(&p.purpose),
             };
             p.deadline = now + rto;
             self.send_ring(to, p.frame.clone());
@@ -193,6 +221,12 @@ impl Node {
         // Given up.
         match p.purpose {
             RequestPurpose::Stabilize => self.peer_dead(now, to),
+            RequestPurpose::Probe => {
+                if self.succs.iter().any(|p| p.addr == to) {
+                    self.peer_dead(now, to);
+                }
+            }
+            RequestPurpose::FingerCheck => self.finger_dead(to),
             RequestPurpose::PingPred => {
                 if self.pred.map(|p| p.addr) == Some(to) {
                     self.counters.inc("pred_dead");
@@ -218,12 +252,17 @@ impl Node {
                     }
                 }
             }
-            RequestPurpose::Adopt
-            | RequestPurpose::Rectify
-            | RequestPurpose::Fix
-            | RequestPurpose::Sync => {}
+            RequestPurpose::Sync => {
+                // Unanswered: sync it again next round, not only when the lease is due.
+                self.pace.synced.remove(&to);
+            }
+            RequestPurpose::Adopt | RequestPurpose::Rectify | RequestPurpose::Fix => {}
             RequestPurpose::Join => self.join_failed(now),
-            RequestPurpose::Lookup { lid } => self.lookup_fail_hop(now, lid, to),
+            RequestPurpose::Lookup { lid } => {
+                // Lazy finger repair: a finger that did not answer goes now.
+                self.finger_dead(to);
+                self.lookup_fail_hop(now, lid, to);
+            }
             RequestPurpose::Replicate { commit } => self.commit_progress(commit),
             RequestPurpose::Fetch => {
                 self.incoming.remove(&(to, key.1));
@@ -263,7 +302,11 @@ impl Node {
         match p.purpose {
             RequestPurpose::Replicate { commit } => self.commit_progress(commit),
             RequestPurpose::Chunk { xfer } => self.chunk_done(now, xfer),
-            RequestPurpose::PingPred | RequestPurpose::Rectify | RequestPurpose::Fix => {}
+            RequestPurpose::PingPred
+            | RequestPurpose::Rectify
+            | RequestPurpose::Fix
+            | RequestPurpose::Probe
+            | RequestPurpose::FingerCheck => {}
             RequestPurpose::PredCheck { .. } => {
                 // The old predecessor lives: keep it (Zave's rectify).
                 let _ = from;

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddrV4;
+use std::time::Duration;
 
 use flock_proto::ring::{FindError, FindOp, Outcome, Peer, RingFrame};
 use flock_proto::space::{MODULUS, dist, strictly_between};
@@ -21,6 +22,8 @@ use crate::verify;
 
 /// Number of finger entries: `2^59 < MODULUS < 2^60`.
 pub(super) const FINGERS: usize = 60;
+/// A finger used for referrals is checked for liveness at most this often.
+const FINGER_CHECK: Duration = Duration::from_secs(5);
 
 /// What a lookup is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +51,9 @@ pub(super) struct Lookup {
     op: FindOp,
     hops: u32,
     failed: BTreeSet<SocketAddrV4>,
+    /// Live nodes that referred this lookup to a failed one (their view is stale):
+    /// routed around while another route exists, asked again once none is left.
+    stale: BTreeSet<SocketAddrV4>,
     pub(super) deadline: Now,
 }
 
@@ -161,6 +167,7 @@ impl Node {
                 op,
                 hops: 0,
                 failed: BTreeSet::new(),
+                stale: BTreeSet::new(),
                 deadline: now + self.cfg.lookup_timeout,
             },
         );
@@ -176,17 +183,7 @@ impl Node {
         if self.owns(key) {
             if self.in_takeover(key) {
                 // Wait for the takeover: a self-addressed deferral re-runs this step.
-                let rid = self.rng.next_u64();
-                // A self-addressed deferral: re-run this step shortly.
-                let key_p = (self.me, rid, 0);
-                let p = Pending {
-                    frame: RingFrame::Busy { rid },
-                    purpose: RequestPurpose::Lookup { lid },
-                    tries: 0,
-                    deadline: now + BUSY_RETRY,
-                };
-                self.deadlines.insert((p.deadline, key_p));
-                self.pending.insert(key_p, p);
+                self.defer_lookup(now, lid);
                 return;
             }
             let Some(l) = self.lookups.remove(&lid) else {
@@ -219,14 +216,37 @@ impl Node {
             }
             return;
         }
-        let exclude = l.failed.clone();
+        let exclude: BTreeSet<SocketAddrV4> = l.failed.union(&l.stale).copied().collect();
+        let stale = !l.stale.is_empty();
         match self.closest_preceding(key, &exclude) {
             Some(next) => self.lookup_send(now, lid, next.addr),
+            None if stale => {
+                // Every route left goes through a stale view: give the ring a moment to
+                // notice the failure, then ask again.
+                if let Some(l) = self.lookups.get_mut(&lid) {
+                    l.stale.clear();
+                }
+                self.defer_lookup(now, lid);
+            }
             None => {
                 self.lookups.remove(&lid);
                 self.counters.inc("lookup_no_route");
             }
         }
+    }
+
+    /// Re-runs [`Self::lookup_step`] after [`BUSY_RETRY`] (a self-addressed pending entry).
+    fn defer_lookup(&mut self, now: Now, lid: u64) {
+        let rid = self.rng.next_u64();
+        let key = (self.me, rid, 0);
+        let p = Pending {
+            frame: RingFrame::Busy { rid },
+            purpose: RequestPurpose::Lookup { lid },
+            tries: 0,
+            deadline: now + BUSY_RETRY,
+        };
+        self.deadlines.insert((p.deadline, key));
+        self.pending.insert(key, p);
     }
 
     pub(super) fn lookup_send(&mut self, now: Now, lid: u64, to: SocketAddrV4) {
@@ -264,7 +284,8 @@ impl Node {
             return;
         };
         l.failed.insert(failed);
-        if l.failed.len() > 16 {
+        let give_up = l.failed.len() > 16;
+        if give_up {
             self.lookups.remove(&lid);
             self.counters.inc("lookup_failed");
             return;
@@ -299,6 +320,12 @@ impl Node {
             LookupPurpose::Handover => {}
             LookupPurpose::Finger { index } => {
                 if index < FINGERS && owner.addr != self.me && matches!(outcome, Outcome::Node) {
+                    // A finger found where it was: refresh the next one a little later.
+                    if self.fingers[index] == Some(owner) {
+                        self.pace.calm_fingers = self.pace.calm_fingers.saturating_add(1);
+                    } else {
+                        self.pace.calm_fingers = 0;
+                    }
                     self.fingers[index] = Some(owner);
                 }
             }
@@ -405,8 +432,54 @@ impl Node {
             return;
         }
         match self.closest_preceding(key, &BTreeSet::new()) {
-            Some(p) => self.send_ring(from, RingFrame::Refer { rid, peer: p }),
+            Some(p) => {
+                self.send_ring(from, RingFrame::Refer { rid, peer: p });
+                self.check_finger_in_use(now, p.addr);
+            }
             None => self.counters.inc("find_no_route"),
+        }
+    }
+
+    /// Lazy finger liveness: a finger we refer others to is pinged (at most once per
+    /// [`FINGER_CHECK`]) and dropped if it does not answer, so a dead finger misleads
+    /// lookups for one check, not until its next refresh. Costs nothing on an idle ring.
+    fn check_finger_in_use(&mut self, now: Now, addr: SocketAddrV4) {
+        if self.succs.iter().any(|p| p.addr == addr) {
+            return; // checked by stabilize
+        }
+        let due = self
+            .pace
+            .fingers_checked
+            .get(&addr)
+            .is_none_or(|t| now.saturating_sub(*t) >= FINGER_CHECK);
+        if !due || self.has_pending_purpose(addr, &RequestPurpose::FingerCheck) {
+            return;
+        }
+        let fingers: BTreeSet<SocketAddrV4> =
+            self.fingers.iter().flatten().map(|p| p.addr).collect();
+        self.pace.fingers_checked.retain(|a, _| fingers.contains(a));
+        self.pace.fingers_checked.insert(addr, now);
+        let rid = self.rng.next_u64();
+        self.request(
+            now,
+            addr,
+            RingFrame::Ping { rid, cookie: 0 },
+            RequestPurpose::FingerCheck,
+        );
+    }
+
+    /// A finger did not answer: drop it (it is found again at its next refresh).
+    pub(super) fn finger_dead(&mut self, addr: SocketAddrV4) {
+        let mut dropped = false;
+        for f in self.fingers.iter_mut() {
+            if f.is_some_and(|p| p.addr == addr) {
+                *f = None;
+                dropped = true;
+            }
+        }
+        if dropped {
+            self.counters.inc("finger_dead");
+            self.pace.tighten();
         }
     }
 
@@ -551,7 +624,19 @@ impl Node {
                 Some(fid) => dist(peer.id, key) < dist(fid, key),
                 None => true,
             };
-            if peer.addr == self.me || !progress {
+            // A referral to a node this lookup found dead: the referrer's view is stale
+            // (it does not know yet), so route around it from our own table.
+            let to_failed = self
+                .lookups
+                .get(&lid)
+                .is_some_and(|l| l.failed.contains(&peer.addr) || l.stale.contains(&peer.addr));
+            if to_failed {
+                self.counters.inc("lookup_stale_referral");
+                if let Some(l) = self.lookups.get_mut(&lid) {
+                    l.stale.insert(from);
+                }
+                self.lookup_step(now, lid);
+            } else if peer.addr == self.me || !progress {
                 self.counters.inc("lookup_bad_referral");
                 self.lookup_fail_hop(now, lid, from);
             } else {
