@@ -289,7 +289,7 @@ impl Node {
                     self.request(
                         now,
                         p.addr,
-                        RingFrame::Ping { rid, cookie: 0 },
+                        RingFrame::GetState { rid, cookie: 0 },
                         RequestPurpose::PredCheck { candidate: n },
                     );
                 }
@@ -511,6 +511,12 @@ impl Node {
                 self.on_adopt_state(now, Peer { id, addr: from }, succs)
             }
             RequestPurpose::PredConfirm => self.on_pred_state(now, from, &succs),
+            // A liveness check of the predecessor: alive, but is it still the same node?
+            RequestPurpose::PingPred | RequestPurpose::PredCheck { .. } => {
+                if self.pred.is_some_and(|p| p.addr == from && p.id != id) {
+                    self.pred_gone(now, from, &p.purpose);
+                }
+            }
             _ => {}
         }
     }
@@ -547,10 +553,25 @@ impl Node {
                 self.request(
                     now,
                     p.addr,
-                    RingFrame::Ping { rid, cookie: 0 },
+                    RingFrame::GetState { rid, cookie: 0 },
                     RequestPurpose::PingPred,
                 );
             }
+        }
+    }
+
+    /// The predecessor did not answer a check, or answered as someone else (it restarted
+    /// and joined elsewhere, with another id): it is no longer our predecessor. After a
+    /// rectify's check the claimant that caused it still has to be confirmed.
+    pub(super) fn pred_gone(&mut self, now: Now, addr: SocketAddrV4, purpose: &RequestPurpose) {
+        if self.pred.map(|p| p.addr) != Some(addr) {
+            return;
+        }
+        self.counters.inc("pred_dead");
+        self.set_pred(None);
+        match purpose {
+            RequestPurpose::PredCheck { candidate } => self.confirm_by_lookup(now, *candidate),
+            _ => self.event(Event::PeerDead { addr }),
         }
     }
 }

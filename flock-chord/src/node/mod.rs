@@ -549,8 +549,10 @@ impl Node {
 
     /// A request (with the right cookie, or a `DISCOVER`).
     fn on_request(&mut self, now: Now, from: SocketAddrV4, rf: RingFrame) {
-        // A request from the predecessor (its stabilize round) shows it alive: no ping.
-        if self.pred.is_some_and(|p| p.addr == from) {
+        // The predecessor's stabilize round (members only send it) shows it alive and a
+        // member: no ping needed. (Other requests from its address may come from a
+        // restarted node that is not a member yet.)
+        if matches!(rf, RingFrame::GetState { .. }) && self.pred.is_some_and(|p| p.addr == from) {
             self.pace.pred_heard = Some(now);
         }
         match rf {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use flock_proto::ring::{Peer, RingFrame};
 
 use super::{BUSY_RETRY, MAX_COOKIES, Node, Phase};
-use crate::api::{Event, Now};
+use crate::api::Now;
 
 /// Why we sent a request (what to do with the answer or the failure).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,20 +227,8 @@ impl Node {
                 }
             }
             RequestPurpose::FingerCheck => self.finger_dead(to),
-            RequestPurpose::PingPred => {
-                if self.pred.map(|p| p.addr) == Some(to) {
-                    self.counters.inc("pred_dead");
-                    self.set_pred(None);
-                    self.event(Event::PeerDead { addr: to });
-                }
-            }
-            RequestPurpose::PredCheck { candidate } => {
-                // The old predecessor is dead: the candidate still has to be confirmed.
-                if self.pred.map(|p| p.addr) == Some(to) {
-                    self.counters.inc("pred_dead");
-                    self.set_pred(None);
-                    self.confirm_by_lookup(now, candidate);
-                }
+            RequestPurpose::PingPred | RequestPurpose::PredCheck { .. } => {
+                self.pred_gone(now, to, &p.purpose);
             }
             RequestPurpose::PredConfirm => {
                 // The predecessor died before confirming: ask the ring instead.
