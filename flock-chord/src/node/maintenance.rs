@@ -10,7 +10,7 @@
 //! when silent; and when a successor stops answering, the ones after it are probed at
 //! once, in parallel, so adjacent failures are found in one timeout, not one each.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
@@ -29,8 +29,10 @@ const GHOST_TTL: Duration = Duration::from_secs(600);
 const MAX_PRED_CLAIMS: usize = 16;
 /// Rounds without a change after which the ring counts as quiet.
 const CALM_AFTER: u32 = 4;
-/// On a quiet ring, stabilize runs this many times less often.
-const QUIET_STABILIZE: u32 = 2;
+/// On a quiet ring, stabilize runs `QUIET_STABILIZE / 2` times less often.
+const QUIET_STABILIZE: u32 = 3;
+/// Most peers remembered in [`Pace::seen`].
+const MAX_SEEN: usize = 256;
 /// Most a finger refresh backs off (times the configured interval) while fingers hold.
 const QUIET_FINGERS: u32 = 16;
 
@@ -49,6 +51,9 @@ pub(super) struct Pace {
     /// When the next ghost probe is due, and how many were sent (picks the next ghost).
     pub(super) ghost_at: Option<Now>,
     pub(super) ghost_probes: u64,
+    /// Peers that answered us as members (a `STATE`): their liveness checks may retry
+    /// fast. Bounded: cleared when full.
+    pub(super) seen: BTreeSet<SocketAddrV4>,
     /// When each finger we referred lookups to was last checked for liveness.
     pub(super) fingers_checked: BTreeMap<SocketAddrV4, Now>,
 }
@@ -63,10 +68,10 @@ impl Pace {
 
 impl Node {
     /// Delay to the next stabilize round: the configured interval, or
-    /// [`QUIET_STABILIZE`] times it on a quiet ring.
+    /// `QUIET_STABILIZE / 2` times it on a quiet ring.
     pub(super) fn stabilize_delay(&self) -> Duration {
         if self.pace.calm_rounds >= CALM_AFTER && self.takeover.is_none() {
-            self.cfg.stabilize_interval * QUIET_STABILIZE
+            self.cfg.stabilize_interval * QUIET_STABILIZE / 2
         } else {
             self.cfg.stabilize_interval
         }
@@ -80,21 +85,22 @@ impl Node {
 
     /// Whether the periodic anti-entropy round should `SYNC` holder `to`: when what we
     /// would vouch for (range, count, digest) changed since the last `SYNC` to it, or
-    /// its lease needs renewing (half the lease went by).
+    /// its lease needs renewing (two thirds of the lease went by).
     pub(super) fn sync_due(&mut self, now: Now, to: SocketAddrV4) -> bool {
         let holders = self.replica_holders();
         self.pace.synced.retain(|a, _| holders.contains(a));
         let Some(&((lo, hi, count, digest), at)) = self.pace.synced.get(&to) else {
             return true;
         };
-        now.saturating_sub(at) >= self.cfg.lease / 2
+        now.saturating_sub(at) >= self.cfg.lease * 2 / 3
             || self.range() != (lo, hi)
             || self.digest(lo, hi) != (count, digest)
     }
 
-    /// How long the predecessor may stay silent before we ping it: two quiet rounds.
+    /// How long the predecessor may stay silent before we check it: a quiet round and
+    /// a retransmission timeout.
     fn pred_quiet(&self) -> Duration {
-        self.cfg.stabilize_interval * QUIET_STABILIZE + self.cfg.rto
+        self.cfg.stabilize_interval * QUIET_STABILIZE / 2 + self.cfg.rto
     }
 
     /// Our first successor missed an answer: probe the ones after it now, in parallel,
@@ -502,6 +508,10 @@ impl Node {
             return;
         };
         self.failures.remove(&from);
+        if self.pace.seen.len() >= MAX_SEEN {
+            self.pace.seen.clear();
+        }
+        self.pace.seen.insert(from);
         match p.purpose {
             RequestPurpose::Stabilize => {
                 self.on_succ_state(now, Peer { id, addr: from }, pred, succs)

@@ -99,7 +99,7 @@ impl Node {
         self.send_ring(to, frame.clone());
         let p = Pending {
             frame,
-            deadline: now + self.rto_for(&purpose),
+            deadline: now + self.rto_for(&purpose, to),
             purpose,
             tries: 1,
         };
@@ -110,16 +110,22 @@ impl Node {
         self.pending.insert(key, p);
     }
 
-    /// Retransmission timeout of a request: liveness checks of neighbours (tiny frames,
-    /// answered at once) retry at half the configured timeout, so a dead neighbour is
-    /// found in `dead_after` half-timeouts; everything else at the configured one.
-    fn rto_for(&self, purpose: &RequestPurpose) -> Duration {
+    /// Retransmission timeout of a request: liveness checks of neighbours known to be
+    /// members (tiny frames, answered at once) retry at half the configured timeout, so
+    /// a dead neighbour is found in `dead_after` half-timeouts; everything else, and a
+    /// node that never answered as a member (a joiner still receiving its records does
+    /// not answer yet), at the configured one.
+    fn rto_for(&self, purpose: &RequestPurpose, to: SocketAddrV4) -> Duration {
         match purpose {
             RequestPurpose::Stabilize
             | RequestPurpose::Probe
             | RequestPurpose::FingerCheck
             | RequestPurpose::PingPred
-            | RequestPurpose::PredCheck { .. } => self.cfg.rto / LIVENESS_RTO_DIV,
+            | RequestPurpose::PredCheck { .. }
+                if self.pace.seen.contains(&to) =>
+            {
+                self.cfg.rto / LIVENESS_RTO_DIV
+            }
             _ => self.cfg.rto,
         }
     }
@@ -197,6 +203,9 @@ impl Node {
         let max_tries = match p.purpose {
             RequestPurpose::Chunk { .. } | RequestPurpose::Leave => self.cfg.dead_after * 3,
             RequestPurpose::Lookup { .. } => 2,
+            // Fast checks try once more: a dead member is declared after
+            // `(dead_after + 1) * rto / 2`, past a partition of `dead_after / 2` timeouts.
+            _ if self.rto_for(&p.purpose, to) < self.cfg.rto => self.cfg.dead_after + 1,
             _ => self.cfg.dead_after,
         };
         if p.tries < max_tries && self.phase != Phase::Left {
@@ -210,7 +219,7 @@ impl Node {
             // Exponential-ish backoff for bulk transfers only.
             let rto = match p.purpose {
                 RequestPurpose::Chunk { .. } => self.cfg.rto * 2,
-                _ => self.rto_for(&p.purpose),
+                _ => self.rto_for(&p.purpose, to),
             };
             p.deadline = now + rto;
             self.send_ring(to, p.frame.clone());
