@@ -97,6 +97,16 @@ impl Node {
             || self.digest(lo, hi) != (count, digest)
     }
 
+    /// When to look at the predecessor next: after the ping interval, or, while its
+    /// rounds arrive, when it would have been silent too long.
+    pub(super) fn next_pred_check(&self, now: Now) -> Now {
+        let next = now + self.cfg.ping_interval;
+        match self.pace.pred_heard {
+            Some(t) => next.max(t + self.pred_quiet()),
+            None => next,
+        }
+    }
+
     /// How long the predecessor may stay silent before we check it: a quiet round and
     /// a retransmission timeout.
     fn pred_quiet(&self) -> Duration {

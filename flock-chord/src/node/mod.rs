@@ -484,8 +484,8 @@ impl Node {
                 if self.is_member() {
                     self.ping_pred(now);
                 }
-                self.timers
-                    .insert(Timer::PingPred, now + self.cfg.ping_interval);
+                let next = self.next_pred_check(now);
+                self.timers.insert(Timer::PingPred, next);
             }
             Timer::FixFinger => {
                 if self.is_member() && self.cfg.fingers {

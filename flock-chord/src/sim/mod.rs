@@ -48,7 +48,8 @@ impl std::error::Error for Violation {}
 
 /// One simulated server.
 struct Host {
-    node: Option<Node>,
+    /// Boxed: hosts stay small, so the address map stays cache-friendly.
+    node: Option<Box<Node>>,
     /// What the node persisted (the driver's job in production).
     stored: BTreeMap<String, (Record, Table)>,
     /// Incarnation counter (restarts).
@@ -168,7 +169,7 @@ impl Sim {
             wake: None,
         });
         host.inc += 1;
-        host.node = Some(node);
+        host.node = Some(Box::new(node));
         host.wake = None;
         self.settle(addr);
     }
@@ -269,12 +270,14 @@ impl Sim {
 
     /// The node at `addr`, if alive.
     pub fn node(&self, addr: SocketAddrV4) -> Option<&Node> {
-        self.hosts.get(&addr).and_then(|h| h.node.as_ref())
+        self.hosts.get(&addr).and_then(|h| h.node.as_deref())
     }
 
     /// The node at `addr`, mutably (to change its routing mode, start a leave, ...).
     pub fn node_mut(&mut self, addr: SocketAddrV4) -> Option<&mut Node> {
-        self.hosts.get_mut(&addr).and_then(|h| h.node.as_mut())
+        self.hosts
+            .get_mut(&addr)
+            .and_then(|h| h.node.as_deref_mut())
     }
 
     /// The records `addr` persisted.

@@ -40,11 +40,12 @@ impl Default for NetConfig {
 /// What a queued event does.
 #[derive(Debug)]
 pub(super) enum Ev {
-    /// A datagram arrives (the frame travels in the event: no side table).
+    /// A datagram arrives (the frame travels in the event, boxed so that the heap moves
+    /// small entries).
     Deliver {
         to: SocketAddrV4,
         from: SocketAddrV4,
-        frame: Frame<'static>,
+        frame: Box<Frame<'static>>,
     },
     /// A node's timer is due.
     Wake {
@@ -110,7 +111,11 @@ impl Sim {
             self.queue.push(Queued {
                 at: self.now + lat,
                 seq,
-                ev: Ev::Deliver { to, from, frame: f },
+                ev: Ev::Deliver {
+                    to,
+                    from,
+                    frame: Box::new(f),
+                },
             });
         }
     }
@@ -210,22 +215,22 @@ impl Sim {
                 }
                 if let Some(h) = self.hosts.get_mut(&to) {
                     let now = self.now;
-                    let Some(n) = h.node.as_mut() else {
+                    let Some(n) = h.node.as_deref_mut() else {
                         self.dropped += 1;
                         return Ok(true);
                     };
                     let before = ring_shape(n);
-                    n.handle_datagram(now, from, f);
+                    n.handle_datagram(now, from, *f);
                     self.delivered += 1;
                     self.drain(to, before);
                     Some(to)
                 } else if let Some(v) = self.outside.get_mut(&to) {
                     self.delivered += 1;
-                    v.push((from, f));
+                    v.push((from, *f));
                     None
                 } else {
                     self.delivered += 1;
-                    self.client_receives(to, f);
+                    self.client_receives(to, *f);
                     None
                 }
             }
@@ -243,7 +248,7 @@ impl Sim {
                         h.wake = None;
                     }
                 }
-                let Some(n) = self.hosts.get_mut(&to).and_then(|h| h.node.as_mut()) else {
+                let Some(n) = self.hosts.get_mut(&to).and_then(|h| h.node.as_deref_mut()) else {
                     return Ok(true);
                 };
                 let before = ring_shape(n);
