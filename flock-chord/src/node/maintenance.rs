@@ -36,6 +36,9 @@ const MAX_SEEN: usize = 256;
 /// Most a finger refresh backs off (times the configured interval) while fingers hold.
 const QUIET_FINGERS: u32 = 16;
 
+/// What a `SYNC` vouched for: the range `(lo, hi)`, its record count and digest.
+pub(super) type Vouched = (u64, u64, u64, u64);
+
 /// How fast upkeep runs now. See the module docs.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Pace {
@@ -47,7 +50,7 @@ pub(super) struct Pace {
     pub(super) pred_heard: Option<Now>,
     /// What the last `SYNC` to each replica holder vouched for (range, count, digest),
     /// and when: an unchanged range is synced again only to renew the lease.
-    pub(super) synced: BTreeMap<SocketAddrV4, ((u64, u64, u64, u64), Now)>,
+    pub(super) synced: BTreeMap<SocketAddrV4, (Vouched, Now)>,
     /// When the next ghost probe is due, and how many were sent (picks the next ghost).
     pub(super) ghost_at: Option<Now>,
     pub(super) ghost_probes: u64,
@@ -532,10 +535,10 @@ impl Node {
             }
             RequestPurpose::PredConfirm => self.on_pred_state(now, from, &succs),
             // A liveness check of the predecessor: alive, but is it still the same node?
-            RequestPurpose::PingPred | RequestPurpose::PredCheck { .. } => {
-                if self.pred.is_some_and(|p| p.addr == from && p.id != id) {
-                    self.pred_gone(now, from, &p.purpose);
-                }
+            RequestPurpose::PingPred | RequestPurpose::PredCheck { .. }
+                if self.pred.is_some_and(|p| p.addr == from && p.id != id) =>
+            {
+                self.pred_gone(now, from, &p.purpose);
             }
             _ => {}
         }

@@ -8,11 +8,20 @@
 //! so every simulated datagram is also a codec round trip.
 //!
 //! Invariants are checked after every step ([`Sim::step`]): every live member has a live
-//! entry in its successor list, and (at most every `check_every` steps) there is at most
-//! one ring. [`Sim::check_ideal`] checks the quiescent state: one ordered ring, exact
-//! successor lists and predecessors, ranges covering the whole hash space, nothing being
-//! taken over, and [`Sim::check_records`] that every acknowledged registration resolves
-//! from every live node with its newest version.
+//! entry in its successor list, and (at most every `check_every` steps, and only if a
+//! member or a successor list changed since the last check) there is at most one ring.
+//! [`Sim::check_ideal`] checks the quiescent state: one ordered ring, exact successor
+//! lists and predecessors, ranges covering the whole hash space, nothing being taken
+//! over, and [`Sim::check_records`] that every acknowledged registration resolves from
+//! every live node with its newest version. [`Sim::traffic`] counts what the nodes sent,
+//! per message type.
+//!
+//! | module | concern |
+//! | --- | --- |
+//! | this file | the hosts, starting, crashing and restarting nodes, clients, running |
+//! | `net` | the event queue, delivery, partitions, loss, the codec round trip |
+//! | `check` | the invariants |
+//! | `traffic` | datagrams per message type |
 //!
 //! Same seed, same run: a failing test prints its seed and replays exactly.
 
