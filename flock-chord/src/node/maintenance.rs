@@ -127,15 +127,10 @@ impl Node {
             .filter(|a| *a != first)
             .collect();
         for a in rest {
-            if !self.has_pending_purpose(a, &RequestPurpose::Probe) {
-                let rid = self.rng.next_u64();
-                self.request(
-                    now,
-                    a,
-                    RingFrame::Ping { rid, cookie: 0 },
-                    RequestPurpose::Probe,
-                );
-            }
+            self.request_once(now, a, RequestPurpose::Probe, |rid| RingFrame::Ping {
+                rid,
+                cookie: 0,
+            });
         }
     }
 
@@ -176,16 +171,9 @@ impl Node {
         }
         // A check already in flight (stabilize saw it as our successor's predecessor) is
         // no reason to forget it: after a partition this probe is what brings it back.
-        if self.has_pending_purpose(addr, &RequestPurpose::Adopt) {
-            return;
-        }
-        let rid = self.rng.next_u64();
-        self.request(
-            now,
-            addr,
-            RingFrame::GetState { rid, cookie: 0 },
-            RequestPurpose::Adopt,
-        );
+        self.request_once(now, addr, RequestPurpose::Adopt, |rid| {
+            RingFrame::GetState { rid, cookie: 0 }
+        });
     }
 
     /// An immediate round (FIX, or a failure just seen), rate limited.
@@ -215,15 +203,9 @@ impl Node {
         match pred {
             Some(p) if p.addr != self.me && strictly_between(self.id, p.id, s.id) => {
                 // Adopt only a live node: ask it first.
-                if !self.has_pending_purpose(p.addr, &RequestPurpose::Adopt) {
-                    let rid = self.rng.next_u64();
-                    self.request(
-                        now,
-                        p.addr,
-                        RingFrame::GetState { rid, cookie: 0 },
-                        RequestPurpose::Adopt,
-                    );
-                }
+                self.request_once(now, p.addr, RequestPurpose::Adopt, |rid| {
+                    RingFrame::GetState { rid, cookie: 0 }
+                });
             }
             // It already knows us as its predecessor: nothing to notify.
             Some(p) if p.addr == self.me && p.id == self.id => {}
@@ -246,20 +228,12 @@ impl Node {
     }
 
     pub(super) fn send_rectify(&mut self, now: Now, to: SocketAddrV4) {
-        if self.has_pending_purpose(to, &RequestPurpose::Rectify) {
-            return;
-        }
-        let rid = self.rng.next_u64();
-        self.request(
-            now,
-            to,
-            RingFrame::Rectify {
-                rid,
-                cookie: 0,
-                id: self.id,
-            },
-            RequestPurpose::Rectify,
-        );
+        let id = self.id;
+        self.request_once(now, to, RequestPurpose::Rectify, |rid| RingFrame::Rectify {
+            rid,
+            cookie: 0,
+            id,
+        });
     }
 
     /// `head :: list`, cut at ourselves, without duplicates, at most `r` long.
@@ -335,15 +309,9 @@ impl Node {
     /// lists `n` (a joiner that `p` split its range for is `p`'s first successor).
     pub(super) fn confirm_with_pred(&mut self, now: Now, p: Peer, n: Peer) {
         self.note_claim(n);
-        if !self.has_pending_purpose(p.addr, &RequestPurpose::PredConfirm) {
-            let rid = self.rng.next_u64();
-            self.request(
-                now,
-                p.addr,
-                RingFrame::GetState { rid, cookie: 0 },
-                RequestPurpose::PredConfirm,
-            );
-        }
+        self.request_once(now, p.addr, RequestPurpose::PredConfirm, |rid| {
+            RingFrame::GetState { rid, cookie: 0 }
+        });
     }
 
     /// `STATE` of our predecessor, asked by [`Self::confirm_with_pred`]: adopt the closest
@@ -449,15 +417,10 @@ impl Node {
         // (perhaps quiet) round, so a change reaches the `r - 1` lists before it at once.
         if self.is_member() {
             if let Some(p) = self.pred.filter(|p| p.addr != self.me) {
-                if !self.has_pending_purpose(p.addr, &RequestPurpose::Fix) {
-                    let rid = self.rng.next_u64();
-                    self.request(
-                        now,
-                        p.addr,
-                        RingFrame::Fix { rid, cookie: 0 },
-                        RequestPurpose::Fix,
-                    );
-                }
+                self.request_once(now, p.addr, RequestPurpose::Fix, |rid| RingFrame::Fix {
+                    rid,
+                    cookie: 0,
+                });
             }
         }
     }
@@ -571,15 +534,9 @@ impl Node {
             return;
         }
         if let Some(p) = self.pred.filter(|p| p.addr != self.me) {
-            if !self.has_pending_purpose(p.addr, &RequestPurpose::PingPred) {
-                let rid = self.rng.next_u64();
-                self.request(
-                    now,
-                    p.addr,
-                    RingFrame::GetState { rid, cookie: 0 },
-                    RequestPurpose::PingPred,
-                );
-            }
+            self.request_once(now, p.addr, RequestPurpose::PingPred, |rid| {
+                RingFrame::GetState { rid, cookie: 0 }
+            });
         }
     }
 

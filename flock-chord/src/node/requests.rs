@@ -10,6 +10,7 @@ use std::net::SocketAddrV4;
 use std::time::Duration;
 
 use flock_proto::ring::{Peer, RingFrame};
+use rand_core::Rng;
 
 use super::{BUSY_RETRY, MAX_COOKIES, Node, Phase};
 use crate::api::Now;
@@ -128,6 +129,22 @@ impl Node {
             }
             _ => self.cfg.rto,
         }
+    }
+
+    /// Sends the request `make(rid)` to `to` for `purpose`, unless one for the same
+    /// purpose is already outstanding there.
+    pub(super) fn request_once(
+        &mut self,
+        now: Now,
+        to: SocketAddrV4,
+        purpose: RequestPurpose,
+        make: impl FnOnce(u64) -> RingFrame,
+    ) {
+        if self.has_pending_purpose(to, &purpose) {
+            return;
+        }
+        let rid = self.rng.next_u64();
+        self.request(now, to, make(rid), purpose);
     }
 
     /// How much of the pending table work caused by others may fill.

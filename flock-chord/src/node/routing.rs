@@ -452,20 +452,16 @@ impl Node {
             .fingers_checked
             .get(&addr)
             .is_none_or(|t| now.saturating_sub(*t) >= FINGER_CHECK);
-        if !due || self.has_pending_purpose(addr, &RequestPurpose::FingerCheck) {
+        if !due {
             return;
         }
         let fingers: BTreeSet<SocketAddrV4> =
             self.fingers.iter().flatten().map(|p| p.addr).collect();
         self.pace.fingers_checked.retain(|a, _| fingers.contains(a));
         self.pace.fingers_checked.insert(addr, now);
-        let rid = self.rng.next_u64();
-        self.request(
-            now,
-            addr,
-            RingFrame::Ping { rid, cookie: 0 },
-            RequestPurpose::FingerCheck,
-        );
+        self.request_once(now, addr, RequestPurpose::FingerCheck, |rid| {
+            RingFrame::Ping { rid, cookie: 0 }
+        });
     }
 
     /// A finger did not answer: drop it (it is found again at its next refresh).
