@@ -40,7 +40,7 @@ use maintenance::Pace;
 use membership::{Probe, Serving, Welcome};
 use records::{Commit, Entry, Lease};
 use requests::{Pending, RequestKey};
-use routing::{FINGERS, Lookup};
+use routing::{FINGERS, Lookup, ReplicaRead};
 use transfer::{IncomingTransfer, Takeover};
 
 /// Delay before retrying a FIND that got `BUSY`.
@@ -98,6 +98,8 @@ pub struct Node {
     deadlines: BTreeSet<(Now, RequestKey)>,
     timers: BTreeMap<Timer, Now>,
     lookups: BTreeMap<u64, Lookup>,
+    /// Reads answered from the replicas of a successor that stopped answering.
+    reads: BTreeMap<u64, ReplicaRead>,
     commits: BTreeMap<u64, Commit>,
     incoming: BTreeMap<(SocketAddrV4, u64), IncomingTransfer>,
     /// Outgoing transfers: xfer id -> chunks not yet acknowledged.
@@ -192,6 +194,7 @@ impl Node {
             deadlines: BTreeSet::new(),
             timers: BTreeMap::new(),
             lookups: BTreeMap::new(),
+            reads: BTreeMap::new(),
             commits: BTreeMap::new(),
             incoming: BTreeMap::new(),
             outgoing: BTreeMap::new(),

@@ -49,6 +49,10 @@ pub(super) enum RequestPurpose {
     Probe,
     /// Is a finger we refer lookups to alive? (Dropped if not.)
     FingerCheck,
+    /// A replica's copy of one record, for the read `read` (reads during repair).
+    ReadFetch {
+        read: u64,
+    },
 }
 
 /// An outstanding request: the frame (resent on timeout), why, tries so far, and when it
@@ -281,6 +285,10 @@ impl Node {
             RequestPurpose::Fetch => {
                 self.incoming.remove(&(to, key.1));
                 self.fetch_finished(now, (to, key.1));
+            }
+            RequestPurpose::ReadFetch { read } => {
+                self.incoming.remove(&(to, key.1));
+                self.read_fetch_done(read, (to, key.1));
             }
             RequestPurpose::Chunk { xfer } => {
                 self.counters.inc("chunk_lost");
