@@ -1,6 +1,7 @@
 //! Real `flock server` processes, one per network namespace on a private bridge: ring
-//! formation by broadcast, the original's acceptance scenario, crash recovery, restarts
-//! from the data directory and spoofed ring frames. Needs root (skips loudly without).
+//! formation by broadcast, the original's acceptance scenario, crash recovery, reads
+//! during repair (every survivor sampled every 250 ms after a kill -9), restarts from the
+//! data directory and spoofed ring frames. Needs root (skips loudly without).
 //!
 //! Every wait is a condition poll with a deadline; every server is killed on drop.
 
