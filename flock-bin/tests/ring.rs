@@ -1,6 +1,7 @@
 //! Real `flock server` processes, one per network namespace on a private bridge: ring
-//! formation by broadcast, the original's acceptance scenario, crash recovery, restarts
-//! from the data directory and spoofed ring frames. Needs root (skips loudly without).
+//! formation by broadcast, the original's acceptance scenario, crash recovery, reads
+//! during repair (every survivor sampled every 250 ms after a kill -9), restarts from the
+//! data directory and spoofed ring frames. Needs root (skips loudly without).
 //!
 //! Every wait is a condition poll with a deadline; every server is killed on drop.
 
@@ -200,19 +201,22 @@ fn original_acceptance_scenario() {
     assert_eq!(s["owned"].as_u64(), Some(3), "node 4 owns everything: {s}");
 }
 
-/// Kills `k` adjacent nodes of a 6-node ring with SIGKILL; every record must resolve
-/// again through every survivor. Prints the recovery time. `keyed`: the ring uses a
-/// cluster key.
-fn kill_adjacent(k: usize, keyed: bool) {
-    let _serial = serial();
-    let test = format!(
-        "kill9_{k}_adjacent_of_6{}",
-        if keyed { "_keyed" } else { "" }
-    );
-    let Some(net) = Net::new(&test, 6) else {
-        return;
-    };
-    let dir = f::tempdir(&test);
+/// A 6-node ring with 30 registered users, and the `k` adjacent nodes (in ring order)
+/// that own the most records between them, chosen to be killed.
+struct Doomed {
+    net: Net,
+    _dir: tempfile::TempDir,
+    cl: Cluster,
+    us: Vec<String>,
+    victims: Vec<usize>,
+    survivors: Vec<usize>,
+    owned_before: u64,
+}
+
+/// Forms the ring of [`Doomed`] (`keyed`: with a cluster key); `None` without root.
+fn doomed_ring(test: &str, k: usize, keyed: bool) -> Option<Doomed> {
+    let net = Net::new(test, 6)?;
+    let dir = f::tempdir(test);
     let key = dir
         .path()
         .join("cluster.key")
@@ -238,7 +242,6 @@ fn kill_adjacent(k: usize, keyed: bool) {
         Duration::from_secs(15),
         || all_resolve(&h0, &cl.addr(0), &us, 1500).then_some(()),
     );
-    // The k adjacent nodes (in ring order) that own the most records between them.
     let idx = |a: &str| (0..6).find(|&i| cl.addr(i) == a).expect("known node");
     let owned: Vec<u64> = order
         .iter()
@@ -249,36 +252,167 @@ fn kill_adjacent(k: usize, keyed: bool) {
         .expect("six nodes");
     let victims: Vec<usize> = (0..k).map(|j| idx(&order[(start + j) % 6])).collect();
     let owned_before: u64 = (0..k).map(|j| owned[(start + j) % 6]).sum();
-    let t0 = Instant::now();
-    for &v in &victims {
-        cl.get(v).kill9();
-    }
     let survivors: Vec<usize> = (0..6).filter(|i| !victims.contains(i)).collect();
-    let entry = survivors[0];
-    let hs = net.host(entry).clone();
+    Some(Doomed {
+        net,
+        _dir: dir,
+        cl,
+        us,
+        victims,
+        survivors,
+        owned_before,
+    })
+}
+
+impl Doomed {
+    fn kill(&mut self) -> Instant {
+        let t0 = Instant::now();
+        for &v in &self.victims {
+            self.cl.get(v).kill9();
+        }
+        t0
+    }
+
+    /// After repair: every record resolves through every survivor, the survivors form
+    /// one ring, and each record is owned exactly once.
+    fn check_repaired(&self) {
+        let hs = self.net.host(self.survivors[0]).clone();
+        for &s in &self.survivors {
+            assert!(
+                all_resolve(self.net.host(s), &self.cl.addr(s), &self.us, 3000),
+                "every record via survivor {s}"
+            );
+        }
+        let addrs: Vec<String> = self.survivors.iter().map(|&s| self.cl.addr(s)).collect();
+        wait_ring(&hs, &addrs, Duration::from_secs(30));
+        let total: u64 = self
+            .survivors
+            .iter()
+            .map(|&s| status(&hs, &self.cl.addr(s)).map_or(0, |j| j["owned"].as_u64().unwrap_or(0)))
+            .sum();
+        assert_eq!(total, 30, "each record owned exactly once after repair");
+    }
+}
+
+/// Kills `k` adjacent nodes of a 6-node ring with SIGKILL; every record must resolve
+/// again through every survivor. Prints the recovery time. `keyed`: the ring uses a
+/// cluster key.
+fn kill_adjacent(k: usize, keyed: bool) {
+    let _serial = serial();
+    let test = format!(
+        "kill9_{k}_adjacent_of_6{}",
+        if keyed { "_keyed" } else { "" }
+    );
+    let Some(mut d) = doomed_ring(&test, k, keyed) else {
+        return;
+    };
+    let t0 = d.kill();
+    let entry = d.survivors[0];
+    let hs = d.net.host(entry).clone();
     wait_for(
         "every record resolves after the kill",
         Duration::from_secs(45),
-        || all_resolve(&hs, &cl.addr(entry), &us, 1500).then_some(()),
+        || all_resolve(&hs, &d.cl.addr(entry), &d.us, 1500).then_some(()),
     );
     let secs = t0.elapsed().as_secs_f64();
     eprintln!(
-        "RECOVERY: kill -9 of {k} adjacent node(s) of 6 ({owned_before} records owned by them, cluster key: {keyed}): \
-         all 30 records resolve again after {secs:.2} s"
+        "RECOVERY: kill -9 of {k} adjacent node(s) of 6 ({} records owned by them, cluster key: {keyed}): \
+         all 30 records resolve again after {secs:.2} s",
+        d.owned_before
     );
-    for &s in &survivors {
-        assert!(
-            all_resolve(net.host(s), &cl.addr(s), &us, 3000),
-            "every record via survivor {s}"
+    d.check_repaired();
+}
+
+/// Reads never stop: kills `k` adjacent nodes of 6 and, every 250 ms from the kill
+/// until 4 s after it, every survivor is asked for all 30 users at once (each sample a
+/// client with the usual 3 s patience, resending every second). Prints the table of
+/// answers per sample and survivor; every sample must get all 30.
+fn reads_during_repair(k: usize) {
+    const SAMPLE: Duration = Duration::from_millis(250);
+    const SAMPLES: u32 = 17;
+    let _serial = serial();
+    let test = format!("reads_during_repair_{k}_of_6");
+    let Some(mut d) = doomed_ring(&test, k, false) else {
+        return;
+    };
+    let t0 = d.kill();
+    // (sample, survivor) -> (answered, wall time of the sample).
+    let rows: Vec<(u32, Vec<(usize, Duration)>)> = std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        for i in 0..SAMPLES {
+            let at = t0 + SAMPLE * i;
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            let per: Vec<_> = d
+                .survivors
+                .iter()
+                .map(|&v| {
+                    let host = d.net.host(v).clone();
+                    let addr = d.cl.addr(v);
+                    let us = d.us.clone();
+                    s.spawn(move || {
+                        let start = Instant::now();
+                        let m = f::resolve(&host, &addr, &us, 3000);
+                        let ok = us
+                            .iter()
+                            .filter(|u| m.get(*u).is_some_and(|r| r.starts_with("OK ")))
+                            .count();
+                        (ok, start.elapsed())
+                    })
+                })
+                .collect();
+            handles.push((i, per));
+        }
+        handles
+            .into_iter()
+            .map(|(i, per)| {
+                let got = per
+                    .into_iter()
+                    .map(|h| h.join().expect("sampler"))
+                    .collect();
+                (i, got)
+            })
+            .collect()
+    });
+    let names: Vec<String> = d.survivors.iter().map(|&v| d.cl.addr(v)).collect();
+    eprintln!(
+        "READS DURING REPAIR: kill -9 of {k} adjacent node(s) of 6 ({} records owned by them)",
+        d.owned_before
+    );
+    eprintln!("| t after kill | {} | slowest sample |", names.join(" | "));
+    eprintln!("|---|{}---|", "---|".repeat(names.len()));
+    let mut short = Vec::new();
+    for (i, got) in &rows {
+        let slowest = got.iter().map(|(_, t)| *t).max().unwrap_or_default();
+        let cells: Vec<String> = got.iter().map(|(ok, _)| format!("{ok}/30")).collect();
+        eprintln!(
+            "| {:.2} s | {} | {:.2} s |",
+            (SAMPLE * *i).as_secs_f64(),
+            cells.join(" | "),
+            slowest.as_secs_f64()
         );
+        for (j, (ok, _)) in got.iter().enumerate() {
+            if *ok != 30 {
+                short.push(format!("t={i}x250ms via {}: {ok}/30", names[j]));
+            }
+        }
     }
-    let addrs: Vec<String> = survivors.iter().map(|&s| cl.addr(s)).collect();
-    wait_ring(&hs, &addrs, Duration::from_secs(30));
-    let total: u64 = survivors
-        .iter()
-        .map(|&s| status(&hs, &cl.addr(s)).map_or(0, |j| j["owned"].as_u64().unwrap_or(0)))
-        .sum();
-    assert_eq!(total, 30, "each record owned exactly once after repair");
+    assert!(short.is_empty(), "reads stopped during repair: {short:?}");
+    d.check_repaired();
+}
+
+#[test]
+fn kill9_one_of_six_every_read_answered_during_repair() {
+    reads_during_repair(1);
+}
+
+#[test]
+fn kill9_two_adjacent_of_six_every_read_answered_during_repair() {
+    reads_during_repair(2);
+}
+
+#[test]
+fn kill9_three_adjacent_of_six_every_read_answered_during_repair() {
+    reads_during_repair(3);
 }
 
 #[test]

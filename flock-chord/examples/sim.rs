@@ -4,6 +4,7 @@
 //! cargo run -p flock-chord --release --example sim -- hops --sizes 16,256,1024,4096
 //! cargo run -p flock-chord --release --example sim -- kill --nodes 64 --users 2000
 //! cargo run -p flock-chord --release --example sim -- churn --nodes 1000 --secs 3600
+//! cargo run -p flock-chord --release --example sim -- upkeep --nodes 1000 --secs 120
 //! cargo run -p flock-chord --release --example sim -- seeds --count 1000
 //! ```
 // Wall-clock time is what this example measures; the simulation itself never reads it.
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use flock_chord::Config;
-use flock_chord::sim::{NetConfig, Sim};
+use flock_chord::sim::{NetConfig, Sim, Traffic};
 
 #[derive(Parser)]
 #[command(about = "Flock ring figures from the deterministic simulator")]
@@ -57,6 +58,18 @@ enum Cmd {
         /// Mean simulated seconds between churn events (crash, restart, join, leave).
         #[arg(long, default_value_t = 10)]
         every: u64,
+    },
+    /// Datagrams per node per second by message type, on a quiet ring with users.
+    Upkeep {
+        /// Ring size.
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Simulated seconds measured (after a minute of settling).
+        #[arg(long, default_value_t = 120)]
+        secs: u64,
+        /// Registered users.
+        #[arg(long, default_value_t = 5000)]
+        users: usize,
     },
 }
 
@@ -217,13 +230,7 @@ fn kill(seed: u64, nodes: usize, users: usize) {
     println!("|---|---|---|---|");
     for k in 1..=3 {
         let mut sim = build(seed + k as u64, nodes, Config::default());
-        for i in 0..users {
-            let via = sim.random_members(1)[0];
-            sim.register(via, Sim::make_record(&format!("user{i}"), 1));
-            if i % 100 == 99 {
-                sim.run_for(ms(50)).expect("invariants");
-            }
-        }
+        register_users(&mut sim, users);
         sim.run_for(Duration::from_secs(5)).expect("invariants");
         sim.check_owners().expect("replicated before the kill");
         let acked = sim.acked().len();
@@ -249,11 +256,8 @@ fn kill(seed: u64, nodes: usize, users: usize) {
     }
 }
 
-fn churn(seed: u64, nodes: usize, secs: u64, every: u64) {
-    let t0 = Instant::now();
-    let mut sim = build(seed, nodes, Config::default());
-    let build_wall = t0.elapsed();
-    let users = 5000;
+/// Registers `users` users (version 1) through random members, 100 every 50 ms.
+fn register_users(sim: &mut Sim, users: usize) {
     for i in 0..users {
         let via = sim.random_members(1)[0];
         sim.register(via, Sim::make_record(&format!("user{i}"), 1));
@@ -261,8 +265,43 @@ fn churn(seed: u64, nodes: usize, secs: u64, every: u64) {
             sim.run_for(ms(50)).expect("invariants");
         }
     }
+}
+
+/// Prints what was sent between two snapshots, per type, per node and second.
+fn upkeep_table(traffic: &Traffic, nodes: usize, secs: f64) {
+    let per = |n: u64| n as f64 / nodes as f64 / secs;
+    println!("| message type | datagrams | per node per second |");
+    println!("|---|---|---|");
+    for (verb, n) in traffic.iter() {
+        println!("| {verb} | {n} | {:.2} |", per(n));
+    }
+    println!(
+        "| **all** | {} | **{:.2}** |",
+        traffic.total(),
+        per(traffic.total())
+    );
+}
+
+fn upkeep(seed: u64, nodes: usize, secs: u64, users: usize) {
+    let mut sim = build(seed, nodes, Config::default());
+    register_users(&mut sim, users);
+    sim.run_for(Duration::from_secs(60)).expect("invariants");
+    let before = sim.traffic().clone();
+    sim.run_for(Duration::from_secs(secs)).expect("invariants");
+    let sent = sim.traffic().since(&before);
+    println!("steady state, N={nodes}, {users} users, {secs} simulated s:\n");
+    upkeep_table(&sent, sim.members().len(), secs as f64);
+}
+
+fn churn(seed: u64, nodes: usize, secs: u64, every: u64) {
+    let t0 = Instant::now();
+    let mut sim = build(seed, nodes, Config::default());
+    let build_wall = t0.elapsed();
+    let users: u64 = 5000;
+    register_users(&mut sim, users as usize);
     sim.run_for(Duration::from_secs(5)).expect("invariants");
     let (d0, e0) = (sim.delivered, sim.events);
+    let sent0 = sim.traffic().clone();
     let t1 = Instant::now();
     let start = sim.now;
     let end = start + Duration::from_secs(secs);
@@ -305,6 +344,7 @@ fn churn(seed: u64, nodes: usize, secs: u64, every: u64) {
         }
     }
     let wall = t1.elapsed();
+    let sent = sim.traffic().since(&sent0);
     let delivered = sim.delivered - d0;
     let events = sim.events - e0;
     let took = sim.run_until_ideal(Duration::from_secs(300), ms(1000));
@@ -325,6 +365,8 @@ fn churn(seed: u64, nodes: usize, secs: u64, every: u64) {
         },
         sim.acked().len()
     );
+    println!("\nsent during the simulated period, with churn:\n");
+    upkeep_table(&sent, nodes, secs as f64);
 }
 
 fn main() {
@@ -333,5 +375,6 @@ fn main() {
         Cmd::Hops { sizes, lookups } => hops(cli.seed, &sizes, lookups),
         Cmd::Kill { nodes, users } => kill(cli.seed, nodes, users),
         Cmd::Churn { nodes, secs, every } => churn(cli.seed, nodes, secs, every),
+        Cmd::Upkeep { nodes, secs, users } => upkeep(cli.seed, nodes, secs, users),
     }
 }

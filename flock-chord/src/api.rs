@@ -21,17 +21,22 @@ pub struct Config {
     /// Successor list length `r` (the original's `FAIL_TOLERANCE + 1` = 4). Every record
     /// lives on its owner and the owner's next `r - 1` successors.
     pub r: usize,
-    /// Period of stabilization (a `GET_STATE` to the first successor).
+    /// Period of stabilization (a `GET_STATE` to the first successor) while the ring
+    /// changes; 1.5 times it once the node's neighbours held for a few rounds.
     pub stabilize_interval: Duration,
-    /// Period of the predecessor liveness check.
+    /// Period of the predecessor liveness check; skipped while the predecessor's own
+    /// stabilize rounds arrive (they show it alive).
     pub ping_interval: Duration,
     /// Retransmission timeout of one request.
     pub rto: Duration,
-    /// Tries before a peer that does not answer is declared dead.
+    /// Tries before a peer that does not answer is declared dead (liveness checks of a
+    /// known member: one more, at `rto / 2`).
     pub dead_after: u32,
-    /// Period between two finger refreshes (one finger per tick).
+    /// Period between two finger refreshes (one finger per tick) while fingers change;
+    /// up to 16 times it while they hold.
     pub fix_fingers_interval: Duration,
-    /// Period of replica anti-entropy (`SYNC` to the replica holders).
+    /// Period of replica anti-entropy (`SYNC` to the replica holders whose copy may
+    /// differ, or whose lease is due).
     pub sync_interval: Duration,
     /// How long a replica outlives the last `SYNC` that covered it.
     pub lease: Duration,

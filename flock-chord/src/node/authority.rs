@@ -182,6 +182,9 @@ impl Node {
                 }
             }
             TransferPurpose::SyncPush => self.accept_pushed(now, from, records),
+            // Copies fetched to answer a read during repair: judged by the read
+            // (`read_copies`), never stored.
+            TransferPurpose::Read { .. } => {}
             TransferPurpose::Leave | TransferPurpose::Welcome => {
                 for r in records {
                     let hash = ring_hash(&r.user);

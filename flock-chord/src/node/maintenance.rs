@@ -2,7 +2,15 @@
 //! correct and maintainable"): stabilize from the first successor, adopt a live node
 //! between us and it, rectify the predecessor on notification, detect dead neighbours,
 //! and probe remembered dead peers so that rings split by a partition merge again.
+//!
+//! Upkeep is paced ([`Pace`]): rounds run at the configured intervals while anything
+//! changes and back off once the ring has been quiet for a few rounds; a change, a
+//! failure or a neighbour's `FIX` tightens them again. Liveness rides on traffic that
+//! flows anyway: the predecessor's stabilize round is its heartbeat, so it is pinged only
+//! when silent; and when a successor stops answering, the ones after it are probed at
+//! once, in parallel, so adjacent failures are found in one timeout, not one each.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
@@ -19,8 +27,113 @@ use crate::api::{Event, Now};
 const GHOST_TTL: Duration = Duration::from_secs(600);
 /// Most unconfirmed predecessor claims remembered at once.
 const MAX_PRED_CLAIMS: usize = 16;
+/// Rounds without a change after which the ring counts as quiet.
+const CALM_AFTER: u32 = 4;
+/// On a quiet ring, stabilize runs `QUIET_STABILIZE / 2` times less often.
+const QUIET_STABILIZE: u32 = 3;
+/// Most peers remembered in [`Pace::seen`].
+const MAX_SEEN: usize = 256;
+/// Most a finger refresh backs off (times the configured interval) while fingers hold.
+const QUIET_FINGERS: u32 = 16;
+
+/// What a `SYNC` vouched for: the range `(lo, hi)`, its record count and digest.
+pub(super) type Vouched = (u64, u64, u64, u64);
+
+/// How fast upkeep runs now. See the module docs.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Pace {
+    /// Stabilize rounds since the successor list or the predecessor last changed.
+    pub(super) calm_rounds: u32,
+    /// Finger refreshes in a row that found the finger where it was.
+    pub(super) calm_fingers: u32,
+    /// When the predecessor last sent us a request (its stabilize round).
+    pub(super) pred_heard: Option<Now>,
+    /// What the last `SYNC` to each replica holder vouched for (range, count, digest),
+    /// and when: an unchanged range is synced again only to renew the lease.
+    pub(super) synced: BTreeMap<SocketAddrV4, (Vouched, Now)>,
+    /// When the next ghost probe is due, and how many were sent (picks the next ghost).
+    pub(super) ghost_at: Option<Now>,
+    pub(super) ghost_probes: u64,
+    /// Peers that answered us as members (a `STATE`): their liveness checks may retry
+    /// fast. Bounded: cleared when full.
+    pub(super) seen: BTreeSet<SocketAddrV4>,
+    /// When each finger we referred lookups to was last checked for liveness.
+    pub(super) fingers_checked: BTreeMap<SocketAddrV4, Now>,
+}
+
+impl Pace {
+    /// Something looks wrong or changed: back to the configured intervals.
+    pub(super) fn tighten(&mut self) {
+        self.calm_rounds = 0;
+        self.calm_fingers = 0;
+    }
+}
 
 impl Node {
+    /// Delay to the next stabilize round: the configured interval, or
+    /// `QUIET_STABILIZE / 2` times it on a quiet ring.
+    pub(super) fn stabilize_delay(&self) -> Duration {
+        if self.pace.calm_rounds >= CALM_AFTER && self.takeover.is_none() {
+            self.cfg.stabilize_interval * QUIET_STABILIZE / 2
+        } else {
+            self.cfg.stabilize_interval
+        }
+    }
+
+    /// Delay to the next finger refresh: longer with every refresh that changed nothing,
+    /// up to [`QUIET_FINGERS`] times the configured interval.
+    pub(super) fn finger_delay(&self) -> Duration {
+        self.cfg.fix_fingers_interval * (1 + self.pace.calm_fingers.min(QUIET_FINGERS - 1))
+    }
+
+    /// Whether the periodic anti-entropy round should `SYNC` holder `to`: when what we
+    /// would vouch for (range, count, digest) changed since the last `SYNC` to it, or
+    /// its lease needs renewing (two thirds of the lease went by).
+    pub(super) fn sync_due(&mut self, now: Now, to: SocketAddrV4) -> bool {
+        let holders = self.replica_holders();
+        self.pace.synced.retain(|a, _| holders.contains(a));
+        let Some(&((lo, hi, count, digest), at)) = self.pace.synced.get(&to) else {
+            return true;
+        };
+        now.saturating_sub(at) >= self.cfg.lease * 2 / 3
+            || self.range() != (lo, hi)
+            || self.digest(lo, hi) != (count, digest)
+    }
+
+    /// When to look at the predecessor next: after the ping interval, or, while its
+    /// rounds arrive, when it would have been silent too long.
+    pub(super) fn next_pred_check(&self, now: Now) -> Now {
+        let next = now + self.cfg.ping_interval;
+        match self.pace.pred_heard {
+            Some(t) => next.max(t + self.pred_quiet()),
+            None => next,
+        }
+    }
+
+    /// How long the predecessor may stay silent before we check it: a quiet round and
+    /// a retransmission timeout.
+    fn pred_quiet(&self) -> Duration {
+        self.cfg.stabilize_interval * QUIET_STABILIZE / 2 + self.cfg.rto
+    }
+
+    /// Our first successor missed an answer: probe the ones after it now, in parallel,
+    /// so that if several adjacent nodes died they are all found in one timeout.
+    pub(super) fn suspect_successor(&mut self, now: Now, first: SocketAddrV4) {
+        self.pace.tighten();
+        let rest: Vec<SocketAddrV4> = self
+            .succs
+            .iter()
+            .map(|p| p.addr)
+            .filter(|a| *a != first)
+            .collect();
+        for a in rest {
+            self.request_once(now, a, RequestPurpose::Probe, |rid| RingFrame::Ping {
+                rid,
+                cookie: 0,
+            });
+        }
+    }
+
     /// Stabilize from the first successor (or, alone, from a predecessor that appeared).
     pub(super) fn stabilize(&mut self, now: Now) {
         let target = match self.succs.first() {
@@ -44,7 +157,7 @@ impl Node {
     /// Asks one remembered dead peer for its state; if it is alive again and lies between
     /// us and our successor, [`Self::on_adopt_state`] adopts it.
     pub(super) fn probe_ghost(&mut self, now: Now) {
-        let pick = self.rounds / 4;
+        let pick = self.pace.ghost_probes;
         let n = self.ghosts.len() as u64;
         if n == 0 {
             return;
@@ -58,16 +171,9 @@ impl Node {
         }
         // A check already in flight (stabilize saw it as our successor's predecessor) is
         // no reason to forget it: after a partition this probe is what brings it back.
-        if self.has_pending_purpose(addr, &RequestPurpose::Adopt) {
-            return;
-        }
-        let rid = self.rng.next_u64();
-        self.request(
-            now,
-            addr,
-            RingFrame::GetState { rid, cookie: 0 },
-            RequestPurpose::Adopt,
-        );
+        self.request_once(now, addr, RequestPurpose::Adopt, |rid| {
+            RingFrame::GetState { rid, cookie: 0 }
+        });
     }
 
     /// An immediate round (FIX, or a failure just seen), rate limited.
@@ -97,16 +203,12 @@ impl Node {
         match pred {
             Some(p) if p.addr != self.me && strictly_between(self.id, p.id, s.id) => {
                 // Adopt only a live node: ask it first.
-                if !self.has_pending_purpose(p.addr, &RequestPurpose::Adopt) {
-                    let rid = self.rng.next_u64();
-                    self.request(
-                        now,
-                        p.addr,
-                        RingFrame::GetState { rid, cookie: 0 },
-                        RequestPurpose::Adopt,
-                    );
-                }
+                self.request_once(now, p.addr, RequestPurpose::Adopt, |rid| {
+                    RingFrame::GetState { rid, cookie: 0 }
+                });
             }
+            // It already knows us as its predecessor: nothing to notify.
+            Some(p) if p.addr == self.me && p.id == self.id => {}
             _ => self.send_rectify(now, s.addr),
         }
     }
@@ -126,20 +228,12 @@ impl Node {
     }
 
     pub(super) fn send_rectify(&mut self, now: Now, to: SocketAddrV4) {
-        if self.has_pending_purpose(to, &RequestPurpose::Rectify) {
-            return;
-        }
-        let rid = self.rng.next_u64();
-        self.request(
-            now,
-            to,
-            RingFrame::Rectify {
-                rid,
-                cookie: 0,
-                id: self.id,
-            },
-            RequestPurpose::Rectify,
-        );
+        let id = self.id;
+        self.request_once(now, to, RequestPurpose::Rectify, |rid| RingFrame::Rectify {
+            rid,
+            cookie: 0,
+            id,
+        });
     }
 
     /// `head :: list`, cut at ourselves, without duplicates, at most `r` long.
@@ -188,7 +282,7 @@ impl Node {
                     self.request(
                         now,
                         p.addr,
-                        RingFrame::Ping { rid, cookie: 0 },
+                        RingFrame::GetState { rid, cookie: 0 },
                         RequestPurpose::PredCheck { candidate: n },
                     );
                 }
@@ -215,15 +309,9 @@ impl Node {
     /// lists `n` (a joiner that `p` split its range for is `p`'s first successor).
     pub(super) fn confirm_with_pred(&mut self, now: Now, p: Peer, n: Peer) {
         self.note_claim(n);
-        if !self.has_pending_purpose(p.addr, &RequestPurpose::PredConfirm) {
-            let rid = self.rng.next_u64();
-            self.request(
-                now,
-                p.addr,
-                RingFrame::GetState { rid, cookie: 0 },
-                RequestPurpose::PredConfirm,
-            );
-        }
+        self.request_once(now, p.addr, RequestPurpose::PredConfirm, |rid| {
+            RingFrame::GetState { rid, cookie: 0 }
+        });
     }
 
     /// `STATE` of our predecessor, asked by [`Self::confirm_with_pred`]: adopt the closest
@@ -257,6 +345,14 @@ impl Node {
     }
 
     /// Starts the lookup of [`Self::confirm_by_lookup`] unless one is running.
+    ///
+    /// With a live predecessor the question is who owns `id - 1`. Without one (it just
+    /// died) that key was the dead node's, and every node that has not noticed yet
+    /// refers lookups of it to the dead node; so the ring is asked about the closest
+    /// claimant's own id instead: the lookup ends at the claimant only if the ring
+    /// routes to it, i.e. it is a member at that id (an outsider is still refused).
+    /// A member closer to us that this adopts too early rectifies us in its next
+    /// round and replaces it (Zave's rule, confirmed with it as usual).
     pub(super) fn start_pred_lookup(&mut self, now: Now) {
         if self
             .lookups
@@ -265,12 +361,23 @@ impl Node {
         {
             return;
         }
-        let key = (self.id + MODULUS - 1) % MODULUS;
+        let closest_claim = self
+            .pred_claims
+            .values()
+            .copied()
+            .filter(|id| *id != self.id)
+            .min_by_key(|id| dist(*id, self.id));
+        let key = match (self.pred, closest_claim) {
+            (None, Some(id)) => id,
+            _ => (self.id + MODULUS - 1) % MODULUS,
+        };
         self.start_lookup(now, LookupPurpose::PredClaim, key, FindOp::Locate);
     }
 
     pub(super) fn set_pred(&mut self, p: Option<Peer>) {
         if self.pred != p {
+            self.pace.tighten();
+            self.pace.pred_heard = None;
             self.pred = p;
             self.event(Event::PredecessorChanged { pred: p });
         }
@@ -284,6 +391,7 @@ impl Node {
         let old_first = self.succs.first().copied();
         let old_range = self.range();
         let old_window: Vec<SocketAddrV4> = self.replica_holders();
+        self.pace.tighten();
         self.succs = list;
         for p in self.succs.clone() {
             self.note_id(p);
@@ -305,11 +413,22 @@ impl Node {
                 }
             }
         }
+        // Our predecessor's list ends in ours: let it refresh now, not at its next
+        // (perhaps quiet) round, so a change reaches the `r - 1` lists before it at once.
+        if self.is_member() {
+            if let Some(p) = self.pred.filter(|p| p.addr != self.me) {
+                self.request_once(now, p.addr, RequestPurpose::Fix, |rid| RingFrame::Fix {
+                    rid,
+                    cookie: 0,
+                });
+            }
+        }
     }
 
     /// A successor did not answer `dead_after` tries: drop it, shift, repair at once.
     pub(super) fn peer_dead(&mut self, now: Now, addr: SocketAddrV4) {
         self.counters.inc("peer_dead");
+        self.pace.tighten();
         if self.ghosts.len() < 4 * self.cfg.r {
             self.ghosts.insert(addr, now + GHOST_TTL);
         }
@@ -330,17 +449,8 @@ impl Node {
                 .filter(|p| p.addr != addr)
                 .copied()
                 .collect();
+            // (`set_succs` tells the predecessor, so it repairs now.)
             self.set_succs(now, list);
-            // Tell the predecessor so it repairs now rather than at its next round.
-            if let Some(p) = self.pred.filter(|p| p.addr != self.me && p.addr != addr) {
-                let rid = self.rng.next_u64();
-                self.request(
-                    now,
-                    p.addr,
-                    RingFrame::Fix { rid, cookie: 0 },
-                    RequestPurpose::Fix,
-                );
-            }
             self.last_fix = None;
             self.immediate_round(now);
         }
@@ -374,6 +484,10 @@ impl Node {
             return;
         };
         self.failures.remove(&from);
+        if self.pace.seen.len() >= MAX_SEEN {
+            self.pace.seen.clear();
+        }
+        self.pace.seen.insert(from);
         match p.purpose {
             RequestPurpose::Stabilize => {
                 self.on_succ_state(now, Peer { id, addr: from }, pred, succs)
@@ -387,6 +501,12 @@ impl Node {
             RequestPurpose::ConfirmState { cid } => self.confirm_state(now, cid, &succs),
             RequestPurpose::LoneClaim { candidate } => {
                 self.on_lone_claim_state(now, candidate, Peer { id, addr: from }, &succs);
+            }
+            // A liveness check of the predecessor: alive, but is it still the same node?
+            RequestPurpose::PingPred | RequestPurpose::PredCheck { .. }
+                if self.pred.is_some_and(|p| p.addr == from && p.id != id) =>
+            {
+                self.pred_gone(now, from, &p.purpose);
             }
             _ => {}
         }
@@ -404,22 +524,39 @@ impl Node {
     pub(super) fn on_fix(&mut self, now: Now, from: SocketAddrV4, rid: u64) {
         self.send_ring(from, RingFrame::Ack { rid, seq: 0 });
         if self.is_member() && self.is_neighbour(from) {
+            self.pace.tighten();
             self.immediate_round(now);
         }
     }
 
     /// The periodic predecessor liveness check.
     pub(super) fn ping_pred(&mut self, now: Now) {
+        let heard = self
+            .pace
+            .pred_heard
+            .is_some_and(|t| now.saturating_sub(t) < self.pred_quiet());
+        if heard {
+            return;
+        }
         if let Some(p) = self.pred.filter(|p| p.addr != self.me) {
-            if !self.has_pending_purpose(p.addr, &RequestPurpose::PingPred) {
-                let rid = self.rng.next_u64();
-                self.request(
-                    now,
-                    p.addr,
-                    RingFrame::Ping { rid, cookie: 0 },
-                    RequestPurpose::PingPred,
-                );
-            }
+            self.request_once(now, p.addr, RequestPurpose::PingPred, |rid| {
+                RingFrame::GetState { rid, cookie: 0 }
+            });
+        }
+    }
+
+    /// The predecessor did not answer a check, or answered as someone else (it restarted
+    /// and joined elsewhere, with another id): it is no longer our predecessor. After a
+    /// rectify's check the claimant that caused it still has to be confirmed.
+    pub(super) fn pred_gone(&mut self, now: Now, addr: SocketAddrV4, purpose: &RequestPurpose) {
+        if self.pred.map(|p| p.addr) != Some(addr) {
+            return;
+        }
+        self.counters.inc("pred_dead");
+        self.set_pred(None);
+        match purpose {
+            RequestPurpose::PredCheck { candidate } => self.confirm_by_lookup(now, *candidate),
+            _ => self.event(Event::PeerDead { addr }),
         }
     }
 }

@@ -40,10 +40,11 @@ use crate::api::{Action, Config, Counters, Event, HopStats, Now};
 use crate::status::{NodePhase, Status};
 use crate::verify::{self, RecordVerifier};
 use crate::{StoreOp, Table};
+use maintenance::Pace;
 use membership::{Probe, Serving, Welcome};
 use records::{Commit, Entry, Lease};
 use requests::{Pending, RequestKey};
-use routing::{FINGERS, Lookup};
+use routing::{FINGERS, Lookup, ReplicaRead};
 use transfer::{IncomingTransfer, Takeover};
 
 /// Delay before retrying a FIND that got `BUSY`.
@@ -101,6 +102,8 @@ pub struct Node {
     deadlines: BTreeSet<(Now, RequestKey)>,
     timers: BTreeMap<Timer, Now>,
     lookups: BTreeMap<u64, Lookup>,
+    /// Reads answered from the replicas of a successor that stopped answering.
+    reads: BTreeMap<u64, ReplicaRead>,
     commits: BTreeMap<u64, Commit>,
     incoming: BTreeMap<(SocketAddrV4, u64), IncomingTransfer>,
     /// Outgoing transfers: xfer id -> chunks not yet acknowledged.
@@ -122,8 +125,8 @@ pub struct Node {
     /// live node between us and our successor, which Zave's rule then adopts (this merges
     /// rings that a long partition split). Value: when to forget it.
     ghosts: BTreeMap<SocketAddrV4, Now>,
-    /// Stabilize rounds, to pace ghost probes.
-    rounds: u64,
+    /// How fast upkeep runs now (fast while something changes, slower when quiet).
+    pace: Pace,
     /// Set while serving a JOIN: the joiner gets the records in its WELCOME.
     no_handover: bool,
     /// Nodes that sent `RECTIFY` and are not confirmed yet (addr -> claimed id). A claim
@@ -199,6 +202,7 @@ impl Node {
             deadlines: BTreeSet::new(),
             timers: BTreeMap::new(),
             lookups: BTreeMap::new(),
+            reads: BTreeMap::new(),
             commits: BTreeMap::new(),
             incoming: BTreeMap::new(),
             outgoing: BTreeMap::new(),
@@ -215,7 +219,7 @@ impl Node {
             leave_xfer: None,
             discover_rid: 0,
             ghosts: BTreeMap::new(),
-            rounds: 0,
+            pace: Pace::default(),
             no_handover: false,
             pred_claims: BTreeMap::new(),
             authority: authority::Authority::default(),
@@ -477,27 +481,31 @@ impl Node {
             Timer::Stabilize => {
                 if self.is_member() {
                     self.stabilize(now);
-                    self.rounds += 1;
-                    if self.rounds.is_multiple_of(4) {
+                    self.pace.calm_rounds = self.pace.calm_rounds.saturating_add(1);
+                    // Ghosts are probed on the clock, however quiet the rounds: a healed
+                    // partition is found as fast on a quiet ring as on a busy one.
+                    if self.pace.ghost_at.is_none_or(|t| now >= t) {
+                        self.pace.ghost_at = Some(now + self.cfg.stabilize_interval * 4);
+                        self.pace.ghost_probes += 1;
                         self.probe_ghost(now);
                     }
                 }
-                self.timers
-                    .insert(Timer::Stabilize, now + self.cfg.stabilize_interval);
+                let next = now + self.stabilize_delay();
+                self.timers.insert(Timer::Stabilize, next);
             }
             Timer::PingPred => {
                 if self.is_member() {
                     self.ping_pred(now);
                 }
-                self.timers
-                    .insert(Timer::PingPred, now + self.cfg.ping_interval);
+                let next = self.next_pred_check(now);
+                self.timers.insert(Timer::PingPred, next);
             }
             Timer::FixFinger => {
                 if self.is_member() && self.cfg.fingers {
                     self.fix_one_finger(now);
                 }
-                self.timers
-                    .insert(Timer::FixFinger, now + self.cfg.fix_fingers_interval);
+                let next = now + self.finger_delay();
+                self.timers.insert(Timer::FixFinger, next);
             }
             Timer::Sync => {
                 if self.is_member() {
@@ -556,6 +564,12 @@ impl Node {
 
     /// A request (with the right cookie, or a `DISCOVER`).
     fn on_request(&mut self, now: Now, from: SocketAddrV4, rf: RingFrame) {
+        // The predecessor's stabilize round (members only send it) shows it alive and a
+        // member: no ping needed. (Other requests from its address may come from a
+        // restarted node that is not a member yet.)
+        if matches!(rf, RingFrame::GetState { .. }) && self.pred.is_some_and(|p| p.addr == from) {
+            self.pace.pred_heard = Some(now);
+        }
         match rf {
             RingFrame::Discover { rid } => self.on_discover(from, rid),
             RingFrame::Ping { rid, .. } => {

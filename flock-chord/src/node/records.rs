@@ -291,6 +291,9 @@ impl Node {
         }
         let targets: Vec<SocketAddrV4> = self.replica_holders();
         for a in targets {
+            if !self.sync_due(now, a) {
+                continue;
+            }
             self.sync_one(now, a);
         }
     }
@@ -301,6 +304,7 @@ impl Node {
         }
         let (lo, hi) = self.range();
         let (count, digest) = self.digest(lo, hi);
+        self.pace.synced.insert(to, ((lo, hi, count, digest), now));
         let rid = self.rng.next_u64();
         self.request(
             now,
@@ -382,6 +386,8 @@ impl Node {
         };
         if let RingFrame::Sync { lo, hi, .. } = p.frame {
             if want && self.is_member() {
+                // Checked again next round (the push may not arrive whole).
+                self.pace.synced.remove(&from);
                 self.counters.inc("sync_push");
                 let chunks = chunk_records(self.records_in(lo, hi));
                 self.send_chunks(now, from, rid, chunks);

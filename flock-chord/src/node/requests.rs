@@ -7,11 +7,13 @@
 //! without it is answered with `COOKIE` and resent by its sender ([`Node::on_cookie`]).
 
 use std::net::SocketAddrV4;
+use std::time::Duration;
 
 use flock_proto::ring::{Peer, RingFrame};
+use rand_core::Rng;
 
 use super::{BUSY_RETRY, MAX_COOKIES, Node, Phase};
-use crate::api::{Event, Now};
+use crate::api::Now;
 
 /// Why we sent a request (what to do with the answer or the failure).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +60,14 @@ pub(super) enum RequestPurpose {
     },
     Fix,
     Leave,
+    /// Is a successor after a silent first successor alive? (Declared dead if not.)
+    Probe,
+    /// Is a finger we refer lookups to alive? (Dropped if not.)
+    FingerCheck,
+    /// A replica's copy of one record, for the read `read` (reads during repair).
+    ReadFetch {
+        read: u64,
+    },
 }
 
 /// An outstanding request: the frame (resent on timeout), why, tries so far, and when it
@@ -79,6 +89,9 @@ pub(super) const PEER_SHARE: usize = 16;
 /// for the node's own requests (stabilize, rectify, takeover fetches, replication, leave)
 /// and, for transfers, for the lookups.
 pub(super) const RESERVED_SHARE: usize = 4;
+
+/// Liveness checks retry at `rto / LIVENESS_RTO_DIV` (see [`Node::rto_for`]).
+const LIVENESS_RTO_DIV: u32 = 2;
 
 /// Key of an outstanding request: (peer, rid, chunk seq). `seq` is 0 for the request
 /// itself and `k + 1` for chunk `k` of a transfer.
@@ -106,15 +119,51 @@ impl Node {
         self.send_ring(to, frame.clone());
         let p = Pending {
             frame,
+            deadline: now + self.rto_for(&purpose, to),
             purpose,
             tries: 1,
-            deadline: now + self.cfg.rto,
         };
         if let Some(old) = self.pending.remove(&key) {
             self.deadlines.remove(&(old.deadline, key));
         }
         self.deadlines.insert((p.deadline, key));
         self.pending.insert(key, p);
+    }
+
+    /// Retransmission timeout of a request: liveness checks of neighbours known to be
+    /// members (tiny frames, answered at once) retry at half the configured timeout, so
+    /// a dead neighbour is found in `dead_after` half-timeouts; everything else, and a
+    /// node that never answered as a member (a joiner still receiving its records does
+    /// not answer yet), at the configured one.
+    fn rto_for(&self, purpose: &RequestPurpose, to: SocketAddrV4) -> Duration {
+        match purpose {
+            RequestPurpose::Stabilize
+            | RequestPurpose::Probe
+            | RequestPurpose::FingerCheck
+            | RequestPurpose::PingPred
+            | RequestPurpose::PredCheck { .. }
+                if self.pace.seen.contains(&to) =>
+            {
+                self.cfg.rto / LIVENESS_RTO_DIV
+            }
+            _ => self.cfg.rto,
+        }
+    }
+
+    /// Sends the request `make(rid)` to `to` for `purpose`, unless one for the same
+    /// purpose is already outstanding there.
+    pub(super) fn request_once(
+        &mut self,
+        now: Now,
+        to: SocketAddrV4,
+        purpose: RequestPurpose,
+        make: impl FnOnce(u64) -> RingFrame,
+    ) {
+        if self.has_pending_purpose(to, &purpose) {
+            return;
+        }
+        let rid = self.rng.next_u64();
+        self.request(now, to, make(rid), purpose);
     }
 
     /// How much of the pending table work caused by others may fill.
@@ -190,14 +239,23 @@ impl Node {
         let max_tries = match p.purpose {
             RequestPurpose::Chunk { .. } | RequestPurpose::Leave => self.cfg.dead_after * 3,
             RequestPurpose::Lookup { .. } => 2,
+            // Fast checks try once more: a dead member is declared after
+            // `(dead_after + 1) * rto / 2`, past a partition of `dead_after / 2` timeouts.
+            _ if self.rto_for(&p.purpose, to) < self.cfg.rto => self.cfg.dead_after + 1,
             _ => self.cfg.dead_after,
         };
         if p.tries < max_tries && self.phase != Phase::Left {
+            if p.tries == 1
+                && p.purpose == RequestPurpose::Stabilize
+                && self.succs.first().is_some_and(|s| s.addr == to)
+            {
+                self.suspect_successor(now, to);
+            }
             p.tries += 1;
             // Exponential-ish backoff for bulk transfers only.
             let rto = match p.purpose {
                 RequestPurpose::Chunk { .. } => self.cfg.rto * 2,
-                _ => self.cfg.rto,
+                _ => self.rto_for(&p.purpose, to),
             };
             p.deadline = now + rto;
             self.send_ring(to, p.frame.clone());
@@ -208,20 +266,14 @@ impl Node {
         // Given up.
         match p.purpose {
             RequestPurpose::Stabilize => self.peer_dead(now, to),
-            RequestPurpose::PingPred => {
-                if self.pred.map(|p| p.addr) == Some(to) {
-                    self.counters.inc("pred_dead");
-                    self.set_pred(None);
-                    self.event(Event::PeerDead { addr: to });
+            RequestPurpose::Probe => {
+                if self.succs.iter().any(|p| p.addr == to) {
+                    self.peer_dead(now, to);
                 }
             }
-            RequestPurpose::PredCheck { candidate } => {
-                // The old predecessor is dead: the candidate still has to be confirmed.
-                if self.pred.map(|p| p.addr) == Some(to) {
-                    self.counters.inc("pred_dead");
-                    self.set_pred(None);
-                    self.confirm_by_lookup(now, candidate);
-                }
+            RequestPurpose::FingerCheck => self.finger_dead(to),
+            RequestPurpose::PingPred | RequestPurpose::PredCheck { .. } => {
+                self.pred_gone(now, to, &p.purpose);
             }
             RequestPurpose::PredConfirm => {
                 // The predecessor died before confirming: ask the ring instead.
@@ -233,20 +285,31 @@ impl Node {
                     }
                 }
             }
+            RequestPurpose::Sync => {
+                // Unanswered: sync it again next round, not only when the lease is due.
+                self.pace.synced.remove(&to);
+            }
             RequestPurpose::Adopt
             | RequestPurpose::Rectify
             | RequestPurpose::Fix
-            | RequestPurpose::Sync
             | RequestPurpose::OwnerState
             | RequestPurpose::LoneClaim { .. } => {}
             RequestPurpose::ConfirmState { cid } => self.confirm_no_state(cid),
             RequestPurpose::ConfirmHeld { cid } => self.confirm_silent(cid, to),
             RequestPurpose::Join => self.join_failed(now),
-            RequestPurpose::Lookup { lid } => self.lookup_fail_hop(now, lid, to),
+            RequestPurpose::Lookup { lid } => {
+                // Lazy finger repair: a finger that did not answer goes now.
+                self.finger_dead(to);
+                self.lookup_fail_hop(now, lid, to);
+            }
             RequestPurpose::Replicate { commit } => self.commit_progress(commit),
             RequestPurpose::Fetch => {
                 self.incoming.remove(&(to, key.1));
                 self.fetch_finished(now, (to, key.1));
+            }
+            RequestPurpose::ReadFetch { read } => {
+                self.incoming.remove(&(to, key.1));
+                self.read_fetch_done(read, (to, key.1));
             }
             RequestPurpose::Chunk { xfer } => {
                 self.counters.inc("chunk_lost");
@@ -282,7 +345,11 @@ impl Node {
         match p.purpose {
             RequestPurpose::Replicate { commit } => self.commit_progress(commit),
             RequestPurpose::Chunk { xfer } => self.chunk_done(now, xfer),
-            RequestPurpose::PingPred | RequestPurpose::Rectify | RequestPurpose::Fix => {}
+            RequestPurpose::PingPred
+            | RequestPurpose::Rectify
+            | RequestPurpose::Fix
+            | RequestPurpose::Probe
+            | RequestPurpose::FingerCheck => {}
             RequestPurpose::PredCheck { .. } => {
                 // The old predecessor lives: keep it (Zave's rectify).
                 let _ = from;

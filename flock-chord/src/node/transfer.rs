@@ -33,6 +33,8 @@ pub(super) enum TransferPurpose {
     Fetch,
     /// An owner's push after our `SYNC` digest differed.
     SyncPush,
+    /// The copies of one record, for the read `read` (see `routing`).
+    Read { read: u64 },
     /// The records of a successor that is leaving.
     Leave,
 }
@@ -340,7 +342,10 @@ impl Node {
         let purpose = inc.purpose.clone();
         let fresh = !inc.chunks.contains_key(&seq);
         // A FETCH is answered by its first chunk (a JOIN only by its WELCOME).
-        if purpose == TransferPurpose::Fetch {
+        if matches!(
+            purpose,
+            TransferPurpose::Fetch | TransferPurpose::Read { .. }
+        ) {
             self.take_pending((from, rid, 0));
         }
         self.send_ring(
@@ -357,6 +362,12 @@ impl Node {
             TransferPurpose::Welcome => {
                 if let Some(inc) = self.incoming.get_mut(&key) {
                     inc.chunks.insert(seq, records);
+                }
+            }
+            TransferPurpose::Read { read } => {
+                self.read_copies(read, records);
+                if let Some(inc) = self.incoming.get_mut(&key) {
+                    inc.chunks.insert(seq, Vec::new());
                 }
             }
             _ => {
@@ -406,6 +417,12 @@ impl Node {
                 if complete {
                     self.incoming.remove(&key);
                     self.counters.inc("leave_received");
+                }
+            }
+            TransferPurpose::Read { read } => {
+                if complete {
+                    self.incoming.remove(&key);
+                    self.read_fetch_done(read, key);
                 }
             }
         }
@@ -458,6 +475,9 @@ impl Node {
                 }
                 if inc.purpose == TransferPurpose::Welcome {
                     self.join_failed(now);
+                }
+                if let TransferPurpose::Read { read } = inc.purpose {
+                    self.read_fetch_done(read, k);
                 }
             }
         }
