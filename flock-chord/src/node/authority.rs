@@ -3,7 +3,7 @@
 //!
 //! | path | kept when |
 //! | --- | --- |
-//! | an owner's replication (`REPLICATE`, its `SYNC` push) | the sender owns the record's hash in this node's view: our predecessor for `[pred, us)`, or an owner further back that a ring lookup of the hash ends at ([`LookupPurpose::OwnerCheck`]) and whose own `STATE` names us among its first r - 1 successors (then cached with its range for a lease; its records wait meanwhile, bounded) |
+//! | an owner's replication (`REPLICATE`, its `SYNC` push) | the sender owns the record's hash in this node's view: our predecessor for `[pred, us)`, or an owner further back that our predecessor names as its predecessor or, when it does not (or further back), a ring lookup of the hash ends at ([`LookupPurpose::OwnerCheck`]; a lookup that finds nothing releases the held records, and the owner's next push starts a new check) and whose own `STATE` names us among its first r - 1 successors (then cached with its range for a lease; its records wait meanwhile, bounded) |
 //! | the predecessor's handover (`REPLICATE` into our range) | the sender is our predecessor |
 //! | our join target's records (`WELCOME`) | the sender is the node we joined at, and the record lies in the range we take over |
 //! | the takeover (`RECORDS` answering our `FETCH`) | we asked that replica and the hash lies in the range taken over; conflicts are settled when the takeover ends, by the record rules ([`Node::settle_takeover`]) |
@@ -139,12 +139,10 @@ impl Node {
             };
         }
         match self.authority.confirmed.get(&from) {
-            Some(&(lo, end, until)) if until > now => {
-                if in_half_open(hash, lo, end) && lo != end {
-                    Verdict::Yes
-                } else {
-                    Verdict::No
-                }
+            // Inside the range we confirmed: kept. Outside it the sender's range may have
+            // grown since (it took over a dead neighbour's): checked again, not refused.
+            Some(&(lo, end, until)) if until > now && in_half_open(hash, lo, end) && lo != end => {
+                Verdict::Yes
             }
             _ => Verdict::Unknown,
         }
@@ -206,6 +204,16 @@ impl Node {
         }
         let key = ring_hash(&r.user);
         let deadline = now + self.cfg.lookup_timeout * 2;
+        // A check that did not finish in time (its lookup gave up during repair) is
+        // started again with this push, not waited for until housekeeping.
+        if self
+            .authority
+            .held
+            .get(&from)
+            .is_some_and(|(until, _)| *until <= now)
+        {
+            self.drop_held(from);
+        }
         let fresh = !self.authority.held.contains_key(&from);
         self.authority
             .held
@@ -216,8 +224,67 @@ impl Node {
         self.authority.held_count += 1;
         if fresh {
             self.counters.inc("owner_checks");
-            self.start_lookup(now, LookupPurpose::OwnerCheck { from }, key, FindOp::Locate);
+            match self.pred.filter(|p| p.addr != self.me && p.addr != from) {
+                // An owner two back is our predecessor's predecessor: one round trip.
+                Some(p) if self.cfg.r >= 3 => {
+                    let rid = self.rng.next_u64();
+                    self.request(
+                        now,
+                        p.addr,
+                        RingFrame::GetState { rid, cookie: 0 },
+                        RequestPurpose::OwnerViaPred { owner: from },
+                    );
+                }
+                _ => {
+                    self.start_lookup(now, LookupPurpose::OwnerCheck { from }, key, FindOp::Locate)
+                }
+            }
         }
+    }
+
+    /// Our predecessor's `STATE` named its predecessor: if that is `owner`, `owner` is
+    /// asked for its successor list as after a ring lookup; if not, the ring is asked.
+    pub(super) fn owner_via_pred(
+        &mut self,
+        now: Now,
+        owner: SocketAddrV4,
+        pred_of_pred: Option<Peer>,
+    ) {
+        if pred_of_pred.is_some_and(|pp| pp.addr == owner) {
+            self.ask_owner_state(now, owner);
+        } else {
+            self.owner_check_by_lookup(now, owner);
+        }
+    }
+
+    /// The owner check by a ring lookup of the hash of a record `owner` pushed.
+    pub(super) fn owner_check_by_lookup(&mut self, now: Now, owner: SocketAddrV4) {
+        let Some(key) = self
+            .authority
+            .held
+            .get(&owner)
+            .and_then(|(_, held)| held.first())
+            .map(|r| ring_hash(&r.user))
+        else {
+            return;
+        };
+        self.start_lookup(
+            now,
+            LookupPurpose::OwnerCheck { from: owner },
+            key,
+            FindOp::Locate,
+        );
+    }
+
+    /// Asks a confirmed owner for its successor list ([`Node::on_owner_state`]).
+    fn ask_owner_state(&mut self, now: Now, owner: SocketAddrV4) {
+        let rid = self.rng.next_u64();
+        self.request(
+            now,
+            owner,
+            RingFrame::GetState { rid, cookie: 0 },
+            RequestPurpose::OwnerState,
+        );
     }
 
     /// A ring lookup answered who owns the hash `from` pushed: if it is `from`, we ask it
@@ -230,13 +297,7 @@ impl Node {
         outcome: &Outcome,
     ) {
         if matches!(outcome, Outcome::Node) && owner.addr == from && owner.addr != self.me {
-            let rid = self.rng.next_u64();
-            self.request(
-                now,
-                from,
-                RingFrame::GetState { rid, cookie: 0 },
-                RequestPurpose::OwnerState,
-            );
+            self.ask_owner_state(now, from);
         } else {
             self.drop_held(from);
         }
@@ -269,6 +330,16 @@ impl Node {
             } else {
                 self.counters.inc("record_unauthorized");
             }
+        }
+    }
+
+    /// The ring lookup of an owner check found no answer (the ring is being repaired):
+    /// the records held for `from` go uncounted as refusals (nothing was proven), and its
+    /// next push starts a new check.
+    pub(super) fn owner_check_abandoned(&mut self, from: SocketAddrV4) {
+        if let Some((_, held)) = self.authority.held.remove(&from) {
+            self.authority.held_count = self.authority.held_count.saturating_sub(held.len());
+            self.counters.inc("owner_check_abandoned");
         }
     }
 

@@ -498,6 +498,7 @@ impl Node {
             }
             RequestPurpose::PredConfirm => self.on_pred_state(now, from, &succs),
             RequestPurpose::OwnerState => self.on_owner_state(now, Peer { id, addr: from }, &succs),
+            RequestPurpose::OwnerViaPred { owner } => self.owner_via_pred(now, owner, pred),
             RequestPurpose::ConfirmState { cid } => self.confirm_state(now, cid, &succs),
             RequestPurpose::LoneClaim { candidate } => {
                 self.on_lone_claim_state(now, candidate, Peer { id, addr: from }, &succs);

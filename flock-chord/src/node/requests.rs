@@ -34,6 +34,11 @@ pub(super) enum RequestPurpose {
     /// Asking a node a ring lookup confirmed as an owner for its successor list: it may
     /// replicate to us only if we are among its first r - 1 (`authority`).
     OwnerState,
+    /// Asking our predecessor for its predecessor: an owner two back that pushed records
+    /// to us is confirmed in one round trip, without a ring lookup (`authority`).
+    OwnerViaPred {
+        owner: SocketAddrV4,
+    },
     /// Challenging a node that claims to precede us while we are alone (`membership`).
     LoneClaim {
         candidate: Peer,
@@ -292,8 +297,9 @@ impl Node {
             RequestPurpose::Adopt
             | RequestPurpose::Rectify
             | RequestPurpose::Fix
-            | RequestPurpose::OwnerState
             | RequestPurpose::LoneClaim { .. } => {}
+            RequestPurpose::OwnerState => self.owner_check_abandoned(to),
+            RequestPurpose::OwnerViaPred { owner } => self.owner_check_by_lookup(now, owner),
             RequestPurpose::ConfirmState { cid } => self.confirm_no_state(cid),
             RequestPurpose::ConfirmHeld { cid } => self.confirm_silent(cid, to),
             RequestPurpose::Join => self.join_failed(now),

@@ -269,7 +269,7 @@ impl Node {
                 self.defer_lookup(now, lid);
             }
             None => {
-                self.lookups.remove(&lid);
+                self.lookup_abandon(lid);
                 self.counters.inc("lookup_no_route");
             }
         }
@@ -294,7 +294,7 @@ impl Node {
             return;
         };
         if l.hops >= self.cfg.max_hops || now >= l.deadline {
-            self.lookups.remove(&lid);
+            self.lookup_abandon(lid);
             self.counters.inc("lookup_too_long");
             return;
         }
@@ -326,7 +326,7 @@ impl Node {
         l.failed.insert(failed);
         let give_up = l.failed.len() > 16;
         if give_up {
-            self.lookups.remove(&lid);
+            self.lookup_abandon(lid);
             self.counters.inc("lookup_failed");
             return;
         }
@@ -761,8 +761,18 @@ impl Node {
             .map(|(k, _)| *k)
             .collect();
         for lid in expired {
-            self.lookups.remove(&lid);
+            self.lookup_abandon(lid);
             self.counters.inc("lookup_expired");
+        }
+    }
+
+    /// Drops a lookup that found no answer; a check waiting for it is released so that
+    /// the next push starts it again.
+    fn lookup_abandon(&mut self, lid: u64) {
+        if let Some(l) = self.lookups.remove(&lid) {
+            if let LookupPurpose::OwnerCheck { from } = l.purpose {
+                self.owner_check_abandoned(from);
+            }
         }
     }
 
