@@ -150,15 +150,34 @@ fn five_servers_form_one_ring_by_broadcast() {
 
 #[test]
 fn original_acceptance_scenario() {
+    acceptance_scenario("original_acceptance_scenario", false);
+}
+
+/// The same scenario in a ring whose members share a cluster key.
+#[test]
+fn original_acceptance_scenario_with_a_cluster_key() {
+    acceptance_scenario("acceptance_keyed", true);
+}
+
+fn acceptance_scenario(test: &str, keyed: bool) {
     let _serial = serial();
-    let Some(mut net) = Net::new("original_acceptance_scenario", 3) else {
+    let Some(mut net) = Net::new(test, 3) else {
         return;
     };
     let h4 = net.add_host().expect("host 4");
-    let dir = f::tempdir("accept");
+    let dir = f::tempdir(test);
+    let key = dir
+        .path()
+        .join("cluster.key")
+        .to_string_lossy()
+        .into_owned();
     let mut cl = Cluster::new();
     // The original's defaults: no --bind (0.0.0.0, broadcasts on the command socket).
-    let defaults = ["--bind", "-"];
+    let mut defaults = vec!["--bind", "-"];
+    if keyed {
+        assert!(f::flock(net.host(0), &["keygen", "--cluster", &key]).0);
+        defaults.extend(["--cluster-key", key.as_str()]);
+    }
     form_ring(&net, &mut cl, dir.path(), 3, &defaults);
     let keys = dir.path().join("keys");
     let names = ["alice", "bob", "carol"];
