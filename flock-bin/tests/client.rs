@@ -32,19 +32,33 @@ impl Env {
         self.dir.path().join(name)
     }
 
-    /// A ring server on 127.0.0.1:`port` (PING on `port + 1`).
-    fn server(&self, name: &str, data: &str, port: u16, join: Option<u16>) -> Proc {
+    /// A ring server on 127.0.0.1:`port` (PING on `port + 1`) with `extra` arguments.
+    fn server_with(
+        &self,
+        name: &str,
+        data: &str,
+        port: u16,
+        join: Option<u16>,
+        extra: &[&str],
+    ) -> Proc {
         let log = self.path(&format!("{name}-{data}.log"));
-        proc::loopback_ring_server(name, port, join, &self.path(data), &log)
+        proc::loopback_ring_server_with(name, port, join, &self.path(data), &log, extra)
     }
 
     /// A ring of `n` servers on ports `base`, `base + 2`, ...; waits until it is whole.
     fn ring(&self, tag: &str, base: u16, n: u16) -> Vec<Proc> {
-        let mut ring = vec![self.server(&format!("{tag}0"), &format!("{tag}0"), base, None)];
+        self.ring_with(tag, base, n, &[])
+    }
+
+    /// [`Env::ring`] with `extra` arguments for every server.
+    fn ring_with(&self, tag: &str, base: u16, n: u16, extra: &[&str]) -> Vec<Proc> {
+        let mut ring =
+            vec![self.server_with(&format!("{tag}0"), &format!("{tag}0"), base, None, extra)];
         wait_ping(base);
         for i in 1..n {
             let port = base + 2 * i;
-            ring.push(self.server(&format!("{tag}{i}"), &format!("{tag}{i}"), port, Some(base)));
+            let (name, data) = (format!("{tag}{i}"), format!("{tag}{i}"));
+            ring.push(self.server_with(&name, &data, port, Some(base), extra));
             wait_ping(port);
         }
         proc::wait_nodes(base, usize::from(n));
@@ -364,6 +378,17 @@ while True:
 
 #[test]
 fn original_python_peer_interoperates() {
+    original_python_peer("g", 31600, false);
+}
+
+/// The same through a ring whose members share a cluster key (it authenticates only the
+/// ring's own frames; clients, ours and the original's, see no difference).
+#[test]
+fn original_python_peer_interoperates_with_a_keyed_ring() {
+    original_python_peer("k", 31650, true);
+}
+
+fn original_python_peer(tag: &str, base: u16, keyed: bool) {
     if Command::new("python3")
         .args(["-c", "import cryptography"])
         .status()
@@ -373,12 +398,23 @@ fn original_python_peer_interoperates() {
         return;
     }
     let env = Env::new();
-    let _ring = env.ring("g", 31600, 2);
+    let key = env.path("cluster.key").display().to_string();
+    let extra: Vec<&str> = if keyed {
+        let made = Command::new(proc::FLOCK)
+            .args(["keygen", "--cluster", &key])
+            .status()
+            .expect("flock keygen");
+        assert!(made.success(), "flock keygen --cluster");
+        vec!["--cluster-key", &key]
+    } else {
+        Vec::new()
+    };
+    let _ring = env.ring_with(tag, base, 2, &extra);
     let script = env.path("original_peer.py");
     std::fs::write(&script, ORIGINAL_PEER).expect("script");
     let child = Command::new("python3")
         .arg(&script)
-        .args(["oldie", "31602"])
+        .args(["oldie", &(base + 2).to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(env.path("oldie.log")).expect("log"))
@@ -386,7 +422,7 @@ fn original_python_peer_interoperates() {
         .expect("python3");
     let mut oldie = Proc::adopt("oldie", child);
     oldie.contains("REGISTERED");
-    let mut alice = env.chat("alice", "alice", &[31600]);
+    let mut alice = env.chat("alice", "alice", &[base]);
 
     alice.say("@oldie");
     alice.say("hi original");

@@ -275,6 +275,18 @@ pub fn loopback_ring_server(
     data: &Path,
     log: &Path,
 ) -> Proc {
+    loopback_ring_server_with(name, port, join, data, log, &[])
+}
+
+/// [`loopback_ring_server`] with `extra` arguments (e.g. `--cluster-key FILE`).
+pub fn loopback_ring_server_with(
+    name: &str,
+    port: u16,
+    join: Option<u16>,
+    data: &Path,
+    log: &Path,
+    extra: &[&str],
+) -> Proc {
     let mut args: Vec<String> = [
         "server",
         name,
@@ -297,6 +309,7 @@ pub fn loopback_ring_server(
     if let Some(j) = join {
         args.extend(["--join".into(), format!("127.0.0.1:{j}")]);
     }
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
     Proc::flock(name, &args, log)
 }
 
