@@ -3,7 +3,7 @@
 //!
 //! | path | kept when |
 //! | --- | --- |
-//! | an owner's replication (`REPLICATE`, its `SYNC` push) | the sender owns the record's hash in this node's view: our predecessor for `[pred, us)`, or an owner further back that our predecessor names as its predecessor or, when it does not (or further back), a ring lookup of the hash ends at ([`LookupPurpose::OwnerCheck`]; a lookup that finds nothing releases the held records, and the owner's next push starts a new check) and whose own `STATE` names us among its first r - 1 successors (then cached with its range for a lease; its records wait meanwhile, bounded) |
+//! | an owner's replication (`REPLICATE`, its `SYNC` push) | the sender owns the record's hash in this node's view: our predecessor for `[pred, us)`, or an owner further back that our predecessor names as its predecessor or, when it does not (or further back), a ring lookup of the hash ends at ([`LookupPurpose::OwnerCheck`]; a lookup that finds nothing is run again while the records may wait, then they go and the owner's next push starts a new check) and whose own `STATE` names us among its first r - 1 successors (then cached with its range for a lease; its records wait meanwhile, bounded) |
 //! | the predecessor's handover (`REPLICATE` into our range) | the sender is our predecessor |
 //! | our join target's records (`WELCOME`) | the sender is the node we joined at, and the record lies in the range we take over |
 //! | the takeover (`RECORDS` answering our `FETCH`) | we asked that replica and the hash lies in the range taken over; conflicts are settled when the takeover ends, by the record rules ([`Node::settle_takeover`]) |
@@ -334,12 +334,23 @@ impl Node {
     }
 
     /// The ring lookup of an owner check found no answer (the ring is being repaired):
-    /// the records held for `from` go uncounted as refusals (nothing was proven), and its
+    /// while its records may still wait, the check runs again a retransmission timeout
+    /// later (the owner pushes again only when its range changes or its lease is due);
+    /// after that they go, uncounted as refusals (nothing was proven), and the owner's
     /// next push starts a new check.
-    pub(super) fn owner_check_abandoned(&mut self, from: SocketAddrV4) {
-        if let Some((_, held)) = self.authority.held.remove(&from) {
+    pub(super) fn owner_check_abandoned(&mut self, now: Now, from: SocketAddrV4) {
+        let Some(&(until, _)) = self.authority.held.get(&from) else {
+            return;
+        };
+        self.counters.inc("owner_check_abandoned");
+        if until > now + self.cfg.rto {
+            self.defer(
+                now,
+                RequestPurpose::OwnerRecheck { owner: from },
+                self.cfg.rto,
+            );
+        } else if let Some((_, held)) = self.authority.held.remove(&from) {
             self.authority.held_count = self.authority.held_count.saturating_sub(held.len());
-            self.counters.inc("owner_check_abandoned");
         }
     }
 

@@ -39,6 +39,11 @@ pub(super) enum RequestPurpose {
     OwnerViaPred {
         owner: SocketAddrV4,
     },
+    /// A self-addressed entry: the owner check of `owner` runs again when it times out
+    /// (its lookup found nothing while the ring was being repaired; `authority`).
+    OwnerRecheck {
+        owner: SocketAddrV4,
+    },
     /// Challenging a node that claims to precede us while we are alone (`membership`).
     LoneClaim {
         candidate: Peer,
@@ -229,15 +234,32 @@ impl Node {
             })
     }
 
+    /// Runs `purpose`'s deferred step `after` from now: a self-addressed pending entry
+    /// whose timeout is the step (see [`Node::on_request_timeout`]).
+    pub(super) fn defer(&mut self, now: Now, purpose: RequestPurpose, after: Duration) {
+        let rid = self.rng.next_u64();
+        let key = (self.me, rid, 0);
+        let p = Pending {
+            frame: RingFrame::Busy { rid },
+            purpose,
+            tries: 0,
+            deadline: now + after,
+        };
+        self.deadlines.insert((p.deadline, key));
+        self.pending.insert(key, p);
+    }
+
     pub(super) fn on_request_timeout(&mut self, now: Now, key: RequestKey) {
         let Some(mut p) = self.pending.remove(&key) else {
             return;
         };
         let to = key.0;
         if to == self.me {
-            // A deferred lookup step.
-            if let RequestPurpose::Lookup { lid } = p.purpose {
-                self.lookup_step(now, lid);
+            // A deferred step.
+            match p.purpose {
+                RequestPurpose::Lookup { lid } => self.lookup_step(now, lid),
+                RequestPurpose::OwnerRecheck { owner } => self.owner_check_by_lookup(now, owner),
+                _ => {}
             }
             return;
         }
@@ -297,8 +319,9 @@ impl Node {
             RequestPurpose::Adopt
             | RequestPurpose::Rectify
             | RequestPurpose::Fix
-            | RequestPurpose::LoneClaim { .. } => {}
-            RequestPurpose::OwnerState => self.owner_check_abandoned(to),
+            | RequestPurpose::LoneClaim { .. }
+            | RequestPurpose::OwnerRecheck { .. } => {}
+            RequestPurpose::OwnerState => self.owner_check_abandoned(now, to),
             RequestPurpose::OwnerViaPred { owner } => self.owner_check_by_lookup(now, owner),
             RequestPurpose::ConfirmState { cid } => self.confirm_no_state(cid),
             RequestPurpose::ConfirmHeld { cid } => self.confirm_silent(cid, to),

@@ -15,7 +15,7 @@ use flock_proto::{ErrorReply, Frame, Record, Register, ring_hash};
 use rand_core::Rng;
 
 use super::records::RegisterReplyTo;
-use super::requests::{Pending, RequestPurpose};
+use super::requests::RequestPurpose;
 use super::transfer::{IncomingTransfer, TransferPurpose};
 use super::{BUSY_RETRY, Node, Phase};
 use crate::api::Now;
@@ -269,7 +269,7 @@ impl Node {
                 self.defer_lookup(now, lid);
             }
             None => {
-                self.lookup_abandon(lid);
+                self.lookup_abandon(now, lid);
                 self.counters.inc("lookup_no_route");
             }
         }
@@ -277,16 +277,7 @@ impl Node {
 
     /// Re-runs [`Self::lookup_step`] after [`BUSY_RETRY`] (a self-addressed pending entry).
     fn defer_lookup(&mut self, now: Now, lid: u64) {
-        let rid = self.rng.next_u64();
-        let key = (self.me, rid, 0);
-        let p = Pending {
-            frame: RingFrame::Busy { rid },
-            purpose: RequestPurpose::Lookup { lid },
-            tries: 0,
-            deadline: now + BUSY_RETRY,
-        };
-        self.deadlines.insert((p.deadline, key));
-        self.pending.insert(key, p);
+        self.defer(now, RequestPurpose::Lookup { lid }, BUSY_RETRY);
     }
 
     pub(super) fn lookup_send(&mut self, now: Now, lid: u64, to: SocketAddrV4) {
@@ -294,7 +285,7 @@ impl Node {
             return;
         };
         if l.hops >= self.cfg.max_hops || now >= l.deadline {
-            self.lookup_abandon(lid);
+            self.lookup_abandon(now, lid);
             self.counters.inc("lookup_too_long");
             return;
         }
@@ -326,7 +317,7 @@ impl Node {
         l.failed.insert(failed);
         let give_up = l.failed.len() > 16;
         if give_up {
-            self.lookup_abandon(lid);
+            self.lookup_abandon(now, lid);
             self.counters.inc("lookup_failed");
             return;
         }
@@ -761,17 +752,17 @@ impl Node {
             .map(|(k, _)| *k)
             .collect();
         for lid in expired {
-            self.lookup_abandon(lid);
+            self.lookup_abandon(now, lid);
             self.counters.inc("lookup_expired");
         }
     }
 
     /// Drops a lookup that found no answer; a check waiting for it is released so that
     /// the next push starts it again.
-    fn lookup_abandon(&mut self, lid: u64) {
+    fn lookup_abandon(&mut self, now: Now, lid: u64) {
         if let Some(l) = self.lookups.remove(&lid) {
             if let LookupPurpose::OwnerCheck { from } = l.purpose {
-                self.owner_check_abandoned(from);
+                self.owner_check_abandoned(now, from);
             }
         }
     }
