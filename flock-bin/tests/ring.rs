@@ -159,6 +159,13 @@ fn original_acceptance_scenario_with_a_cluster_key() {
     acceptance_scenario("acceptance_keyed", true);
 }
 
+/// Makes a cluster key file in `dir` (with `flock keygen --cluster` on the first host).
+fn cluster_key(net: &Net, dir: &Path) -> String {
+    let key = dir.join("cluster.key").to_string_lossy().into_owned();
+    assert!(f::flock(net.host(0), &["keygen", "--cluster", &key]).0);
+    key
+}
+
 fn acceptance_scenario(test: &str, keyed: bool) {
     let _serial = serial();
     let Some(mut net) = Net::new(test, 3) else {
@@ -166,16 +173,11 @@ fn acceptance_scenario(test: &str, keyed: bool) {
     };
     let h4 = net.add_host().expect("host 4");
     let dir = f::tempdir(test);
-    let key = dir
-        .path()
-        .join("cluster.key")
-        .to_string_lossy()
-        .into_owned();
+    let key = keyed.then(|| cluster_key(&net, dir.path()));
     let mut cl = Cluster::new();
     // The original's defaults: no --bind (0.0.0.0, broadcasts on the command socket).
     let mut defaults = vec!["--bind", "-"];
-    if keyed {
-        assert!(f::flock(net.host(0), &["keygen", "--cluster", &key]).0);
+    if let Some(key) = &key {
         defaults.extend(["--cluster-key", key.as_str()]);
     }
     form_ring(&net, &mut cl, dir.path(), 3, &defaults);
@@ -236,16 +238,10 @@ struct Doomed {
 fn doomed_ring(test: &str, k: usize, keyed: bool) -> Option<Doomed> {
     let net = Net::new(test, 6)?;
     let dir = f::tempdir(test);
-    let key = dir
-        .path()
-        .join("cluster.key")
-        .to_string_lossy()
-        .into_owned();
-    let extra: Vec<&str> = if keyed {
-        assert!(f::flock(net.host(0), &["keygen", "--cluster", &key]).0);
-        vec!["--cluster-key", &key]
-    } else {
-        Vec::new()
+    let key = keyed.then(|| cluster_key(&net, dir.path()));
+    let extra: Vec<&str> = match &key {
+        Some(key) => vec!["--cluster-key", key],
+        None => Vec::new(),
     };
     let mut cl = Cluster::new();
     let order = form_ring(&net, &mut cl, dir.path(), 6, &extra);
