@@ -19,6 +19,7 @@ mod authority;
 mod confirm;
 mod maintenance;
 mod membership;
+mod reads;
 mod records;
 mod requests;
 mod routing;
@@ -42,9 +43,10 @@ use crate::verify::{self, RecordVerifier};
 use crate::{StoreOp, Table};
 use maintenance::Pace;
 use membership::{Probe, Serving, Welcome};
+use reads::ReplicaRead;
 use records::{Commit, Entry, Lease};
 use requests::{Pending, RequestKey};
-use routing::{FINGERS, Lookup, ReplicaRead};
+use routing::{FINGERS, Lookup};
 use transfer::{IncomingTransfer, Takeover};
 
 /// Delay before retrying a FIND that got `BUSY`.
