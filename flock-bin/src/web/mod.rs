@@ -502,9 +502,9 @@ mod tests {
 
     #[test]
     fn passwords() {
-        assert!(session::strong_password("Correct-Horse-1"));
-        assert!(!session::strong_password("short1A"));
-        assert!(!session::strong_password("alllowercase1"));
-        assert!(!session::strong_password("NoDigitsHere"));
+        assert!(session::login::strong_password("Correct-Horse-1"));
+        assert!(!session::login::strong_password("short1A"));
+        assert!(!session::login::strong_password("alllowercase1"));
+        assert!(!session::login::strong_password("NoDigitsHere"));
     }
 }
