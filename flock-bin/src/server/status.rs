@@ -176,8 +176,17 @@ mod tests {
             Duration::ZERO,
             Box::new(FakeVerifier),
         );
+        let r = record("alice");
+        let c: SocketAddrV4 = "172.16.0.1:5000".parse().expect("addr");
+        n.handle_datagram(Duration::from_millis(1), c, Frame::Register((&r).into()));
+        while n.poll_action().is_some() {}
+        n
+    }
+
+    /// `user` at 10.1.2.3:5000, version 10, under key "K1", signed for `FakeVerifier`.
+    fn record(user: &str) -> Record {
         let mut r = Record {
-            user: "alice".into(),
+            user: user.into(),
             ip: Ipv4Addr::new(10, 1, 2, 3),
             port: 5000,
             version: 10,
@@ -185,10 +194,7 @@ mod tests {
             sig_b64: String::new(),
         };
         r.sig_b64 = FakeVerifier::sign(&r);
-        let c: SocketAddrV4 = "172.16.0.1:5000".parse().expect("addr");
-        n.handle_datagram(Duration::from_millis(1), c, Frame::Register((&r).into()));
-        while n.poll_action().is_some() {}
-        n
+        r
     }
 
     fn assert_compact_sorted(j: &str) -> Value {
@@ -217,20 +223,7 @@ mod tests {
     #[test]
     fn snapshot_pages_cover_every_record_once() {
         let me: SocketAddrV4 = "10.0.0.1:12345".parse().expect("addr");
-        let recs: Vec<Record> = (0..2000)
-            .map(|i| {
-                let mut r = Record {
-                    user: format!("user{i:05}"),
-                    ip: Ipv4Addr::new(10, 1, 2, 3),
-                    port: 5000,
-                    version: 10,
-                    pubkey_b64: "K1".into(),
-                    sig_b64: String::new(),
-                };
-                r.sig_b64 = FakeVerifier::sign(&r);
-                r
-            })
-            .collect();
+        let recs: Vec<Record> = (0..2000).map(|i| record(&format!("user{i:05}"))).collect();
         let mut n = Node::restore(
             Config::default(),
             me,
